@@ -1,0 +1,81 @@
+//! Builds the CapabilityStatement from what the backend declares and what the
+//! search registry supports. Nothing is listed that the code cannot do.
+
+use serde_json::{json, Value};
+
+use crate::search::registry;
+use crate::storage::{Capabilities, Interaction};
+
+pub const SOFTWARE_NAME: &str = "fhirbridge";
+
+/// The formats served, in `CapabilityStatement.format`.
+const FORMATS: [&str; 4] = ["application/fhir+json", "json", "application/fhir+xml", "xml"];
+
+pub fn capability_statement(caps: &Capabilities, base_url: Option<&str>) -> Value {
+    let resources: Vec<Value> = caps
+        .types
+        .iter()
+        .map(|(ty, interactions)| {
+            let mut search_params: Vec<Value> = registry::COMMON
+                .iter()
+                .map(|(name, kind, def, doc)| {
+                    json!({"name": name, "definition": def, "type": kind, "documentation": doc})
+                })
+                .collect();
+            search_params.extend(registry::for_type(*ty).map(|p| {
+                json!({
+                    "name": p.code,
+                    "definition": p.definition,
+                    "type": p.kind.code(),
+                    "documentation": p.documentation,
+                })
+            }));
+            let mut resource = json!({
+                "type": ty.as_str(),
+                "profile": format!("http://hl7.org/fhir/StructureDefinition/{ty}"),
+                "interaction": interactions.iter().map(|i| json!({"code": i.code()})).collect::<Vec<_>>(),
+                "versioning": "versioned-update",
+                "readHistory": interactions.contains(&Interaction::Vread),
+                "updateCreate": caps.update_create && interactions.contains(&Interaction::Update),
+                "conditionalCreate": caps.conditional_create && interactions.contains(&Interaction::Create),
+                "conditionalRead": "full-support",
+                "conditionalUpdate": false,
+                "conditionalDelete": "not-supported",
+            });
+            if interactions.contains(&Interaction::SearchType) {
+                if let Some(obj) = resource.as_object_mut() {
+                    obj.insert("searchParam".into(), Value::Array(search_params));
+                }
+            }
+            resource
+        })
+        .collect();
+    let mut system_interactions = Vec::new();
+    if caps.system_history {
+        system_interactions.push(json!({"code": "history-system"}));
+    }
+    let mut implementation = json!({"description": "fhirbridge FHIR R4 server"});
+    if let (Some(base), Some(obj)) = (base_url, implementation.as_object_mut()) {
+        obj.insert("url".into(), json!(base));
+    }
+    let mut rest = json!({
+        "mode": "server",
+        "documentation": format!("Storage backend: {}", caps.backend),
+        "resource": resources,
+    });
+    if let (false, Some(obj)) = (system_interactions.is_empty(), rest.as_object_mut()) {
+        obj.insert("interaction".into(), Value::Array(system_interactions));
+    }
+    json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-21",
+        "publisher": "fhirbridge",
+        "kind": "instance",
+        "software": {"name": SOFTWARE_NAME, "version": env!("CARGO_PKG_VERSION")},
+        "implementation": implementation,
+        "fhirVersion": "4.0.1",
+        "format": FORMATS,
+        "rest": [rest],
+    })
+}

@@ -1,0 +1,283 @@
+//! Settings: built-in defaults, then an optional TOML file, then environment
+//! variables, then command-line flags (each layer overrides the one before).
+//! Unknown keys in the file are errors, and `Settings::validate` names the key
+//! at fault.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+/// All server settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub storage: StorageSettings,
+    pub search: SearchSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address to listen on (`FHIRBRIDGE_LISTEN`, `--listen`).
+    pub listen: String,
+    /// Public base URL used in `Location` headers and Bundle links, e.g.
+    /// `https://fhir.example.nhs.uk/fhir`. When unset it is derived from the request.
+    pub base_url: Option<String>,
+    /// Largest accepted request body in bytes, after decompression.
+    pub body_limit_bytes: usize,
+    /// HTTP worker threads (0 = one per CPU core).
+    pub workers: usize,
+    /// Seconds to let in-flight requests finish on shutdown.
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// `sqlite://PATH`, `sqlite::memory:` or `postgres://…`
+    /// (`FHIRBRIDGE_DATABASE_URL`, `--database`).
+    pub database_url: String,
+    /// Connections in the pool.
+    pub pool_size: u32,
+    /// Milliseconds to wait for a free connection before answering 503.
+    pub acquire_timeout_ms: u64,
+    /// SQLite: fsync every commit (`synchronous=FULL`) to survive power loss.
+    /// The default (`NORMAL`, WAL) survives a crash or `kill -9` of the server.
+    pub sqlite_synchronous_full: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchSettings {
+    /// Page size when the client gives no `_count`.
+    pub default_count: usize,
+    /// Upper bound on `_count`.
+    pub max_count: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySettings {
+    /// `tracing` filter, e.g. `info` or `fhirbridge=debug` (`RUST_LOG` overrides).
+    pub log_filter: String,
+    /// `pretty` for humans or `json` for log shippers.
+    pub log_format: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            server: ServerSettings::default(),
+            storage: StorageSettings::default(),
+            search: SearchSettings::default(),
+            telemetry: TelemetrySettings::default(),
+        }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: "127.0.0.1:8080".into(),
+            base_url: None,
+            body_limit_bytes: 10 * 1024 * 1024,
+            workers: 0,
+            shutdown_timeout_secs: 30,
+        }
+    }
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        StorageSettings {
+            database_url: "sqlite://data/fhirbridge.db".into(),
+            pool_size: 8,
+            acquire_timeout_ms: 5_000,
+            sqlite_synchronous_full: false,
+        }
+    }
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        SearchSettings {
+            default_count: 20,
+            max_count: 1_000,
+        }
+    }
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        TelemetrySettings {
+            log_filter: "info".into(),
+            log_format: "pretty".into(),
+        }
+    }
+}
+
+/// Overrides given on the command line (they beat everything else).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+}
+
+impl Settings {
+    /// Defaults ← file (if any) ← environment ← flags, then validation.
+    pub fn load(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        flags: &Overrides,
+    ) -> anyhow::Result<Settings> {
+        let mut settings = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("Failed to read config file {}", path.display()))?;
+                toml::from_str::<Settings>(&text)
+                    .with_context(|| format!("Invalid config file {}", path.display()))?
+            }
+            None => Settings::default(),
+        };
+        if let Some(v) = env("FHIRBRIDGE_LISTEN") {
+            settings.server.listen = v;
+        }
+        if let Some(v) = env("FHIRBRIDGE_DATABASE_URL") {
+            settings.storage.database_url = v;
+        }
+        if let Some(v) = env("FHIRBRIDGE_BASE_URL") {
+            settings.server.base_url = Some(v);
+        }
+        if let Some(v) = &flags.listen {
+            settings.server.listen = v.clone();
+        }
+        if let Some(v) = &flags.database_url {
+            settings.storage.database_url = v.clone();
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Settings for tests: in-memory SQLite, an ephemeral port, quiet logs.
+    pub fn for_testing() -> Settings {
+        let mut s = Settings::default();
+        s.server.listen = "127.0.0.1:0".into();
+        s.server.workers = 2;
+        s.server.shutdown_timeout_secs = 1;
+        s.storage.database_url = "sqlite::memory:".into();
+        s
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err()
+            && !self.server.listen.contains(':')
+        {
+            anyhow::bail!("server.listen: '{}' is not HOST:PORT", self.server.listen);
+        }
+        if self.server.body_limit_bytes < 1024 {
+            anyhow::bail!("server.body_limit_bytes must be at least 1024");
+        }
+        let url = &self.storage.database_url;
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            anyhow::bail!(
+                "storage.database_url must start with sqlite://, sqlite::memory: or postgres://"
+            );
+        }
+        if self.storage.pool_size == 0 || self.storage.pool_size > 256 {
+            anyhow::bail!("storage.pool_size must be between 1 and 256");
+        }
+        if self.search.default_count == 0 || self.search.default_count > self.search.max_count {
+            anyhow::bail!("search.default_count must be between 1 and search.max_count");
+        }
+        if !matches!(self.telemetry.log_format.as_str(), "pretty" | "json") {
+            anyhow::bail!("telemetry.log_format must be 'pretty' or 'json'");
+        }
+        if let Some(base) = &self.server.base_url {
+            if !(base.starts_with("http://") || base.starts_with("https://")) {
+                anyhow::bail!("server.base_url must be an http(s) URL");
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL with a safe TLS default: a remote PostgreSQL server gets
+    /// `sslmode=verify-full` unless the URL says otherwise.
+    pub fn effective_database_url(&self) -> String {
+        let url = &self.storage.database_url;
+        let is_pg = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        if !is_pg || url.contains("sslmode=") {
+            return url.clone();
+        }
+        let after_scheme = url.split_once("://").map(|(_, r)| r).unwrap_or("");
+        let authority = after_scheme.split(['/', '?']).next().unwrap_or("");
+        let host = authority.rsplit('@').next().unwrap_or("");
+        let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+        let local = matches!(host, "" | "localhost" | "127.0.0.1" | "[::1]");
+        if local {
+            return url.clone();
+        }
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}sslmode=verify-full")
+    }
+
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.storage.acquire_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_are_the_documented_contract() {
+        let s = Settings::load(None, &no_env, &Overrides::default()).unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:8080");
+        assert_eq!(s.storage.database_url, "sqlite://data/fhirbridge.db");
+        assert_eq!(s.server.body_limit_bytes, 10 * 1024 * 1024);
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:1\"\n[storage]\ndatabase_url = \"sqlite::memory:\"\n").unwrap();
+        let env = |k: &str| (k == "FHIRBRIDGE_LISTEN").then(|| "127.0.0.1:2".to_owned());
+        let s = Settings::load(Some(&file), &env, &Overrides::default()).unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:2");
+        assert_eq!(s.storage.database_url, "sqlite::memory:");
+        let flags = Overrides { listen: Some("127.0.0.1:3".into()), database_url: None };
+        let s = Settings::load(Some(&file), &env, &flags).unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:3");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[server]\nlisten_addr = \"x\"\n").unwrap();
+        assert!(Settings::load(Some(&file), &no_env, &Overrides::default()).is_err());
+        let flags = Overrides { listen: None, database_url: Some("mysql://x".into()) };
+        let e = Settings::load(None, &no_env, &flags).unwrap_err();
+        assert!(e.to_string().contains("storage.database_url"));
+    }
+
+    #[test]
+    fn remote_postgres_defaults_to_verify_full() {
+        let mut s = Settings::default();
+        s.storage.database_url = "postgres://u@db.example.org:5432/fhir".into();
+        assert!(s.effective_database_url().ends_with("?sslmode=verify-full"));
+        s.storage.database_url = "postgres://u@127.0.0.1:5432/fhir".into();
+        assert!(!s.effective_database_url().contains("sslmode"));
+        s.storage.database_url = "postgres://u@db/fhir?sslmode=disable".into();
+        assert!(s.effective_database_url().ends_with("sslmode=disable"));
+    }
+}

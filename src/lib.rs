@@ -1,0 +1,92 @@
+//! fhirbridge: a FHIR R4 server for the NHS England ecosystem.
+//!
+//! Reading order: [`config`] → [`model`] → [`storage`] (the seam) → [`search`] →
+//! [`service`] → [`rest`] (the only HTTP-aware module) → [`capability`].
+
+pub mod capability;
+pub mod config;
+pub mod metrics;
+pub mod model;
+pub mod rest;
+pub mod search;
+pub mod service;
+pub mod storage;
+pub mod telemetry;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::{middleware::from_fn, web, App, HttpServer};
+use anyhow::Context as _;
+
+use config::Settings;
+use storage::sql::{SqlBackend, SqlOptions};
+use storage::Backend;
+
+/// Opens the configured storage backend (creating and migrating the database).
+pub fn open_backend(settings: &Settings) -> anyhow::Result<Arc<dyn Backend>> {
+    let backend = SqlBackend::open(&SqlOptions {
+        url: settings.effective_database_url(),
+        pool_size: settings.storage.pool_size,
+        acquire_timeout: settings.acquire_timeout(),
+        sqlite_synchronous_full: settings.storage.sqlite_synchronous_full,
+    })?;
+    Ok(Arc::new(backend))
+}
+
+/// A bound, ready-to-run server.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Opens storage, binds the listener and builds the HTTP server.
+    pub fn build(settings: Settings) -> anyhow::Result<Application> {
+        let backend = open_backend(&settings)?;
+        Application::build_with_backend(settings, backend)
+    }
+
+    pub fn build_with_backend(
+        settings: Settings,
+        backend: Arc<dyn Backend>,
+    ) -> anyhow::Result<Application> {
+        let listener = TcpListener::bind(&settings.server.listen)
+            .with_context(|| format!("Failed to bind {}", settings.server.listen))?;
+        let port = listener.local_addr()?.port();
+        let metrics = Arc::new(metrics::InstanceMetrics::new()?);
+        let settings = Arc::new(settings);
+        let state = web::Data::new(rest::AppState {
+            backend,
+            metrics,
+            settings: settings.clone(),
+        });
+        let limit = settings.server.body_limit_bytes;
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::PayloadConfig::new(limit))
+                .wrap(from_fn(rest::middleware::fhir_middleware))
+                .configure(rest::configure)
+        })
+        .listen(listener)?
+        .shutdown_timeout(settings.server.shutdown_timeout_secs);
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        Ok(Application {
+            port,
+            server: server.run(),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGINT/SIGTERM, then drains in-flight requests.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

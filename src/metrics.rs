@@ -1,0 +1,69 @@
+//! Prometheus metrics. Labels are bounded: interaction names, supported resource
+//! types and status classes, never ids or parameter values.
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+/// The server's metrics, registered in their own registry.
+pub struct InstanceMetrics {
+    registry: Registry,
+    /// Requests served, by FHIR interaction, resource type and status class (2xx…5xx).
+    pub requests: IntCounterVec,
+    /// Request latency in seconds, by interaction, resource type and status class.
+    pub latency: HistogramVec,
+    /// Database pool connections by state (`in_use`, `idle`), per backend.
+    pub pool: IntGaugeVec,
+}
+
+impl InstanceMetrics {
+    pub fn new() -> anyhow::Result<InstanceMetrics> {
+        let registry = Registry::new_custom(Some("fhirbridge".into()), None)?;
+        let requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests served"),
+            &["interaction", "resource_type", "status_class"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["interaction", "resource_type", "status_class"],
+        )?;
+        let pool = IntGaugeVec::new(
+            Opts::new("db_pool_connections", "Database pool connections by state"),
+            &["backend", "state"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(pool.clone()))?;
+        Ok(InstanceMetrics {
+            registry,
+            requests,
+            latency,
+            pool,
+        })
+    }
+
+    pub fn observe(&self, interaction: &str, resource_type: &str, status: u16, seconds: f64) {
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        let labels = [interaction, resource_type, class];
+        self.requests.with_label_values(&labels).inc();
+        self.latency.with_label_values(&labels).observe(seconds);
+    }
+
+    pub fn set_pool(&self, backend: &str, in_use: u32, idle: u32) {
+        self.pool.with_label_values(&[backend, "in_use"]).set(i64::from(in_use));
+        self.pool.with_label_values(&[backend, "idle"]).set(i64::from(idle));
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,791 @@
+//! One handler per FHIR interaction, parameterised by resource type.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+use super::error::{operation_outcome, ApiError, OoIssue};
+use super::format::{self, Output, Prefer, ReturnPref};
+use super::{AppState, InteractionLabel, RequestId};
+use crate::model::{Instant, LogicalId, ResourceType, VersionId};
+use crate::search::parse::{self as search_parse, Paging, ParsedSearch};
+use crate::service::{self, WriteTarget};
+use crate::storage::{
+    CreateRequest, DeleteRequest, HistoryQuery, HistoryScope, Interaction, Precondition,
+    RequestContext, StoredResource, UpdateRequest, WriteKind,
+};
+
+type ApiResult = Result<HttpResponse, ApiError>;
+
+fn label(req: &HttpRequest, interaction: &'static str, ty: Option<ResourceType>) {
+    req.extensions_mut().insert(InteractionLabel {
+        interaction,
+        resource_type: ty.map(|t| t.as_str()).unwrap_or("system"),
+    });
+}
+
+fn ctx(req: &HttpRequest) -> RequestContext {
+    RequestContext {
+        request_id: req
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default(),
+    }
+}
+
+/// The FHIR base URL (`…/fhir`) as clients see it.
+pub fn base_url(req: &HttpRequest, state: &AppState) -> String {
+    match &state.settings.server.base_url {
+        Some(b) => b.trim_end_matches('/').to_owned(),
+        None => {
+            let info = req.connection_info();
+            format!("{}://{}/fhir", info.scheme(), info.host())
+        }
+    }
+}
+
+fn parse_type(name: &str, state: &AppState) -> Result<ResourceType, ApiError> {
+    let ty: ResourceType = name.parse().map_err(|_| {
+        if fhir_structure::model::Model::r4().is_resource_type(name) {
+            ApiError::NotFound(format!("Resource type '{name}' is not supported by this server"))
+        } else {
+            ApiError::NotFound(format!("Unknown resource type '{name}'"))
+        }
+    })?;
+    if !state.backend.capabilities().supports_type(ty) {
+        return Err(ApiError::NotFound(format!(
+            "Resource type '{name}' is not supported by this server"
+        )));
+    }
+    Ok(ty)
+}
+
+fn parse_id(id: &str) -> Result<LogicalId, ApiError> {
+    LogicalId::parse(id).ok_or_else(|| {
+        ApiError::bad_request(
+            "value",
+            "Invalid resource id: ids are 1-64 characters of A-Z, a-z, 0-9, '-' and '.'",
+        )
+    })
+}
+
+fn require(state: &AppState, ty: ResourceType, interaction: Interaction) -> Result<(), ApiError> {
+    if state.backend.capabilities().supports(ty, interaction) {
+        Ok(())
+    } else {
+        Err(ApiError::MethodNotAllowed(format!(
+            "The {} interaction is not supported for {ty}",
+            interaction.code()
+        )))
+    }
+}
+
+fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .map_err(|_| ApiError::bad_request("invalid", "The query string is not valid URL encoding"))
+}
+
+fn structure_issues(issues: Vec<fhir_structure::check::Issue>) -> ApiError {
+    ApiError::BadRequest(
+        issues
+            .into_iter()
+            .map(|i| OoIssue {
+                severity: match i.severity {
+                    fhir_structure::check::Severity::Fatal => "fatal",
+                    fhir_structure::check::Severity::Error => "error",
+                    fhir_structure::check::Severity::Warning => "warning",
+                    fhir_structure::check::Severity::Information => "information",
+                },
+                code: i.code,
+                diagnostics: i.message,
+                expression: (!i.expression.is_empty()).then_some(i.expression),
+            })
+            .collect(),
+    )
+}
+
+/// Writes a resource response with `ETag`, `Last-Modified` and, for writes,
+/// `Location`; the body follows `Prefer: return=`.
+fn resource_response(
+    status: StatusCode,
+    stored: &StoredResource,
+    out: Output,
+    return_pref: ReturnPref,
+    location: Option<&str>,
+) -> ApiResult {
+    let mut builder = HttpResponse::build(status);
+    builder
+        .insert_header((header::ETAG, format::etag(stored.version)))
+        .insert_header((header::LAST_MODIFIED, stored.last_updated.to_http_date()));
+    if let Some(base) = location {
+        builder.insert_header((
+            header::LOCATION,
+            format!(
+                "{base}/{}/{}/_history/{}",
+                stored.resource_type, stored.id, stored.version
+            ),
+        ));
+    }
+    match return_pref {
+        ReturnPref::Minimal => Ok(builder.finish()),
+        ReturnPref::Representation => {
+            let content = stored.content.as_deref().unwrap_or("{}");
+            let (body, ct) = format::encode_stored(content, out)?;
+            Ok(builder.content_type(ct).body(body))
+        }
+        ReturnPref::OperationOutcome => {
+            let oo = operation_outcome(&[OoIssue {
+                severity: "information",
+                code: "informational",
+                diagnostics: format!(
+                    "{}/{} version {} stored",
+                    stored.resource_type, stored.id, stored.version
+                ),
+                expression: None,
+            }]);
+            let (body, ct) = format::encode(&oo, out)?;
+            Ok(builder.content_type(ct).body(body))
+        }
+    }
+}
+
+pub async fn metadata(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
+    label(&req, "capabilities", None);
+    let out = format::negotiate(&req)?;
+    let cs = crate::capability::capability_statement(
+        state.backend.capabilities(),
+        Some(&base_url(&req, &state)),
+    );
+    let (body, ct) = format::encode(&cs, out)?;
+    Ok(HttpResponse::Ok().content_type(ct).body(body))
+}
+
+pub async fn read(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
+    let (type_name, id) = path.into_inner();
+    let ty = parse_type(&type_name, &state)?;
+    label(&req, "read", Some(ty));
+    require(&state, ty, Interaction::Read)?;
+    let id = parse_id(&id)?;
+    let out = format::negotiate(&req)?;
+    let reader = state
+        .backend
+        .reader()
+        .ok_or_else(|| ApiError::MethodNotAllowed("read is not supported".into()))?;
+    let stored = match reader.read(&ctx(&req), ty, &id).await {
+        Ok(s) => s,
+        Err(crate::storage::StorageError::Gone {
+            version,
+            last_updated,
+        }) => {
+            let oo = operation_outcome(&[OoIssue::error(
+                "deleted",
+                format!("{ty}/{id} was deleted"),
+            )]);
+            return Ok(HttpResponse::Gone()
+                .insert_header((header::ETAG, format::etag(version)))
+                .insert_header((header::LAST_MODIFIED, last_updated.to_http_date()))
+                .content_type(format::FHIR_JSON)
+                .body(oo.to_string()));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if format::if_none_match_hits(req.headers(), stored.version) {
+        return Ok(not_modified(&stored));
+    }
+    if req.headers().get(header::IF_NONE_MATCH).is_none() {
+        if let Some(since) = format::if_modified_since(req.headers()) {
+            if stored.last_updated.seconds() <= since {
+                return Ok(not_modified(&stored));
+            }
+        }
+    }
+    resource_response(StatusCode::OK, &stored, out, ReturnPref::Representation, None)
+}
+
+fn not_modified(stored: &StoredResource) -> HttpResponse {
+    HttpResponse::NotModified()
+        .insert_header((header::ETAG, format::etag(stored.version)))
+        .insert_header((header::LAST_MODIFIED, stored.last_updated.to_http_date()))
+        .finish()
+}
+
+pub async fn vread(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String, String)>,
+) -> ApiResult {
+    let (type_name, id, vid) = path.into_inner();
+    let ty = parse_type(&type_name, &state)?;
+    label(&req, "vread", Some(ty));
+    require(&state, ty, Interaction::Vread)?;
+    let id = parse_id(&id)?;
+    let version: VersionId = vid.parse().ok().filter(|v| *v > 0).ok_or_else(|| {
+        ApiError::bad_request("value", "The version id must be a positive integer")
+    })?;
+    let out = format::negotiate(&req)?;
+    let reader = state
+        .backend
+        .reader()
+        .ok_or_else(|| ApiError::MethodNotAllowed("vread is not supported".into()))?;
+    let stored = reader.vread(&ctx(&req), ty, &id, version).await.map_err(|e| match e {
+        crate::storage::StorageError::NotFound => {
+            ApiError::NotFound(format!("{ty}/{id} has no version {version}"))
+        }
+        crate::storage::StorageError::Gone { .. } => {
+            ApiError::Gone(format!("Version {version} of {ty}/{id} is a deletion"))
+        }
+        other => other.into(),
+    })?;
+    resource_response(StatusCode::OK, &stored, out, ReturnPref::Representation, None)
+}
+
+pub async fn create(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> ApiResult {
+    let ty = parse_type(&path.into_inner(), &state)?;
+    label(&req, "create", Some(ty));
+    require(&state, ty, Interaction::Create)?;
+    let out = format::negotiate(&req)?;
+    let prefer = format::prefer(req.headers());
+    let if_none_exist = match req.headers().get("if-none-exist") {
+        None => None,
+        Some(v) => {
+            let text = v.to_str().map_err(|_| {
+                ApiError::bad_request("invalid", "If-None-Exist is not valid ASCII")
+            })?;
+            let text = text.trim_start_matches('?');
+            let text = text.strip_prefix(&format!("{ty}?")).unwrap_or(text);
+            let pairs = query_pairs(text)?;
+            if pairs.is_empty() {
+                return Err(ApiError::bad_request(
+                    "invalid",
+                    "If-None-Exist must contain search criteria",
+                ));
+            }
+            let parsed = search_parse::parse(ty, &pairs, false, paging(&state))
+                .map_err(|e| ApiError::bad_request("invalid", format!("If-None-Exist: {}", e.message)))?;
+            Some(parsed.query)
+        }
+    };
+    let value = format::decode_body(&req, &body)?;
+    let content =
+        service::prepare_write(ty, value, WriteTarget::Create).map_err(structure_issues)?;
+    let writer = state
+        .backend
+        .writer()
+        .ok_or_else(|| ApiError::MethodNotAllowed("create is not supported".into()))?;
+    let outcome = writer
+        .create(
+            &ctx(&req),
+            CreateRequest {
+                resource_type: ty,
+                content,
+                if_none_exist,
+            },
+        )
+        .await?;
+    let stored = outcome
+        .stored
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("create returned no resource")))?;
+    let status = if outcome.kind == WriteKind::Existing {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let base = base_url(&req, &state);
+    resource_response(status, &stored, out, prefer.return_pref, Some(&base))
+}
+
+pub async fn update(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> ApiResult {
+    let (type_name, id) = path.into_inner();
+    let ty = parse_type(&type_name, &state)?;
+    label(&req, "update", Some(ty));
+    require(&state, ty, Interaction::Update)?;
+    let id = parse_id(&id)?;
+    let out = format::negotiate(&req)?;
+    let prefer = format::prefer(req.headers());
+    let mut precondition = match format::if_match(req.headers())? {
+        Some(v) => Precondition::VersionIs(v),
+        None => Precondition::None,
+    };
+    if let Some(v) = req.headers().get(header::IF_NONE_MATCH) {
+        if v.to_str().map(str::trim).ok() == Some("*") {
+            if precondition != Precondition::None {
+                return Err(ApiError::bad_request(
+                    "invalid",
+                    "If-Match and If-None-Match cannot be combined",
+                ));
+            }
+            precondition = Precondition::MustNotExist;
+        } else {
+            return Err(ApiError::bad_request(
+                "not-supported",
+                "On update only 'If-None-Match: *' is supported",
+            ));
+        }
+    }
+    let value = format::decode_body(&req, &body)?;
+    let content =
+        service::prepare_write(ty, value, WriteTarget::Update(&id)).map_err(structure_issues)?;
+    let writer = state
+        .backend
+        .writer()
+        .ok_or_else(|| ApiError::MethodNotAllowed("update is not supported".into()))?;
+    let outcome = writer
+        .update(
+            &ctx(&req),
+            UpdateRequest {
+                resource_type: ty,
+                id,
+                content,
+                precondition,
+            },
+        )
+        .await?;
+    let stored = outcome
+        .stored
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("update returned no resource")))?;
+    let status = if outcome.kind == WriteKind::Created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let base = base_url(&req, &state);
+    resource_response(status, &stored, out, prefer.return_pref, Some(&base))
+}
+
+pub async fn delete(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
+    let (type_name, id) = path.into_inner();
+    let ty = parse_type(&type_name, &state)?;
+    label(&req, "delete", Some(ty));
+    require(&state, ty, Interaction::Delete)?;
+    let id = parse_id(&id)?;
+    let out = format::negotiate(&req)?;
+    let prefer = format::prefer(req.headers());
+    let precondition = match format::if_match(req.headers())? {
+        Some(v) => Precondition::VersionIs(v),
+        None => Precondition::None,
+    };
+    let writer = state
+        .backend
+        .writer()
+        .ok_or_else(|| ApiError::MethodNotAllowed("delete is not supported".into()))?;
+    let outcome = writer
+        .delete(
+            &ctx(&req),
+            DeleteRequest {
+                resource_type: ty,
+                id: id.clone(),
+                precondition,
+            },
+        )
+        .await?;
+    let mut builder = HttpResponse::build(if prefer.return_pref == ReturnPref::OperationOutcome {
+        StatusCode::OK
+    } else {
+        StatusCode::NO_CONTENT
+    });
+    if let Some(stored) = &outcome.stored {
+        builder.insert_header((header::ETAG, format::etag(stored.version)));
+    }
+    if prefer.return_pref == ReturnPref::OperationOutcome {
+        let msg = match outcome.kind {
+            WriteKind::Deleted => format!("{ty}/{id} deleted"),
+            _ => format!("{ty}/{id} did not exist or was already deleted; nothing changed"),
+        };
+        let oo = operation_outcome(&[OoIssue {
+            severity: "information",
+            code: "informational",
+            diagnostics: msg,
+            expression: None,
+        }]);
+        let (body, ct) = format::encode(&oo, out)?;
+        return Ok(builder.content_type(ct).body(body));
+    }
+    Ok(builder.finish())
+}
+
+fn paging(state: &AppState) -> Paging {
+    Paging {
+        default_count: state.settings.search.default_count,
+        max_count: state.settings.search.max_count,
+    }
+}
+
+pub async fn search(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> ApiResult {
+    let ty = parse_type(&path.into_inner(), &state)?;
+    label(&req, "search-type", Some(ty));
+    let pairs = query_pairs(req.query_string())?;
+    run_search(&req, &state, ty, pairs).await
+}
+
+/// `POST [type]/_search` with an `application/x-www-form-urlencoded` body; the
+/// URL's own parameters are combined with the body's.
+pub async fn search_post(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> ApiResult {
+    let ty = parse_type(&path.into_inner(), &state)?;
+    label(&req, "search-type", Some(ty));
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !body.is_empty() && !ct.starts_with("application/x-www-form-urlencoded") {
+        return Err(ApiError::UnsupportedMediaType(
+            "POST _search takes an application/x-www-form-urlencoded body".into(),
+        ));
+    }
+    let mut pairs = query_pairs(req.query_string())?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("invalid", "The form body is not UTF-8"))?;
+    pairs.extend(query_pairs(text)?);
+    run_search(&req, &state, ty, pairs).await
+}
+
+fn encode_pairs(pairs: &[(String, String)]) -> String {
+    serde_urlencoded::to_string(pairs).unwrap_or_default()
+}
+
+async fn run_search(
+    req: &HttpRequest,
+    state: &AppState,
+    ty: ResourceType,
+    pairs: Vec<(String, String)>,
+) -> ApiResult {
+    require(state, ty, Interaction::SearchType)?;
+    let out = format::negotiate(req)?;
+    let Prefer { lenient, .. } = format::prefer(req.headers());
+    let ParsedSearch {
+        query,
+        applied,
+        warnings,
+    } = search_parse::parse(ty, &pairs, lenient, paging(state)).map_err(|e| {
+        let mut issue = OoIssue::error(
+            if e.param.is_empty() { "too-costly" } else { "invalid" },
+            e.message,
+        );
+        if !e.param.is_empty() {
+            issue = issue.at(e.param);
+        }
+        ApiError::BadRequest(vec![issue])
+    })?;
+    let searcher = state
+        .backend
+        .search()
+        .ok_or_else(|| ApiError::MethodNotAllowed("search is not supported".into()))?;
+    let page = searcher.search(&ctx(req), &query).await?;
+    let base = base_url(req, state);
+    let mut self_pairs = applied.clone();
+    if let Some(after) = &query.after_id {
+        self_pairs.push(("_cursor".into(), after.clone()));
+    }
+    let mut links = vec![json!({"relation": "self", "url": link(&base, ty, &self_pairs)})];
+    if let Some(next) = &page.next_after_id {
+        let mut next_pairs: Vec<(String, String)> =
+            applied.iter().filter(|(k, _)| k != "_count").cloned().collect();
+        next_pairs.push(("_count".into(), query.count.to_string()));
+        next_pairs.push(("_cursor".into(), next.clone()));
+        links.push(json!({"relation": "next", "url": link(&base, ty, &next_pairs)}));
+    }
+    let mut entries = Vec::with_capacity(page.resources.len() + 1);
+    for r in &page.resources {
+        let Some(content) = &r.content else { continue };
+        let resource: Value =
+            serde_json::from_str(content).map_err(|e| ApiError::Internal(e.into()))?;
+        entries.push(json!({
+            "fullUrl": format!("{base}/{}/{}", r.resource_type, r.id),
+            "resource": resource,
+            "search": {"mode": "match"},
+        }));
+    }
+    if !warnings.is_empty() {
+        let issues: Vec<OoIssue> = warnings
+            .into_iter()
+            .map(|w| OoIssue {
+                severity: "warning",
+                code: "not-supported",
+                diagnostics: format!("Ignored: {}", w.message),
+                expression: (!w.param.is_empty()).then_some(w.param),
+            })
+            .collect();
+        entries.push(json!({
+            "resource": operation_outcome(&issues),
+            "search": {"mode": "outcome"},
+        }));
+    }
+    let bundle = bundle("searchset", page.total, links, entries);
+    let (body, ct) = format::encode(&bundle, out)?;
+    Ok(HttpResponse::Ok().content_type(ct).body(body))
+}
+
+fn link(base: &str, ty: ResourceType, pairs: &[(String, String)]) -> String {
+    if pairs.is_empty() {
+        format!("{base}/{ty}")
+    } else {
+        format!("{base}/{ty}?{}", encode_pairs(pairs))
+    }
+}
+
+fn bundle(kind: &str, total: Option<i64>, links: Vec<Value>, entries: Vec<Value>) -> Value {
+    let mut b = serde_json::Map::new();
+    b.insert("resourceType".into(), json!("Bundle"));
+    b.insert("id".into(), json!(LogicalId::generate().as_str()));
+    b.insert("meta".into(), json!({"lastUpdated": Instant::now().to_fhir()}));
+    b.insert("type".into(), json!(kind));
+    if let Some(t) = total {
+        b.insert("total".into(), json!(t));
+    }
+    b.insert("link".into(), Value::Array(links));
+    if !entries.is_empty() {
+        b.insert("entry".into(), Value::Array(entries));
+    }
+    Value::Object(b)
+}
+
+pub async fn history_system(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
+    label(&req, "history-system", None);
+    if !state.backend.capabilities().system_history {
+        return Err(ApiError::MethodNotAllowed(
+            "System history is not supported".into(),
+        ));
+    }
+    history(&req, &state, HistoryScope::System).await
+}
+
+pub async fn history_type(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> ApiResult {
+    let ty = parse_type(&path.into_inner(), &state)?;
+    label(&req, "history-type", Some(ty));
+    require(&state, ty, Interaction::HistoryType)?;
+    history(&req, &state, HistoryScope::Type(ty)).await
+}
+
+pub async fn history_instance(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
+    let (type_name, id) = path.into_inner();
+    let ty = parse_type(&type_name, &state)?;
+    label(&req, "history-instance", Some(ty));
+    require(&state, ty, Interaction::HistoryInstance)?;
+    let id = parse_id(&id)?;
+    history(&req, &state, HistoryScope::Instance(ty, id)).await
+}
+
+async fn history(req: &HttpRequest, state: &AppState, scope: HistoryScope) -> ApiResult {
+    let out = format::negotiate(req)?;
+    let Prefer { lenient, .. } = format::prefer(req.headers());
+    let pairs = query_pairs(req.query_string())?;
+    let mut q = HistoryQuery {
+        scope: scope.clone(),
+        since: None,
+        count: state.settings.search.default_count,
+        before_seq: None,
+    };
+    let mut applied = Vec::new();
+    let mut warnings = Vec::new();
+    for (name, value) in &pairs {
+        let problem = match name.as_str() {
+            "_format" | "_pretty" => None,
+            "_count" => match value.parse::<usize>() {
+                Ok(n) => {
+                    q.count = n.min(state.settings.search.max_count);
+                    applied.push((name.clone(), q.count.to_string()));
+                    None
+                }
+                Err(_) => Some("_count must be a non-negative integer".to_owned()),
+            },
+            "_since" => match fhir_structure::primitive::parse_date_range(value) {
+                Some((lo, _)) if value.len() > 10 => {
+                    q.since = Some(Instant(lo));
+                    applied.push((name.clone(), value.clone()));
+                    None
+                }
+                _ => Some("_since must be an instant, e.g. 2024-01-01T00:00:00Z".to_owned()),
+            },
+            "_cursor" => match value.parse::<i64>() {
+                Ok(seq) => {
+                    q.before_seq = Some(seq);
+                    None
+                }
+                Err(_) => Some("Invalid paging cursor".to_owned()),
+            },
+            other => Some(format!("Parameter '{other}' is not supported on history")),
+        };
+        if let Some(msg) = problem {
+            if lenient {
+                warnings.push(msg);
+            } else {
+                return Err(ApiError::BadRequest(vec![
+                    OoIssue::error("not-supported", msg).at(name.clone())
+                ]));
+            }
+        }
+    }
+    let history = state
+        .backend
+        .history()
+        .ok_or_else(|| ApiError::MethodNotAllowed("history is not supported".into()))?;
+    let page = history.history(&ctx(req), q.clone()).await?;
+    if let HistoryScope::Instance(ty, id) = &scope {
+        if page.total == 0 {
+            return Err(ApiError::NotFound(format!("{ty}/{id} has no history")));
+        }
+    }
+    let base = base_url(req, state);
+    let path = match &scope {
+        HistoryScope::System => "_history".to_owned(),
+        HistoryScope::Type(t) => format!("{t}/_history"),
+        HistoryScope::Instance(t, id) => format!("{t}/{id}/_history"),
+    };
+    let with_query = |pairs: &[(String, String)]| {
+        if pairs.is_empty() {
+            format!("{base}/{path}")
+        } else {
+            format!("{base}/{path}?{}", encode_pairs(pairs))
+        }
+    };
+    let mut self_pairs = applied.clone();
+    if let Some(seq) = q.before_seq {
+        self_pairs.push(("_cursor".into(), seq.to_string()));
+    }
+    let mut links = vec![json!({"relation": "self", "url": with_query(&self_pairs)})];
+    if let Some(next) = page.next_before_seq {
+        let mut next_pairs: Vec<(String, String)> =
+            applied.iter().filter(|(k, _)| k != "_count").cloned().collect();
+        next_pairs.push(("_count".into(), q.count.to_string()));
+        next_pairs.push(("_cursor".into(), next.to_string()));
+        links.push(json!({"relation": "next", "url": with_query(&next_pairs)}));
+    }
+    let mut entries = Vec::with_capacity(page.entries.len());
+    for e in &page.entries {
+        let r = &e.resource;
+        let mut entry = serde_json::Map::new();
+        entry.insert(
+            "fullUrl".into(),
+            json!(format!("{base}/{}/{}", r.resource_type, r.id)),
+        );
+        if let Some(content) = &r.content {
+            let resource: Value =
+                serde_json::from_str(content).map_err(|e| ApiError::Internal(e.into()))?;
+            entry.insert("resource".into(), resource);
+        }
+        let (url, status) = match e.method.as_str() {
+            "POST" => (r.resource_type.to_string(), "201 Created"),
+            "DELETE" => (format!("{}/{}", r.resource_type, r.id), "204 No Content"),
+            _ if r.version == 1 => (format!("{}/{}", r.resource_type, r.id), "201 Created"),
+            _ => (format!("{}/{}", r.resource_type, r.id), "200 OK"),
+        };
+        entry.insert("request".into(), json!({"method": e.method, "url": url}));
+        entry.insert(
+            "response".into(),
+            json!({
+                "status": status,
+                "etag": format::etag(r.version),
+                "lastModified": r.last_updated.to_fhir(),
+            }),
+        );
+        entries.push(Value::Object(entry));
+    }
+    if !warnings.is_empty() {
+        let issues: Vec<OoIssue> = warnings
+            .into_iter()
+            .map(|w| OoIssue {
+                severity: "warning",
+                code: "not-supported",
+                diagnostics: format!("Ignored: {w}"),
+                expression: None,
+            })
+            .collect();
+        entries.push(json!({"resource": operation_outcome(&issues)}));
+    }
+    let bundle = bundle("history", Some(page.total), links, entries);
+    let (body, ct) = format::encode(&bundle, out)?;
+    Ok(HttpResponse::Ok().content_type(ct).body(body))
+}
+
+/// Interactions this server does not implement yet: explicit 501, never advertised.
+pub async fn not_implemented(req: HttpRequest) -> ApiResult {
+    label(&req, "unsupported", None);
+    let what = match (req.method().as_str(), req.match_pattern().as_deref()) {
+        ("POST", Some("/fhir")) => "batch and transaction Bundles are",
+        ("PATCH", _) => "PATCH is",
+        ("PUT", _) => "conditional update is",
+        ("DELETE", _) => "conditional delete is",
+        ("GET", Some("/fhir")) => "system-level search is",
+        _ => "this interaction is",
+    };
+    Err(ApiError::NotImplemented(format!("{what} not supported by this server")))
+}
+
+pub async fn method_not_allowed(req: HttpRequest) -> ApiResult {
+    label(&req, "unsupported", None);
+    Err(ApiError::MethodNotAllowed(format!(
+        "Method {} is not allowed on this endpoint",
+        req.method()
+    )))
+}
+
+pub async fn not_found(req: HttpRequest) -> ApiResult {
+    label(&req, "unknown", None);
+    Err(ApiError::NotFound("No such endpoint".into()))
+}
+
+pub async fn health_live() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(r#"{"status":"pass"}"#)
+}
+
+pub async fn health_ready(state: web::Data<AppState>) -> HttpResponse {
+    match state.backend.ping().await {
+        Ok(()) => HttpResponse::Ok()
+            .content_type("application/json")
+            .body(r#"{"status":"pass","checks":{"database":"pass"}}"#),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            HttpResponse::ServiceUnavailable()
+                .content_type("application/json")
+                .body(r#"{"status":"fail","checks":{"database":"fail"}}"#)
+        }
+    }
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let (in_use, idle) = state.backend.pool_state();
+    state
+        .metrics
+        .set_pool(state.backend.capabilities().backend, in_use, idle);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}

@@ -1,0 +1,167 @@
+//! Per-request cross-cutting work: request and correlation ids, the request span,
+//! metrics, one log line per request, and the guarantee that every error leaves as
+//! an `OperationOutcome` in the negotiated format (including errors raised by
+//! actix itself, such as 413 from the body limit).
+
+use std::time::Instant as StdInstant;
+
+use actix_web::body::{to_bytes, BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{web, Error, HttpMessage, HttpResponse};
+use tracing::Instrument;
+
+use super::error::{operation_outcome, ApiError, OoIssue};
+use super::format::{self, Format};
+use super::{AppState, InteractionLabel, RequestId};
+
+const X_REQUEST_ID: &str = "x-request-id";
+const X_CORRELATION_ID: &str = "x-correlation-id";
+
+fn valid_id(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 128
+        && v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+fn generic_message(status: u16, limit: usize) -> (&'static str, String) {
+    match status {
+        400 => ("invalid", "The request is malformed".into()),
+        404 => ("not-found", "Not found".into()),
+        405 => ("not-supported", "Method not allowed".into()),
+        413 => (
+            "too-costly",
+            format!("The request body exceeds the limit of {limit} bytes"),
+        ),
+        415 => ("not-supported", "Unsupported media type".into()),
+        s if s >= 500 => ("exception", "An internal error occurred".into()),
+        _ => ("processing", "The request could not be processed".into()),
+    }
+}
+
+pub async fn fhir_middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let started = StdInstant::now();
+    let request_id = req
+        .headers()
+        .get(X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_id(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let correlation_id = req
+        .headers()
+        .get(X_CORRELATION_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_id(v))
+        .map(str::to_owned);
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let span = tracing::info_span!(
+        "http.request",
+        http.method = %req.method(),
+        http.route = %route,
+        request_id = %request_id,
+        fhir.interaction = tracing::field::Empty,
+        fhir.resource_type = tracing::field::Empty,
+        http.status = tracing::field::Empty,
+        duration_ms = tracing::field::Empty,
+    );
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let res = next.call(req).instrument(span.clone()).await?;
+
+    let status = res.status();
+    let label = res
+        .request()
+        .extensions()
+        .get::<InteractionLabel>()
+        .copied()
+        .unwrap_or(InteractionLabel {
+            interaction: "other",
+            resource_type: "none",
+        });
+    if status.is_server_error() {
+        if let Some(err) = res.response().error() {
+            match err.as_error::<ApiError>() {
+                Some(ApiError::Internal(source)) => {
+                    span.in_scope(|| tracing::error!(error = %format!("{source:#}"), "request failed"))
+                }
+                _ => span.in_scope(|| tracing::warn!(error = %err, "request failed")),
+            }
+        }
+    }
+
+    let is_fhir = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|ct| ct.starts_with("application/fhir+"))
+        .unwrap_or(false);
+    let wants_xml = status.as_u16() >= 400
+        && format::negotiate(res.request()).ok().map(|o| o.format) == Some(Format::Xml);
+    let mut res = if status.as_u16() >= 400 && (!is_fhir || wants_xml) {
+        let limit = state
+            .as_ref()
+            .map(|s| s.settings.server.body_limit_bytes)
+            .unwrap_or(0);
+        let (req, response) = res.into_parts();
+        let mut headers = response.headers().clone();
+        let body = to_bytes(response.into_body()).await.unwrap_or_default();
+        let oo = if is_fhir {
+            serde_json::from_slice(&body).unwrap_or_else(|_| {
+                let (code, msg) = generic_message(status.as_u16(), limit);
+                operation_outcome(&[OoIssue::error(code, msg)])
+            })
+        } else {
+            let (code, msg) = generic_message(status.as_u16(), limit);
+            operation_outcome(&[OoIssue::error(code, msg)])
+        };
+        let out = format::Output {
+            format: if wants_xml { Format::Xml } else { Format::Json },
+            pretty: false,
+        };
+        let (text, ct) = format::encode(&oo, out).unwrap_or_else(|_| {
+            (oo.to_string(), format::FHIR_JSON)
+        });
+        headers.remove(header::CONTENT_LENGTH);
+        let mut builder = HttpResponse::build(status);
+        for (k, v) in headers.iter() {
+            if k != header::CONTENT_TYPE {
+                builder.append_header((k.clone(), v.clone()));
+            }
+        }
+        let response = builder.content_type(ct).body(text);
+        ServiceResponse::new(req, response)
+    } else {
+        res.map_into_boxed_body()
+    };
+
+    let headers = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert(HeaderName::from_static(X_REQUEST_ID), v);
+    }
+    if let Some(c) = correlation_id.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        headers.insert(HeaderName::from_static(X_CORRELATION_ID), c);
+    }
+
+    let elapsed = started.elapsed();
+    if let Some(state) = &state {
+        state.metrics.observe(
+            label.interaction,
+            label.resource_type,
+            status.as_u16(),
+            elapsed.as_secs_f64(),
+        );
+    }
+    span.record("fhir.interaction", label.interaction);
+    span.record("fhir.resource_type", label.resource_type);
+    span.record("http.status", status.as_u16());
+    span.record("duration_ms", elapsed.as_secs_f64() * 1000.0);
+    span.in_scope(|| tracing::debug!("request completed"));
+    Ok(res)
+}

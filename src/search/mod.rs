@@ -1,0 +1,7 @@
+//! FHIR search: the parameter registry, typed queries, the query-string parser and
+//! write-time index extraction. No HTTP and no SQL here.
+
+pub mod index;
+pub mod parse;
+pub mod registry;
+pub mod types;

@@ -1,0 +1,330 @@
+//! The storage seam: capability traits that SQLite, PostgreSQL and (later) supplier
+//! adapters implement. A backend declares what it supports in [`Capabilities`]; the
+//! REST layer answers 405/501 for the rest and the CapabilityStatement is derived
+//! from the same declaration.
+//!
+//! Storage never sees HTTP or raw query strings: it receives typed requests
+//! ([`CreateRequest`], [`SearchQuery`], …) and already-extracted index rows.
+
+pub mod sql;
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+
+use crate::model::{Instant, LogicalId, ResourceType, VersionId};
+use crate::search::types::SearchQuery;
+
+/// Who is asking and in which scope. Every storage call takes one.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    /// Opaque request id, for log correlation only.
+    pub request_id: String,
+}
+
+/// One stored version of a resource. `content` is the exact JSON served to clients
+/// (with `meta.versionId` and `meta.lastUpdated` already stamped); it is `None`
+/// for a deletion.
+#[derive(Debug, Clone)]
+pub struct StoredResource {
+    pub resource_type: ResourceType,
+    pub id: LogicalId,
+    pub version: VersionId,
+    pub last_updated: Instant,
+    pub content: Option<String>,
+}
+
+impl StoredResource {
+    pub fn is_deleted(&self) -> bool {
+        self.content.is_none()
+    }
+}
+
+/// A value extracted from a resource for one search parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexValue {
+    Token { system: Option<String>, code: String },
+    Date { lo: i64, hi: i64 },
+    Reference { target_type: String, target_id: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexRow {
+    pub param: &'static str,
+    pub value: IndexValue,
+}
+
+/// A resource body ready to store: JSON without server-owned meta, plus its index rows.
+#[derive(Debug, Clone)]
+pub struct NewContent {
+    pub resource: serde_json::Value,
+    pub indexes: Vec<IndexRow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    pub resource_type: ResourceType,
+    pub content: NewContent,
+    /// `If-None-Exist`: create only if nothing matches (checked atomically).
+    pub if_none_exist: Option<SearchQuery>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpdateRequest {
+    pub resource_type: ResourceType,
+    pub id: LogicalId,
+    pub content: NewContent,
+    pub precondition: Precondition,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeleteRequest {
+    pub resource_type: ResourceType,
+    pub id: LogicalId,
+    pub precondition: Precondition,
+}
+
+/// Version preconditions from `If-Match` / `If-None-Match: *`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precondition {
+    #[default]
+    None,
+    /// `If-Match: W/"n"`: the current version must be `n`.
+    VersionIs(VersionId),
+    /// `If-None-Match: *` on PUT: the resource must not currently exist.
+    MustNotExist,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    Created,
+    Updated,
+    /// The update was identical to the current version; no version was written.
+    Unchanged,
+    /// A conditional create matched an existing resource; nothing was written.
+    Existing,
+    Deleted,
+    /// Delete of something already deleted or never created: nothing was written.
+    NothingToDelete,
+}
+
+#[derive(Debug, Clone)]
+pub struct WriteOutcome {
+    pub kind: WriteKind,
+    /// The version now current (for deletes: the deletion marker, if any).
+    pub stored: Option<StoredResource>,
+}
+
+/// Which versions a history request covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryScope {
+    System,
+    Type(ResourceType),
+    Instance(ResourceType, LogicalId),
+}
+
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    pub scope: HistoryScope,
+    /// Only versions with `lastUpdated >= since`.
+    pub since: Option<Instant>,
+    pub count: usize,
+    /// Keyset cursor: versions written before this sequence number.
+    pub before_seq: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    pub seq: i64,
+    pub resource: StoredResource,
+    /// `POST`, `PUT` or `DELETE`.
+    pub method: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    pub entries: Vec<HistoryEntry>,
+    pub total: i64,
+    pub next_before_seq: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchPage {
+    pub resources: Vec<StoredResource>,
+    pub total: Option<i64>,
+    pub next_after_id: Option<String>,
+}
+
+/// Errors from any backend. Messages are safe to show to clients; internal
+/// detail stays in the `#[source]` chain, which only the logs see.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("resource not found")]
+    NotFound,
+    #[error("resource was deleted")]
+    Gone { version: VersionId, last_updated: Instant },
+    #[error("version conflict")]
+    VersionConflict { current: Option<VersionId> },
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("storage unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("storage busy, try again")]
+    Busy,
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("internal storage error")]
+    Internal(#[source] anyhow::Error),
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// FHIR interactions a backend can carry out for a type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Interaction {
+    Read,
+    Vread,
+    Update,
+    Delete,
+    HistoryInstance,
+    HistoryType,
+    Create,
+    SearchType,
+}
+
+impl Interaction {
+    pub fn code(self) -> &'static str {
+        match self {
+            Interaction::Read => "read",
+            Interaction::Vread => "vread",
+            Interaction::Update => "update",
+            Interaction::Delete => "delete",
+            Interaction::HistoryInstance => "history-instance",
+            Interaction::HistoryType => "history-type",
+            Interaction::Create => "create",
+            Interaction::SearchType => "search-type",
+        }
+    }
+}
+
+/// What a backend declares it can do.
+#[derive(Debug, Clone)]
+pub struct Capabilities {
+    pub backend: &'static str,
+    pub types: Vec<(ResourceType, BTreeSet<Interaction>)>,
+    pub system_history: bool,
+    pub conditional_create: bool,
+    pub update_create: bool,
+}
+
+impl Capabilities {
+    pub fn supports(&self, ty: ResourceType, interaction: Interaction) -> bool {
+        self.types
+            .iter()
+            .any(|(t, set)| *t == ty && set.contains(&interaction))
+    }
+
+    pub fn supports_type(&self, ty: ResourceType) -> bool {
+        self.types.iter().any(|(t, _)| *t == ty)
+    }
+}
+
+#[async_trait]
+pub trait ResourceRead: Send + Sync {
+    /// The current version; `Gone` if its latest version is a deletion.
+    async fn read(
+        &self,
+        ctx: &RequestContext,
+        ty: ResourceType,
+        id: &LogicalId,
+    ) -> StorageResult<StoredResource>;
+    /// One version; `Gone` if that version is a deletion marker.
+    async fn vread(
+        &self,
+        ctx: &RequestContext,
+        ty: ResourceType,
+        id: &LogicalId,
+        version: VersionId,
+    ) -> StorageResult<StoredResource>;
+}
+
+#[async_trait]
+pub trait ResourceWrite: Send + Sync {
+    async fn create(&self, ctx: &RequestContext, req: CreateRequest)
+        -> StorageResult<WriteOutcome>;
+    async fn update(&self, ctx: &RequestContext, req: UpdateRequest)
+        -> StorageResult<WriteOutcome>;
+    async fn delete(&self, ctx: &RequestContext, req: DeleteRequest)
+        -> StorageResult<WriteOutcome>;
+}
+
+#[async_trait]
+pub trait History: Send + Sync {
+    async fn history(&self, ctx: &RequestContext, query: HistoryQuery)
+        -> StorageResult<HistoryPage>;
+}
+
+#[async_trait]
+pub trait Search: Send + Sync {
+    async fn search(&self, ctx: &RequestContext, query: &SearchQuery)
+        -> StorageResult<SearchPage>;
+}
+
+/// A storage backend: declared capabilities plus the traits it implements.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    fn capabilities(&self) -> &Capabilities;
+    fn reader(&self) -> Option<&dyn ResourceRead>;
+    fn writer(&self) -> Option<&dyn ResourceWrite>;
+    fn history(&self) -> Option<&dyn History>;
+    fn search(&self) -> Option<&dyn Search>;
+    /// Readiness probe: can the backend serve requests now?
+    async fn ping(&self) -> StorageResult<()>;
+    /// Pool gauges for `/metrics`: (connections in use, idle connections).
+    fn pool_state(&self) -> (u32, u32);
+}
+
+/// Sets the server-owned `meta.versionId` and `meta.lastUpdated` on a resource,
+/// and puts `resourceType`, `id` and `meta` first, as FHIR JSON conventionally has them.
+pub fn stamp_meta(resource: &mut serde_json::Value, version: VersionId, at: Instant) {
+    let Some(obj) = resource.as_object_mut() else {
+        return;
+    };
+    let mut meta = match obj.shift_remove("meta") {
+        Some(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    meta.shift_remove("versionId");
+    meta.shift_remove("lastUpdated");
+    let mut stamped = serde_json::Map::with_capacity(meta.len() + 2);
+    stamped.insert("versionId".into(), serde_json::Value::String(version.to_string()));
+    stamped.insert("lastUpdated".into(), serde_json::Value::String(at.to_fhir()));
+    stamped.extend(meta);
+    let mut ordered = serde_json::Map::with_capacity(obj.len() + 1);
+    for key in ["resourceType", "id"] {
+        if let Some(v) = obj.shift_remove(key) {
+            ordered.insert(key.into(), v);
+        }
+    }
+    ordered.insert("meta".into(), serde_json::Value::Object(stamped));
+    ordered.extend(std::mem::take(obj));
+    *obj = ordered;
+}
+
+/// Removes the server-owned meta elements (and an emptied `meta`), for comparing
+/// an incoming body with the stored one.
+pub fn strip_server_meta(resource: &mut serde_json::Value) {
+    if let Some(obj) = resource.as_object_mut() {
+        let empty = match obj.get_mut("meta").and_then(|m| m.as_object_mut()) {
+            Some(m) => {
+                m.shift_remove("versionId");
+                m.shift_remove("lastUpdated");
+                m.is_empty()
+            }
+            None => false,
+        };
+        if empty {
+            obj.shift_remove("meta");
+        }
+    }
+}

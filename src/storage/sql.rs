@@ -1,0 +1,1309 @@
+//! The SQL backend: one implementation of the storage traits for SQLite (the
+//! embedded default) and PostgreSQL, on diesel + r2d2.
+//!
+//! The query code is written once, inside the `sql_ops!` macro, and expanded for
+//! each diesel connection type, so both dialects run the same statements. The few
+//! dialect differences (placeholders, row locks, advisory locks) are switched on
+//! [`Dialect`]. All diesel work runs on the blocking thread pool, never on the
+//! async executor, and re-enters the caller's tracing span.
+//!
+//! **Invariant:** every statement that reads resources goes through
+//! `scope_filter`, the single place a request's scope predicate is applied.
+//!
+//! Concurrency: SQLite has one writer at a time, so writes take an in-process
+//! mutex and `BEGIN IMMEDIATE` (no busy-wait between our own connections).
+//! PostgreSQL serialises writes to one resource with a row lock on the head row
+//! (a placeholder row is upserted first so that concurrent first writes of the
+//! same id meet on that lock) and serialises conditional creates of the same
+//! criteria with a transaction-scoped advisory lock.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::sqlite::SqliteConnection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use super::*;
+use crate::model::{Instant, LogicalId, ResourceType, VersionId};
+use crate::search::types::{DateValue, Predicate, Prefix, SearchQuery, TotalMode};
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// Which SQL dialect a statement is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// How to open the database.
+#[derive(Debug, Clone)]
+pub struct SqlOptions {
+    /// `sqlite://PATH`, `sqlite::memory:` or `postgres://…`.
+    pub url: String,
+    pub pool_size: u32,
+    /// How long a request waits for a free connection before 503.
+    pub acquire_timeout: Duration,
+    /// SQLite only: `PRAGMA synchronous=FULL` (survives power loss, slower)
+    /// instead of `NORMAL` (survives a process crash or `kill -9`).
+    pub sqlite_synchronous_full: bool,
+}
+
+enum Pools {
+    Sqlite(Pool<ConnectionManager<SqliteConnection>>),
+    Postgres(Pool<ConnectionManager<PgConnection>>),
+}
+
+/// The SQL storage backend.
+pub struct SqlBackend {
+    pools: Pools,
+    dialect: Dialect,
+    /// Serialises SQLite writers inside this process.
+    write_lock: Arc<Mutex<()>>,
+    capabilities: Capabilities,
+}
+
+#[derive(Debug)]
+struct SqlitePragmas {
+    synchronous_full: bool,
+    wal: bool,
+}
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragmas {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        let mut pragmas = String::from(
+            "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -16000;",
+        );
+        if self.wal {
+            pragmas.push_str("PRAGMA journal_mode = WAL;");
+        }
+        pragmas.push_str(if self.synchronous_full {
+            "PRAGMA synchronous = FULL;"
+        } else {
+            "PRAGMA synchronous = NORMAL;"
+        });
+        conn.batch_execute(&pragmas)
+            .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+impl SqlBackend {
+    /// Opens (creating if needed) and migrates the database.
+    pub fn open(opts: &SqlOptions) -> anyhow::Result<SqlBackend> {
+        let url = opts.url.trim();
+        let (pools, dialect) = if url.starts_with("postgres://") || url.starts_with("postgresql://")
+        {
+            let manager = ConnectionManager::<PgConnection>::new(url);
+            let pool = Pool::builder()
+                .max_size(opts.pool_size.max(1))
+                .connection_timeout(opts.acquire_timeout)
+                .build(manager)
+                .context("Failed to connect to PostgreSQL")?;
+            let mut conn = pool.get().context("Failed to get a PostgreSQL connection")?;
+            conn.run_pending_migrations(PG_MIGRATIONS)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .context("Failed to run PostgreSQL migrations")?;
+            (Pools::Postgres(pool), Dialect::Postgres)
+        } else {
+            let (target, memory) = sqlite_target(url)?;
+            let manager = ConnectionManager::<SqliteConnection>::new(target);
+            let pool = Pool::builder()
+                // A private in-memory database exists per connection: keep exactly one.
+                .max_size(if memory { 1 } else { opts.pool_size.max(2) })
+                .connection_timeout(opts.acquire_timeout)
+                .connection_customizer(Box::new(SqlitePragmas {
+                    synchronous_full: opts.sqlite_synchronous_full,
+                    wal: !memory,
+                }))
+                .build(manager)
+                .context("Failed to open the SQLite database")?;
+            let mut conn = pool.get().context("Failed to get a SQLite connection")?;
+            conn.run_pending_migrations(SQLITE_MIGRATIONS)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .context("Failed to run SQLite migrations")?;
+            (Pools::Sqlite(pool), Dialect::Sqlite)
+        };
+        let all: BTreeSet<Interaction> = [
+            Interaction::Read,
+            Interaction::Vread,
+            Interaction::Update,
+            Interaction::Delete,
+            Interaction::HistoryInstance,
+            Interaction::HistoryType,
+            Interaction::Create,
+            Interaction::SearchType,
+        ]
+        .into_iter()
+        .collect();
+        let capabilities = Capabilities {
+            backend: match dialect {
+                Dialect::Sqlite => "sqlite",
+                Dialect::Postgres => "postgres",
+            },
+            types: ResourceType::ALL
+                .iter()
+                .map(|t| (*t, all.clone()))
+                .collect(),
+            system_history: true,
+            conditional_create: true,
+            update_create: true,
+        };
+        Ok(SqlBackend {
+            pools,
+            dialect,
+            write_lock: Arc::new(Mutex::new(())),
+            capabilities,
+        })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> StorageResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Conn) -> StorageResult<T> + Send + 'static,
+    {
+        let conn = match &self.pools {
+            Pools::Sqlite(p) => PoolRef::Sqlite(p.clone()),
+            Pools::Postgres(p) => PoolRef::Postgres(p.clone()),
+        };
+        let lock = self.write_lock.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let conn = match conn {
+                PoolRef::Sqlite(p) => Conn::Sqlite(p.get().map_err(pool_error)?, lock),
+                PoolRef::Postgres(p) => Conn::Postgres(p.get().map_err(pool_error)?),
+            };
+            f(conn)
+        })
+        .await
+        .map_err(|e| StorageError::Internal(anyhow::anyhow!("blocking task failed: {e}")))?
+    }
+}
+
+enum PoolRef {
+    Sqlite(Pool<ConnectionManager<SqliteConnection>>),
+    Postgres(Pool<ConnectionManager<PgConnection>>),
+}
+
+/// A checked-out connection of either dialect.
+enum Conn {
+    Sqlite(
+        PooledConnection<ConnectionManager<SqliteConnection>>,
+        Arc<Mutex<()>>,
+    ),
+    Postgres(PooledConnection<ConnectionManager<PgConnection>>),
+}
+
+fn pool_error(e: r2d2::Error) -> StorageError {
+    tracing::warn!(error = %e, "database connection unavailable");
+    StorageError::Busy
+}
+
+/// Maps `sqlite://PATH` / `sqlite::memory:` to what SQLite opens; creates parent dirs.
+fn sqlite_target(url: &str) -> anyhow::Result<(String, bool)> {
+    if url == "sqlite::memory:" || url == "sqlite://:memory:" || url == ":memory:" {
+        return Ok((":memory:".to_owned(), true));
+    }
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    if path.is_empty() {
+        anyhow::bail!("empty SQLite path in database URL");
+    }
+    if let Some(parent) = std::path::Path::new(path).parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("Failed to create directory {}", parent.display()))?;
+        }
+    }
+    Ok((path.to_owned(), false))
+}
+
+fn internal(e: diesel::result::Error) -> StorageError {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match &e {
+        Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => StorageError::Busy,
+        Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
+            StorageError::Unavailable(anyhow::anyhow!("{e}"))
+        }
+        Error::DatabaseError(_, info) if info.message().contains("database is locked") => {
+            StorageError::Busy
+        }
+        _ => StorageError::Internal(anyhow::Error::new(e)),
+    }
+}
+
+/// A value bound to a `?` placeholder.
+#[derive(Debug, Clone)]
+enum Bind {
+    Text(String),
+    OptText(Option<String>),
+    Int(i64),
+}
+
+/// Builds SQL text and its binds together, writing `?` or `$n` per dialect.
+struct Sql {
+    dialect: Dialect,
+    text: String,
+    binds: Vec<Bind>,
+}
+
+impl Sql {
+    fn new(dialect: Dialect) -> Sql {
+        Sql {
+            dialect,
+            text: String::with_capacity(256),
+            binds: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, s: &str) -> &mut Sql {
+        self.text.push_str(s);
+        self
+    }
+
+    fn bind(&mut self, b: Bind) -> &mut Sql {
+        self.binds.push(b);
+        match self.dialect {
+            Dialect::Sqlite => self.text.push('?'),
+            Dialect::Postgres => {
+                self.text.push('$');
+                self.text.push_str(&self.binds.len().to_string());
+            }
+        }
+        self
+    }
+
+    fn text(&mut self, s: &str) -> &mut Sql {
+        self.bind(Bind::Text(s.to_owned()))
+    }
+
+    fn int(&mut self, i: i64) -> &mut Sql {
+        self.bind(Bind::Int(i))
+    }
+}
+
+mod rows {
+    use diesel::sql_types::{BigInt, Nullable, Text};
+    use diesel::QueryableByName;
+
+    #[derive(QueryableByName, Debug)]
+    pub struct Head {
+        #[diesel(sql_type = BigInt)]
+        pub version: i64,
+        #[diesel(sql_type = BigInt)]
+        pub last_updated: i64,
+        #[diesel(sql_type = BigInt)]
+        pub deleted: i64,
+        #[diesel(sql_type = Nullable<Text>)]
+        pub content: Option<String>,
+    }
+
+    #[derive(QueryableByName, Debug)]
+    pub struct Found {
+        #[diesel(sql_type = Text)]
+        pub res_id: String,
+        #[diesel(sql_type = BigInt)]
+        pub version: i64,
+        #[diesel(sql_type = BigInt)]
+        pub last_updated: i64,
+        #[diesel(sql_type = Nullable<Text>)]
+        pub content: Option<String>,
+    }
+
+    #[derive(QueryableByName, Debug)]
+    pub struct VersionRow {
+        #[diesel(sql_type = BigInt)]
+        pub seq: i64,
+        #[diesel(sql_type = Text)]
+        pub res_type: String,
+        #[diesel(sql_type = Text)]
+        pub res_id: String,
+        #[diesel(sql_type = BigInt)]
+        pub version: i64,
+        #[diesel(sql_type = BigInt)]
+        pub last_updated: i64,
+        #[diesel(sql_type = Text)]
+        pub method: String,
+        #[diesel(sql_type = Nullable<Text>)]
+        pub content: Option<String>,
+    }
+
+    #[derive(QueryableByName, Debug)]
+    pub struct Count {
+        #[diesel(sql_type = BigInt)]
+        pub n: i64,
+    }
+}
+
+/// Expands the dialect-independent statement runners for one connection type.
+macro_rules! sql_ops {
+    ($modname:ident, $conn:ty, $db:ty) => {
+        mod $modname {
+            use super::{rows, Bind, Sql};
+            use diesel::query_builder::BoxedSqlQuery;
+            use diesel::sql_types::{BigInt, Nullable, Text};
+            use diesel::{QueryResult, QueryableByName, RunQueryDsl};
+
+            fn boxed(sql: &Sql) -> BoxedSqlQuery<'static, $db, diesel::query_builder::SqlQuery> {
+                let mut q = diesel::sql_query(sql.text.clone()).into_boxed::<$db>();
+                for b in &sql.binds {
+                    q = match b.clone() {
+                        Bind::Text(s) => q.bind::<Text, _>(s),
+                        Bind::OptText(s) => q.bind::<Nullable<Text>, _>(s),
+                        Bind::Int(i) => q.bind::<BigInt, _>(i),
+                    };
+                }
+                q
+            }
+
+            pub fn load<R: QueryableByName<$db> + 'static>(
+                conn: &mut $conn,
+                sql: &Sql,
+            ) -> QueryResult<Vec<R>> {
+                boxed(sql).load::<R>(conn)
+            }
+
+            pub fn exec(conn: &mut $conn, sql: &Sql) -> QueryResult<usize> {
+                boxed(sql).execute(conn)
+            }
+
+            pub fn count(conn: &mut $conn, sql: &Sql) -> QueryResult<i64> {
+                Ok(load::<rows::Count>(conn, sql)?
+                    .first()
+                    .map(|c| c.n)
+                    .unwrap_or(0))
+            }
+        }
+    };
+}
+
+sql_ops!(sqlite_ops, diesel::sqlite::SqliteConnection, diesel::sqlite::Sqlite);
+sql_ops!(pg_ops, diesel::pg::PgConnection, diesel::pg::Pg);
+
+impl Conn {
+    fn dialect(&self) -> Dialect {
+        match self {
+            Conn::Sqlite(..) => Dialect::Sqlite,
+            Conn::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    fn load<R>(&mut self, sql: &Sql) -> StorageResult<Vec<R>>
+    where
+        R: diesel::QueryableByName<diesel::sqlite::Sqlite>
+            + diesel::QueryableByName<diesel::pg::Pg>
+            + 'static,
+    {
+        match self {
+            Conn::Sqlite(c, _) => sqlite_ops::load::<R>(c, sql),
+            Conn::Postgres(c) => pg_ops::load::<R>(c, sql),
+        }
+        .map_err(internal)
+    }
+
+    fn exec(&mut self, sql: &Sql) -> StorageResult<usize> {
+        match self {
+            Conn::Sqlite(c, _) => sqlite_ops::exec(c, sql),
+            Conn::Postgres(c) => pg_ops::exec(c, sql),
+        }
+        .map_err(internal)
+    }
+
+    fn count(&mut self, sql: &Sql) -> StorageResult<i64> {
+        match self {
+            Conn::Sqlite(c, _) => sqlite_ops::count(c, sql),
+            Conn::Postgres(c) => pg_ops::count(c, sql),
+        }
+        .map_err(internal)
+    }
+
+    /// Runs `f` in a write transaction: `BEGIN IMMEDIATE` under the process-wide
+    /// writer mutex on SQLite, an ordinary transaction on PostgreSQL.
+    fn write_tx<T>(
+        &mut self,
+        f: impl FnOnce(&mut Conn) -> StorageResult<T>,
+    ) -> StorageResult<T> {
+        let lock = match self {
+            Conn::Sqlite(_, lock) => Some(lock.clone()),
+            Conn::Postgres(_) => None,
+        };
+        let _guard = match &lock {
+            Some(l) => Some(l.lock().unwrap_or_else(|p| p.into_inner())),
+            None => None,
+        };
+        let begin = match self.dialect() {
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+            Dialect::Postgres => "BEGIN",
+        };
+        self.simple(begin)?;
+        match f(self) {
+            Ok(v) => match self.simple("COMMIT") {
+                Ok(()) => Ok(v),
+                Err(e) => {
+                    let _ = self.simple("ROLLBACK");
+                    Err(e)
+                }
+            },
+            Err(e) => {
+                let _ = self.simple("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    fn simple(&mut self, sql: &str) -> StorageResult<()> {
+        match self {
+            Conn::Sqlite(c, _) => c.batch_execute(sql),
+            Conn::Postgres(c) => c.batch_execute(sql),
+        }
+        .map_err(internal)
+    }
+
+    fn ping(&mut self) -> StorageResult<()> {
+        self.simple("SELECT 1")
+    }
+}
+
+/// The single chokepoint for the scope predicate on resource reads. Today the
+/// scope is the resource type; practice (ODS) scoping will be added here.
+fn scope_filter(sql: &mut Sql, alias: &str, ty: ResourceType) {
+    sql.push(alias).push(".res_type = ").text(ty.as_str());
+}
+
+fn stored(ty: ResourceType, id: &str, version: i64, last_updated: i64, content: Option<String>) -> StorageResult<StoredResource> {
+    Ok(StoredResource {
+        resource_type: ty,
+        id: LogicalId::parse(id)
+            .ok_or_else(|| StorageError::Internal(anyhow::anyhow!("stored id is not a valid id")))?,
+        version,
+        last_updated: Instant(last_updated),
+        content,
+    })
+}
+
+fn read_head(
+    conn: &mut Conn,
+    ty: ResourceType,
+    id: &LogicalId,
+    for_update: bool,
+) -> StorageResult<Option<rows::Head>> {
+    let mut sql = Sql::new(conn.dialect());
+    sql.push("SELECT version, last_updated, deleted, content FROM resources r WHERE ");
+    scope_filter(&mut sql, "r", ty);
+    sql.push(" AND r.res_id = ").text(id.as_str());
+    if for_update && conn.dialect() == Dialect::Postgres {
+        sql.push(" FOR UPDATE");
+    }
+    Ok(conn.load::<rows::Head>(&sql)?.into_iter().next())
+}
+
+/// Makes sure a head row exists (a `version = 0` placeholder if new) and locks it.
+fn lock_head(conn: &mut Conn, ty: ResourceType, id: &LogicalId) -> StorageResult<rows::Head> {
+    let mut sql = Sql::new(conn.dialect());
+    sql.push("INSERT INTO resources (res_type, res_id, version, last_updated, deleted, content) VALUES (")
+        .text(ty.as_str())
+        .push(", ")
+        .text(id.as_str())
+        .push(", 0, 0, 1, NULL) ON CONFLICT (res_type, res_id) DO NOTHING");
+    conn.exec(&sql)?;
+    read_head(conn, ty, id, true)?
+        .ok_or_else(|| StorageError::Internal(anyhow::anyhow!("head row vanished inside a transaction")))
+}
+
+struct VersionWrite<'a> {
+    ty: ResourceType,
+    id: &'a LogicalId,
+    version: VersionId,
+    at: Instant,
+    method: &'static str,
+    content: Option<String>,
+}
+
+/// Writes one version: the head row, the version row, and replaces index rows.
+fn write_version(
+    conn: &mut Conn,
+    w: VersionWrite<'_>,
+    indexes: &[IndexRow],
+) -> StorageResult<()> {
+    let d = conn.dialect();
+    let mut sql = Sql::new(d);
+    sql.push("UPDATE resources SET version = ")
+        .int(w.version)
+        .push(", last_updated = ")
+        .int(w.at.0)
+        .push(", deleted = ")
+        .int(i64::from(w.content.is_none()))
+        .push(", content = ")
+        .bind(Bind::OptText(w.content.clone()))
+        .push(" WHERE res_type = ")
+        .text(w.ty.as_str())
+        .push(" AND res_id = ")
+        .text(w.id.as_str());
+    conn.exec(&sql)?;
+
+    let mut sql = Sql::new(d);
+    sql.push("INSERT INTO resource_versions (res_type, res_id, version, last_updated, method, content) VALUES (")
+        .text(w.ty.as_str())
+        .push(", ")
+        .text(w.id.as_str())
+        .push(", ")
+        .int(w.version)
+        .push(", ")
+        .int(w.at.0)
+        .push(", ")
+        .text(w.method)
+        .push(", ")
+        .bind(Bind::OptText(w.content))
+        .push(")");
+    conn.exec(&sql)?;
+
+    for table in ["idx_token", "idx_date", "idx_reference"] {
+        let mut sql = Sql::new(d);
+        sql.push("DELETE FROM ")
+            .push(table)
+            .push(" WHERE res_type = ")
+            .text(w.ty.as_str())
+            .push(" AND res_id = ")
+            .text(w.id.as_str());
+        conn.exec(&sql)?;
+    }
+    insert_indexes(conn, w.ty, w.id, indexes)
+}
+
+fn insert_indexes(
+    conn: &mut Conn,
+    ty: ResourceType,
+    id: &LogicalId,
+    indexes: &[IndexRow],
+) -> StorageResult<()> {
+    const CHUNK: usize = 200;
+    let d = conn.dialect();
+    let tokens: Vec<&IndexRow> = indexes
+        .iter()
+        .filter(|r| matches!(r.value, IndexValue::Token { .. }))
+        .collect();
+    for chunk in tokens.chunks(CHUNK) {
+        let mut sql = Sql::new(d);
+        sql.push("INSERT INTO idx_token (res_type, res_id, param, system, code) VALUES ");
+        for (i, row) in chunk.iter().enumerate() {
+            if let IndexValue::Token { system, code } = &row.value {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.push("(")
+                    .text(ty.as_str())
+                    .push(", ")
+                    .text(id.as_str())
+                    .push(", ")
+                    .text(row.param)
+                    .push(", ")
+                    .bind(Bind::OptText(system.clone()))
+                    .push(", ")
+                    .text(code)
+                    .push(")");
+            }
+        }
+        conn.exec(&sql)?;
+    }
+    let dates: Vec<&IndexRow> = indexes
+        .iter()
+        .filter(|r| matches!(r.value, IndexValue::Date { .. }))
+        .collect();
+    for chunk in dates.chunks(CHUNK) {
+        let mut sql = Sql::new(d);
+        sql.push("INSERT INTO idx_date (res_type, res_id, param, lo, hi) VALUES ");
+        for (i, row) in chunk.iter().enumerate() {
+            if let IndexValue::Date { lo, hi } = &row.value {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.push("(")
+                    .text(ty.as_str())
+                    .push(", ")
+                    .text(id.as_str())
+                    .push(", ")
+                    .text(row.param)
+                    .push(", ")
+                    .int(*lo)
+                    .push(", ")
+                    .int(*hi)
+                    .push(")");
+            }
+        }
+        conn.exec(&sql)?;
+    }
+    let refs: Vec<&IndexRow> = indexes
+        .iter()
+        .filter(|r| matches!(r.value, IndexValue::Reference { .. }))
+        .collect();
+    for chunk in refs.chunks(CHUNK) {
+        let mut sql = Sql::new(d);
+        sql.push("INSERT INTO idx_reference (res_type, res_id, param, target_type, target_id) VALUES ");
+        for (i, row) in chunk.iter().enumerate() {
+            if let IndexValue::Reference {
+                target_type,
+                target_id,
+            } = &row.value
+            {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.push("(")
+                    .text(ty.as_str())
+                    .push(", ")
+                    .text(id.as_str())
+                    .push(", ")
+                    .text(row.param)
+                    .push(", ")
+                    .text(target_type)
+                    .push(", ")
+                    .text(target_id)
+                    .push(")");
+            }
+        }
+        conn.exec(&sql)?;
+    }
+    Ok(())
+}
+
+/// Appends `AND …` for every predicate of a search (the WHERE clause body after
+/// the scope filter). `r` is the head-table alias.
+fn push_predicates(sql: &mut Sql, query: &SearchQuery) {
+    for pred in &query.predicates {
+        sql.push(" AND (");
+        match pred {
+            Predicate::Id(ids) => {
+                sql.push("r.res_id IN (");
+                for (i, id) in ids.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(", ");
+                    }
+                    sql.text(id);
+                }
+                sql.push(")");
+            }
+            Predicate::LastUpdated(values) => {
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(" OR ");
+                    }
+                    // lastUpdated is an instant with millisecond precision: [t, t+1).
+                    push_date_condition(sql, "r.last_updated", "(r.last_updated + 1)", v);
+                }
+            }
+            Predicate::Token { param, any_of } => {
+                sql.push("EXISTS (SELECT 1 FROM idx_token t WHERE t.res_type = r.res_type AND t.res_id = r.res_id AND t.param = ")
+                    .text(param)
+                    .push(" AND (");
+                for (i, v) in any_of.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(" OR ");
+                    }
+                    sql.push("(");
+                    let mut first = true;
+                    if let Some(code) = &v.code {
+                        sql.push("t.code = ").text(code);
+                        first = false;
+                    }
+                    match v.system.as_deref() {
+                        None => {}
+                        Some("") => {
+                            if !first {
+                                sql.push(" AND ");
+                            }
+                            sql.push("t.system IS NULL");
+                            first = false;
+                        }
+                        Some(system) => {
+                            if !first {
+                                sql.push(" AND ");
+                            }
+                            sql.push("t.system = ").text(system);
+                            first = false;
+                        }
+                    }
+                    if first {
+                        sql.push("1 = 1");
+                    }
+                    sql.push(")");
+                }
+                sql.push("))");
+            }
+            Predicate::Reference { param, any_of } => {
+                sql.push("EXISTS (SELECT 1 FROM idx_reference x WHERE x.res_type = r.res_type AND x.res_id = r.res_id AND x.param = ")
+                    .text(param)
+                    .push(" AND (");
+                for (i, v) in any_of.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(" OR ");
+                    }
+                    sql.push("(x.target_id = ").text(&v.id);
+                    if let Some(t) = v.target_type {
+                        sql.push(" AND x.target_type = ").text(t.as_str());
+                    }
+                    sql.push(")");
+                }
+                sql.push("))");
+            }
+            Predicate::Date { param, any_of } => {
+                sql.push("EXISTS (SELECT 1 FROM idx_date dt WHERE dt.res_type = r.res_type AND dt.res_id = r.res_id AND dt.param = ")
+                    .text(param)
+                    .push(" AND (");
+                for (i, v) in any_of.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(" OR ");
+                    }
+                    push_date_condition(sql, "dt.lo", "dt.hi", v);
+                }
+                sql.push("))");
+            }
+        }
+        sql.push(")");
+    }
+}
+
+/// The FHIR prefix semantics over ranges: the target value covers `[vlo, vhi)`,
+/// the parameter value covers `[lo, hi)`.
+fn push_date_condition(sql: &mut Sql, vlo: &str, vhi: &str, v: &DateValue) {
+    let (lo, hi) = (v.range.lo, v.range.hi);
+    let contains = |sql: &mut Sql| {
+        sql.push("(")
+            .push(vlo)
+            .push(" >= ")
+            .int(lo)
+            .push(" AND ")
+            .push(vhi)
+            .push(" <= ")
+            .int(hi)
+            .push(")");
+    };
+    sql.push("(");
+    match v.prefix {
+        Prefix::Eq => contains(sql),
+        Prefix::Ne => {
+            sql.push("NOT ");
+            contains(sql);
+        }
+        Prefix::Gt => {
+            sql.push(vhi).push(" > ").int(hi);
+        }
+        Prefix::Lt => {
+            sql.push(vlo).push(" < ").int(lo);
+        }
+        Prefix::Ge => {
+            sql.push(vhi).push(" > ").int(hi).push(" OR ");
+            contains(sql);
+        }
+        Prefix::Le => {
+            sql.push(vlo).push(" < ").int(lo).push(" OR ");
+            contains(sql);
+        }
+        Prefix::Sa => {
+            sql.push(vlo).push(" >= ").int(hi);
+        }
+        Prefix::Eb => {
+            sql.push(vhi).push(" <= ").int(lo);
+        }
+        Prefix::Ap => {
+            // Approximately: within 10% of the distance between the value and now.
+            let now = Instant::now().0;
+            let gap = ((now - lo).abs() / 10).max(hi - lo);
+            sql.push(vlo)
+                .push(" < ")
+                .int(hi.saturating_add(gap))
+                .push(" AND ")
+                .push(vhi)
+                .push(" > ")
+                .int(lo.saturating_sub(gap));
+        }
+    }
+    sql.push(")");
+}
+
+fn search_matches(conn: &mut Conn, query: &SearchQuery, limit: Option<usize>) -> StorageResult<Vec<rows::Found>> {
+    let mut sql = Sql::new(conn.dialect());
+    sql.push("SELECT r.res_id, r.version, r.last_updated, r.content FROM resources r WHERE ");
+    scope_filter(&mut sql, "r", query.resource_type);
+    sql.push(" AND r.deleted = 0");
+    push_predicates(&mut sql, query);
+    if let Some(after) = &query.after_id {
+        sql.push(" AND r.res_id > ").text(after);
+    }
+    sql.push(" ORDER BY r.res_id");
+    if let Some(limit) = limit {
+        sql.push(" LIMIT ").int(i64::try_from(limit).unwrap_or(i64::MAX));
+    }
+    conn.load::<rows::Found>(&sql)
+}
+
+fn search_count(conn: &mut Conn, query: &SearchQuery) -> StorageResult<i64> {
+    let mut sql = Sql::new(conn.dialect());
+    sql.push("SELECT COUNT(*) AS n FROM resources r WHERE ");
+    scope_filter(&mut sql, "r", query.resource_type);
+    sql.push(" AND r.deleted = 0");
+    push_predicates(&mut sql, query);
+    conn.count(&sql)
+}
+
+fn serialize(resource: &serde_json::Value) -> StorageResult<String> {
+    serde_json::to_string(resource).map_err(|e| StorageError::Internal(anyhow::Error::new(e)))
+}
+
+/// Stable 64-bit FNV-1a hash (for advisory-lock keys).
+fn fnv1a(s: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+fn do_create(conn: &mut Conn, req: CreateRequest) -> StorageResult<WriteOutcome> {
+    conn.write_tx(|conn| {
+        if let Some(cond) = &req.if_none_exist {
+            if conn.dialect() == Dialect::Postgres {
+                let mut sql = Sql::new(Dialect::Postgres);
+                let key = format!("create:{}:{:?}", req.resource_type, cond.predicates);
+                sql.push("SELECT pg_advisory_xact_lock(").int(fnv1a(&key)).push(")");
+                conn.exec(&sql)?;
+            }
+            let mut probe = cond.clone();
+            probe.after_id = None;
+            let found = search_matches(conn, &probe, Some(2))?;
+            match found.len() {
+                0 => {}
+                1 => {
+                    let f = found.into_iter().next().ok_or(StorageError::NotFound)?;
+                    return Ok(WriteOutcome {
+                        kind: WriteKind::Existing,
+                        stored: Some(stored(req.resource_type, &f.res_id, f.version, f.last_updated, f.content)?),
+                    });
+                }
+                _ => {
+                    return Err(StorageError::PreconditionFailed(
+                        "If-None-Exist criteria match more than one resource".into(),
+                    ))
+                }
+            }
+        }
+        let id = LogicalId::generate();
+        let at = Instant::now();
+        let mut resource = req.content.resource.clone();
+        set_id(&mut resource, &id);
+        stamp_meta(&mut resource, 1, at);
+        let content = serialize(&resource)?;
+        lock_head(conn, req.resource_type, &id)?;
+        write_version(
+            conn,
+            VersionWrite {
+                ty: req.resource_type,
+                id: &id,
+                version: 1,
+                at,
+                method: "POST",
+                content: Some(content.clone()),
+            },
+            &req.content.indexes,
+        )?;
+        Ok(WriteOutcome {
+            kind: WriteKind::Created,
+            stored: Some(StoredResource {
+                resource_type: req.resource_type,
+                id: id.clone(),
+                version: 1,
+                last_updated: at,
+                content: Some(content),
+            }),
+        })
+    })
+}
+
+fn set_id(resource: &mut serde_json::Value, id: &LogicalId) {
+    if let Some(obj) = resource.as_object_mut() {
+        obj.insert("id".into(), serde_json::Value::String(id.to_string()));
+    }
+}
+
+fn same_content(stored: &str, incoming: &serde_json::Value) -> bool {
+    match serde_json::from_str::<serde_json::Value>(stored) {
+        Ok(mut old) => {
+            strip_server_meta(&mut old);
+            &old == incoming
+        }
+        Err(_) => false,
+    }
+}
+
+fn do_update(conn: &mut Conn, req: UpdateRequest) -> StorageResult<WriteOutcome> {
+    conn.write_tx(|conn| {
+        let head = lock_head(conn, req.resource_type, &req.id)?;
+        let exists = head.version > 0 && head.deleted == 0;
+        match req.precondition {
+            Precondition::None => {}
+            Precondition::VersionIs(v) => {
+                if !exists || head.version != v {
+                    return Err(StorageError::VersionConflict {
+                        current: exists.then_some(head.version),
+                    });
+                }
+            }
+            Precondition::MustNotExist => {
+                if exists {
+                    return Err(StorageError::PreconditionFailed(
+                        "If-None-Match: * but the resource exists".into(),
+                    ));
+                }
+            }
+        }
+        let mut resource = req.content.resource.clone();
+        set_id(&mut resource, &req.id);
+        strip_server_meta(&mut resource);
+        if exists {
+            if let Some(old) = &head.content {
+                if same_content(old, &resource) {
+                    return Ok(WriteOutcome {
+                        kind: WriteKind::Unchanged,
+                        stored: Some(stored(
+                            req.resource_type,
+                            req.id.as_str(),
+                            head.version,
+                            head.last_updated,
+                            head.content.clone(),
+                        )?),
+                    });
+                }
+            }
+        }
+        let version = head.version + 1;
+        let at = Instant::now();
+        stamp_meta(&mut resource, version, at);
+        let content = serialize(&resource)?;
+        write_version(
+            conn,
+            VersionWrite {
+                ty: req.resource_type,
+                id: &req.id,
+                version,
+                at,
+                method: "PUT",
+                content: Some(content.clone()),
+            },
+            &req.content.indexes,
+        )?;
+        Ok(WriteOutcome {
+            kind: if exists {
+                WriteKind::Updated
+            } else {
+                WriteKind::Created
+            },
+            stored: Some(StoredResource {
+                resource_type: req.resource_type,
+                id: req.id.clone(),
+                version,
+                last_updated: at,
+                content: Some(content),
+            }),
+        })
+    })
+}
+
+fn do_delete(conn: &mut Conn, req: DeleteRequest) -> StorageResult<WriteOutcome> {
+    conn.write_tx(|conn| {
+        let Some(head) = read_head(conn, req.resource_type, &req.id, true)? else {
+            if let Precondition::VersionIs(_) = req.precondition {
+                return Err(StorageError::VersionConflict { current: None });
+            }
+            return Ok(WriteOutcome {
+                kind: WriteKind::NothingToDelete,
+                stored: None,
+            });
+        };
+        let exists = head.version > 0 && head.deleted == 0;
+        if let Precondition::VersionIs(v) = req.precondition {
+            if !exists || head.version != v {
+                return Err(StorageError::VersionConflict {
+                    current: exists.then_some(head.version),
+                });
+            }
+        }
+        if !exists {
+            return Ok(WriteOutcome {
+                kind: WriteKind::NothingToDelete,
+                stored: None,
+            });
+        }
+        let version = head.version + 1;
+        let at = Instant::now();
+        write_version(
+            conn,
+            VersionWrite {
+                ty: req.resource_type,
+                id: &req.id,
+                version,
+                at,
+                method: "DELETE",
+                content: None,
+            },
+            &[],
+        )?;
+        Ok(WriteOutcome {
+            kind: WriteKind::Deleted,
+            stored: Some(StoredResource {
+                resource_type: req.resource_type,
+                id: req.id.clone(),
+                version,
+                last_updated: at,
+                content: None,
+            }),
+        })
+    })
+}
+
+fn do_history(conn: &mut Conn, q: HistoryQuery) -> StorageResult<HistoryPage> {
+    let build = |conn: &Conn, count_only: bool| {
+        let mut sql = Sql::new(conn.dialect());
+        if count_only {
+            sql.push("SELECT COUNT(*) AS n FROM resource_versions v WHERE 1 = 1");
+        } else {
+            sql.push("SELECT seq, res_type, res_id, version, last_updated, method, content FROM resource_versions v WHERE 1 = 1");
+        }
+        match &q.scope {
+            HistoryScope::System => {}
+            HistoryScope::Type(t) => {
+                sql.push(" AND ");
+                scope_filter(&mut sql, "v", *t);
+            }
+            HistoryScope::Instance(t, id) => {
+                sql.push(" AND ");
+                scope_filter(&mut sql, "v", *t);
+                sql.push(" AND v.res_id = ").text(id.as_str());
+            }
+        }
+        if let Some(since) = q.since {
+            sql.push(" AND v.last_updated >= ").int(since.0);
+        }
+        if !count_only {
+            if let Some(before) = q.before_seq {
+                sql.push(" AND v.seq < ").int(before);
+            }
+            sql.push(" ORDER BY v.seq DESC LIMIT ")
+                .int(i64::try_from(q.count + 1).unwrap_or(i64::MAX));
+        }
+        sql
+    };
+    let sql = build(conn, false);
+    let mut rows = conn.load::<rows::VersionRow>(&sql)?;
+    let total = conn.count(&build(conn, true))?;
+    let next = if rows.len() > q.count {
+        rows.truncate(q.count);
+        rows.last().map(|r| r.seq)
+    } else {
+        None
+    };
+    let mut entries = Vec::with_capacity(rows.len());
+    for r in rows {
+        let ty: ResourceType = r
+            .res_type
+            .parse()
+            .map_err(|_| StorageError::Internal(anyhow::anyhow!("unknown stored type")))?;
+        entries.push(HistoryEntry {
+            seq: r.seq,
+            resource: stored(ty, &r.res_id, r.version, r.last_updated, r.content)?,
+            method: r.method,
+        });
+    }
+    Ok(HistoryPage {
+        entries,
+        total,
+        next_before_seq: next,
+    })
+}
+
+#[async_trait]
+impl ResourceRead for SqlBackend {
+    async fn read(
+        &self,
+        _ctx: &RequestContext,
+        ty: ResourceType,
+        id: &LogicalId,
+    ) -> StorageResult<StoredResource> {
+        let id = id.clone();
+        self.blocking(move |mut conn| {
+            let head = read_head(&mut conn, ty, &id, false)?.ok_or(StorageError::NotFound)?;
+            if head.version == 0 {
+                return Err(StorageError::NotFound);
+            }
+            if head.deleted != 0 {
+                return Err(StorageError::Gone {
+                    version: head.version,
+                    last_updated: Instant(head.last_updated),
+                });
+            }
+            stored(ty, id.as_str(), head.version, head.last_updated, head.content)
+        })
+        .await
+    }
+
+    async fn vread(
+        &self,
+        _ctx: &RequestContext,
+        ty: ResourceType,
+        id: &LogicalId,
+        version: VersionId,
+    ) -> StorageResult<StoredResource> {
+        let id = id.clone();
+        self.blocking(move |mut conn| {
+            let mut sql = Sql::new(conn.dialect());
+            sql.push("SELECT seq, res_type, res_id, version, last_updated, method, content FROM resource_versions v WHERE ");
+            scope_filter(&mut sql, "v", ty);
+            sql.push(" AND v.res_id = ")
+                .text(id.as_str())
+                .push(" AND v.version = ")
+                .int(version);
+            let row = conn
+                .load::<rows::VersionRow>(&sql)?
+                .into_iter()
+                .next()
+                .ok_or(StorageError::NotFound)?;
+            if row.content.is_none() {
+                return Err(StorageError::Gone {
+                    version: row.version,
+                    last_updated: Instant(row.last_updated),
+                });
+            }
+            stored(ty, id.as_str(), row.version, row.last_updated, row.content)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl ResourceWrite for SqlBackend {
+    async fn create(
+        &self,
+        _ctx: &RequestContext,
+        req: CreateRequest,
+    ) -> StorageResult<WriteOutcome> {
+        self.blocking(move |mut conn| do_create(&mut conn, req)).await
+    }
+
+    async fn update(
+        &self,
+        _ctx: &RequestContext,
+        req: UpdateRequest,
+    ) -> StorageResult<WriteOutcome> {
+        self.blocking(move |mut conn| do_update(&mut conn, req)).await
+    }
+
+    async fn delete(
+        &self,
+        _ctx: &RequestContext,
+        req: DeleteRequest,
+    ) -> StorageResult<WriteOutcome> {
+        self.blocking(move |mut conn| do_delete(&mut conn, req)).await
+    }
+}
+
+#[async_trait]
+impl History for SqlBackend {
+    async fn history(
+        &self,
+        _ctx: &RequestContext,
+        query: HistoryQuery,
+    ) -> StorageResult<HistoryPage> {
+        self.blocking(move |mut conn| do_history(&mut conn, query)).await
+    }
+}
+
+#[async_trait]
+impl Search for SqlBackend {
+    async fn search(
+        &self,
+        _ctx: &RequestContext,
+        query: &SearchQuery,
+    ) -> StorageResult<SearchPage> {
+        let query = query.clone();
+        self.blocking(move |mut conn| {
+            let total = match query.total {
+                TotalMode::Accurate => Some(search_count(&mut conn, &query)?),
+                TotalMode::None => None,
+            };
+            if query.count == 0 {
+                return Ok(SearchPage {
+                    resources: Vec::new(),
+                    total,
+                    next_after_id: None,
+                });
+            }
+            let mut found = search_matches(&mut conn, &query, Some(query.count + 1))?;
+            let next = if found.len() > query.count {
+                found.truncate(query.count);
+                found.last().map(|f| f.res_id.clone())
+            } else {
+                None
+            };
+            let mut resources = Vec::with_capacity(found.len());
+            for f in found {
+                resources.push(stored(
+                    query.resource_type,
+                    &f.res_id,
+                    f.version,
+                    f.last_updated,
+                    f.content,
+                )?);
+            }
+            Ok(SearchPage {
+                resources,
+                total,
+                next_after_id: next,
+            })
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Backend for SqlBackend {
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+    fn reader(&self) -> Option<&dyn ResourceRead> {
+        Some(self)
+    }
+    fn writer(&self) -> Option<&dyn ResourceWrite> {
+        Some(self)
+    }
+    fn history(&self) -> Option<&dyn History> {
+        Some(self)
+    }
+    fn search(&self) -> Option<&dyn Search> {
+        Some(self)
+    }
+    async fn ping(&self) -> StorageResult<()> {
+        self.blocking(|mut conn| conn.ping()).await
+    }
+    fn pool_state(&self) -> (u32, u32) {
+        let state = match &self.pools {
+            Pools::Sqlite(p) => p.state(),
+            Pools::Postgres(p) => p.state(),
+        };
+        (
+            state.connections.saturating_sub(state.idle_connections),
+            state.idle_connections,
+        )
+    }
+}
