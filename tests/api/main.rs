@@ -1,1 +1,15 @@
+//! The black-box HTTP test suite: one binary, real server, real HTTP.
+//! Each test in a `backend_tests!` list runs on SQLite and, when
+//! `FHIRBRIDGE_TEST_POSTGRES_URL` is set, on PostgreSQL.
 
+mod helpers;
+
+mod concurrency;
+mod crud;
+mod durability;
+mod errors;
+mod examples;
+mod history;
+mod http;
+mod ops;
+mod search;

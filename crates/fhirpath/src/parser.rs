@@ -327,6 +327,12 @@ macro_rules! funcs {
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         pub(crate) enum Func { $($v),* }
         fn lookup_func(name: &str) -> Option<(Func, usize, usize)> {
+            let name = match name {
+                "toLong" => "toInteger",
+                "convertsToLong" => "convertsToInteger",
+                "htmlchecks" => "htmlChecks",
+                n => n,
+            };
             match name {
                 $($name => Some((Func::$v, $min, $max)),)*
                 _ => None,
@@ -369,8 +375,6 @@ funcs! {
     "convertsToBoolean" => ConvertsToBoolean(0, 0),
     "toInteger" => ToInteger(0, 0),
     "convertsToInteger" => ConvertsToInteger(0, 0),
-    "toLong" => ToInteger(0, 0),
-    "convertsToLong" => ConvertsToInteger(0, 0),
     "toDecimal" => ToDecimal(0, 0),
     "convertsToDecimal" => ConvertsToDecimal(0, 0),
     "toString" => ToStringF(0, 0),
@@ -431,7 +435,6 @@ funcs! {
     "memberOf" => MemberOf(1, 1),
     "conformsTo" => ConformsTo(1, 1),
     "htmlChecks" => HtmlChecks(0, 0),
-    "htmlchecks" => HtmlChecks(0, 0),
     "elementDefinition" => ElementDefinition(0, 0),
     "slice" => Slice(2, 2),
     "checkModifiers" => CheckModifiers(1, 1),

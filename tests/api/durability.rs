@@ -1,0 +1,102 @@
+//! An acknowledged write survives `kill -9` of the real server binary (SQLite).
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::helpers::patient;
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn start(db: &str) -> Server {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_fhirbridge"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database", db])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn server binary");
+    let server = Server { child, base: format!("http://127.0.0.1:{port}") };
+    let client = awc::Client::default();
+    for _ in 0..200 {
+        if let Ok(r) = client.get(format!("{}/health/ready", server.base)).send().await {
+            if r.status() == 200 {
+                return server;
+            }
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server did not become ready");
+}
+
+#[actix_rt::test]
+async fn acknowledged_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("durable.db").display());
+    let client = awc::Client::default();
+    let mut server = start(&db).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let mut r = client
+            .post(format!("{}/fhir/Patient", server.base))
+            .insert_header(("Content-Type", "application/fhir+json"))
+            .send_body(patient(&format!("92000{i:05}"), "Durable").to_string())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let v: serde_json::Value = serde_json::from_slice(&r.body().await.unwrap()).unwrap();
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    // SIGKILL: no graceful shutdown, no chance to flush anything.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let server = start(&db).await;
+    for id in &ids {
+        let r = client.get(format!("{}/fhir/Patient/{id}", server.base)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "Patient/{id} lost after kill -9");
+    }
+}
+
+#[actix_rt::test]
+async fn default_database_is_created_under_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fhirbridge"))
+        .current_dir(dir.path())
+        .env_remove("FHIRBRIDGE_DATABASE_URL")
+        .env("FHIRBRIDGE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = awc::Client::default();
+    let mut ready = false;
+    for _ in 0..200 {
+        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/health/ready")).send().await {
+            ready = r.status() == 200;
+            if ready {
+                break;
+            }
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ready, "`fhirbridge` with no arguments serves on FHIRBRIDGE_LISTEN");
+    assert!(dir.path().join("data/fhirbridge.db").exists());
+}

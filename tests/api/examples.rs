@@ -1,0 +1,99 @@
+//! Round-trips every HL7 R4 example of the supported types (from the npm package
+//! `hl7.fhir.r4.examples`, pointed at by `FHIRBRIDGE_R4_EXAMPLES_DIR`): PUT then
+//! GET must return the same JSON apart from server-owned meta, and the XML
+//! rendition must convert back to the same JSON.
+
+use serde_json::Value;
+
+use crate::backend_tests;
+use crate::helpers::{without_server_meta, TestApp};
+
+pub const EXAMPLES_ENV: &str = "FHIRBRIDGE_R4_EXAMPLES_DIR";
+
+const TYPES: [&str; 11] = [
+    "Patient", "Appointment", "MedicationRequest", "Consent", "Slot", "Schedule",
+    "Practitioner", "PractitionerRole", "Organization", "Location", "Medication",
+];
+
+/// Every example file of a supported type, as (file name, resource).
+pub fn load_examples() -> Option<Vec<(String, Value)>> {
+    let Ok(dir) = std::env::var(EXAMPLES_ENV) else {
+        eprintln!("skipping HL7 examples round trip: {EXAMPLES_ENV} is not set");
+        return None;
+    };
+    let mut out = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{EXAMPLES_ENV}={dir}: {e}"))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(prefix) = name.split('-').next() else { continue };
+        if !TYPES.contains(&prefix) || !name.ends_with(".json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        if v["resourceType"] == prefix {
+            out.push((name, v));
+        }
+    }
+    assert!(out.len() > 100, "expected the HL7 examples in {dir}, found {}", out.len());
+    Some(out)
+}
+
+backend_tests!(hl7_examples_round_trip);
+
+/// fhirbolt's XML reader and writer trim whitespace inside XHTML narrative, so
+/// the XML comparison ignores whitespace in `div` strings (and only there).
+fn normalise_narrative(mut v: Value) -> Value {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                for (k, child) in map.iter_mut() {
+                    if k == "div" {
+                        if let Value::String(s) = child {
+                            s.retain(|c| !c.is_whitespace());
+                        }
+                    } else {
+                        walk(child);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut v);
+    v
+}
+
+async fn hl7_examples_round_trip(app: TestApp) {
+    let Some(examples) = load_examples() else { return };
+    let mut failures = Vec::new();
+    for (name, example) in &examples {
+        let ty = example["resourceType"].as_str().unwrap();
+        let id = example["id"].as_str().unwrap();
+        let path = format!("/fhir/{ty}/{id}");
+        let put = app.put(&path, example).await;
+        if put.status != 201 && put.status != 200 {
+            failures.push(format!("{name}: PUT {} {}", put.status, put.text()));
+            continue;
+        }
+        let got = app.get(&path).await;
+        if without_server_meta(got.json()) != without_server_meta(example.clone()) {
+            failures.push(format!("{name}: GET differs from what was PUT"));
+            continue;
+        }
+        let xml = app.get(&format!("{path}?_format=xml")).await;
+        match fhirbolt_shim::xml_to_json(&xml.text()) {
+            Ok(back) if normalise_narrative(back.clone()) == normalise_narrative(got.json()) => {}
+            Ok(_) => failures.push(format!("{name}: XML rendition differs")),
+            Err(e) => failures.push(format!("{name}: XML rendition unreadable: {e}")),
+        }
+    }
+    eprintln!("HL7 examples round trip ({}): {} of {} passed", app.backend, examples.len() - failures.len(), examples.len());
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}

@@ -1,0 +1,235 @@
+//! Test harness: spawns the real server on an ephemeral port and talks to it over
+//! real HTTP. Every test runs against SQLite, and against PostgreSQL too when
+//! `FHIRBRIDGE_TEST_POSTGRES_URL` is set (each test gets its own schema).
+
+use std::time::Duration;
+
+use actix_web::http::Method;
+use fhirbridge::config::Settings;
+use serde_json::Value;
+
+pub const PG_ENV: &str = "FHIRBRIDGE_TEST_POSTGRES_URL";
+
+/// Runs each named `async fn(TestApp)` once per backend.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[actix_rt::test]
+                async fn sqlite() {
+                    super::$name($crate::helpers::TestApp::sqlite().await).await
+                }
+                #[actix_rt::test]
+                async fn postgres() {
+                    if let Some(app) = $crate::helpers::TestApp::postgres().await {
+                        super::$name(app).await
+                    }
+                }
+            }
+        )*
+    };
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: awc::Client,
+    pub backend: &'static str,
+    _dir: Option<tempfile::TempDir>,
+    pg_schema: Option<(String, String)>,
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: actix_web::http::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Asserts the body is an OperationOutcome and returns its issues.
+    pub fn issues(&self) -> Vec<Value> {
+        let v = self.json();
+        assert_eq!(v["resourceType"], "OperationOutcome", "{v}");
+        v["issue"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+fn settings_with(url: &str) -> Settings {
+    let mut s = Settings::for_testing();
+    s.storage.database_url = url.to_owned();
+    s.storage.pool_size = 4;
+    s.server.body_limit_bytes = 1024 * 1024;
+    s
+}
+
+impl TestApp {
+    pub async fn sqlite() -> TestApp {
+        init_logs();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        TestApp::start(settings_with(&url), "sqlite", Some(dir), None)
+    }
+
+    /// None (with a message) when PostgreSQL tests are not configured; panics when
+    /// they are configured but the server is unreachable.
+    pub async fn postgres() -> Option<TestApp> {
+        init_logs();
+        let Ok(base_url) = std::env::var(PG_ENV) else {
+            eprintln!("skipping PostgreSQL run: {PG_ENV} is not set");
+            return None;
+        };
+        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+        admin_sql(&base_url, &format!("CREATE SCHEMA {schema}"));
+        let sep = if base_url.contains('?') { '&' } else { '?' };
+        let url = format!("{base_url}{sep}options=-csearch_path%3D{schema}");
+        Some(TestApp::start(
+            settings_with(&url),
+            "postgres",
+            None,
+            Some((base_url, schema)),
+        ))
+    }
+
+    pub fn start(
+        settings: Settings,
+        backend: &'static str,
+        dir: Option<tempfile::TempDir>,
+        pg_schema: Option<(String, String)>,
+    ) -> TestApp {
+        let app = fhirbridge::Application::build(settings).expect("server builds");
+        let port = app.port();
+        actix_rt::spawn(app.run_until_stopped());
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .finish();
+        TestApp {
+            base: format!("http://127.0.0.1:{port}"),
+            client,
+            backend,
+            _dir: dir,
+            pg_schema,
+        }
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Resp {
+        let method = Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.client.request(method, format!("{}{}", self.base, path));
+        for (k, v) in headers {
+            req = req.insert_header((*k, *v));
+        }
+        let mut res = match body {
+            Some(b) => req.send_body(b).await,
+            None => req.send().await,
+        }
+        .unwrap_or_else(|e| panic!("request to {path} failed: {e}"));
+        let body = res.body().limit(64 * 1024 * 1024).await.expect("body");
+        Resp {
+            status: res.status().as_u16(),
+            headers: res.headers().clone(),
+            body: body.to_vec(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.request("GET", path, &[], None).await
+    }
+
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        self.request("GET", path, headers, None).await
+    }
+
+    pub async fn send_json(&self, method: &str, path: &str, body: &Value, headers: &[(&str, &str)]) -> Resp {
+        let mut h = vec![("Content-Type", "application/fhir+json")];
+        h.extend_from_slice(headers);
+        self.request(method, path, &h, Some(body.to_string().into_bytes()))
+            .await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Resp {
+        self.send_json("POST", path, body, &[]).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Resp {
+        self.send_json("PUT", path, body, &[]).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.request("DELETE", path, &[], None).await
+    }
+
+    /// `Bundle.total` of a search (asserting 200).
+    pub async fn total(&self, path: &str) -> i64 {
+        let r = self.get(path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        r.json()["total"].as_i64().expect("total")
+    }
+
+    /// Creates a resource and returns the stored JSON (asserting 201).
+    pub async fn create(&self, resource: &Value) -> Value {
+        let ty = resource["resourceType"].as_str().expect("resourceType");
+        let r = self.post(&format!("/fhir/{ty}"), resource).await;
+        assert_eq!(r.status, 201, "create failed: {}", r.text());
+        r.json()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some((url, schema)) = &self.pg_schema {
+            admin_sql(url, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
+        }
+    }
+}
+
+fn admin_sql(url: &str, sql: &str) {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    let mut conn = diesel::pg::PgConnection::establish(url)
+        .unwrap_or_else(|e| panic!("{PG_ENV} is set but PostgreSQL is unreachable: {e}"));
+    conn.batch_execute(sql).expect("admin SQL");
+}
+
+fn init_logs() {
+    if std::env::var("TEST_LOG").is_ok() {
+        fhirbridge::telemetry::init("debug", "pretty");
+    }
+}
+
+pub fn patient(nhs: &str, family: &str) -> Value {
+    serde_json::json!({
+        "resourceType": "Patient",
+        "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": nhs}],
+        "name": [{"family": family, "given": ["Test"]}],
+        "gender": "female",
+        "birthDate": "1980-05-17"
+    })
+}
+
+/// Removes server-owned meta, for comparing what went in with what came out.
+pub fn without_server_meta(mut v: Value) -> Value {
+    fhirbridge::storage::strip_server_meta(&mut v);
+    v
+}
