@@ -9,7 +9,12 @@ use crate::storage::{Capabilities, Interaction};
 pub const SOFTWARE_NAME: &str = "fhirbridge";
 
 /// The formats served, in `CapabilityStatement.format`.
-const FORMATS: [&str; 4] = ["application/fhir+json", "json", "application/fhir+xml", "xml"];
+const FORMATS: [&str; 4] = [
+    "application/fhir+json",
+    "json",
+    "application/fhir+xml",
+    "xml",
+];
 
 pub fn capability_statement(caps: &Capabilities, base_url: Option<&str>) -> Value {
     let resources: Vec<Value> = caps

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use serde::Deserialize;
 
 /// All server settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub server: ServerSettings,
@@ -66,17 +66,6 @@ pub struct TelemetrySettings {
     pub log_filter: String,
     /// `pretty` for humans or `json` for log shippers.
     pub log_format: String,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            server: ServerSettings::default(),
-            storage: StorageSettings::default(),
-            search: SearchSettings::default(),
-            telemetry: TelemetrySettings::default(),
-        }
-    }
 }
 
 impl Default for ServerSettings {
@@ -182,7 +171,10 @@ impl Settings {
             anyhow::bail!("server.body_limit_bytes must be at least 1024");
         }
         let url = &self.storage.database_url;
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
             anyhow::bail!(
                 "storage.database_url must start with sqlite://, sqlite::memory: or postgres://"
             );
@@ -249,12 +241,19 @@ mod tests {
     fn flags_beat_env_beat_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
-        std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:1\"\n[storage]\ndatabase_url = \"sqlite::memory:\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "[server]\nlisten = \"127.0.0.1:1\"\n[storage]\ndatabase_url = \"sqlite::memory:\"\n",
+        )
+        .unwrap();
         let env = |k: &str| (k == "FHIRBRIDGE_LISTEN").then(|| "127.0.0.1:2".to_owned());
         let s = Settings::load(Some(&file), &env, &Overrides::default()).unwrap();
         assert_eq!(s.server.listen, "127.0.0.1:2");
         assert_eq!(s.storage.database_url, "sqlite::memory:");
-        let flags = Overrides { listen: Some("127.0.0.1:3".into()), database_url: None };
+        let flags = Overrides {
+            listen: Some("127.0.0.1:3".into()),
+            database_url: None,
+        };
         let s = Settings::load(Some(&file), &env, &flags).unwrap();
         assert_eq!(s.server.listen, "127.0.0.1:3");
     }
@@ -265,7 +264,10 @@ mod tests {
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "[server]\nlisten_addr = \"x\"\n").unwrap();
         assert!(Settings::load(Some(&file), &no_env, &Overrides::default()).is_err());
-        let flags = Overrides { listen: None, database_url: Some("mysql://x".into()) };
+        let flags = Overrides {
+            listen: None,
+            database_url: Some("mysql://x".into()),
+        };
         let e = Settings::load(None, &no_env, &flags).unwrap_err();
         assert!(e.to_string().contains("storage.database_url"));
     }

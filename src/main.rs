@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use fhirbridge::config::{Overrides, Settings};
 
 #[derive(Parser)]
-#[command(name = "fhirbridge", version, about = "FHIR R4 server for the NHS England ecosystem")]
+#[command(
+    name = "fhirbridge",
+    version,
+    about = "FHIR R4 server for the NHS England ecosystem"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -59,7 +63,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }) {
         Command::Serve { common, listen } => {
             let settings = load(&common, listen)?;
-            fhirbridge::telemetry::init(&settings.telemetry.log_filter, &settings.telemetry.log_format);
+            fhirbridge::telemetry::init(
+                &settings.telemetry.log_filter,
+                &settings.telemetry.log_format,
+            );
             let app = fhirbridge::Application::build(settings.clone())?;
             tracing::info!(
                 listen = %settings.server.listen,
@@ -72,7 +79,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate { common } => {
             let settings = load(&common, None)?;
-            fhirbridge::telemetry::init(&settings.telemetry.log_filter, &settings.telemetry.log_format);
+            fhirbridge::telemetry::init(
+                &settings.telemetry.log_filter,
+                &settings.telemetry.log_format,
+            );
             fhirbridge::open_backend(&settings)?;
             tracing::info!("migrations applied");
             Ok(())

@@ -1,7 +1,9 @@
 //! Prometheus metrics. Labels are bounded: interaction names, supported resource
 //! types and status classes, never ids or parameter values.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// The server's metrics, registered in their own registry.
 pub struct InstanceMetrics {
@@ -22,9 +24,12 @@ impl InstanceMetrics {
             &["interaction", "resource_type", "status_class"],
         )?;
         let latency = HistogramVec::new(
-            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(
+                vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ],
+            ),
             &["interaction", "resource_type", "status_class"],
         )?;
         let pool = IntGaugeVec::new(
@@ -56,8 +61,12 @@ impl InstanceMetrics {
     }
 
     pub fn set_pool(&self, backend: &str, in_use: u32, idle: u32) {
-        self.pool.with_label_values(&[backend, "in_use"]).set(i64::from(in_use));
-        self.pool.with_label_values(&[backend, "idle"]).set(i64::from(idle));
+        self.pool
+            .with_label_values(&[backend, "in_use"])
+            .set(i64::from(in_use));
+        self.pool
+            .with_label_values(&[backend, "idle"])
+            .set(i64::from(idle));
     }
 
     /// The exposition text.

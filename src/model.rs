@@ -78,8 +78,7 @@ impl LogicalId {
     pub fn parse(s: &str) -> Option<LogicalId> {
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
         ok.then(|| LogicalId(s.to_owned()))
     }
@@ -158,6 +157,9 @@ mod tests {
     #[test]
     fn instants_format() {
         assert_eq!(Instant(0).to_fhir(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(Instant(1_500).to_http_date(), "Thu, 01 Jan 1970 00:00:01 GMT");
+        assert_eq!(
+            Instant(1_500).to_http_date(),
+            "Thu, 01 Jan 1970 00:00:01 GMT"
+        );
     }
 }

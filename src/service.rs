@@ -94,7 +94,12 @@ mod tests {
 
     #[test]
     fn mismatched_resource_type_is_rejected_first() {
-        let e = prepare_write(ResourceType::Patient, json!({"resourceType": "Slot"}), WriteTarget::Create).unwrap_err();
+        let e = prepare_write(
+            ResourceType::Patient,
+            json!({"resourceType": "Slot"}),
+            WriteTarget::Create,
+        )
+        .unwrap_err();
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].expression, "resourceType");
     }
@@ -102,11 +107,26 @@ mod tests {
     #[test]
     fn update_requires_matching_id() {
         let id = LogicalId::parse("a").unwrap();
-        let e = prepare_write(ResourceType::Patient, json!({"resourceType": "Patient"}), WriteTarget::Update(&id)).unwrap_err();
+        let e = prepare_write(
+            ResourceType::Patient,
+            json!({"resourceType": "Patient"}),
+            WriteTarget::Update(&id),
+        )
+        .unwrap_err();
         assert_eq!(e[0].code, "required");
-        let e = prepare_write(ResourceType::Patient, json!({"resourceType": "Patient", "id": "b"}), WriteTarget::Update(&id)).unwrap_err();
+        let e = prepare_write(
+            ResourceType::Patient,
+            json!({"resourceType": "Patient", "id": "b"}),
+            WriteTarget::Update(&id),
+        )
+        .unwrap_err();
         assert_eq!(e[0].expression, "Patient.id");
-        assert!(prepare_write(ResourceType::Patient, json!({"resourceType": "Patient", "id": "a"}), WriteTarget::Update(&id)).is_ok());
+        assert!(prepare_write(
+            ResourceType::Patient,
+            json!({"resourceType": "Patient", "id": "a"}),
+            WriteTarget::Update(&id)
+        )
+        .is_ok());
     }
 
     #[test]

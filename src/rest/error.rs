@@ -160,10 +160,12 @@ impl From<StorageError> for ApiError {
         match e {
             StorageError::NotFound => ApiError::NotFound("Resource not found".into()),
             StorageError::Gone { .. } => ApiError::Gone("Resource has been deleted".into()),
-            StorageError::VersionConflict { current } => ApiError::PreconditionFailed(match current {
-                Some(v) => format!("Version mismatch: the current version is {v}"),
-                None => "Version mismatch: the resource does not currently exist".into(),
-            }),
+            StorageError::VersionConflict { current } => {
+                ApiError::PreconditionFailed(match current {
+                    Some(v) => format!("Version mismatch: the current version is {v}"),
+                    None => "Version mismatch: the resource does not currently exist".into(),
+                })
+            }
             StorageError::PreconditionFailed(m) => ApiError::PreconditionFailed(m),
             StorageError::Busy => {
                 ApiError::Unavailable("The database is busy; retry the request".into())

@@ -27,14 +27,21 @@ pub struct Output {
 }
 
 fn mime_format(mime: &str) -> Option<Format> {
-    let essence = mime.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = mime
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match essence.as_str() {
         "json" | "application/json" | "application/fhir+json" | "application/json+fhir" => {
             Some(Format::Json)
         }
-        "xml" | "text/xml" | "application/xml" | "application/fhir+xml" | "application/xml+fhir" => {
-            Some(Format::Xml)
-        }
+        "xml"
+        | "text/xml"
+        | "application/xml"
+        | "application/fhir+xml"
+        | "application/xml+fhir" => Some(Format::Xml),
         _ => None,
     }
 }
@@ -56,7 +63,11 @@ pub fn negotiate(req: &HttpRequest) -> Result<Output, ApiError> {
             .map(|format| Output { format, pretty })
             .ok_or_else(|| ApiError::NotAcceptable(format!("Unsupported _format '{f}'")));
     }
-    let Some(accept) = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+    let Some(accept) = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+    else {
         return Ok(Output {
             format: Format::Json,
             pretty,
@@ -123,7 +134,10 @@ pub fn decode_body(req: &HttpRequest, body: &[u8]) -> Result<Value, ApiError> {
         }
     };
     if body.is_empty() {
-        return Err(ApiError::bad_request("required", "The request body is empty"));
+        return Err(ApiError::bad_request(
+            "required",
+            "The request body is empty",
+        ));
     }
     match format {
         Format::Json => fhir_structure::check::parse_json(body).map_err(|issue| {
@@ -135,8 +149,9 @@ pub fn decode_body(req: &HttpRequest, body: &[u8]) -> Result<Value, ApiError> {
             }])
         }),
         Format::Xml => {
-            let text = std::str::from_utf8(body)
-                .map_err(|_| ApiError::bad_request("structure", "The XML body is not valid UTF-8"))?;
+            let text = std::str::from_utf8(body).map_err(|_| {
+                ApiError::bad_request("structure", "The XML body is not valid UTF-8")
+            })?;
             fhirbolt_shim::xml_to_json(text)
                 .map_err(|e| ApiError::bad_request("structure", e.to_string()))
         }
@@ -168,8 +183,7 @@ pub fn encode_stored(content: &str, out: Output) -> Result<(String, &'static str
     if out.format == Format::Json && !out.pretty {
         return Ok((content.to_owned(), FHIR_JSON));
     }
-    let value: Value =
-        serde_json::from_str(content).map_err(|e| ApiError::Internal(e.into()))?;
+    let value: Value = serde_json::from_str(content).map_err(|e| ApiError::Internal(e.into()))?;
     encode(&value, out)
 }
 
@@ -226,10 +240,7 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<VersionId>, ApiError> {
         Some(v) => {
             let text = v.to_str().unwrap_or("");
             parse_etag(text).map(Some).ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid",
-                    "If-Match must be a version ETag such as W/\"3\"",
-                )
+                ApiError::bad_request("invalid", "If-Match must be a version ETag such as W/\"3\"")
             })
         }
     }
@@ -264,14 +275,28 @@ mod tests {
     #[test]
     fn negotiation_prefers_format_param_then_accept() {
         assert_eq!(out(TestRequest::default()).unwrap(), Format::Json);
-        assert_eq!(out(TestRequest::default().insert_header(("Accept", "application/fhir+xml"))).unwrap(), Format::Xml);
-        assert_eq!(out(TestRequest::default().insert_header(("Accept", "text/html,application/xhtml+xml,*/*;q=0.8"))).unwrap(), Format::Json);
         assert_eq!(
-            out(TestRequest::with_uri("/x?_format=xml").insert_header(("Accept", "application/json"))).unwrap(),
+            out(TestRequest::default().insert_header(("Accept", "application/fhir+xml"))).unwrap(),
             Format::Xml
         );
         assert_eq!(
-            out(TestRequest::default().insert_header(("Accept", "application/fhir+json;q=0.5, application/fhir+xml"))).unwrap(),
+            out(TestRequest::default()
+                .insert_header(("Accept", "text/html,application/xhtml+xml,*/*;q=0.8")))
+            .unwrap(),
+            Format::Json
+        );
+        assert_eq!(
+            out(TestRequest::with_uri("/x?_format=xml")
+                .insert_header(("Accept", "application/json")))
+            .unwrap(),
+            Format::Xml
+        );
+        assert_eq!(
+            out(TestRequest::default().insert_header((
+                "Accept",
+                "application/fhir+json;q=0.5, application/fhir+xml"
+            )))
+            .unwrap(),
             Format::Xml
         );
         assert!(out(TestRequest::default().insert_header(("Accept", "text/plain"))).is_err());

@@ -48,7 +48,9 @@ pub fn base_url(req: &HttpRequest, state: &AppState) -> String {
 fn parse_type(name: &str, state: &AppState) -> Result<ResourceType, ApiError> {
     let ty: ResourceType = name.parse().map_err(|_| {
         if fhir_structure::model::Model::r4().is_resource_type(name) {
-            ApiError::NotFound(format!("Resource type '{name}' is not supported by this server"))
+            ApiError::NotFound(format!(
+                "Resource type '{name}' is not supported by this server"
+            ))
         } else {
             ApiError::NotFound(format!("Unknown resource type '{name}'"))
         }
@@ -182,10 +184,8 @@ pub async fn read(
             version,
             last_updated,
         }) => {
-            let oo = operation_outcome(&[OoIssue::error(
-                "deleted",
-                format!("{ty}/{id} was deleted"),
-            )]);
+            let oo =
+                operation_outcome(&[OoIssue::error("deleted", format!("{ty}/{id} was deleted"))]);
             return Ok(HttpResponse::Gone()
                 .insert_header((header::ETAG, format::etag(version)))
                 .insert_header((header::LAST_MODIFIED, last_updated.to_http_date()))
@@ -204,7 +204,13 @@ pub async fn read(
             }
         }
     }
-    resource_response(StatusCode::OK, &stored, out, ReturnPref::Representation, None)
+    resource_response(
+        StatusCode::OK,
+        &stored,
+        out,
+        ReturnPref::Representation,
+        None,
+    )
 }
 
 fn not_modified(stored: &StoredResource) -> HttpResponse {
@@ -232,16 +238,25 @@ pub async fn vread(
         .backend
         .reader()
         .ok_or_else(|| ApiError::MethodNotAllowed("vread is not supported".into()))?;
-    let stored = reader.vread(&ctx(&req), ty, &id, version).await.map_err(|e| match e {
-        crate::storage::StorageError::NotFound => {
-            ApiError::NotFound(format!("{ty}/{id} has no version {version}"))
-        }
-        crate::storage::StorageError::Gone { .. } => {
-            ApiError::Gone(format!("Version {version} of {ty}/{id} is a deletion"))
-        }
-        other => other.into(),
-    })?;
-    resource_response(StatusCode::OK, &stored, out, ReturnPref::Representation, None)
+    let stored = reader
+        .vread(&ctx(&req), ty, &id, version)
+        .await
+        .map_err(|e| match e {
+            crate::storage::StorageError::NotFound => {
+                ApiError::NotFound(format!("{ty}/{id} has no version {version}"))
+            }
+            crate::storage::StorageError::Gone { .. } => {
+                ApiError::Gone(format!("Version {version} of {ty}/{id} is a deletion"))
+            }
+            other => other.into(),
+        })?;
+    resource_response(
+        StatusCode::OK,
+        &stored,
+        out,
+        ReturnPref::Representation,
+        None,
+    )
 }
 
 pub async fn create(
@@ -270,8 +285,9 @@ pub async fn create(
                     "If-None-Exist must contain search criteria",
                 ));
             }
-            let parsed = search_parse::parse(ty, &pairs, false, paging(&state))
-                .map_err(|e| ApiError::bad_request("invalid", format!("If-None-Exist: {}", e.message)))?;
+            let parsed = search_parse::parse(ty, &pairs, false, paging(&state)).map_err(|e| {
+                ApiError::bad_request("invalid", format!("If-None-Exist: {}", e.message))
+            })?;
             Some(parsed.query)
         }
     };
@@ -486,7 +502,11 @@ async fn run_search(
         warnings,
     } = search_parse::parse(ty, &pairs, lenient, paging(state)).map_err(|e| {
         let mut issue = OoIssue::error(
-            if e.param.is_empty() { "too-costly" } else { "invalid" },
+            if e.param.is_empty() {
+                "too-costly"
+            } else {
+                "invalid"
+            },
             e.message,
         );
         if !e.param.is_empty() {
@@ -506,8 +526,11 @@ async fn run_search(
     }
     let mut links = vec![json!({"relation": "self", "url": link(&base, ty, &self_pairs)})];
     if let Some(next) = &page.next_after_id {
-        let mut next_pairs: Vec<(String, String)> =
-            applied.iter().filter(|(k, _)| k != "_count").cloned().collect();
+        let mut next_pairs: Vec<(String, String)> = applied
+            .iter()
+            .filter(|(k, _)| k != "_count")
+            .cloned()
+            .collect();
         next_pairs.push(("_count".into(), query.count.to_string()));
         next_pairs.push(("_cursor".into(), next.clone()));
         links.push(json!({"relation": "next", "url": link(&base, ty, &next_pairs)}));
@@ -555,7 +578,10 @@ fn bundle(kind: &str, total: Option<i64>, links: Vec<Value>, entries: Vec<Value>
     let mut b = serde_json::Map::new();
     b.insert("resourceType".into(), json!("Bundle"));
     b.insert("id".into(), json!(LogicalId::generate().as_str()));
-    b.insert("meta".into(), json!({"lastUpdated": Instant::now().to_fhir()}));
+    b.insert(
+        "meta".into(),
+        json!({"lastUpdated": Instant::now().to_fhir()}),
+    );
     b.insert("type".into(), json!(kind));
     if let Some(t) = total {
         b.insert("total".into(), json!(t));
@@ -645,9 +671,11 @@ async fn history(req: &HttpRequest, state: &AppState, scope: HistoryScope) -> Ap
             if lenient {
                 warnings.push(msg);
             } else {
-                return Err(ApiError::BadRequest(vec![
-                    OoIssue::error("not-supported", msg).at(name.clone())
-                ]));
+                return Err(ApiError::BadRequest(vec![OoIssue::error(
+                    "not-supported",
+                    msg,
+                )
+                .at(name.clone())]));
             }
         }
     }
@@ -680,8 +708,11 @@ async fn history(req: &HttpRequest, state: &AppState, scope: HistoryScope) -> Ap
     }
     let mut links = vec![json!({"relation": "self", "url": with_query(&self_pairs)})];
     if let Some(next) = page.next_before_seq {
-        let mut next_pairs: Vec<(String, String)> =
-            applied.iter().filter(|(k, _)| k != "_count").cloned().collect();
+        let mut next_pairs: Vec<(String, String)> = applied
+            .iter()
+            .filter(|(k, _)| k != "_count")
+            .cloned()
+            .collect();
         next_pairs.push(("_count".into(), q.count.to_string()));
         next_pairs.push(("_cursor".into(), next.to_string()));
         links.push(json!({"relation": "next", "url": with_query(&next_pairs)}));
@@ -744,7 +775,9 @@ pub async fn not_implemented(req: HttpRequest) -> ApiResult {
         ("GET", Some("/fhir")) => "system-level search is",
         _ => "this interaction is",
     };
-    Err(ApiError::NotImplemented(format!("{what} not supported by this server")))
+    Err(ApiError::NotImplemented(format!(
+        "{what} not supported by this server"
+    )))
 }
 
 pub async fn method_not_allowed(req: HttpRequest) -> ApiResult {

@@ -22,8 +22,7 @@ const X_CORRELATION_ID: &str = "x-correlation-id";
 fn valid_id(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= 128
-        && v
-            .bytes()
+        && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
@@ -88,9 +87,8 @@ pub async fn fhir_middleware(
     if status.is_server_error() {
         if let Some(err) = res.response().error() {
             match err.as_error::<ApiError>() {
-                Some(ApiError::Internal(source)) => {
-                    span.in_scope(|| tracing::error!(error = %format!("{source:#}"), "request failed"))
-                }
+                Some(ApiError::Internal(source)) => span
+                    .in_scope(|| tracing::error!(error = %format!("{source:#}"), "request failed")),
                 _ => span.in_scope(|| tracing::warn!(error = %err, "request failed")),
             }
         }
@@ -125,9 +123,8 @@ pub async fn fhir_middleware(
             format: if wants_xml { Format::Xml } else { Format::Json },
             pretty: false,
         };
-        let (text, ct) = format::encode(&oo, out).unwrap_or_else(|_| {
-            (oo.to_string(), format::FHIR_JSON)
-        });
+        let (text, ct) =
+            format::encode(&oo, out).unwrap_or_else(|_| (oo.to_string(), format::FHIR_JSON));
         headers.remove(header::CONTENT_LENGTH);
         let mut builder = HttpResponse::build(status);
         for (k, v) in headers.iter() {

@@ -23,7 +23,11 @@ pub fn extract(ty: ResourceType, resource: &Value) -> Vec<IndexRow> {
     rows
 }
 
-fn collect<'a, 'p>(value: &'a Value, mut path: impl Iterator<Item = &'p str> + Clone, out: &mut Vec<&'a Value>) {
+fn collect<'a, 'p>(
+    value: &'a Value,
+    mut path: impl Iterator<Item = &'p str> + Clone,
+    out: &mut Vec<&'a Value>,
+) {
     match value {
         Value::Array(items) => {
             for item in items {
@@ -160,13 +164,46 @@ mod tests {
             "authoredOn": "2024-03-01"
         });
         let rows = extract(ResourceType::MedicationRequest, &mr);
-        let has = |param: &str, v: IndexValue| rows.iter().any(|r| r.param == param && r.value == v);
-        assert!(has("identifier", IndexValue::Token { system: Some("urn:s".into()), code: "1".into() }));
-        assert!(has("identifier", IndexValue::Token { system: None, code: "2".into() }));
-        assert!(has("status", IndexValue::Token { system: None, code: "active".into() }));
-        assert!(has("patient", IndexValue::Reference { target_type: "Patient".into(), target_id: "p1".into() }));
-        assert!(has("subject", IndexValue::Reference { target_type: "Patient".into(), target_id: "p1".into() }));
-        assert!(rows.iter().any(|r| r.param == "authoredon" && matches!(r.value, IndexValue::Date { .. })));
+        let has =
+            |param: &str, v: IndexValue| rows.iter().any(|r| r.param == param && r.value == v);
+        assert!(has(
+            "identifier",
+            IndexValue::Token {
+                system: Some("urn:s".into()),
+                code: "1".into()
+            }
+        ));
+        assert!(has(
+            "identifier",
+            IndexValue::Token {
+                system: None,
+                code: "2".into()
+            }
+        ));
+        assert!(has(
+            "status",
+            IndexValue::Token {
+                system: None,
+                code: "active".into()
+            }
+        ));
+        assert!(has(
+            "patient",
+            IndexValue::Reference {
+                target_type: "Patient".into(),
+                target_id: "p1".into()
+            }
+        ));
+        assert!(has(
+            "subject",
+            IndexValue::Reference {
+                target_type: "Patient".into(),
+                target_id: "p1".into()
+            }
+        ));
+        assert!(rows
+            .iter()
+            .any(|r| r.param == "authoredon" && matches!(r.value, IndexValue::Date { .. })));
     }
 
     #[test]
@@ -180,7 +217,13 @@ mod tests {
         });
         let rows = extract(ResourceType::Appointment, &appt);
         assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].value, IndexValue::Reference { target_type: "Patient".into(), target_id: "p2".into() });
+        assert_eq!(
+            rows[0].value,
+            IndexValue::Reference {
+                target_type: "Patient".into(),
+                target_id: "p2".into()
+            }
+        );
     }
 
     #[test]
@@ -188,6 +231,9 @@ mod tests {
         assert_eq!(split_reference("#c1"), None);
         assert_eq!(split_reference("urn:uuid:1234"), None);
         assert_eq!(split_reference("Observation/1"), None);
-        assert_eq!(split_reference("Patient/1"), Some((ResourceType::Patient, "1".into())));
+        assert_eq!(
+            split_reference("Patient/1"),
+            Some((ResourceType::Patient, "1".into()))
+        );
     }
 }

@@ -194,7 +194,10 @@ pub fn parse(
         }
     };
     if pairs.len() > MAX_PARAMS * 2 {
-        return Err(err("", format!("Too many search parameters (at most {MAX_PARAMS})")));
+        return Err(err(
+            "",
+            format!("Too many search parameters (at most {MAX_PARAMS})"),
+        ));
     }
     for (raw_name, value) in pairs {
         let (name, modifier) = match raw_name.split_once(':') {
@@ -206,17 +209,27 @@ pub fn parse(
         }
         if let Some(m) = modifier {
             fail(
-                err(raw_name, format!("Modifier ':{m}' is not supported on parameter '{name}'")),
+                err(
+                    raw_name,
+                    format!("Modifier ':{m}' is not supported on parameter '{name}'"),
+                ),
                 &mut warnings,
             )?;
             continue;
         }
         let values = split_escaped(value, ',');
         if values.len() > MAX_VALUES {
-            return Err(err(name, format!("Parameter '{name}' has more than {MAX_VALUES} values")));
+            return Err(err(
+                name,
+                format!("Parameter '{name}' has more than {MAX_VALUES} values"),
+            ));
         }
-        if values.iter().any(|v| v.is_empty()) && !matches!(name, "_count" | "_total" | "_summary") {
-            fail(err(name, format!("Parameter '{name}' has an empty value")), &mut warnings)?;
+        if values.iter().any(|v| v.is_empty()) && !matches!(name, "_count" | "_total" | "_summary")
+        {
+            fail(
+                err(name, format!("Parameter '{name}' has an empty value")),
+                &mut warnings,
+            )?;
             continue;
         }
         match name {
@@ -240,7 +253,10 @@ pub fn parse(
                     applied.push((name.to_owned(), value.clone()));
                 }
                 _ => fail(
-                    err(name, "Parameter '_total' must be none, estimate or accurate"),
+                    err(
+                        name,
+                        "Parameter '_total' must be none, estimate or accurate",
+                    ),
                     &mut warnings,
                 )?,
             },
@@ -289,7 +305,10 @@ pub fn parse(
             _ => {
                 let Some(def) = registry::lookup(ty, name) else {
                     fail(
-                        err(name, format!("Unknown search parameter '{name}' for resource type {ty}")),
+                        err(
+                            name,
+                            format!("Unknown search parameter '{name}' for resource type {ty}"),
+                        ),
                         &mut warnings,
                     )?;
                     continue;
@@ -327,7 +346,10 @@ pub fn parse(
         }
     }
     if query.predicates.len() > MAX_PARAMS {
-        return Err(err("", format!("Too many search parameters (at most {MAX_PARAMS})")));
+        return Err(err(
+            "",
+            format!("Too many search parameters (at most {MAX_PARAMS})"),
+        ));
     }
     Ok(ParsedSearch {
         query,

@@ -72,9 +72,18 @@ pub struct ReferenceValue {
 pub enum Predicate {
     Id(Vec<String>),
     LastUpdated(Vec<DateValue>),
-    Token { param: &'static str, any_of: Vec<TokenValue> },
-    Reference { param: &'static str, any_of: Vec<ReferenceValue> },
-    Date { param: &'static str, any_of: Vec<DateValue> },
+    Token {
+        param: &'static str,
+        any_of: Vec<TokenValue>,
+    },
+    Reference {
+        param: &'static str,
+        any_of: Vec<ReferenceValue>,
+    },
+    Date {
+        param: &'static str,
+        any_of: Vec<DateValue>,
+    },
 }
 
 /// How much counting the client asked for (`_total`).

@@ -43,9 +43,18 @@ impl StoredResource {
 /// A value extracted from a resource for one search parameter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IndexValue {
-    Token { system: Option<String>, code: String },
-    Date { lo: i64, hi: i64 },
-    Reference { target_type: String, target_id: String },
+    Token {
+        system: Option<String>,
+        code: String,
+    },
+    Date {
+        lo: i64,
+        hi: i64,
+    },
+    Reference {
+        target_type: String,
+        target_id: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +171,10 @@ pub enum StorageError {
     #[error("resource not found")]
     NotFound,
     #[error("resource was deleted")]
-    Gone { version: VersionId, last_updated: Instant },
+    Gone {
+        version: VersionId,
+        last_updated: Instant,
+    },
     #[error("version conflict")]
     VersionConflict { current: Option<VersionId> },
     #[error("{0}")]
@@ -260,14 +272,16 @@ pub trait ResourceWrite: Send + Sync {
 
 #[async_trait]
 pub trait History: Send + Sync {
-    async fn history(&self, ctx: &RequestContext, query: HistoryQuery)
-        -> StorageResult<HistoryPage>;
+    async fn history(
+        &self,
+        ctx: &RequestContext,
+        query: HistoryQuery,
+    ) -> StorageResult<HistoryPage>;
 }
 
 #[async_trait]
 pub trait Search: Send + Sync {
-    async fn search(&self, ctx: &RequestContext, query: &SearchQuery)
-        -> StorageResult<SearchPage>;
+    async fn search(&self, ctx: &RequestContext, query: &SearchQuery) -> StorageResult<SearchPage>;
 }
 
 /// A storage backend: declared capabilities plus the traits it implements.
@@ -297,8 +311,14 @@ pub fn stamp_meta(resource: &mut serde_json::Value, version: VersionId, at: Inst
     meta.shift_remove("versionId");
     meta.shift_remove("lastUpdated");
     let mut stamped = serde_json::Map::with_capacity(meta.len() + 2);
-    stamped.insert("versionId".into(), serde_json::Value::String(version.to_string()));
-    stamped.insert("lastUpdated".into(), serde_json::Value::String(at.to_fhir()));
+    stamped.insert(
+        "versionId".into(),
+        serde_json::Value::String(version.to_string()),
+    );
+    stamped.insert(
+        "lastUpdated".into(),
+        serde_json::Value::String(at.to_fhir()),
+    );
     stamped.extend(meta);
     let mut ordered = serde_json::Map::with_capacity(obj.len() + 1);
     for key in ["resourceType", "id"] {

@@ -106,7 +106,9 @@ impl SqlBackend {
                 .connection_timeout(opts.acquire_timeout)
                 .build(manager)
                 .context("Failed to connect to PostgreSQL")?;
-            let mut conn = pool.get().context("Failed to get a PostgreSQL connection")?;
+            let mut conn = pool
+                .get()
+                .context("Failed to get a PostgreSQL connection")?;
             conn.run_pending_migrations(PG_MIGRATIONS)
                 .map_err(|e| anyhow::anyhow!("{e}"))
                 .context("Failed to run PostgreSQL migrations")?;
@@ -390,7 +392,11 @@ macro_rules! sql_ops {
     };
 }
 
-sql_ops!(sqlite_ops, diesel::sqlite::SqliteConnection, diesel::sqlite::Sqlite);
+sql_ops!(
+    sqlite_ops,
+    diesel::sqlite::SqliteConnection,
+    diesel::sqlite::Sqlite
+);
 sql_ops!(pg_ops, diesel::pg::PgConnection, diesel::pg::Pg);
 
 impl Conn {
@@ -432,18 +438,14 @@ impl Conn {
 
     /// Runs `f` in a write transaction: `BEGIN IMMEDIATE` under the process-wide
     /// writer mutex on SQLite, an ordinary transaction on PostgreSQL.
-    fn write_tx<T>(
-        &mut self,
-        f: impl FnOnce(&mut Conn) -> StorageResult<T>,
-    ) -> StorageResult<T> {
+    fn write_tx<T>(&mut self, f: impl FnOnce(&mut Conn) -> StorageResult<T>) -> StorageResult<T> {
         let lock = match self {
             Conn::Sqlite(_, lock) => Some(lock.clone()),
             Conn::Postgres(_) => None,
         };
-        let _guard = match &lock {
-            Some(l) => Some(l.lock().unwrap_or_else(|p| p.into_inner())),
-            None => None,
-        };
+        let _guard = lock
+            .as_ref()
+            .map(|l| l.lock().unwrap_or_else(|p| p.into_inner()));
         let begin = match self.dialect() {
             Dialect::Sqlite => "BEGIN IMMEDIATE",
             Dialect::Postgres => "BEGIN",
@@ -483,11 +485,18 @@ fn scope_filter(sql: &mut Sql, alias: &str, ty: ResourceType) {
     sql.push(alias).push(".res_type = ").text(ty.as_str());
 }
 
-fn stored(ty: ResourceType, id: &str, version: i64, last_updated: i64, content: Option<String>) -> StorageResult<StoredResource> {
+fn stored(
+    ty: ResourceType,
+    id: &str,
+    version: i64,
+    last_updated: i64,
+    content: Option<String>,
+) -> StorageResult<StoredResource> {
     Ok(StoredResource {
         resource_type: ty,
-        id: LogicalId::parse(id)
-            .ok_or_else(|| StorageError::Internal(anyhow::anyhow!("stored id is not a valid id")))?,
+        id: LogicalId::parse(id).ok_or_else(|| {
+            StorageError::Internal(anyhow::anyhow!("stored id is not a valid id"))
+        })?,
         version,
         last_updated: Instant(last_updated),
         content,
@@ -519,8 +528,9 @@ fn lock_head(conn: &mut Conn, ty: ResourceType, id: &LogicalId) -> StorageResult
         .text(id.as_str())
         .push(", 0, 0, 1, NULL) ON CONFLICT (res_type, res_id) DO NOTHING");
     conn.exec(&sql)?;
-    read_head(conn, ty, id, true)?
-        .ok_or_else(|| StorageError::Internal(anyhow::anyhow!("head row vanished inside a transaction")))
+    read_head(conn, ty, id, true)?.ok_or_else(|| {
+        StorageError::Internal(anyhow::anyhow!("head row vanished inside a transaction"))
+    })
 }
 
 struct VersionWrite<'a> {
@@ -533,11 +543,7 @@ struct VersionWrite<'a> {
 }
 
 /// Writes one version: the head row, the version row, and replaces index rows.
-fn write_version(
-    conn: &mut Conn,
-    w: VersionWrite<'_>,
-    indexes: &[IndexRow],
-) -> StorageResult<()> {
+fn write_version(conn: &mut Conn, w: VersionWrite<'_>, indexes: &[IndexRow]) -> StorageResult<()> {
     let d = conn.dialect();
     let mut sql = Sql::new(d);
     sql.push("UPDATE resources SET version = ")
@@ -651,7 +657,9 @@ fn insert_indexes(
         .collect();
     for chunk in refs.chunks(CHUNK) {
         let mut sql = Sql::new(d);
-        sql.push("INSERT INTO idx_reference (res_type, res_id, param, target_type, target_id) VALUES ");
+        sql.push(
+            "INSERT INTO idx_reference (res_type, res_id, param, target_type, target_id) VALUES ",
+        );
         for (i, row) in chunk.iter().enumerate() {
             if let IndexValue::Reference {
                 target_type,
@@ -833,7 +841,11 @@ fn push_date_condition(sql: &mut Sql, vlo: &str, vhi: &str, v: &DateValue) {
     sql.push(")");
 }
 
-fn search_matches(conn: &mut Conn, query: &SearchQuery, limit: Option<usize>) -> StorageResult<Vec<rows::Found>> {
+fn search_matches(
+    conn: &mut Conn,
+    query: &SearchQuery,
+    limit: Option<usize>,
+) -> StorageResult<Vec<rows::Found>> {
     let mut sql = Sql::new(conn.dialect());
     sql.push("SELECT r.res_id, r.version, r.last_updated, r.content FROM resources r WHERE ");
     scope_filter(&mut sql, "r", query.resource_type);
@@ -844,7 +856,8 @@ fn search_matches(conn: &mut Conn, query: &SearchQuery, limit: Option<usize>) ->
     }
     sql.push(" ORDER BY r.res_id");
     if let Some(limit) = limit {
-        sql.push(" LIMIT ").int(i64::try_from(limit).unwrap_or(i64::MAX));
+        sql.push(" LIMIT ")
+            .int(i64::try_from(limit).unwrap_or(i64::MAX));
     }
     conn.load::<rows::Found>(&sql)
 }
@@ -878,7 +891,9 @@ fn do_create(conn: &mut Conn, req: CreateRequest) -> StorageResult<WriteOutcome>
             if conn.dialect() == Dialect::Postgres {
                 let mut sql = Sql::new(Dialect::Postgres);
                 let key = format!("create:{}:{:?}", req.resource_type, cond.predicates);
-                sql.push("SELECT pg_advisory_xact_lock(").int(fnv1a(&key)).push(")");
+                sql.push("SELECT pg_advisory_xact_lock(")
+                    .int(fnv1a(&key))
+                    .push(")");
                 conn.exec(&sql)?;
             }
             let mut probe = cond.clone();
@@ -890,7 +905,13 @@ fn do_create(conn: &mut Conn, req: CreateRequest) -> StorageResult<WriteOutcome>
                     let f = found.into_iter().next().ok_or(StorageError::NotFound)?;
                     return Ok(WriteOutcome {
                         kind: WriteKind::Existing,
-                        stored: Some(stored(req.resource_type, &f.res_id, f.version, f.last_updated, f.content)?),
+                        stored: Some(stored(
+                            req.resource_type,
+                            &f.res_id,
+                            f.version,
+                            f.last_updated,
+                            f.content,
+                        )?),
                     });
                 }
                 _ => {
@@ -1153,7 +1174,13 @@ impl ResourceRead for SqlBackend {
                     last_updated: Instant(head.last_updated),
                 });
             }
-            stored(ty, id.as_str(), head.version, head.last_updated, head.content)
+            stored(
+                ty,
+                id.as_str(),
+                head.version,
+                head.last_updated,
+                head.content,
+            )
         })
         .await
     }
@@ -1198,7 +1225,8 @@ impl ResourceWrite for SqlBackend {
         _ctx: &RequestContext,
         req: CreateRequest,
     ) -> StorageResult<WriteOutcome> {
-        self.blocking(move |mut conn| do_create(&mut conn, req)).await
+        self.blocking(move |mut conn| do_create(&mut conn, req))
+            .await
     }
 
     async fn update(
@@ -1206,7 +1234,8 @@ impl ResourceWrite for SqlBackend {
         _ctx: &RequestContext,
         req: UpdateRequest,
     ) -> StorageResult<WriteOutcome> {
-        self.blocking(move |mut conn| do_update(&mut conn, req)).await
+        self.blocking(move |mut conn| do_update(&mut conn, req))
+            .await
     }
 
     async fn delete(
@@ -1214,7 +1243,8 @@ impl ResourceWrite for SqlBackend {
         _ctx: &RequestContext,
         req: DeleteRequest,
     ) -> StorageResult<WriteOutcome> {
-        self.blocking(move |mut conn| do_delete(&mut conn, req)).await
+        self.blocking(move |mut conn| do_delete(&mut conn, req))
+            .await
     }
 }
 
@@ -1225,7 +1255,8 @@ impl History for SqlBackend {
         _ctx: &RequestContext,
         query: HistoryQuery,
     ) -> StorageResult<HistoryPage> {
-        self.blocking(move |mut conn| do_history(&mut conn, query)).await
+        self.blocking(move |mut conn| do_history(&mut conn, query))
+            .await
     }
 }
 

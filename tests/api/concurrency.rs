@@ -6,7 +6,10 @@ use serde_json::json;
 use crate::backend_tests;
 use crate::helpers::{patient, TestApp};
 
-backend_tests!(concurrent_conditional_creates_make_one_resource, concurrent_updates_serialise_versions);
+backend_tests!(
+    concurrent_conditional_creates_make_one_resource,
+    concurrent_updates_serialise_versions
+);
 
 async fn concurrent_conditional_creates_make_one_resource(app: TestApp) {
     let body = patient("9000000246", "Race");
@@ -16,17 +19,42 @@ async fn concurrent_conditional_creates_make_one_resource(app: TestApp) {
     let responses = join_all(requests).await;
     let created = responses.iter().filter(|r| r.status == 201).count();
     let existing = responses.iter().filter(|r| r.status == 200).count();
-    assert_eq!(created, 1, "{:?}", responses.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert_eq!(
+        created,
+        1,
+        "{:?}",
+        responses.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
     assert_eq!(existing, 29);
-    let ids: std::collections::BTreeSet<String> = responses.iter().map(|r| r.json()["id"].as_str().unwrap().to_owned()).collect();
+    let ids: std::collections::BTreeSet<String> = responses
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(ids.len(), 1, "every response names the same resource");
-    let b = app.get("/fhir/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number%7C9000000246").await.json();
+    let b = app
+        .get("/fhir/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number%7C9000000246")
+        .await
+        .json();
     assert_eq!(b["total"], 1);
     // Two matches make the condition ambiguous: 412.
     app.create(&body).await;
-    let r = app.send_json("POST", "/fhir/Patient", &body, &[("If-None-Exist", condition)]).await;
+    let r = app
+        .send_json(
+            "POST",
+            "/fhir/Patient",
+            &body,
+            &[("If-None-Exist", condition)],
+        )
+        .await;
     assert_eq!(r.status, 412);
-    let r = app.send_json("POST", "/fhir/Patient", &body, &[("If-None-Exist", "bogus=1")]).await;
+    let r = app
+        .send_json(
+            "POST",
+            "/fhir/Patient",
+            &body,
+            &[("If-None-Exist", "bogus=1")],
+        )
+        .await;
     assert_eq!(r.status, 400);
 }
 
@@ -38,10 +66,29 @@ async fn concurrent_updates_serialise_versions(app: TestApp) {
         async move { app.put("/fhir/Patient/shared-id", &body).await }
     });
     let responses = join_all(requests).await;
-    assert!(responses.iter().all(|r| r.status == 200 || r.status == 201), "{:?}", responses.iter().map(|r| (r.status, r.text())).collect::<Vec<_>>());
+    assert!(
+        responses.iter().all(|r| r.status == 200 || r.status == 201),
+        "{:?}",
+        responses
+            .iter()
+            .map(|r| (r.status, r.text()))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(responses.iter().filter(|r| r.status == 201).count(), 1);
-    let mut versions: Vec<i64> = responses.iter().map(|r| r.json()["meta"]["versionId"].as_str().unwrap().parse().unwrap()).collect();
+    let mut versions: Vec<i64> = responses
+        .iter()
+        .map(|r| {
+            r.json()["meta"]["versionId"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
     versions.sort();
     assert_eq!(versions, (1..=20).collect::<Vec<_>>());
-    assert_eq!(app.get("/fhir/Patient/shared-id/_history").await.json()["total"], 20);
+    assert_eq!(
+        app.get("/fhir/Patient/shared-id/_history").await.json()["total"],
+        20
+    );
 }

@@ -29,8 +29,14 @@ async fn create_assigns_id_version_and_headers(app: TestApp) {
     assert_eq!(r.header("etag").as_deref(), Some("W/\"1\""));
     assert!(r.header("last-modified").is_some());
     let loc = r.header("location").unwrap();
-    assert!(loc.ends_with(&format!("/fhir/Patient/{id}/_history/1")), "{loc}");
-    assert!(r.header("content-type").unwrap().starts_with("application/fhir+json"));
+    assert!(
+        loc.ends_with(&format!("/fhir/Patient/{id}/_history/1")),
+        "{loc}"
+    );
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/fhir+json"));
     assert_eq!(without_server_meta(v.clone())["name"], body["name"]);
 }
 
@@ -59,8 +65,18 @@ async fn update_increments_version_and_vread_sees_each(app: TestApp) {
     assert_eq!(v1.json()["name"][0]["family"], "Brown");
     let v2 = app.get(&format!("/fhir/Patient/{id}/_history/2")).await;
     assert_eq!(v2.json()["name"][0]["family"], "Browne");
-    assert_eq!(app.get(&format!("/fhir/Patient/{id}/_history/3")).await.status, 404);
-    assert_eq!(app.get(&format!("/fhir/Patient/{id}/_history/x")).await.status, 400);
+    assert_eq!(
+        app.get(&format!("/fhir/Patient/{id}/_history/3"))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        app.get(&format!("/fhir/Patient/{id}/_history/x"))
+            .await
+            .status,
+        400
+    );
 }
 
 async fn update_as_create_uses_client_id(app: TestApp) {
@@ -70,7 +86,10 @@ async fn update_as_create_uses_client_id(app: TestApp) {
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(r.json()["id"], "green-1");
     assert_eq!(r.json()["meta"]["versionId"], "1");
-    assert!(r.header("location").unwrap().contains("/fhir/Patient/green-1/_history/1"));
+    assert!(r
+        .header("location")
+        .unwrap()
+        .contains("/fhir/Patient/green-1/_history/1"));
     assert_eq!(app.get("/fhir/Patient/green-1").await.status, 200);
 }
 
@@ -79,8 +98,15 @@ async fn identical_update_writes_no_new_version(app: TestApp) {
     let id = v["id"].as_str().unwrap().to_owned();
     let r = app.put(&format!("/fhir/Patient/{id}"), &v).await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.json()["meta"]["versionId"], "1", "a retried identical PUT must not create versions");
-    let h = app.get(&format!("/fhir/Patient/{id}/_history")).await.json();
+    assert_eq!(
+        r.json()["meta"]["versionId"],
+        "1",
+        "a retried identical PUT must not create versions"
+    );
+    let h = app
+        .get(&format!("/fhir/Patient/{id}/_history"))
+        .await
+        .json();
     assert_eq!(h["total"], 1);
 }
 
@@ -94,8 +120,18 @@ async fn delete_then_read_is_gone(app: TestApp) {
     assert_eq!(g.status, 410);
     assert_eq!(g.issues()[0]["code"], "deleted");
     // The version before the deletion is still readable; the deletion itself is gone.
-    assert_eq!(app.get(&format!("/fhir/Patient/{id}/_history/1")).await.status, 200);
-    assert_eq!(app.get(&format!("/fhir/Patient/{id}/_history/2")).await.status, 410);
+    assert_eq!(
+        app.get(&format!("/fhir/Patient/{id}/_history/1"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        app.get(&format!("/fhir/Patient/{id}/_history/2"))
+            .await
+            .status,
+        410
+    );
     // Deleted resources are not found by search.
     let s = app.get(&format!("/fhir/Patient?_id={id}")).await.json();
     assert_eq!(s["total"], 0);
@@ -111,10 +147,18 @@ async fn delete_is_idempotent(app: TestApp) {
     let id = v["id"].as_str().unwrap().to_owned();
     assert_eq!(app.delete(&format!("/fhir/Patient/{id}")).await.status, 204);
     assert_eq!(app.delete(&format!("/fhir/Patient/{id}")).await.status, 204);
-    let h = app.get(&format!("/fhir/Patient/{id}/_history")).await.json();
+    let h = app
+        .get(&format!("/fhir/Patient/{id}/_history"))
+        .await
+        .json();
     assert_eq!(h["total"], 2, "a second delete writes nothing");
     let r = app
-        .request("DELETE", &format!("/fhir/Patient/{id}"), &[("Prefer", "return=OperationOutcome")], None)
+        .request(
+            "DELETE",
+            &format!("/fhir/Patient/{id}"),
+            &[("Prefer", "return=OperationOutcome")],
+            None,
+        )
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.issues()[0]["severity"], "information");

@@ -18,22 +18,39 @@ impl Drop for Server {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn start(db: &str) -> Server {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_fhirbridge"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database", db])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database",
+            db,
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn server binary");
-    let server = Server { child, base: format!("http://127.0.0.1:{port}") };
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
     let client = awc::Client::default();
     for _ in 0..200 {
-        if let Ok(r) = client.get(format!("{}/health/ready", server.base)).send().await {
+        if let Ok(r) = client
+            .get(format!("{}/health/ready", server.base))
+            .send()
+            .await
+        {
             if r.status() == 200 {
                 return server;
             }
@@ -66,7 +83,11 @@ async fn acknowledged_writes_survive_kill_9() {
     server.child.wait().unwrap();
     let server = start(&db).await;
     for id in &ids {
-        let r = client.get(format!("{}/fhir/Patient/{id}", server.base)).send().await.unwrap();
+        let r = client
+            .get(format!("{}/fhir/Patient/{id}", server.base))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "Patient/{id} lost after kill -9");
     }
 }
@@ -87,7 +108,11 @@ async fn default_database_is_created_under_data() {
     let client = awc::Client::default();
     let mut ready = false;
     for _ in 0..200 {
-        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/health/ready")).send().await {
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{port}/health/ready"))
+            .send()
+            .await
+        {
             ready = r.status() == 200;
             if ready {
                 break;
@@ -97,6 +122,9 @@ async fn default_database_is_created_under_data() {
     }
     let _ = child.kill();
     let _ = child.wait();
-    assert!(ready, "`fhirbridge` with no arguments serves on FHIRBRIDGE_LISTEN");
+    assert!(
+        ready,
+        "`fhirbridge` with no arguments serves on FHIRBRIDGE_LISTEN"
+    );
     assert!(dir.path().join("data/fhirbridge.db").exists());
 }

@@ -24,32 +24,80 @@ fn expressions(issues: &[Value]) -> Vec<String> {
 
 async fn structural_errors_name_the_element(app: TestApp) {
     let cases: Vec<(Value, &str)> = vec![
-        (json!({"resourceType": "Patient", "birthDate": "2020-13-45"}), "Patient.birthDate"),
-        (json!({"resourceType": "Patient", "birthDate": "yesterday"}), "Patient.birthDate"),
+        (
+            json!({"resourceType": "Patient", "birthDate": "2020-13-45"}),
+            "Patient.birthDate",
+        ),
+        (
+            json!({"resourceType": "Patient", "birthDate": "yesterday"}),
+            "Patient.birthDate",
+        ),
         (json!({"resourceType": "Patient", "foo": 1}), "Patient.foo"),
-        (json!({"resourceType": "Patient", "active": "true"}), "Patient.active"),
-        (json!({"resourceType": "Patient", "name": {"family": "x"}}), "Patient.name"),
-        (json!({"resourceType": "Patient", "gender": ["male"]}), "Patient.gender"),
-        (json!({"resourceType": "Patient", "name": []}), "Patient.name"),
-        (json!({"resourceType": "Patient", "name": [{"given": [""]}]}), "Patient.name[0].given[0]"),
-        (json!({"resourceType": "Patient", "gender": null}), "Patient.gender"),
-        (json!({"resourceType": "Patient", "multipleBirthInteger": 1.5}), "Patient.multipleBirthInteger"),
-        (json!({"resourceType": "Patient", "deceasedString": "x"}), "Patient.deceasedString"),
-        (json!({"resourceType": "Patient", "identifier": [{"system": "not a uri", "value": "1"}]}), "Patient.identifier[0].system"),
-        (json!({"resourceType": "Slot", "status": "free", "schedule": {"reference": "Schedule/1"}, "start": "2026-01-01T09:00:00", "end": "2026-01-01T09:15:00Z"}), "Slot.start"),
-        (json!({"resourceType": "Patient", "meta": {"lastUpdated": "2020-01-01"}}), "Patient.meta.lastUpdated"),
-        (json!({"resourceType": "Patient", "contact": [{"gender": "male", "telecom": [{"system": 5}]}]}), "Patient.contact[0].telecom[0].system"),
+        (
+            json!({"resourceType": "Patient", "active": "true"}),
+            "Patient.active",
+        ),
+        (
+            json!({"resourceType": "Patient", "name": {"family": "x"}}),
+            "Patient.name",
+        ),
+        (
+            json!({"resourceType": "Patient", "gender": ["male"]}),
+            "Patient.gender",
+        ),
+        (
+            json!({"resourceType": "Patient", "name": []}),
+            "Patient.name",
+        ),
+        (
+            json!({"resourceType": "Patient", "name": [{"given": [""]}]}),
+            "Patient.name[0].given[0]",
+        ),
+        (
+            json!({"resourceType": "Patient", "gender": null}),
+            "Patient.gender",
+        ),
+        (
+            json!({"resourceType": "Patient", "multipleBirthInteger": 1.5}),
+            "Patient.multipleBirthInteger",
+        ),
+        (
+            json!({"resourceType": "Patient", "deceasedString": "x"}),
+            "Patient.deceasedString",
+        ),
+        (
+            json!({"resourceType": "Patient", "identifier": [{"system": "not a uri", "value": "1"}]}),
+            "Patient.identifier[0].system",
+        ),
+        (
+            json!({"resourceType": "Slot", "status": "free", "schedule": {"reference": "Schedule/1"}, "start": "2026-01-01T09:00:00", "end": "2026-01-01T09:15:00Z"}),
+            "Slot.start",
+        ),
+        (
+            json!({"resourceType": "Patient", "meta": {"lastUpdated": "2020-01-01"}}),
+            "Patient.meta.lastUpdated",
+        ),
+        (
+            json!({"resourceType": "Patient", "contact": [{"gender": "male", "telecom": [{"system": 5}]}]}),
+            "Patient.contact[0].telecom[0].system",
+        ),
     ];
     for (body, expr) in cases {
         let ty = body["resourceType"].as_str().unwrap().to_owned();
         let r = app.post(&format!("/fhir/{ty}"), &body).await;
         assert_eq!(r.status, 400, "{body} -> {}", r.text());
         let exprs = expressions(&r.issues());
-        assert!(exprs.iter().any(|e| e == expr), "{body}: expected {expr}, got {exprs:?}");
+        assert!(
+            exprs.iter().any(|e| e == expr),
+            "{body}: expected {expr}, got {exprs:?}"
+        );
     }
     // All problems are reported at once.
     let r = app
-        .post("/fhir/Patient", &json!({"resourceType": "Patient", "birthDate": "2020-02-30", "foo": 1, "active": 1}))
+        .post(
+            "/fhir/Patient",
+            &json!({"resourceType": "Patient", "birthDate": "2020-02-30", "foo": 1, "active": 1}),
+        )
         .await;
     assert!(r.issues().len() >= 3, "{}", r.text());
 }
@@ -65,30 +113,52 @@ async fn malformed_bodies_are_400(app: TestApp) {
         b"\xff\xfe",
     ] {
         let r = app
-            .request("POST", "/fhir/Patient", &[("Content-Type", "application/fhir+json")], Some(body.to_vec()))
+            .request(
+                "POST",
+                "/fhir/Patient",
+                &[("Content-Type", "application/fhir+json")],
+                Some(body.to_vec()),
+            )
             .await;
-        assert_eq!(r.status, 400, "{:?} -> {}", String::from_utf8_lossy(body), r.text());
+        assert_eq!(
+            r.status,
+            400,
+            "{:?} -> {}",
+            String::from_utf8_lossy(body),
+            r.text()
+        );
         assert!(!r.issues().is_empty());
     }
     let deep = format!("{}{}", "{\"a\":".repeat(10_000), "}".repeat(10_000));
     let r = app
-        .request("POST", "/fhir/Patient", &[("Content-Type", "application/fhir+json")], Some(deep.into_bytes()))
+        .request(
+            "POST",
+            "/fhir/Patient",
+            &[("Content-Type", "application/fhir+json")],
+            Some(deep.into_bytes()),
+        )
         .await;
     assert_eq!(r.status, 400);
 }
 
 async fn type_and_id_mismatches_are_400(app: TestApp) {
-    let r = app.post("/fhir/Patient", &json!({"resourceType": "Slot"})).await;
+    let r = app
+        .post("/fhir/Patient", &json!({"resourceType": "Slot"}))
+        .await;
     assert_eq!(r.status, 400);
     assert_eq!(expressions(&r.issues()), vec!["resourceType"]);
-    let r = app.post("/fhir/Patient", &json!({"name": [{"family": "x"}]})).await;
+    let r = app
+        .post("/fhir/Patient", &json!({"name": [{"family": "x"}]}))
+        .await;
     assert_eq!(r.status, 400);
     let mut body = patient("9000000130", "Mismatch");
     body["id"] = json!("abc");
     let r = app.put("/fhir/Patient/xyz", &body).await;
     assert_eq!(r.status, 400);
     assert_eq!(expressions(&r.issues()), vec!["Patient.id"]);
-    let r = app.put("/fhir/Patient/xyz", &patient("9000000130", "NoId")).await;
+    let r = app
+        .put("/fhir/Patient/xyz", &patient("9000000130", "NoId"))
+        .await;
     assert_eq!(r.status, 400);
     let r = app.put("/fhir/Patient/bad$id", &body).await;
     assert_eq!(r.status, 400);
@@ -99,17 +169,29 @@ async fn type_and_id_mismatches_are_400(app: TestApp) {
 async fn unknown_types_routes_and_methods(app: TestApp) {
     let r = app.get("/fhir/Observation/1").await;
     assert_eq!(r.status, 404);
-    assert!(r.issues()[0]["diagnostics"].as_str().unwrap().contains("not supported"));
+    assert!(r.issues()[0]["diagnostics"]
+        .as_str()
+        .unwrap()
+        .contains("not supported"));
     assert_eq!(app.get("/fhir/Foo").await.status, 404);
-    assert_eq!(app.post("/fhir/Observation", &json!({"resourceType": "Observation"})).await.status, 404);
+    assert_eq!(
+        app.post("/fhir/Observation", &json!({"resourceType": "Observation"}))
+            .await
+            .status,
+        404
+    );
     let r = app.get("/nowhere").await;
     assert_eq!(r.status, 404);
     assert_eq!(r.issues()[0]["code"], "not-found");
-    let r = app.request("PATCH", "/fhir/Patient/1", &[], Some(b"[]".to_vec())).await;
+    let r = app
+        .request("PATCH", "/fhir/Patient/1", &[], Some(b"[]".to_vec()))
+        .await;
     assert_eq!(r.status, 501);
     let r = app.request("DELETE", "/fhir/metadata", &[], None).await;
     assert_eq!(r.status, 405);
-    let r = app.post("/fhir", &json!({"resourceType": "Bundle", "type": "batch"})).await;
+    let r = app
+        .post("/fhir", &json!({"resourceType": "Bundle", "type": "batch"}))
+        .await;
     assert_eq!(r.status, 501);
     assert_eq!(r.issues()[0]["code"], "not-supported");
 }
@@ -124,8 +206,18 @@ async fn body_limit_is_413(app: TestApp) {
 }
 
 async fn bad_input_writes_nothing(app: TestApp) {
-    let _ = app.post("/fhir/Patient", &json!({"resourceType": "Patient", "birthDate": "nope"})).await;
-    let _ = app.post("/fhir/Patient", &json!({"resourceType": "Patient", "name": []})).await;
+    let _ = app
+        .post(
+            "/fhir/Patient",
+            &json!({"resourceType": "Patient", "birthDate": "nope"}),
+        )
+        .await;
+    let _ = app
+        .post(
+            "/fhir/Patient",
+            &json!({"resourceType": "Patient", "name": []}),
+        )
+        .await;
     let h = app.get("/fhir/Patient/_history").await.json();
     assert_eq!(h["total"], 0, "{h}");
 }

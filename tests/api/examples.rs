@@ -11,8 +11,17 @@ use crate::helpers::{without_server_meta, TestApp};
 pub const EXAMPLES_ENV: &str = "FHIRBRIDGE_R4_EXAMPLES_DIR";
 
 const TYPES: [&str; 11] = [
-    "Patient", "Appointment", "MedicationRequest", "Consent", "Slot", "Schedule",
-    "Practitioner", "PractitionerRole", "Organization", "Location", "Medication",
+    "Patient",
+    "Appointment",
+    "MedicationRequest",
+    "Consent",
+    "Slot",
+    "Schedule",
+    "Practitioner",
+    "PractitionerRole",
+    "Organization",
+    "Location",
+    "Medication",
 ];
 
 /// Every example file of a supported type, as (file name, resource).
@@ -30,7 +39,9 @@ pub fn load_examples() -> Option<Vec<(String, Value)>> {
     entries.sort();
     for path in entries {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let Some(prefix) = name.split('-').next() else { continue };
+        let Some(prefix) = name.split('-').next() else {
+            continue;
+        };
         if !TYPES.contains(&prefix) || !name.ends_with(".json") {
             continue;
         }
@@ -40,7 +51,11 @@ pub fn load_examples() -> Option<Vec<(String, Value)>> {
             out.push((name, v));
         }
     }
-    assert!(out.len() > 100, "expected the HL7 examples in {dir}, found {}", out.len());
+    assert!(
+        out.len() > 100,
+        "expected the HL7 examples in {dir}, found {}",
+        out.len()
+    );
     Some(out)
 }
 
@@ -71,7 +86,9 @@ fn normalise_narrative(mut v: Value) -> Value {
 }
 
 async fn hl7_examples_round_trip(app: TestApp) {
-    let Some(examples) = load_examples() else { return };
+    let Some(examples) = load_examples() else {
+        return;
+    };
     let mut failures = Vec::new();
     for (name, example) in &examples {
         let ty = example["resourceType"].as_str().unwrap();
@@ -94,6 +111,16 @@ async fn hl7_examples_round_trip(app: TestApp) {
             Err(e) => failures.push(format!("{name}: XML rendition unreadable: {e}")),
         }
     }
-    eprintln!("HL7 examples round trip ({}): {} of {} passed", app.backend, examples.len() - failures.len(), examples.len());
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    eprintln!(
+        "HL7 examples round trip ({}): {} of {} passed",
+        app.backend,
+        examples.len() - failures.len(),
+        examples.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -48,7 +48,10 @@ pub struct Resp {
 impl Resp {
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
         })
     }
 
@@ -136,7 +139,9 @@ impl TestApp {
         body: Option<Vec<u8>>,
     ) -> Resp {
         let method = Method::from_bytes(method.as_bytes()).expect("method");
-        let mut req = self.client.request(method, format!("{}{}", self.base, path));
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
         for (k, v) in headers {
             req = req.insert_header((*k, *v));
         }
@@ -161,7 +166,13 @@ impl TestApp {
         self.request("GET", path, headers, None).await
     }
 
-    pub async fn send_json(&self, method: &str, path: &str, body: &Value, headers: &[(&str, &str)]) -> Resp {
+    pub async fn send_json(
+        &self,
+        method: &str,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> Resp {
         let mut h = vec![("Content-Type", "application/fhir+json")];
         h.extend_from_slice(headers);
         self.request(method, path, &h, Some(body.to_string().into_bytes()))

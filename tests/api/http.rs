@@ -21,25 +21,49 @@ async fn if_match_guards_update_and_delete(app: TestApp) {
     let path = format!("/fhir/Patient/{id}");
     let mut v2 = v.clone();
     v2["gender"] = json!("male");
-    let stale = app.send_json("PUT", &path, &v2, &[("If-Match", "W/\"7\"")]).await;
+    let stale = app
+        .send_json("PUT", &path, &v2, &[("If-Match", "W/\"7\"")])
+        .await;
     assert_eq!(stale.status, 412, "{}", stale.text());
-    let ok = app.send_json("PUT", &path, &v2, &[("If-Match", "W/\"1\"")]).await;
+    let ok = app
+        .send_json("PUT", &path, &v2, &[("If-Match", "W/\"1\"")])
+        .await;
     assert_eq!(ok.status, 200, "{}", ok.text());
-    let bad = app.send_json("PUT", &path, &v2, &[("If-Match", "nonsense")]).await;
+    let bad = app
+        .send_json("PUT", &path, &v2, &[("If-Match", "nonsense")])
+        .await;
     assert_eq!(bad.status, 400);
-    let del_stale = app.request("DELETE", &path, &[("If-Match", "W/\"1\"")], None).await;
+    let del_stale = app
+        .request("DELETE", &path, &[("If-Match", "W/\"1\"")], None)
+        .await;
     assert_eq!(del_stale.status, 412);
-    let del = app.request("DELETE", &path, &[("If-Match", "\"2\"")], None).await;
+    let del = app
+        .request("DELETE", &path, &[("If-Match", "\"2\"")], None)
+        .await;
     assert_eq!(del.status, 204);
 }
 
 async fn if_none_match_star_is_create_only(app: TestApp) {
     let mut body = patient("9000000092", "Only");
     body["id"] = json!("only-once");
-    let first = app.send_json("PUT", "/fhir/Patient/only-once", &body, &[("If-None-Match", "*")]).await;
+    let first = app
+        .send_json(
+            "PUT",
+            "/fhir/Patient/only-once",
+            &body,
+            &[("If-None-Match", "*")],
+        )
+        .await;
     assert_eq!(first.status, 201, "{}", first.text());
     body["gender"] = json!("male");
-    let second = app.send_json("PUT", "/fhir/Patient/only-once", &body, &[("If-None-Match", "*")]).await;
+    let second = app
+        .send_json(
+            "PUT",
+            "/fhir/Patient/only-once",
+            &body,
+            &[("If-None-Match", "*")],
+        )
+        .await;
     assert_eq!(second.status, 412);
 }
 
@@ -50,24 +74,60 @@ async fn conditional_read_returns_304(app: TestApp) {
     assert_eq!(r.status, 304);
     assert!(r.body.is_empty());
     assert_eq!(r.header("etag").as_deref(), Some("W/\"1\""));
-    assert_eq!(app.get_with(&path, &[("If-None-Match", "W/\"9\"")]).await.status, 200);
+    assert_eq!(
+        app.get_with(&path, &[("If-None-Match", "W/\"9\"")])
+            .await
+            .status,
+        200
+    );
     let future = "Fri, 01 Jan 2100 00:00:00 GMT";
-    assert_eq!(app.get_with(&path, &[("If-Modified-Since", future)]).await.status, 304);
+    assert_eq!(
+        app.get_with(&path, &[("If-Modified-Since", future)])
+            .await
+            .status,
+        304
+    );
     let past = "Mon, 01 Jan 2001 00:00:00 GMT";
-    assert_eq!(app.get_with(&path, &[("If-Modified-Since", past)]).await.status, 200);
+    assert_eq!(
+        app.get_with(&path, &[("If-Modified-Since", past)])
+            .await
+            .status,
+        200
+    );
 }
 
 async fn prefer_return_variants(app: TestApp) {
     let body = patient("9000000114", "Prefer");
-    let minimal = app.send_json("POST", "/fhir/Patient", &body, &[("Prefer", "return=minimal")]).await;
+    let minimal = app
+        .send_json(
+            "POST",
+            "/fhir/Patient",
+            &body,
+            &[("Prefer", "return=minimal")],
+        )
+        .await;
     assert_eq!(minimal.status, 201);
     assert!(minimal.body.is_empty());
     assert!(minimal.header("location").is_some());
     assert_eq!(minimal.header("etag").as_deref(), Some("W/\"1\""));
-    let oo = app.send_json("POST", "/fhir/Patient", &body, &[("Prefer", "return=OperationOutcome")]).await;
+    let oo = app
+        .send_json(
+            "POST",
+            "/fhir/Patient",
+            &body,
+            &[("Prefer", "return=OperationOutcome")],
+        )
+        .await;
     assert_eq!(oo.status, 201);
     assert_eq!(oo.issues()[0]["severity"], "information");
-    let rep = app.send_json("POST", "/fhir/Patient", &body, &[("Prefer", "return=representation")]).await;
+    let rep = app
+        .send_json(
+            "POST",
+            "/fhir/Patient",
+            &body,
+            &[("Prefer", "return=representation")],
+        )
+        .await;
     assert_eq!(rep.json()["resourceType"], "Patient");
 }
 
@@ -85,7 +145,12 @@ async fn content_negotiation_and_pretty(app: TestApp) {
     let r = app.get(&format!("{path}?_format=html")).await;
     assert_eq!(r.status, 406);
     let unsupported = app
-        .request("POST", "/fhir/Patient", &[("Content-Type", "text/plain")], Some(b"hello".to_vec()))
+        .request(
+            "POST",
+            "/fhir/Patient",
+            &[("Content-Type", "text/plain")],
+            Some(b"hello".to_vec()),
+        )
         .await;
     assert_eq!(unsupported.status, 415);
     assert_eq!(unsupported.issues()[0]["code"], "not-supported");
@@ -94,11 +159,26 @@ async fn content_negotiation_and_pretty(app: TestApp) {
 async fn xml_in_and_out(app: TestApp) {
     let xml = r#"<Patient xmlns="http://hl7.org/fhir"><active value="true"/><name><family value="Xml"/><given value="Ann"/><given value="Marie"/></name><birthDate value="1990-02-03"/></Patient>"#;
     let r = app
-        .request("POST", "/fhir/Patient", &[("Content-Type", "application/fhir+xml"), ("Accept", "application/fhir+xml")], Some(xml.as_bytes().to_vec()))
+        .request(
+            "POST",
+            "/fhir/Patient",
+            &[
+                ("Content-Type", "application/fhir+xml"),
+                ("Accept", "application/fhir+xml"),
+            ],
+            Some(xml.as_bytes().to_vec()),
+        )
         .await;
     assert_eq!(r.status, 201, "{}", r.text());
-    assert!(r.header("content-type").unwrap().starts_with("application/fhir+xml"));
-    assert!(r.text().contains("<given value=\"Marie\"/>"), "{}", r.text());
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/fhir+xml"));
+    assert!(
+        r.text().contains("<given value=\"Marie\"/>"),
+        "{}",
+        r.text()
+    );
     let loc = r.header("location").unwrap();
     let id = loc.split('/').rev().nth(2).unwrap().to_owned();
     let json = app.get(&format!("/fhir/Patient/{id}")).await.json();
@@ -109,22 +189,39 @@ async fn xml_in_and_out(app: TestApp) {
     assert_eq!(back, json);
     // Errors follow the negotiated format too.
     let bad = app
-        .request("GET", "/fhir/Patient/nope", &[("Accept", "application/fhir+xml")], None)
+        .request(
+            "GET",
+            "/fhir/Patient/nope",
+            &[("Accept", "application/fhir+xml")],
+            None,
+        )
         .await;
     assert_eq!(bad.status, 404);
     assert!(bad.text().contains("<OperationOutcome"), "{}", bad.text());
     let malformed = app
-        .request("POST", "/fhir/Patient", &[("Content-Type", "application/fhir+xml")], Some(b"<Patient xmlns=\"http://hl7.org/fhir\"><bogus/></Patient>".to_vec()))
+        .request(
+            "POST",
+            "/fhir/Patient",
+            &[("Content-Type", "application/fhir+xml")],
+            Some(b"<Patient xmlns=\"http://hl7.org/fhir\"><bogus/></Patient>".to_vec()),
+        )
         .await;
     assert_eq!(malformed.status, 400);
 }
 
 async fn request_and_correlation_ids_are_echoed(app: TestApp) {
     let r = app
-        .get_with("/fhir/metadata", &[("X-Request-ID", "abc-123"), ("X-Correlation-ID", "corr-9")])
+        .get_with(
+            "/fhir/metadata",
+            &[("X-Request-ID", "abc-123"), ("X-Correlation-ID", "corr-9")],
+        )
         .await;
     assert_eq!(r.header("x-request-id").as_deref(), Some("abc-123"));
     assert_eq!(r.header("x-correlation-id").as_deref(), Some("corr-9"));
     let r = app.get("/fhir/metadata").await;
-    assert_eq!(r.header("x-request-id").map(|s| s.len()), Some(36), "generated when absent");
+    assert_eq!(
+        r.header("x-request-id").map(|s| s.len()),
+        Some(36),
+        "generated when absent"
+    );
 }

@@ -3,7 +3,11 @@
 use crate::backend_tests;
 use crate::helpers::{patient, TestApp};
 
-backend_tests!(health_endpoints, metrics_count_requests, capability_statement_is_honest);
+backend_tests!(
+    health_endpoints,
+    metrics_count_requests,
+    capability_statement_is_honest
+);
 
 async fn health_endpoints(app: TestApp) {
     let live = app.get("/health/live").await;
@@ -15,7 +19,8 @@ async fn health_endpoints(app: TestApp) {
 
 async fn metrics_count_requests(app: TestApp) {
     let p = app.create(&patient("9000000262", "Metric")).await;
-    app.get(&format!("/fhir/Patient/{}", p["id"].as_str().unwrap())).await;
+    app.get(&format!("/fhir/Patient/{}", p["id"].as_str().unwrap()))
+        .await;
     app.get("/fhir/Patient/missing").await;
     let m = app.get("/metrics").await;
     assert_eq!(m.status, 200);
@@ -24,7 +29,10 @@ async fn metrics_count_requests(app: TestApp) {
     assert!(text.contains(r#"fhirbridge_http_requests_total{interaction="read",resource_type="Patient",status_class="2xx"} 1"#));
     assert!(text.contains(r#"interaction="read",resource_type="Patient",status_class="4xx"} 1"#));
     assert!(text.contains("fhirbridge_http_request_duration_seconds_bucket"));
-    assert!(text.contains(&format!(r#"fhirbridge_db_pool_connections{{backend="{}",state="idle"}}"#, app.backend)));
+    assert!(text.contains(&format!(
+        r#"fhirbridge_db_pool_connections{{backend="{}",state="idle"}}"#,
+        app.backend
+    )));
     assert!(!text.contains("9000000262"), "no patient data in metrics");
 }
 
@@ -35,13 +43,33 @@ async fn capability_statement_is_honest(app: TestApp) {
     assert_eq!(cs["resourceType"], "CapabilityStatement");
     assert_eq!(cs["fhirVersion"], "4.0.1");
     let resources = cs["rest"][0]["resource"].as_array().unwrap();
-    let types: Vec<&str> = resources.iter().map(|r| r["type"].as_str().unwrap()).collect();
-    for t in ["Patient", "Appointment", "MedicationRequest", "Consent", "Slot", "Schedule", "Practitioner", "PractitionerRole", "Organization", "Location", "Medication"] {
+    let types: Vec<&str> = resources
+        .iter()
+        .map(|r| r["type"].as_str().unwrap())
+        .collect();
+    for t in [
+        "Patient",
+        "Appointment",
+        "MedicationRequest",
+        "Consent",
+        "Slot",
+        "Schedule",
+        "Practitioner",
+        "PractitionerRole",
+        "Organization",
+        "Location",
+        "Medication",
+    ] {
         assert!(types.contains(&t), "{t} missing");
     }
     assert_eq!(types.len(), 11, "nothing else is advertised");
     let patient = resources.iter().find(|r| r["type"] == "Patient").unwrap();
-    let interactions: Vec<&str> = patient["interaction"].as_array().unwrap().iter().map(|i| i["code"].as_str().unwrap()).collect();
+    let interactions: Vec<&str> = patient["interaction"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["code"].as_str().unwrap())
+        .collect();
     assert!(!interactions.contains(&"patch"));
     assert_eq!(patient["conditionalCreate"], true);
     assert_eq!(patient["conditionalUpdate"], false);
@@ -64,5 +92,7 @@ async fn capability_statement_is_honest(app: TestApp) {
     assert!(issues.iter().all(|i| !i.severity.is_error()), "{issues:?}");
     // XML too.
     let x = app.get("/fhir/metadata?_format=xml").await;
-    assert!(x.text().starts_with("<CapabilityStatement") || x.text().contains("<CapabilityStatement"));
+    assert!(
+        x.text().starts_with("<CapabilityStatement") || x.text().contains("<CapabilityStatement")
+    );
 }

@@ -8,7 +8,9 @@
 //! choice elements, primitive lexical formats (via [`crate::primitive`]),
 //! contained resources, narrative `div` and the extension value/children rule.
 //!
-//! Terminology bindings and FHIRPath invariants are *not* checked here.
+//! The narrative `div` is checked lightly (a string starting with `<div` that
+//! declares the XHTML namespace), not parsed as XHTML. Terminology bindings
+//! and FHIRPath invariants are *not* checked here.
 //!
 //! Issue expressions are FHIRPath-like with 0-based indexes
 //! (`Patient.name[0].given[1]`); choice elements are named by their JSON

@@ -184,7 +184,7 @@ fn value_err(message: String) -> PrimError {
 
 /// Translate an XML-Schema-flavoured regex (as used in the FHIR spec) to the
 /// `regex` crate's syntax: `\s`/`\S` mean only space, tab, CR and LF.
-fn translate_xml_regex(re: &str) -> String {
+pub(crate) fn translate_xml_regex(re: &str) -> String {
     const WS: &str = r"\x20\t\n\r";
     let mut out = String::with_capacity(re.len() + 16);
     let mut in_class = false;

@@ -10,7 +10,7 @@
 
 use serde_json::{json, Value};
 
-use crate::check::{check_resource, parse_json, Issue, Severity, MAX_ISSUES};
+use crate::check::{check_resource, parse_json, Issue, Severity, MAX_ISSUES, MAX_JSON_DEPTH};
 use crate::model::{Kind, Model};
 use crate::primitive::{check_primitive, parse_date_range};
 
@@ -741,6 +741,24 @@ fn deeply_nested_resources_are_bounded() {
 }
 
 #[test]
+fn deepest_parseable_resource_checks_without_overflow() {
+    // Patient (1) > extension array (2) > Extension (3) > ... : each nested
+    // extension adds two JSON levels; 62 of them make a 127-level document.
+    let doc = |levels: usize| {
+        let mut text = r#"{"url":"http://x","valueString":"y"}"#.to_string();
+        for _ in 0..levels {
+            text = format!(r#"{{"url":"http://x","extension":[{text}]}}"#);
+        }
+        format!(r#"{{"resourceType":"Patient","extension":[{text}]}}"#)
+    };
+    let levels = (MAX_JSON_DEPTH - 1) / 2 - 1;
+    let value = parse_json(doc(levels).as_bytes()).unwrap();
+    let issues = check_resource(&value);
+    assert!(issues.is_empty(), "{issues:?}");
+    assert!(parse_json(doc(levels + 1).as_bytes()).is_err());
+}
+
+#[test]
 fn issues_are_capped() {
     let props: Vec<String> = (0..300).map(|i| format!(r#""foo{i}":1"#)).collect();
     let issues = issues_of(&patient(&props.join(",")));
@@ -1145,4 +1163,37 @@ fn bench_check_patient() {
         "Patient-example.json ({} bytes): check_resource {per:.2} µs/op, parse_json {parse:.2} µs/op ({total})",
         bytes.len()
     );
+}
+
+#[test]
+fn xml_schema_regex_translation() {
+    use crate::primitive::translate_xml_regex;
+    let compile =
+        |re: &str| regex::Regex::new(&format!("^(?:{})$", translate_xml_regex(re))).unwrap();
+    // string/markdown: with XML Schema semantics the spec regex accepts any
+    // non-empty string (which is why check_string skips it)
+    let string = compile(
+        Model::r4()
+            .type_def("string")
+            .unwrap()
+            .regex
+            .as_deref()
+            .unwrap(),
+    );
+    for s in ["x", " ", "\u{a0}", "\u{b}\u{c}", "\u{1}", "a\r\n\tb", "😀"] {
+        assert!(string.is_match(s), "{s:?}");
+    }
+    assert!(!string.is_match(""));
+    assert_eq!(
+        translate_xml_regex(r"[^\s]+(\s[^\s]+)*"),
+        r"[^\x20\t\n\r]+([\x20\t\n\r][^\x20\t\n\r]+)*"
+    );
+    assert_eq!(
+        translate_xml_regex(r"[ \r\n\t\S]+"),
+        r"[ \r\n\t[^\x20\t\n\r]]+"
+    );
+    assert_eq!(translate_xml_regex(r"\S*"), r"[^\x20\t\n\r]*");
+    let code = compile(r"[^\s]+(\s[^\s]+)*");
+    assert!(code.is_match("a\u{a0}b"));
+    assert!(!code.is_match("a  b"));
 }

@@ -79,7 +79,10 @@ mod tests {
             "multipleBirthInteger": 2
         });
         let xml = json_to_xml(&json).expect("to xml");
-        assert!(xml.contains("<Patient xmlns=\"http://hl7.org/fhir\">"), "{xml}");
+        assert!(
+            xml.contains("<Patient xmlns=\"http://hl7.org/fhir\">"),
+            "{xml}"
+        );
         assert!(xml.contains("<given value=\"Ann\"/>"), "{xml}");
         let back = xml_to_json(&xml).expect("from xml");
         assert_eq!(back, json);

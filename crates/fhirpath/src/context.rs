@@ -14,11 +14,21 @@ pub trait TerminologyProvider: Send + Sync {
     /// `code`/`string`/`uri` (a JSON string), a `Coding` or a `CodeableConcept`;
     /// `fhir_type` is its FHIR type (may be empty when unknown).
     /// `Ok(None)` means "unknown" (the result is empty).
-    fn member_of(&self, value: &Json, fhir_type: &str, value_set: &str) -> Result<Option<bool>, String>;
+    fn member_of(
+        &self,
+        value: &Json,
+        fhir_type: &str,
+        value_set: &str,
+    ) -> Result<Option<bool>, String>;
 
     /// Whether `code` (a Coding/code JSON) subsumes `other` (or, with
     /// `reverse`, is subsumed by it). Default: unknown.
-    fn subsumes(&self, _code: &Json, _other: &Json, _reverse: bool) -> Result<Option<bool>, String> {
+    fn subsumes(
+        &self,
+        _code: &Json,
+        _other: &Json,
+        _reverse: bool,
+    ) -> Result<Option<bool>, String> {
         Ok(None)
     }
 }
@@ -34,7 +44,12 @@ pub trait ReferenceResolver: Send + Sync {
 pub trait ProfileValidator: Send + Sync {
     /// `Ok(Some(b))` when the validator knows the profile; `Ok(None)` to fall
     /// back to the built-in check (base resource profiles only).
-    fn conforms_to(&self, resource: &Json, fhir_type: &str, profile: &str) -> Result<Option<bool>, String>;
+    fn conforms_to(
+        &self,
+        resource: &Json,
+        fhir_type: &str,
+        profile: &str,
+    ) -> Result<Option<bool>, String>;
 }
 
 /// Receives the output of `trace()`.
@@ -63,7 +78,10 @@ pub struct EvalContext<'a> {
 impl fmt::Debug for EvalContext<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EvalContext")
-            .field("variables", &self.variables.iter().map(|v| &v.0).collect::<Vec<_>>())
+            .field(
+                "variables",
+                &self.variables.iter().map(|v| &v.0).collect::<Vec<_>>(),
+            )
             .field("typed", &self.types.is_typed())
             .field("strict", &self.strict)
             .finish()

@@ -394,7 +394,10 @@ impl fmt::Display for Decimal {
             let (a, b) = digits.split_at(digits.len() - scale);
             (a.to_string(), b.to_string())
         } else {
-            ("0".to_string(), format!("{}{}", "0".repeat(scale - digits.len()), digits))
+            (
+                "0".to_string(),
+                format!("{}{}", "0".repeat(scale - digits.len()), digits),
+            )
         };
         if neg {
             f.write_str("-")?;
@@ -420,7 +423,10 @@ mod tests {
     fn parse_and_print() {
         assert_eq!(d("1.0").to_string(), "1.0");
         assert_eq!(d("-0.0034").to_string(), "-0.0034");
-        assert_eq!(d("1234567890987654321.0").to_string(), "1234567890987654321.0");
+        assert_eq!(
+            d("1234567890987654321.0").to_string(),
+            "1234567890987654321.0"
+        );
         assert_eq!(d("1e3").to_string(), "1000");
         assert_eq!(d("1.5E-2").to_string(), "0.015");
         assert!(Decimal::parse("1.").is_none());
@@ -433,7 +439,10 @@ mod tests {
         assert_eq!(d("1.2").checked_add(&d("1.8")).unwrap(), d("3.0"));
         assert_eq!(d("1.2").checked_mul(&d("1.8")).unwrap(), d("2.16"));
         assert_eq!(d("1").checked_div(&d("2")).unwrap(), d("0.5"));
-        assert_eq!(d("1.2").checked_div(&d("1.8")).unwrap().to_string(), "0.66666667");
+        assert_eq!(
+            d("1.2").checked_div(&d("1.8")).unwrap().to_string(),
+            "0.66666667"
+        );
         assert_eq!(d("2.2").checked_rem(&d("1.8")).unwrap(), d("0.4"));
         assert_eq!(d("2.2").checked_div_trunc(&d("1.8")).unwrap(), d("1"));
         assert!(d("1").checked_div(&d("0")).is_none());

@@ -70,7 +70,10 @@ impl<'a, 'c> Evaluator<'a, 'c> {
             .resource
             .map(resource_node)
             .or_else(|| input.first().cloned());
-        let root_resource = ctx.root_resource.map(resource_node).or_else(|| resource.clone());
+        let root_resource = ctx
+            .root_resource
+            .map(resource_node)
+            .or_else(|| resource.clone());
         Evaluator {
             ctx,
             types: ctx.types,
@@ -83,7 +86,9 @@ impl<'a, 'c> Evaluator<'a, 'c> {
     }
 
     pub fn now(&self) -> DateTime {
-        *self.now.get_or_init(|| self.ctx.now.unwrap_or_else(DateTime::now))
+        *self
+            .now
+            .get_or_init(|| self.ctx.now.unwrap_or_else(DateTime::now))
     }
 
     pub fn eval(&self, ast: &Ast, f: Frame<'_, 'a>) -> Result<Coll<'a>, EvalError> {
@@ -99,7 +104,10 @@ impl<'a, 'c> Evaluator<'a, 'c> {
 
     pub fn check_size(&self, n: usize) -> Result<(), EvalError> {
         if n > self.ctx.max_collection {
-            err(format!("collection exceeds {} items", self.ctx.max_collection))
+            err(format!(
+                "collection exceeds {} items",
+                self.ctx.max_collection
+            ))
         } else {
             Ok(())
         }
@@ -116,7 +124,10 @@ impl<'a, 'c> Evaluator<'a, 'c> {
             }
             Ast::Call(c) => self.call(c, f),
             Ast::This => Ok(f.this.to_vec()),
-            Ast::Index => Ok(f.index.map(|i| vec![Value::Integer(i as i64)]).unwrap_or_default()),
+            Ast::Index => Ok(f
+                .index
+                .map(|i| vec![Value::Integer(i as i64)])
+                .unwrap_or_default()),
             Ast::Total => Ok(f.total.map(|t| t.to_vec()).unwrap_or_default()),
             Ast::Var(name) => self.var(name),
             Ast::Indexer(base, idx) => {
@@ -277,7 +288,10 @@ impl<'a, 'c> Evaluator<'a, 'c> {
             }
             return Ok(());
         }
-        if self.types.is_typed() && self.types.is_known_type(parent) && !self.has_choice_base(parent, name) {
+        if self.types.is_typed()
+            && self.types.is_known_type(parent)
+            && !self.has_choice_base(parent, name)
+        {
             return err(format!("'{}' is not an element of {}", name, parent));
         }
         Ok(())
@@ -293,7 +307,11 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 key.push(c.to_ascii_uppercase());
                 key.push_str(cs.as_str());
             }
-            if self.types.element_type(parent, &key).is_some_and(|e| e.choice) {
+            if self
+                .types
+                .element_type(parent, &key)
+                .is_some_and(|e| e.choice)
+            {
                 return true;
             }
         }
@@ -305,7 +323,11 @@ impl<'a, 'c> Evaluator<'a, 'c> {
             Some(Json::Object(map)) => {
                 self.strict_check(n.type_name, name)?;
                 if let Some(v) = map.get(name) {
-                    let ext = if may_have_ext(v) { lookup_underscore(map, name) } else { None };
+                    let ext = if may_have_ext(v) {
+                        lookup_underscore(map, name)
+                    } else {
+                        None
+                    };
                     let t = self.element_type(n.type_name, name);
                     self.push_typed(t, Some(v), ext, out);
                     return Ok(());
@@ -347,7 +369,13 @@ impl<'a, 'c> Evaluator<'a, 'c> {
         }
     }
 
-    fn choice_child(&self, parent: &'a str, map: &'a Map<String, Json>, name: &str, out: &mut Coll<'a>) {
+    fn choice_child(
+        &self,
+        parent: &'a str,
+        map: &'a Map<String, Json>,
+        name: &str,
+        out: &mut Coll<'a>,
+    ) {
         for (k, v) in map.iter() {
             let (key, is_ext) = match k.strip_prefix('_') {
                 Some(rest) => (rest, true),
@@ -379,7 +407,11 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 }
                 self.push_typed(t, None, Some(v), out);
             } else {
-                let ext = if may_have_ext(v) { lookup_underscore(map, key) } else { None };
+                let ext = if may_have_ext(v) {
+                    lookup_underscore(map, key)
+                } else {
+                    None
+                };
                 self.push_typed(t, Some(v), ext, out);
             }
             return;
@@ -389,10 +421,16 @@ impl<'a, 'c> Evaluator<'a, 'c> {
     fn node_type(t: &'a str, v: Option<&'a Json>) -> &'a str {
         if let Some(Json::Object(m)) = v {
             if let Some(Json::String(rt)) = m.get("resourceType") {
-                if t.is_empty() || t == "Resource" || t == "DomainResource" || !t.contains('.') && t == rt {
+                if t.is_empty()
+                    || t == "Resource"
+                    || t == "DomainResource"
+                    || !t.contains('.') && t == rt
+                {
                     return rt;
                 }
-                if t.starts_with(|c: char| c.is_ascii_uppercase()) && !types::DATA_TYPES.contains(&t) {
+                if t.starts_with(|c: char| c.is_ascii_uppercase())
+                    && !types::DATA_TYPES.contains(&t)
+                {
                     return rt;
                 }
             }
@@ -400,7 +438,13 @@ impl<'a, 'c> Evaluator<'a, 'c> {
         t
     }
 
-    pub fn push_typed(&self, t: &'a str, v: Option<&'a Json>, ext: Option<&'a Json>, out: &mut Coll<'a>) {
+    pub fn push_typed(
+        &self,
+        t: &'a str,
+        v: Option<&'a Json>,
+        ext: Option<&'a Json>,
+        out: &mut Coll<'a>,
+    ) {
         match (v, ext) {
             (Some(Json::Array(arr)), _) => {
                 let exts = ext.and_then(|e| e.as_array());
@@ -458,7 +502,11 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                         self.push_typed(t, None, Some(v), out);
                         continue;
                     }
-                    let ext = if may_have_ext(v) { lookup_underscore(map, k) } else { None };
+                    let ext = if may_have_ext(v) {
+                        lookup_underscore(map, k)
+                    } else {
+                        None
+                    };
                     let t = self.child_type(n.type_name, k);
                     self.push_typed(t, Some(v), ext, out);
                 }
@@ -499,7 +547,9 @@ impl<'a, 'c> Evaluator<'a, 'c> {
     pub fn check_type_known(&self, ty: &TypeSpec) -> Result<(), EvalError> {
         let ok = match ty.namespace.as_deref() {
             Some("System") => true,
-            Some("FHIR") => self.types.is_known_type(&ty.name) || types::builtin_base(&ty.name).is_some(),
+            Some("FHIR") => {
+                self.types.is_known_type(&ty.name) || types::builtin_base(&ty.name).is_some()
+            }
             Some(_) => false,
             None => {
                 types::SYSTEM_TYPES.contains(&ty.name.as_str())
@@ -580,7 +630,10 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 Prim::Bool(b) => b,
                 _ => true,
             })),
-            n => err(format!("{} expects a single boolean, got {} items", what, n)),
+            n => err(format!(
+                "{} expects a single boolean, got {} items",
+                what, n
+            )),
         }
     }
 
@@ -639,7 +692,12 @@ impl<'a, 'c> Evaluator<'a, 'c> {
         }
     }
 
-    pub fn binary_values(&self, op: BinOp, lv: Coll<'a>, rv: Coll<'a>) -> Result<Coll<'a>, EvalError> {
+    pub fn binary_values(
+        &self,
+        op: BinOp,
+        lv: Coll<'a>,
+        rv: Coll<'a>,
+    ) -> Result<Coll<'a>, EvalError> {
         let b = |x: bool| Ok(vec![Value::Boolean(x)]);
         match op {
             BinOp::Union => {
@@ -649,7 +707,10 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 }
                 Ok(out)
             }
-            BinOp::Eq => Ok(ops::collection_eq(&lv, &rv).map(Value::Boolean).into_iter().collect()),
+            BinOp::Eq => Ok(ops::collection_eq(&lv, &rv)
+                .map(Value::Boolean)
+                .into_iter()
+                .collect()),
             BinOp::Ne => Ok(ops::collection_eq(&lv, &rv)
                 .map(|x| Value::Boolean(!x))
                 .into_iter()
@@ -679,7 +740,9 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 let (item, coll) = if op == BinOp::In { (lv, rv) } else { (rv, lv) };
                 match item.len() {
                     0 => Ok(Vec::new()),
-                    1 => b(coll.iter().any(|c| ops::eq_values(&item[0], c) == Some(true))),
+                    1 => b(coll
+                        .iter()
+                        .any(|c| ops::eq_values(&item[0], c) == Some(true))),
                     _ => err("membership operand must be a single value"),
                 }
             }

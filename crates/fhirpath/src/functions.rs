@@ -149,7 +149,8 @@ fn to_date(v: &Value<'_>) -> Option<DateTime> {
     match v.prim() {
         Prim::Date(d) => Some(d),
         Prim::DateTime(d) => Some(d.to_date()),
-        Prim::Str(s, _) => DateTime::parse_date(s).or_else(|| DateTime::parse_datetime(s, false).map(|d| d.to_date())),
+        Prim::Str(s, _) => DateTime::parse_date(s)
+            .or_else(|| DateTime::parse_datetime(s, false).map(|d| d.to_date())),
         _ => None,
     }
 }
@@ -176,12 +177,24 @@ const B64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 fn b64_encode(data: &[u8], alpha: &[u8; 64]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = ((b[0] as u32) << 16) | ((b[1] as u32) << 8) | b[2] as u32;
         out.push(alpha[(n >> 18) as usize & 63] as char);
         out.push(alpha[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 { alpha[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if chunk.len() > 2 { alpha[n as usize & 63] as char } else { '=' });
+        out.push(if chunk.len() > 1 {
+            alpha[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            alpha[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }
@@ -245,11 +258,33 @@ fn html_unescape(s: &str) -> String {
 
 fn json_escape(s: &str) -> String {
     let q = serde_json::to_string(s).unwrap_or_default();
-    q.get(1..q.len().saturating_sub(1)).unwrap_or("").to_string()
+    q.get(1..q.len().saturating_sub(1))
+        .unwrap_or("")
+        .to_string()
 }
 
 fn json_unescape(s: &str) -> Option<String> {
-    serde_json::from_str::<String>(&format!("\"{}\"", s)).ok()
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match it.next()? {
+            'n' => out.push('\n'),
+            'r' => out.push('\r'),
+            't' => out.push('\t'),
+            'b' => out.push('\u{8}'),
+            'f' => out.push('\u{c}'),
+            'u' => {
+                let hex: String = it.by_ref().take(4).collect();
+                out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?).unwrap_or('\u{fffd}'));
+            }
+            other => out.push(other),
+        }
+    }
+    Some(out)
 }
 
 /// Decimal boundary per the FHIRPath `lowBoundary`/`highBoundary` rules.
@@ -264,7 +299,11 @@ fn decimal_boundary(d: Decimal, digits: Option<i64>, high: bool) -> Option<Decim
     }
     // half a unit in the last place
     let half = Decimal::new(5, d.scale() + 1);
-    let v = if high { d.checked_add(&half)? } else { d.checked_sub(&half)? };
+    let v = if high {
+        d.checked_add(&half)?
+    } else {
+        d.checked_sub(&half)?
+    };
     let r = if high { v.round(p) } else { v.truncate(p) };
     r.with_scale(p)
 }
@@ -277,16 +316,30 @@ impl<'a, 'c> Evaluator<'a, 'c> {
         }
     }
 
-    fn arg_single(&self, c: &Call, k: usize, f: Frame<'_, 'a>) -> Result<Option<Value<'a>>, EvalError> {
+    fn arg_single(
+        &self,
+        c: &Call,
+        k: usize,
+        f: Frame<'_, 'a>,
+    ) -> Result<Option<Value<'a>>, EvalError> {
         let mut v = self.arg(c, k, f)?;
         match v.len() {
             0 => Ok(None),
             1 => Ok(v.pop()),
-            n => err(format!("argument {} must be a single value, got {}", k + 1, n)),
+            n => err(format!(
+                "argument {} must be a single value, got {}",
+                k + 1,
+                n
+            )),
         }
     }
 
-    fn arg_string(&self, c: &Call, k: usize, f: Frame<'_, 'a>) -> Result<Option<String>, EvalError> {
+    fn arg_string(
+        &self,
+        c: &Call,
+        k: usize,
+        f: Frame<'_, 'a>,
+    ) -> Result<Option<String>, EvalError> {
         match self.arg_single(c, k, f)? {
             None => Ok(None),
             Some(v) => Ok(Some(ops::as_str(&v, "argument")?.into_owned())),
@@ -303,7 +356,13 @@ impl<'a, 'c> Evaluator<'a, 'c> {
         }
     }
 
-    fn regex_for(&self, c: &Call, k: usize, f: Frame<'_, 'a>, full: bool) -> Result<Option<regex::Regex>, EvalError> {
+    fn regex_for(
+        &self,
+        c: &Call,
+        k: usize,
+        f: Frame<'_, 'a>,
+        full: bool,
+    ) -> Result<Option<regex::Regex>, EvalError> {
         if let Some(Ast::Lit(Value::String(p))) = c.args.get(k) {
             let cached = c.regex.get_or_init(|| compile_regex(p, full).ok());
             return match cached {
@@ -317,15 +376,26 @@ impl<'a, 'c> Evaluator<'a, 'c> {
         }
     }
 
-    fn single<'v>(&self, input: &'v [Value<'a>], name: &str) -> Result<Option<&'v Value<'a>>, EvalError> {
+    fn single<'v>(
+        &self,
+        input: &'v [Value<'a>],
+        name: &str,
+    ) -> Result<Option<&'v Value<'a>>, EvalError> {
         match input.len() {
             0 => Ok(None),
             1 => Ok(input.first()),
-            n => err(format!("{}() requires a single input item, got {}", name, n)),
+            n => err(format!(
+                "{}() requires a single input item, got {}",
+                name, n
+            )),
         }
     }
 
-    fn single_str<'v>(&self, input: &'v [Value<'a>], name: &str) -> Result<Option<Cow<'v, str>>, EvalError> {
+    fn single_str<'v>(
+        &self,
+        input: &'v [Value<'a>],
+        name: &str,
+    ) -> Result<Option<Cow<'v, str>>, EvalError> {
         match self.single(input, name)? {
             None => Ok(None),
             Some(v) => Ok(Some(ops::as_str(v, name)?)),
@@ -340,7 +410,12 @@ impl<'a, 'c> Evaluator<'a, 'c> {
         }
     }
 
-    fn filter_where(&self, input: Coll<'a>, crit: &Ast, f: Frame<'_, 'a>) -> Result<Coll<'a>, EvalError> {
+    fn filter_where(
+        &self,
+        input: Coll<'a>,
+        crit: &Ast,
+        f: Frame<'_, 'a>,
+    ) -> Result<Coll<'a>, EvalError> {
         let mut out = Vec::new();
         for (i, item) in input.into_iter().enumerate() {
             let one = std::slice::from_ref(&item);
@@ -362,11 +437,16 @@ impl<'a, 'c> Evaluator<'a, 'c> {
             None => f.this.to_vec(),
         };
         if self.ctx.strict
-            && matches!(c.func, Func::First | Func::Last | Func::Tail | Func::Skip | Func::Take)
+            && matches!(
+                c.func,
+                Func::First | Func::Last | Func::Tail | Func::Skip | Func::Take
+            )
         {
             if let Some(Ast::Call(b)) = &c.base {
                 if matches!(b.func, Func::Children | Func::Descendants) {
-                    return err("ordered function applied to an unordered collection (strict mode)");
+                    return err(
+                        "ordered function applied to an unordered collection (strict mode)",
+                    );
                 }
             }
         }
@@ -378,7 +458,10 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                     boolean(!input.is_empty())
                 } else {
                     for (i, item) in input.iter().enumerate() {
-                        let r = self.eval(&c.args[0], Self::iter_frame(std::slice::from_ref(item), i, f))?;
+                        let r = self.eval(
+                            &c.args[0],
+                            Self::iter_frame(std::slice::from_ref(item), i, f),
+                        )?;
                         if self.to_bool(&r, "exists")? == Some(true) {
                             return boolean(true);
                         }
@@ -388,7 +471,10 @@ impl<'a, 'c> Evaluator<'a, 'c> {
             }
             Func::All => {
                 for (i, item) in input.iter().enumerate() {
-                    let r = self.eval(&c.args[0], Self::iter_frame(std::slice::from_ref(item), i, f))?;
+                    let r = self.eval(
+                        &c.args[0],
+                        Self::iter_frame(std::slice::from_ref(item), i, f),
+                    )?;
                     if self.to_bool(&r, "all")? != Some(true) {
                         return boolean(false);
                     }
@@ -400,7 +486,13 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 for v in &input {
                     match v.prim() {
                         Prim::Bool(b) => bools.push(b),
-                        _ => return err(format!("{:?} requires Boolean items, got {}", c.func, ops::label(v))),
+                        _ => {
+                            return err(format!(
+                                "{:?} requires Boolean items, got {}",
+                                c.func,
+                                ops::label(v)
+                            ))
+                        }
                     }
                 }
                 boolean(match c.func {
@@ -412,7 +504,11 @@ impl<'a, 'c> Evaluator<'a, 'c> {
             }
             Func::SubsetOf | Func::SupersetOf => {
                 let other = self.arg(c, 0, f)?;
-                let (small, big) = if c.func == Func::SubsetOf { (&input, &other) } else { (&other, &input) };
+                let (small, big) = if c.func == Func::SubsetOf {
+                    (&input, &other)
+                } else {
+                    (&other, &input)
+                };
                 boolean(small.iter().all(|v| Self::contains_item(big, v)))
             }
             Func::Count => one(Value::Integer(input.len() as i64)),
@@ -436,7 +532,10 @@ impl<'a, 'c> Evaluator<'a, 'c> {
             Func::Select => {
                 let mut out = Vec::new();
                 for (i, item) in input.iter().enumerate() {
-                    let r = self.eval(&c.args[0], Self::iter_frame(std::slice::from_ref(item), i, f))?;
+                    let r = self.eval(
+                        &c.args[0],
+                        Self::iter_frame(std::slice::from_ref(item), i, f),
+                    )?;
                     out.extend(r);
                     self.check_size(out.len())?;
                 }
@@ -448,7 +547,10 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 while !frontier.is_empty() {
                     let mut next = Vec::new();
                     for (i, item) in frontier.iter().enumerate() {
-                        let r = self.eval(&c.args[0], Self::iter_frame(std::slice::from_ref(item), i, f))?;
+                        let r = self.eval(
+                            &c.args[0],
+                            Self::iter_frame(std::slice::from_ref(item), i, f),
+                        )?;
                         for v in r {
                             let seen = out.iter().any(|o| match (o, &v) {
                                 (Value::Node(a), Value::Node(b)) => a.same(b),
@@ -467,20 +569,32 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 Ok(out)
             }
             Func::OfType => {
-                let ty = c.ty.as_ref().ok_or_else(|| EvalError::new("ofType requires a type"))?;
+                let ty =
+                    c.ty.as_ref()
+                        .ok_or_else(|| EvalError::new("ofType requires a type"))?;
                 self.check_type_known(ty)?;
-                Ok(input.into_iter().filter(|v| self.is_type(v, ty, true)).collect())
+                Ok(input
+                    .into_iter()
+                    .filter(|v| self.is_type(v, ty, true))
+                    .collect())
             }
             Func::As => {
-                let ty = c.ty.as_ref().ok_or_else(|| EvalError::new("as requires a type"))?;
+                let ty =
+                    c.ty.as_ref()
+                        .ok_or_else(|| EvalError::new("as requires a type"))?;
                 self.check_type_known(ty)?;
                 if input.len() > 1 {
                     return err(format!("as() requires a single item, got {}", input.len()));
                 }
-                Ok(input.into_iter().filter(|v| self.is_type(v, ty, true)).collect())
+                Ok(input
+                    .into_iter()
+                    .filter(|v| self.is_type(v, ty, true))
+                    .collect())
             }
             Func::Is => {
-                let ty = c.ty.as_ref().ok_or_else(|| EvalError::new("is requires a type"))?;
+                let ty =
+                    c.ty.as_ref()
+                        .ok_or_else(|| EvalError::new("is requires a type"))?;
                 self.check_type_known(ty)?;
                 match self.single(&input, "is")? {
                     None => Ok(Vec::new()),
@@ -515,7 +629,10 @@ impl<'a, 'c> Evaluator<'a, 'c> {
             }
             Func::Exclude => {
                 let other = self.arg(c, 0, f)?;
-                Ok(input.into_iter().filter(|v| !Self::contains_item(&other, v)).collect())
+                Ok(input
+                    .into_iter()
+                    .filter(|v| !Self::contains_item(&other, v))
+                    .collect())
             }
             Func::Union => {
                 let other = self.arg(c, 0, f)?;
@@ -553,25 +670,69 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 }
             }
             // ------------------------------------------------ conversion
-            Func::ToBoolean => Ok(self.single(&input, "toBoolean")?.and_then(to_boolean).map(Value::Boolean).into_iter().collect()),
-            Func::ConvertsToBoolean => self.converts(&input, "convertsToBoolean", |v| to_boolean(v).is_some()),
-            Func::ToInteger => Ok(self.single(&input, "toInteger")?.and_then(to_integer).map(Value::Integer).into_iter().collect()),
-            Func::ConvertsToInteger => self.converts(&input, "convertsToInteger", |v| to_integer(v).is_some()),
-            Func::ToDecimal => Ok(self.single(&input, "toDecimal")?.and_then(to_decimal).map(Value::Decimal).into_iter().collect()),
-            Func::ConvertsToDecimal => self.converts(&input, "convertsToDecimal", |v| to_decimal(v).is_some()),
+            Func::ToBoolean => Ok(self
+                .single(&input, "toBoolean")?
+                .and_then(to_boolean)
+                .map(Value::Boolean)
+                .into_iter()
+                .collect()),
+            Func::ConvertsToBoolean => {
+                self.converts(&input, "convertsToBoolean", |v| to_boolean(v).is_some())
+            }
+            Func::ToInteger => Ok(self
+                .single(&input, "toInteger")?
+                .and_then(to_integer)
+                .map(Value::Integer)
+                .into_iter()
+                .collect()),
+            Func::ConvertsToInteger => {
+                self.converts(&input, "convertsToInteger", |v| to_integer(v).is_some())
+            }
+            Func::ToDecimal => Ok(self
+                .single(&input, "toDecimal")?
+                .and_then(to_decimal)
+                .map(Value::Decimal)
+                .into_iter()
+                .collect()),
+            Func::ConvertsToDecimal => {
+                self.converts(&input, "convertsToDecimal", |v| to_decimal(v).is_some())
+            }
             Func::ToStringF => Ok(self
                 .single(&input, "toString")?
                 .and_then(|v| v.to_fhirpath_string())
                 .map(Value::String)
                 .into_iter()
                 .collect()),
-            Func::ConvertsToString => self.converts(&input, "convertsToString", |v| v.to_fhirpath_string().is_some()),
-            Func::ToDate => Ok(self.single(&input, "toDate")?.and_then(to_date).map(Value::Date).into_iter().collect()),
-            Func::ConvertsToDate => self.converts(&input, "convertsToDate", |v| to_date(v).is_some()),
-            Func::ToDateTime => Ok(self.single(&input, "toDateTime")?.and_then(to_datetime).map(Value::DateTime).into_iter().collect()),
-            Func::ConvertsToDateTime => self.converts(&input, "convertsToDateTime", |v| to_datetime(v).is_some()),
-            Func::ToTime => Ok(self.single(&input, "toTime")?.and_then(to_time).map(Value::Time).into_iter().collect()),
-            Func::ConvertsToTime => self.converts(&input, "convertsToTime", |v| to_time(v).is_some()),
+            Func::ConvertsToString => self.converts(&input, "convertsToString", |v| {
+                v.to_fhirpath_string().is_some()
+            }),
+            Func::ToDate => Ok(self
+                .single(&input, "toDate")?
+                .and_then(to_date)
+                .map(Value::Date)
+                .into_iter()
+                .collect()),
+            Func::ConvertsToDate => {
+                self.converts(&input, "convertsToDate", |v| to_date(v).is_some())
+            }
+            Func::ToDateTime => Ok(self
+                .single(&input, "toDateTime")?
+                .and_then(to_datetime)
+                .map(Value::DateTime)
+                .into_iter()
+                .collect()),
+            Func::ConvertsToDateTime => {
+                self.converts(&input, "convertsToDateTime", |v| to_datetime(v).is_some())
+            }
+            Func::ToTime => Ok(self
+                .single(&input, "toTime")?
+                .and_then(to_time)
+                .map(Value::Time)
+                .into_iter()
+                .collect()),
+            Func::ConvertsToTime => {
+                self.converts(&input, "convertsToTime", |v| to_time(v).is_some())
+            }
             Func::ToQuantity | Func::ConvertsToQuantity => {
                 let unit = self.arg_string(c, 0, f)?;
                 let q = match self.single(&input, "toQuantity")? {
@@ -599,7 +760,11 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                     Some(x) => x,
                     None => return Ok(Vec::new()),
                 };
-                let pos = if c.func == Func::IndexOf { s.find(&sub) } else { s.rfind(&sub) };
+                let pos = if c.func == Func::IndexOf {
+                    s.find(&sub)
+                } else {
+                    s.rfind(&sub)
+                };
                 one(Value::Integer(match pos {
                     Some(b) => s[..b].chars().count() as i64,
                     None => -1,
@@ -701,7 +866,9 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 if sep.is_empty() {
                     return Ok(s.chars().map(|ch| Value::String(ch.to_string())).collect());
                 }
-                Ok(s.split(sep.as_str()).map(|p| Value::String(p.to_string())).collect())
+                Ok(s.split(sep.as_str())
+                    .map(|p| Value::String(p.to_string()))
+                    .collect())
             }
             Func::Join => {
                 let sep = self.arg_string(c, 0, f)?.unwrap_or_default();
@@ -723,9 +890,15 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 let r = match (c.func, fmt.as_str()) {
                     (Func::Encode, "base64") => Some(b64_encode(s.as_bytes(), B64)),
                     (Func::Encode, "urlbase64") => Some(b64_encode(s.as_bytes(), B64URL)),
-                    (Func::Encode, "hex") => Some(s.bytes().map(|b| format!("{:02x}", b)).collect()),
-                    (Func::Decode, "base64") => b64_decode(&s, B64).and_then(|b| String::from_utf8(b).ok()),
-                    (Func::Decode, "urlbase64") => b64_decode(&s, B64URL).and_then(|b| String::from_utf8(b).ok()),
+                    (Func::Encode, "hex") => {
+                        Some(s.bytes().map(|b| format!("{:02x}", b)).collect())
+                    }
+                    (Func::Decode, "base64") => {
+                        b64_decode(&s, B64).and_then(|b| String::from_utf8(b).ok())
+                    }
+                    (Func::Decode, "urlbase64") => {
+                        b64_decode(&s, B64URL).and_then(|b| String::from_utf8(b).ok())
+                    }
                     (Func::Decode, "hex") => hex_decode(&s).and_then(|b| String::from_utf8(b).ok()),
                     (Func::Escape, "html") => Some(html_escape(&s)),
                     (Func::Escape, "json") => Some(json_escape(&s)),
@@ -736,7 +909,13 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 opt(r.map(Value::String))
             }
             // ------------------------------------------------ math
-            Func::Abs | Func::Ceiling | Func::Floor | Func::Truncate | Func::Exp | Func::Ln | Func::Sqrt => {
+            Func::Abs
+            | Func::Ceiling
+            | Func::Floor
+            | Func::Truncate
+            | Func::Exp
+            | Func::Ln
+            | Func::Sqrt => {
                 let v = match self.single(&input, "math function")? {
                     Some(v) => v,
                     None => return Ok(Vec::new()),
@@ -773,7 +952,10 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 if c.func == Func::Power {
                     if let (Prim::Int(b), Prim::Int(e)) = (v.prim(), a.prim()) {
                         if e >= 0 {
-                            return opt(u32::try_from(e).ok().and_then(|e| b.checked_pow(e)).map(Value::Integer));
+                            return opt(u32::try_from(e)
+                                .ok()
+                                .and_then(|e| b.checked_pow(e))
+                                .map(Value::Integer));
                         }
                     }
                     if let Some(e) = y.to_i64_exact().filter(|e| (0..=64).contains(e)) {
@@ -827,7 +1009,10 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                     if c.args.len() > 1 {
                         let mut proj = Vec::new();
                         for (i, item) in input.iter().enumerate() {
-                            proj.extend(self.eval(&c.args[1], Self::iter_frame(std::slice::from_ref(item), i, f))?);
+                            proj.extend(self.eval(
+                                &c.args[1],
+                                Self::iter_frame(std::slice::from_ref(item), i, f),
+                            )?);
                         }
                         t.trace(&name, &proj);
                     } else {
@@ -879,22 +1064,30 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 Ok(exts
                     .into_iter()
                     .filter(|e| match e {
-                        Value::Node(n) => n.value.and_then(|v| v.get("url")).and_then(|u| u.as_str()) == Some(url.as_str()),
+                        Value::Node(n) => {
+                            n.value.and_then(|v| v.get("url")).and_then(|u| u.as_str())
+                                == Some(url.as_str())
+                        }
                         _ => false,
                     })
                     .collect())
             }
-            Func::HasValue => boolean(input.len() == 1 && match &input[0] {
-                Value::Node(n) => n.has_primitive_value(),
-                Value::TypeInfo(_) => false,
-                _ => true,
-            }),
+            Func::HasValue => boolean(
+                input.len() == 1
+                    && match &input[0] {
+                        Value::Node(n) => n.has_primitive_value(),
+                        Value::TypeInfo(_) => false,
+                        _ => true,
+                    },
+            ),
             Func::GetValue => {
                 if input.len() != 1 {
                     return Ok(Vec::new());
                 }
                 match &input[0] {
-                    Value::Node(n) if n.has_primitive_value() => opt(prim_to_value(input[0].prim())),
+                    Value::Node(n) if n.has_primitive_value() => {
+                        opt(prim_to_value(input[0].prim()))
+                    }
                     Value::Node(_) => Ok(Vec::new()),
                     v => Ok(vec![v.clone()]),
                 }
@@ -973,7 +1166,10 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 }
                 match url.strip_prefix("http://hl7.org/fhir/StructureDefinition/") {
                     Some(t) if self.types.is_known_type(t) || types::builtin_base(t).is_some() => {
-                        boolean(!n.type_name.is_empty() && types::is_subtype(self.types, n.type_name, t))
+                        boolean(
+                            !n.type_name.is_empty()
+                                && types::is_subtype(self.types, n.type_name, t),
+                        )
                     }
                     _ => err(format!("conformsTo(): unknown profile '{}'", url)),
                 }
@@ -989,14 +1185,26 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                     None => return Ok(Vec::new()),
                 };
                 match v.prim() {
-                    Prim::Int(i) => opt(decimal_boundary(Decimal::from_i64(i), p, high).map(Value::Decimal)),
+                    Prim::Int(i) => {
+                        opt(decimal_boundary(Decimal::from_i64(i), p, high).map(Value::Decimal))
+                    }
                     Prim::Dec(d) => opt(decimal_boundary(d, p, high).map(Value::Decimal)),
-                    Prim::Quantity(q) => opt(decimal_boundary(q.value, p, high)
-                        .map(|d| Value::Quantity(Box::new(Quantity { value: d, unit: q.unit.clone() })))),
+                    Prim::Quantity(q) => opt(decimal_boundary(q.value, p, high).map(|d| {
+                        Value::Quantity(Box::new(Quantity {
+                            value: d,
+                            unit: q.unit.clone(),
+                        }))
+                    })),
                     Prim::Date(d) => opt(d.boundary(p.unwrap_or(8), high, true).map(Value::Date)),
                     Prim::DateTime(d) => {
                         let r = d.boundary(p.unwrap_or(17), high, false);
-                        opt(r.map(|r| if r.is_date_only() { Value::Date(r) } else { Value::DateTime(r) }))
+                        opt(r.map(|r| {
+                            if r.is_date_only() {
+                                Value::Date(r)
+                            } else {
+                                Value::DateTime(r)
+                            }
+                        }))
                     }
                     Prim::Time(t) => opt(t.boundary(p.unwrap_or(9), high).map(Value::Time)),
                     _ => Ok(Vec::new()),
@@ -1033,7 +1241,12 @@ impl<'a, 'c> Evaluator<'a, 'c> {
         }
     }
 
-    fn converts(&self, input: &[Value<'a>], name: &str, pred: impl Fn(&Value<'a>) -> bool) -> Result<Coll<'a>, EvalError> {
+    fn converts(
+        &self,
+        input: &[Value<'a>],
+        name: &str,
+        pred: impl Fn(&Value<'a>) -> bool,
+    ) -> Result<Coll<'a>, EvalError> {
         match self.single(input, name)? {
             None => Ok(Vec::new()),
             Some(v) => boolean(pred(v)),
@@ -1050,12 +1263,20 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 q.value = q.value.abs();
                 return one(Value::Quantity(Box::new(q)));
             }
-            (Func::Ceiling | Func::Floor | Func::Truncate, Prim::Int(i)) => return one(Value::Integer(*i)),
+            (Func::Ceiling | Func::Floor | Func::Truncate, Prim::Int(i)) => {
+                return one(Value::Integer(*i))
+            }
             _ => {}
         }
         let d = match as_dec(v) {
             Some(d) => d,
-            None => return err(format!("{:?}() requires a number, got {}", func, ops::label(v))),
+            None => {
+                return err(format!(
+                    "{:?}() requires a number, got {}",
+                    func,
+                    ops::label(v)
+                ))
+            }
         };
         let int = |x: Option<i128>| opt(x.and_then(|x| i64::try_from(x).ok()).map(Value::Integer));
         match func {
@@ -1114,8 +1335,9 @@ impl<'a, 'c> Evaluator<'a, 'c> {
             for ((a, desc), (b, _)) in ka.iter().zip(kb.iter()) {
                 let o = match (a, b) {
                     (None, None) => Ordering::Equal,
-                    (None, Some(_)) => Ordering::Less,
-                    (Some(_), None) => Ordering::Greater,
+                    // empty keys sort first in either direction
+                    (None, Some(_)) => return Ordering::Less,
+                    (Some(_), None) => return Ordering::Greater,
                     (Some(x), Some(y)) => match ops::compare_values(x, y) {
                         Ok(Some(o)) => o,
                         Ok(None) => Ordering::Equal,
@@ -1175,7 +1397,10 @@ impl<'a, 'c> Evaluator<'a, 'c> {
         if let Some(b) = self.ctx.bundle {
             bundles.push(b);
         }
-        for cand in [self.root_resource.as_ref(), self.resource.as_ref()].into_iter().flatten() {
+        for cand in [self.root_resource.as_ref(), self.resource.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             if let Value::Node(n) = cand {
                 if let Some(j) = n.value {
                     if j.get("resourceType").and_then(|t| t.as_str()) == Some("Bundle") {
@@ -1186,7 +1411,11 @@ impl<'a, 'c> Evaluator<'a, 'c> {
         }
         let path = r.split("/_history/").next().unwrap_or(r);
         let segs: Vec<&str> = path.rsplitn(3, '/').collect();
-        let type_id = if segs.len() >= 2 { Some((segs[1], segs[0])) } else { None };
+        let type_id = if segs.len() >= 2 {
+            Some((segs[1], segs[0]))
+        } else {
+            None
+        };
         for b in bundles {
             if let Some(Json::Array(entries)) = b.get("entry") {
                 for e in entries {
@@ -1218,7 +1447,8 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 let mut it = path.rsplitn(3, '/');
                 let _id = it.next()?;
                 let t = it.next()?;
-                if t.starts_with(|c: char| c.is_ascii_uppercase()) && self.types.is_resource_type(t) {
+                if t.starts_with(|c: char| c.is_ascii_uppercase()) && self.types.is_resource_type(t)
+                {
                     return Some(Value::Node(NodeRef {
                         value: None,
                         ext: None,

@@ -98,7 +98,11 @@ pub fn default_types() -> &'static dyn TypeProvider {
 /// Evaluates `expr` with `resource` as the input (`%context`, `$this`, and
 /// by default `%resource`/`%rootResource`). The input's type is taken from
 /// its `resourceType`.
-pub fn evaluate<'a>(expr: &Expr, resource: &'a Json, ctx: &EvalContext<'a>) -> Result<Vec<Value<'a>>, EvalError> {
+pub fn evaluate<'a>(
+    expr: &Expr,
+    resource: &'a Json,
+    ctx: &EvalContext<'a>,
+) -> Result<Vec<Value<'a>>, EvalError> {
     let input = [eval::resource_node(resource)];
     evaluate_values(expr, &input, ctx)
 }
@@ -116,7 +120,11 @@ pub fn evaluate_node<'a>(
 }
 
 /// Evaluates `expr` on an arbitrary input collection.
-pub fn evaluate_values<'a>(expr: &Expr, input: &[Value<'a>], ctx: &EvalContext<'a>) -> Result<Vec<Value<'a>>, EvalError> {
+pub fn evaluate_values<'a>(
+    expr: &Expr,
+    input: &[Value<'a>],
+    ctx: &EvalContext<'a>,
+) -> Result<Vec<Value<'a>>, EvalError> {
     let ev = eval::Evaluator::new(ctx, input);
     let frame = eval::Frame {
         this: input,
@@ -128,7 +136,11 @@ pub fn evaluate_values<'a>(expr: &Expr, input: &[Value<'a>], ctx: &EvalContext<'
 
 /// Evaluates an invariant: empty -> `None`; a single Boolean -> its value;
 /// a single non-Boolean item -> `Some(true)`; several items -> error.
-pub fn evaluate_to_bool<'a>(expr: &Expr, resource: &'a Json, ctx: &EvalContext<'a>) -> Result<Option<bool>, EvalError> {
+pub fn evaluate_to_bool<'a>(
+    expr: &Expr,
+    resource: &'a Json,
+    ctx: &EvalContext<'a>,
+) -> Result<Option<bool>, EvalError> {
     let r = evaluate(expr, resource, ctx)?;
     collection_to_bool(&r)
 }
@@ -157,7 +169,9 @@ pub struct Engine {
 
 impl fmt::Debug for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Engine").field("typed", &self.types.is_typed()).finish()
+        f.debug_struct("Engine")
+            .field("typed", &self.types.is_typed())
+            .finish()
     }
 }
 
@@ -202,12 +216,20 @@ impl Engine {
     }
 
     /// Evaluates with a default context.
-    pub fn evaluate<'a>(&self, expr: &Expr, resource: &'a Json) -> Result<Vec<Value<'a>>, EvalError> {
+    pub fn evaluate<'a>(
+        &self,
+        expr: &Expr,
+        resource: &'a Json,
+    ) -> Result<Vec<Value<'a>>, EvalError> {
         evaluate(expr, resource, &self.context())
     }
 
     /// Evaluates an invariant with a default context.
-    pub fn evaluate_to_bool(&self, expr: &Expr, resource: &Json) -> Result<Option<bool>, EvalError> {
+    pub fn evaluate_to_bool(
+        &self,
+        expr: &Expr,
+        resource: &Json,
+    ) -> Result<Option<bool>, EvalError> {
         evaluate_to_bool(expr, resource, &self.context())
     }
 }

@@ -96,7 +96,10 @@ pub(crate) fn json_eq(a: &Json, b: &Json, depth: u32) -> bool {
                 }
         }
         (Json::Array(x), Json::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y.iter()).all(|(p, q)| json_eq(p, q, depth + 1))
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y.iter())
+                    .all(|(p, q)| json_eq(p, q, depth + 1))
         }
         (Json::Object(x), Json::Object(y)) => {
             x.len() == y.len()
@@ -133,7 +136,10 @@ fn json_equiv(a: &Json, b: &Json, depth: u32) -> bool {
     match (a, b) {
         (Json::String(x), Json::String(y)) => normalize_ws_lower(x) == normalize_ws_lower(y),
         (Json::Array(x), Json::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y.iter()).all(|(p, q)| json_equiv(p, q, depth + 1))
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y.iter())
+                    .all(|(p, q)| json_equiv(p, q, depth + 1))
         }
         (Json::Object(x), Json::Object(y)) => {
             let skip = |k: &String| k == "id" || k == "extension";
@@ -167,7 +173,9 @@ pub(crate) fn prim_eq(a: &Prim<'_>, b: &Prim<'_>) -> Option<bool> {
     match (a, b) {
         (Bool(x), Bool(y)) => Some(x == y),
         (Str(x, _), Str(y, _)) => Some(x == y),
-        (Date(x) | DateTime(x), Date(y) | DateTime(y)) => x.compare(y).map(|o| o == Ordering::Equal),
+        (Date(x) | DateTime(x), Date(y) | DateTime(y)) => {
+            x.compare(y).map(|o| o == Ordering::Equal)
+        }
         (Time(x), Time(y)) => x.compare(y).map(|o| o == Ordering::Equal),
         (Quantity(x), Quantity(y)) => x.compare(y).map(|o| o == Ordering::Equal),
         (Complex(Some(x)), Complex(Some(y))) => Some(json_eq(x, y, 0)),
@@ -187,10 +195,8 @@ pub(crate) fn equiv_values(a: &Value<'_>, b: &Value<'_>) -> bool {
     match (&pa, &pb) {
         (Str(x, _), Str(y, _)) => normalize_ws_lower(x) == normalize_ws_lower(y),
         (Bool(x), Bool(y)) => x == y,
-        (Date(x) | DateTime(x), Date(y) | DateTime(y)) => {
-            x.precision == y.precision && x.compare(y) == Some(Ordering::Equal)
-        }
-        (Time(x), Time(y)) => x.precision == y.precision && x.compare(y) == Some(Ordering::Equal),
+        (Date(x) | DateTime(x), Date(y) | DateTime(y)) => x.compare(y) == Some(Ordering::Equal),
+        (Time(x), Time(y)) => x.compare(y) == Some(Ordering::Equal),
         (Quantity(x), Quantity(y)) => x.equivalent(y),
         (Complex(Some(x)), Complex(Some(y))) => json_equiv(x, y, 0),
         (Type(x), Type(y)) => x == y,
@@ -293,7 +299,11 @@ fn date_add(d: &DateTime, q: &Quantity, negate: bool) -> Result<Option<DateTime>
 }
 
 /// Binary arithmetic on two single values. `Ok(None)` = empty result.
-pub(crate) fn arith(op: BinOp, a: &Value<'_>, b: &Value<'_>) -> Result<Option<Value<'static>>, EvalError> {
+pub(crate) fn arith(
+    op: BinOp,
+    a: &Value<'_>,
+    b: &Value<'_>,
+) -> Result<Option<Value<'static>>, EvalError> {
     use Prim::*;
     let pa = a.prim();
     let pb = b.prim();
@@ -313,7 +323,12 @@ pub(crate) fn arith(op: BinOp, a: &Value<'_>, b: &Value<'_>) -> Result<Option<Va
         BinOp::Add | BinOp::Sub => {
             let neg = op == BinOp::Sub;
             match (&pa, &pb) {
-                (Int(x), Int(y)) => Ok(if neg { x.checked_sub(*y) } else { x.checked_add(*y) }.map(Value::Integer)),
+                (Int(x), Int(y)) => Ok(if neg {
+                    x.checked_sub(*y)
+                } else {
+                    x.checked_add(*y)
+                }
+                .map(Value::Integer)),
                 (Str(x, _), Str(y, _)) if !neg => Ok(Some(Value::String(format!("{}{}", x, y)))),
                 (Date(d), Quantity(q)) => Ok(date_add(d, q, neg)?.map(Value::Date)),
                 (DateTime(d), Quantity(q)) => Ok(date_add(d, q, neg)?.map(Value::DateTime)),
@@ -325,9 +340,16 @@ pub(crate) fn arith(op: BinOp, a: &Value<'_>, b: &Value<'_>) -> Result<Option<Va
                         None => err("invalid time arithmetic"),
                     }
                 }
-                (Quantity(x), Quantity(y)) => Ok(x.add(y, neg).map(|q| Value::Quantity(Box::new(q)))),
+                (Quantity(x), Quantity(y)) => {
+                    Ok(x.add(y, neg).map(|q| Value::Quantity(Box::new(q))))
+                }
                 _ => match num_pair(&pa, &pb) {
-                    Some((x, y)) => Ok(if neg { x.checked_sub(&y) } else { x.checked_add(&y) }.map(Value::Decimal)),
+                    Some((x, y)) => Ok(if neg {
+                        x.checked_sub(&y)
+                    } else {
+                        x.checked_add(&y)
+                    }
+                    .map(Value::Decimal)),
                     None => mismatch(),
                 },
             }
@@ -354,7 +376,11 @@ pub(crate) fn arith(op: BinOp, a: &Value<'_>, b: &Value<'_>) -> Result<Option<Va
             },
         },
         BinOp::IntDiv => match (&pa, &pb) {
-            (Int(x), Int(y)) => Ok(if *y == 0 { None } else { x.checked_div(*y).map(Value::Integer) }),
+            (Int(x), Int(y)) => Ok(if *y == 0 {
+                None
+            } else {
+                x.checked_div(*y).map(Value::Integer)
+            }),
             _ => match num_pair(&pa, &pb) {
                 Some((x, y)) => Ok(x.checked_div_trunc(&y).map(|d| match d.to_i64_exact() {
                     Some(i) => Value::Integer(i),
@@ -364,7 +390,11 @@ pub(crate) fn arith(op: BinOp, a: &Value<'_>, b: &Value<'_>) -> Result<Option<Va
             },
         },
         BinOp::Mod => match (&pa, &pb) {
-            (Int(x), Int(y)) => Ok(if *y == 0 { None } else { x.checked_rem(*y).map(Value::Integer) }),
+            (Int(x), Int(y)) => Ok(if *y == 0 {
+                None
+            } else {
+                x.checked_rem(*y).map(Value::Integer)
+            }),
             _ => match num_pair(&pa, &pb) {
                 Some((x, y)) => Ok(x.checked_rem(&y).map(Value::Decimal)),
                 None => mismatch(),
@@ -377,14 +407,20 @@ pub(crate) fn arith(op: BinOp, a: &Value<'_>, b: &Value<'_>) -> Result<Option<Va
 /// Unary minus.
 pub(crate) fn negate(v: &Value<'_>) -> Result<Value<'static>, EvalError> {
     match v.prim() {
-        Prim::Int(i) => Ok(Value::Integer(i.checked_neg().ok_or_else(|| EvalError::new("integer overflow"))?)),
+        Prim::Int(i) => Ok(Value::Integer(
+            i.checked_neg()
+                .ok_or_else(|| EvalError::new("integer overflow"))?,
+        )),
         Prim::Dec(d) => Ok(Value::Decimal(d.neg())),
         Prim::Quantity(q) => {
             let mut q = q.into_owned();
             q.value = q.value.neg();
             Ok(Value::Quantity(Box::new(q)))
         }
-        p => err(format!("unary minus cannot be applied to {}", type_label(&p))),
+        p => err(format!(
+            "unary minus cannot be applied to {}",
+            type_label(&p)
+        )),
     }
 }
 

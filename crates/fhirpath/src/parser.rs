@@ -48,8 +48,8 @@ struct Lexer<'s> {
 }
 
 const PUNCTS: &[&str] = &[
-    "<=", ">=", "!=", "!~", ".", "[", "]", "(", ")", "{", "}", ",", "+", "-", "*", "/", "&", "|", "=",
-    "~", "<", ">",
+    "<=", ">=", "!=", "!~", ".", "[", "]", "(", ")", "{", "}", ",", "+", "-", "*", "/", "&", "|",
+    "=", "~", "<", ">",
 ];
 
 impl<'s> Lexer<'s> {
@@ -156,7 +156,9 @@ impl<'s> Lexer<'s> {
                 return;
             }
         }
-        if self.b.get(self.i) == Some(&b'.') && self.b.get(self.i + 1).is_some_and(|c| c.is_ascii_digit()) {
+        if self.b.get(self.i) == Some(&b'.')
+            && self.b.get(self.i + 1).is_some_and(|c| c.is_ascii_digit())
+        {
             self.i += 1;
             self.digits();
         }
@@ -175,7 +177,9 @@ impl<'s> Lexer<'s> {
             return self.err("invalid date literal", start);
         }
         for _ in 0..2 {
-            if self.b.get(self.i) == Some(&b'-') && self.b.get(self.i + 1).is_some_and(|c| c.is_ascii_digit()) {
+            if self.b.get(self.i) == Some(&b'-')
+                && self.b.get(self.i + 1).is_some_and(|c| c.is_ascii_digit())
+            {
                 self.i += 1;
                 self.digits();
             } else {
@@ -253,7 +257,9 @@ impl<'s> Lexer<'s> {
             }
             b'0'..=b'9' => {
                 self.digits();
-                if self.b.get(self.i) == Some(&b'.') && self.b.get(self.i + 1).is_some_and(|c| c.is_ascii_digit()) {
+                if self.b.get(self.i) == Some(&b'.')
+                    && self.b.get(self.i + 1).is_some_and(|c| c.is_ascii_digit())
+                {
                     self.i += 1;
                     self.digits();
                 }
@@ -264,7 +270,9 @@ impl<'s> Lexer<'s> {
                 Tok::Num(text)
             }
             c if c.is_ascii_alphabetic() || c == b'_' => {
-                while self.i < self.b.len() && (self.b[self.i].is_ascii_alphanumeric() || self.b[self.i] == b'_') {
+                while self.i < self.b.len()
+                    && (self.b[self.i].is_ascii_alphanumeric() || self.b[self.i] == b'_')
+                {
                     self.i += 1;
                 }
                 Tok::Ident(self.src[start..self.i].to_string())
@@ -740,7 +748,12 @@ impl<'s> Parser<'s> {
         self.invocation_from(base, t, pos)
     }
 
-    fn invocation_from(&mut self, base: Option<Ast>, t: Tok, pos: usize) -> Result<Ast, ParseError> {
+    fn invocation_from(
+        &mut self,
+        base: Option<Ast>,
+        t: Tok,
+        pos: usize,
+    ) -> Result<Ast, ParseError> {
         let (name, quoted) = match t {
             Tok::Ident(s) => (s, false),
             Tok::QIdent(s) => (s, true),
@@ -770,7 +783,13 @@ impl<'s> Parser<'s> {
             };
             if args.len() < min || args.len() > max {
                 return self.err_at(
-                    format!("function '{}' takes {}..{} arguments, got {}", name, min, max, args.len()),
+                    format!(
+                        "function '{}' takes {}..{} arguments, got {}",
+                        name,
+                        min,
+                        max,
+                        args.len()
+                    ),
                     pos,
                 );
             }

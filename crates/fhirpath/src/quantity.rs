@@ -85,7 +85,12 @@ const ATOMS: &[Atom] = &[
     atom("Gy", "1", [2, 0, -2, 0, 0, 0, 0, 0], true),
     atom("Sv", "1", [2, 0, -2, 0, 0, 0, 0, 0], true),
     atom("kat", "1", [0, 0, -1, 0, 0, 1, 0, 0], true),
-    atom("U", "0.000000016666666666666667", [0, 0, -1, 0, 0, 1, 0, 0], true),
+    atom(
+        "U",
+        "0.000000016666666666666667",
+        [0, 0, -1, 0, 0, 1, 0, 0],
+        true,
+    ),
     atom("eq", "1", [0, 0, 0, 0, 0, 1, 0, 0], true),
     atom("osm", "1", [0, 0, 0, 0, 0, 1, 0, 0], true),
     atom("t", "1000000", [0, 1, 0, 0, 0, 0, 0, 0], true),
@@ -309,7 +314,10 @@ impl<'s> UnitParser<'s> {
         if self.i == start {
             return None;
         }
-        std::str::from_utf8(&self.s[start..self.i]).ok()?.parse().ok()
+        std::str::from_utf8(&self.s[start..self.i])
+            .ok()?
+            .parse()
+            .ok()
     }
 }
 
@@ -529,7 +537,11 @@ impl Quantity {
     /// Sum of two quantities (result in the unit of `self`).
     pub fn add(&self, o: &Quantity, negate: bool) -> Option<Quantity> {
         let other = o.convert_to(&self.unit)?;
-        let ov = if negate { other.value.neg() } else { other.value };
+        let ov = if negate {
+            other.value.neg()
+        } else {
+            other.value
+        };
         Some(Quantity {
             value: self.value.checked_add(&ov)?,
             unit: self.unit.clone(),
@@ -557,9 +569,15 @@ mod tests {
 
     #[test]
     fn conversions() {
-        assert_eq!(q("4.0000", "g").compare(&q("4000.0", "mg")), Some(Ordering::Equal));
+        assert_eq!(
+            q("4.0000", "g").compare(&q("4000.0", "mg")),
+            Some(Ordering::Equal)
+        );
         assert!(q("4", "g").equivalent(&q("4040", "mg")));
-        assert_eq!(q("7", "days").compare(&q("1", "week")), Some(Ordering::Equal));
+        assert_eq!(
+            q("7", "days").compare(&q("1", "week")),
+            Some(Ordering::Equal)
+        );
         assert_eq!(q("7", "days").compare(&q("1", "wk")), Some(Ordering::Equal));
         assert_eq!(q("1", "a").compare(&q("1", "year")), None);
         let p = q("2.0", "cm").mul(&q("2.0", "m")).unwrap();
@@ -569,7 +587,10 @@ mod tests {
         assert!(q("1", "cm").comparable(&q("1", "[in_i]")));
         assert!(!q("1", "cm").comparable(&q("1", "[s]")));
         assert!(!q("1", "cm").comparable(&q("1", "s")));
-        assert_eq!(q("1", "mm[Hg]").compare(&q("1", "mm[Hg]")), Some(Ordering::Equal));
+        assert_eq!(
+            q("1", "mm[Hg]").compare(&q("1", "mm[Hg]")),
+            Some(Ordering::Equal)
+        );
         assert!(is_valid_unit("mg/dL"));
         assert!(is_valid_unit("kg/m2"));
         assert!(is_valid_unit("/min"));

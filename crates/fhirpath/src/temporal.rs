@@ -178,7 +178,10 @@ impl<'s> Cursor<'s> {
 }
 
 /// Parses `hh(:mm(:ss(.fff+)?)?)?` into the given fields; returns precision.
-fn parse_time_part(c: &mut Cursor<'_>, require_minutes: bool) -> Option<(u8, u8, u8, u16, Precision)> {
+fn parse_time_part(
+    c: &mut Cursor<'_>,
+    require_minutes: bool,
+) -> Option<(u8, u8, u8, u16, Precision)> {
     let h = c.digits(2)?;
     if h > 23 {
         return None;
@@ -211,7 +214,13 @@ fn parse_time_part(c: &mut Cursor<'_>, require_minutes: bool) -> Option<(u8, u8,
         for k in 0..3 {
             ms = ms * 10 + frac.get(k).map(|b| (b - b'0') as u32).unwrap_or(0);
         }
-        return Some((h as u8, mi as u8, s as u8, ms as u16, Precision::Millisecond));
+        return Some((
+            h as u8,
+            mi as u8,
+            s as u8,
+            ms as u16,
+            Precision::Millisecond,
+        ));
     }
     Some((h as u8, mi as u8, s as u8, 0, Precision::Second))
 }
@@ -276,7 +285,10 @@ fn parse_date_fields(c: &mut Cursor<'_>) -> Option<DateTime> {
 impl DateTime {
     /// Parses a date `YYYY(-MM(-DD)?)?` (whole string).
     pub fn parse_date(s: &str) -> Option<DateTime> {
-        let mut c = Cursor { s: s.as_bytes(), i: 0 };
+        let mut c = Cursor {
+            s: s.as_bytes(),
+            i: 0,
+        };
         let dt = parse_date_fields(&mut c)?;
         if c.done() {
             Some(dt)
@@ -288,7 +300,10 @@ impl DateTime {
     /// Parses a date-time. `literal` selects FHIRPath literal syntax, which
     /// permits a trailing `T` (`@2015T`) and hour-only times.
     pub fn parse_datetime(s: &str, literal: bool) -> Option<DateTime> {
-        let mut c = Cursor { s: s.as_bytes(), i: 0 };
+        let mut c = Cursor {
+            s: s.as_bytes(),
+            i: 0,
+        };
         let mut dt = parse_date_fields(&mut c)?;
         if c.eat(b'T') {
             if c.done() {
@@ -454,7 +469,9 @@ impl DateTime {
                     }
                     Precision::Day => {
                         let days = total_ms / 86_400_000;
-                        let ms = d.epoch_ms_local().checked_add(days.checked_mul(86_400_000)?)?;
+                        let ms = d
+                            .epoch_ms_local()
+                            .checked_add(days.checked_mul(86_400_000)?)?;
                         d.set_from_epoch_ms_local(ms);
                     }
                     _ => {
@@ -574,7 +591,11 @@ impl DateTime {
             d.month = if high { 12 } else { 1 };
         }
         if have < Precision::Day {
-            d.day = if high { days_in_month(d.year, d.month) } else { 1 };
+            d.day = if high {
+                days_in_month(d.year, d.month)
+            } else {
+                1
+            };
         }
         if have < Precision::Hour {
             d.hour = if high { 23 } else { 0 };
@@ -630,7 +651,10 @@ fn format_tz(tz: i16) -> String {
 impl Time {
     /// Parses `hh(:mm(:ss(.fff)?)?)?`. `strict` requires at least minutes (FHIR `time`).
     pub fn parse(s: &str, strict: bool) -> Option<Time> {
-        let mut c = Cursor { s: s.as_bytes(), i: 0 };
+        let mut c = Cursor {
+            s: s.as_bytes(),
+            i: 0,
+        };
         let (h, m, se, ms, p) = parse_time_part(&mut c, strict)?;
         if !c.done() {
             return None;
@@ -788,8 +812,14 @@ mod tests {
     fn arithmetic() {
         let d = DateTime::parse_date("1973-12-25").unwrap();
         assert_eq!(d.add(7, CalUnit::Day).unwrap().format_date(), "1974-01-01");
-        assert_eq!(d.add(1, CalUnit::Month).unwrap().format_date(), "1974-01-25");
+        assert_eq!(
+            d.add(1, CalUnit::Month).unwrap().format_date(),
+            "1974-01-25"
+        );
         let e = DateTime::parse_date("2020-01-31").unwrap();
-        assert_eq!(e.add(1, CalUnit::Month).unwrap().format_date(), "2020-02-29");
+        assert_eq!(
+            e.add(1, CalUnit::Month).unwrap().format_date(),
+            "2020-02-29"
+        );
     }
 }

@@ -18,5 +18,8 @@ fn basic_navigation() {
     let p = json!({"resourceType": "Patient", "name": [{"given": ["A", "B"]}, {"given": ["C"]}]});
     assert_eq!(eval_str("name.given", &p), vec!["A", "B", "C"]);
     assert_eq!(eval_str("Patient.name.given.count()", &p), vec!["3"]);
-    assert_eq!(eval_str("name.exists() or identifier.exists()", &p), vec!["true"]);
+    assert_eq!(
+        eval_str("name.exists() or identifier.exists()", &p),
+        vec!["true"]
+    );
 }

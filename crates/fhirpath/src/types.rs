@@ -175,7 +175,10 @@ pub fn choice_suffix_type(suffix: &str) -> Option<&'static str> {
 fn builtin_known(t: &str) -> bool {
     is_primitive(t)
         || DATA_TYPES.contains(&t)
-        || matches!(t, "Resource" | "DomainResource" | "Bundle" | "Parameters" | "Binary")
+        || matches!(
+            t,
+            "Resource" | "DomainResource" | "Bundle" | "Parameters" | "Binary"
+        )
 }
 
 /// Base types known without a model.
@@ -184,7 +187,9 @@ pub fn builtin_base(t: &str) -> Option<&'static str> {
         "code" | "id" | "markdown" => "string",
         "url" | "canonical" | "oid" | "uuid" => "uri",
         "unsignedInt" | "positiveInt" => "integer",
-        "Age" | "Count" | "Distance" | "Duration" | "SimpleQuantity" | "MoneyQuantity" => "Quantity",
+        "Age" | "Count" | "Distance" | "Duration" | "SimpleQuantity" | "MoneyQuantity" => {
+            "Quantity"
+        }
         "Dosage" | "ElementDefinition" | "Timing" | "MarketingStatus" | "Population"
         | "ProdCharacteristic" | "ProductShelfLife" | "SubstanceAmount" => "BackboneElement",
         "Element" | "Resource" => return None,

@@ -236,7 +236,10 @@ impl<'a> Value<'a> {
                 if q.is_calendar() {
                     m.insert("unit".into(), Json::String(q.unit.clone()));
                 } else {
-                    m.insert("system".into(), Json::String("http://unitsofmeasure.org".into()));
+                    m.insert(
+                        "system".into(),
+                        Json::String("http://unitsofmeasure.org".into()),
+                    );
                     m.insert("code".into(), Json::String(q.unit.clone()));
                 }
                 Json::Object(m)
@@ -300,7 +303,9 @@ pub(crate) fn node_prim<'v>(n: &NodeRef<'v>) -> Prim<'v> {
             "time" => Time::parse(s, false)
                 .map(Prim::Time)
                 .unwrap_or(Prim::Str(s, false)),
-            "decimal" => Decimal::parse(s).map(Prim::Dec).unwrap_or(Prim::Str(s, false)),
+            "decimal" => Decimal::parse(s)
+                .map(Prim::Dec)
+                .unwrap_or(Prim::Str(s, false)),
             "integer" | "positiveInt" | "unsignedInt" | "integer64" => {
                 s.parse().map(Prim::Int).unwrap_or(Prim::Str(s, false))
             }
@@ -320,7 +325,8 @@ pub(crate) fn node_prim<'v>(n: &NodeRef<'v>) -> Prim<'v> {
 }
 
 fn looks_like_quantity(v: &Json) -> bool {
-    v.get("value").is_some_and(|x| x.is_number()) && (v.get("code").is_some() || v.get("unit").is_some())
+    v.get("value").is_some_and(|x| x.is_number())
+        && (v.get("code").is_some() || v.get("unit").is_some())
 }
 
 /// Formats a value the way FHIRPath literals are written (`@2014-01`,

@@ -31,18 +31,43 @@ fn escaping_splits_only_on_unescaped_separators() {
 fn tokens_follow_system_code_rules() {
     assert_eq!(
         parse_token("http://x|123"),
-        TokenValue { system: Some("http://x".into()), code: Some("123".into()) }
+        TokenValue {
+            system: Some("http://x".into()),
+            code: Some("123".into())
+        }
     );
-    assert_eq!(parse_token("|123"), TokenValue { system: Some(String::new()), code: Some("123".into()) });
-    assert_eq!(parse_token("http://x|"), TokenValue { system: Some("http://x".into()), code: None });
-    assert_eq!(parse_token("123"), TokenValue { system: None, code: Some("123".into()) });
+    assert_eq!(
+        parse_token("|123"),
+        TokenValue {
+            system: Some(String::new()),
+            code: Some("123".into())
+        }
+    );
+    assert_eq!(
+        parse_token("http://x|"),
+        TokenValue {
+            system: Some("http://x".into()),
+            code: None
+        }
+    );
+    assert_eq!(
+        parse_token("123"),
+        TokenValue {
+            system: None,
+            code: Some("123".into())
+        }
+    );
     // No prefix parsing on tokens: `ne123` is a code.
     assert_eq!(parse_token("ne123").code.as_deref(), Some("ne123"));
 }
 
 #[test]
 fn repeated_parameters_are_and_commas_are_or() {
-    let q = check(ResourceType::Appointment, "status=booked,pending&status=booked").unwrap();
+    let q = check(
+        ResourceType::Appointment,
+        "status=booked,pending&status=booked",
+    )
+    .unwrap();
     assert_eq!(q.predicates.len(), 2);
     match &q.predicates[0] {
         Predicate::Token { any_of, .. } => assert_eq!(any_of.len(), 2),
@@ -52,7 +77,11 @@ fn repeated_parameters_are_and_commas_are_or() {
 
 #[test]
 fn dates_take_prefixes_and_precision() {
-    let q = check(ResourceType::Appointment, "date=ge2024-01&date=lt2024-02-01T10:00:00Z").unwrap();
+    let q = check(
+        ResourceType::Appointment,
+        "date=ge2024-01&date=lt2024-02-01T10:00:00Z",
+    )
+    .unwrap();
     match &q.predicates[0] {
         Predicate::Date { any_of, .. } => {
             assert_eq!(any_of[0].prefix, Prefix::Ge);
@@ -88,14 +117,24 @@ fn unknown_parameters_and_modifiers_are_rejected_in_strict_mode() {
 
 #[test]
 fn lenient_mode_drops_and_warns() {
-    let p = parse(ResourceType::Patient, &pairs("foo=bar&identifier=x|1"), true, PAGING).unwrap();
+    let p = parse(
+        ResourceType::Patient,
+        &pairs("foo=bar&identifier=x|1"),
+        true,
+        PAGING,
+    )
+    .unwrap();
     assert_eq!(p.warnings.len(), 1);
     assert_eq!(p.applied, vec![("identifier".to_owned(), "x|1".to_owned())]);
 }
 
 #[test]
 fn count_is_capped_and_format_params_are_ignored() {
-    let q = check(ResourceType::Patient, "_count=5000&_format=json&_pretty=true").unwrap();
+    let q = check(
+        ResourceType::Patient,
+        "_count=5000&_format=json&_pretty=true",
+    )
+    .unwrap();
     assert_eq!(q.count, 1000);
     let q = check(ResourceType::Patient, "_summary=count").unwrap();
     assert_eq!(q.count, 0);
