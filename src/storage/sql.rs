@@ -543,21 +543,44 @@ struct VersionWrite<'a> {
 }
 
 /// Writes one version: the head row, the version row, and replaces index rows.
-fn write_version(conn: &mut Conn, w: VersionWrite<'_>, indexes: &[IndexRow]) -> StorageResult<()> {
+/// `fresh` means the head row does not exist yet (a create with a new id): it is
+/// inserted rather than updated and there are no old index rows to remove.
+fn write_version(
+    conn: &mut Conn,
+    w: VersionWrite<'_>,
+    indexes: &[IndexRow],
+    fresh: bool,
+) -> StorageResult<()> {
     let d = conn.dialect();
     let mut sql = Sql::new(d);
-    sql.push("UPDATE resources SET version = ")
-        .int(w.version)
-        .push(", last_updated = ")
-        .int(w.at.0)
-        .push(", deleted = ")
-        .int(i64::from(w.content.is_none()))
-        .push(", content = ")
-        .bind(Bind::OptText(w.content.clone()))
-        .push(" WHERE res_type = ")
-        .text(w.ty.as_str())
-        .push(" AND res_id = ")
-        .text(w.id.as_str());
+    if fresh {
+        sql.push("INSERT INTO resources (res_type, res_id, version, last_updated, deleted, content) VALUES (")
+            .text(w.ty.as_str())
+            .push(", ")
+            .text(w.id.as_str())
+            .push(", ")
+            .int(w.version)
+            .push(", ")
+            .int(w.at.0)
+            .push(", ")
+            .int(i64::from(w.content.is_none()))
+            .push(", ")
+            .bind(Bind::OptText(w.content.clone()))
+            .push(")");
+    } else {
+        sql.push("UPDATE resources SET version = ")
+            .int(w.version)
+            .push(", last_updated = ")
+            .int(w.at.0)
+            .push(", deleted = ")
+            .int(i64::from(w.content.is_none()))
+            .push(", content = ")
+            .bind(Bind::OptText(w.content.clone()))
+            .push(" WHERE res_type = ")
+            .text(w.ty.as_str())
+            .push(" AND res_id = ")
+            .text(w.id.as_str());
+    }
     conn.exec(&sql)?;
 
     let mut sql = Sql::new(d);
@@ -576,15 +599,17 @@ fn write_version(conn: &mut Conn, w: VersionWrite<'_>, indexes: &[IndexRow]) -> 
         .push(")");
     conn.exec(&sql)?;
 
-    for table in ["idx_token", "idx_date", "idx_reference"] {
-        let mut sql = Sql::new(d);
-        sql.push("DELETE FROM ")
-            .push(table)
-            .push(" WHERE res_type = ")
-            .text(w.ty.as_str())
-            .push(" AND res_id = ")
-            .text(w.id.as_str());
-        conn.exec(&sql)?;
+    if !fresh {
+        for table in ["idx_token", "idx_date", "idx_reference"] {
+            let mut sql = Sql::new(d);
+            sql.push("DELETE FROM ")
+                .push(table)
+                .push(" WHERE res_type = ")
+                .text(w.ty.as_str())
+                .push(" AND res_id = ")
+                .text(w.id.as_str());
+            conn.exec(&sql)?;
+        }
     }
     insert_indexes(conn, w.ty, w.id, indexes)
 }
@@ -927,7 +952,6 @@ fn do_create(conn: &mut Conn, req: CreateRequest) -> StorageResult<WriteOutcome>
         set_id(&mut resource, &id);
         stamp_meta(&mut resource, 1, at);
         let content = serialize(&resource)?;
-        lock_head(conn, req.resource_type, &id)?;
         write_version(
             conn,
             VersionWrite {
@@ -939,6 +963,7 @@ fn do_create(conn: &mut Conn, req: CreateRequest) -> StorageResult<WriteOutcome>
                 content: Some(content.clone()),
             },
             &req.content.indexes,
+            true,
         )?;
         Ok(WriteOutcome {
             kind: WriteKind::Created,
@@ -1024,6 +1049,7 @@ fn do_update(conn: &mut Conn, req: UpdateRequest) -> StorageResult<WriteOutcome>
                 content: Some(content.clone()),
             },
             &req.content.indexes,
+            false,
         )?;
         Ok(WriteOutcome {
             kind: if exists {
@@ -1080,6 +1106,7 @@ fn do_delete(conn: &mut Conn, req: DeleteRequest) -> StorageResult<WriteOutcome>
                 content: None,
             },
             &[],
+            false,
         )?;
         Ok(WriteOutcome {
             kind: WriteKind::Deleted,

@@ -128,3 +128,23 @@ async fn default_database_is_created_under_data() {
     );
     assert!(dir.path().join("data/fhirbridge.db").exists());
 }
+
+#[actix_rt::test]
+async fn sigterm_shuts_down_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("term.db").display());
+    let mut server = start(&db).await;
+    let pid = server.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            exited = Some(s);
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = exited.expect("server exits within 5 s of SIGTERM");
+    assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+}

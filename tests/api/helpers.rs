@@ -131,6 +131,19 @@ impl TestApp {
         }
     }
 
+    /// A client for a server started elsewhere in the test.
+    pub fn attach(port: u16) -> TestApp {
+        TestApp {
+            base: format!("http://127.0.0.1:{port}"),
+            client: awc::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .finish(),
+            backend: "attached",
+            _dir: None,
+            pg_schema: None,
+        }
+    }
+
     pub async fn request(
         &self,
         method: &str,

@@ -12,4 +12,5 @@ mod examples;
 mod history;
 mod http;
 mod ops;
+mod seam;
 mod search;

@@ -6,6 +6,11 @@
 //! converts between FHIR XML and FHIR JSON using fhirbolt's generic R4 element
 //! model, which knows element order, repetition and primitive types.
 //!
+//! fhirbolt trims whitespace inside XHTML narrative in both directions, which
+//! changes the text (`E-mail: <a>` becomes `E-mail:<a>`). So narrative `div`s
+//! are carried across verbatim: each is swapped for a placeholder before fhirbolt
+//! runs and put back afterwards.
+//!
 //! fhirbolt panics on some malformed inputs (for example empty arrays), so every
 //! call is wrapped in `catch_unwind` and a panic becomes an ordinary error.
 
@@ -45,23 +50,134 @@ fn strict() -> Option<DeserializationConfig> {
     })
 }
 
+const XHTML_NS: &[u8] = b"http://www.w3.org/1999/xhtml";
+const MARK: &str = "FHIRBRIDGE-NARRATIVE-";
+
+fn placeholder(n: usize) -> String {
+    format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{MARK}{n}.</div>")
+}
+
+fn is_xhtml_div(e: &quick_xml::events::BytesStart<'_>) -> bool {
+    e.local_name().as_ref() == b"div"
+        && e.attributes()
+            .flatten()
+            .any(|a| a.key.as_ref() == b"xmlns" && a.value.as_ref() == XHTML_NS)
+}
+
+/// Byte ranges of the top-level XHTML `div` elements in an XML document, or None
+/// if the document is not well-formed (fhirbolt then reports the error).
+fn xhtml_div_ranges(xml: &str) -> Option<Vec<(usize, usize)>> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut ranges = Vec::new();
+    let mut depth = 0usize;
+    let mut start = 0usize;
+    loop {
+        let before = reader.buffer_position();
+        match reader.read_event().ok()? {
+            Event::Start(e) => {
+                if depth > 0 {
+                    depth += 1;
+                } else if is_xhtml_div(&e) {
+                    depth = 1;
+                    start = before;
+                }
+            }
+            Event::End(_) if depth > 0 => {
+                depth -= 1;
+                if depth == 0 {
+                    ranges.push((start, reader.buffer_position()));
+                }
+            }
+            Event::Empty(e) if depth == 0 && is_xhtml_div(&e) => {
+                ranges.push((before, reader.buffer_position()));
+            }
+            Event::Eof => return Some(ranges),
+            _ => {}
+        }
+    }
+}
+
+/// Is `div` one well-formed XHTML `div` element?
+fn well_formed_div(div: &str) -> bool {
+    matches!(xhtml_div_ranges(div).as_deref(), Some([(0, end)]) if *end == div.len())
+}
+
+/// Visits every narrative `div` string in a JSON resource.
+fn for_each_div(v: &mut serde_json::Value, f: &mut dyn FnMut(&mut String)) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, child) in map.iter_mut() {
+                match child {
+                    serde_json::Value::String(s) if k == "div" => f(s),
+                    _ => for_each_div(child, f),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|i| for_each_div(i, f)),
+        _ => {}
+    }
+}
+
 /// Convert a FHIR XML resource into FHIR JSON (as a `serde_json::Value`).
 pub fn xml_to_json(xml: &str) -> Result<serde_json::Value, ConvertError> {
-    guarded("XML", || {
-        let element: R4Element =
-            fhirbolt::xml::from_str(xml, strict()).map_err(|e| format!("invalid FHIR XML: {e}"))?;
+    let ranges = xhtml_div_ranges(xml).unwrap_or_default();
+    let mut originals = Vec::with_capacity(ranges.len());
+    let mut rewritten = String::with_capacity(xml.len());
+    let mut last = 0;
+    for (n, (start, end)) in ranges.iter().enumerate() {
+        rewritten.push_str(xml.get(last..*start).unwrap_or(""));
+        rewritten.push_str(&placeholder(n));
+        originals.push(xml.get(*start..*end).unwrap_or("").to_owned());
+        last = *end;
+    }
+    rewritten.push_str(xml.get(last..).unwrap_or(""));
+    let mut json = guarded("XML", || {
+        let element: R4Element = fhirbolt::xml::from_str(&rewritten, strict())
+            .map_err(|e| format!("invalid FHIR XML: {e}"))?;
         fhirbolt::json::to_json_value(element, None).map_err(|e| format!("invalid FHIR XML: {e}"))
-    })
+    })?;
+    for_each_div(&mut json, &mut |s| {
+        for (n, original) in originals.iter().enumerate() {
+            if s.contains(&format!("{MARK}{n}.")) {
+                *s = original.clone();
+                break;
+            }
+        }
+    });
+    Ok(json)
 }
 
 /// Convert a FHIR JSON resource into FHIR XML.
 pub fn json_to_xml(json: &serde_json::Value) -> Result<String, ConvertError> {
-    guarded("JSON", || {
-        let element: R4Element = fhirbolt::json::from_json_value(json.clone(), strict())
+    let mut json = json.clone();
+    let mut originals = Vec::new();
+    for_each_div(&mut json, &mut |s| {
+        if well_formed_div(s) {
+            let n = originals.len();
+            originals.push(std::mem::replace(s, placeholder(n)));
+        }
+    });
+    let mut xml = guarded("JSON", || {
+        let element: R4Element = fhirbolt::json::from_json_value(json, strict())
             .map_err(|e| format!("resource cannot be expressed as FHIR XML: {e}"))?;
         fhirbolt::xml::to_string(&element, None)
             .map_err(|e| format!("resource cannot be expressed as FHIR XML: {e}"))
-    })
+    })?;
+    for (n, original) in originals.iter().enumerate() {
+        let mark = format!("{MARK}{n}.");
+        let Some(at) = xml.find(&mark) else { continue };
+        let (Some(start), Some(end)) = (
+            xml.get(..at).and_then(|h| h.rfind("<div")),
+            xml.get(at..)
+                .and_then(|t| t.find("</div>"))
+                .map(|e| at + e + "</div>".len()),
+        ) else {
+            continue;
+        };
+        xml.replace_range(start..end, original);
+    }
+    Ok(xml)
 }
 
 #[cfg(test)]
@@ -93,6 +209,22 @@ mod tests {
         assert!(xml_to_json("<Patient xmlns=\"http://hl7.org/fhir\"><foo/></Patient>").is_err());
         assert!(xml_to_json("not xml").is_err());
         assert!(xml_to_json("").is_err());
+    }
+
+    #[test]
+    fn narrative_whitespace_survives_both_directions() {
+        let div = "<div xmlns=\"http://www.w3.org/1999/xhtml\">\n  <p>E-mail: <a href=\"mailto:x@y\">x@y</a> </p>\n</div>";
+        let json = serde_json::json!({
+            "resourceType": "Patient",
+            "text": {"status": "generated", "div": div},
+            "contained": [{"resourceType": "Patient", "text": {"status": "generated", "div": div}}],
+            "active": true
+        });
+        let xml = json_to_xml(&json).expect("to xml");
+        assert!(xml.contains("E-mail: <a"), "{xml}");
+        assert!(!xml.contains(MARK), "{xml}");
+        let back = xml_to_json(&xml).expect("from xml");
+        assert_eq!(back, json);
     }
 
     #[test]

@@ -135,7 +135,7 @@ impl Decimal {
             dec = dec.round(MAX_SCALE);
         }
         if neg {
-            dec.mant = -dec.mant;
+            dec.mant = dec.mant.saturating_neg();
         }
         Some(dec)
     }
@@ -290,7 +290,7 @@ impl Decimal {
     /// Negation.
     pub fn neg(&self) -> Decimal {
         Decimal {
-            mant: -self.mant,
+            mant: self.mant.saturating_neg(),
             scale: self.scale,
         }
     }
@@ -298,7 +298,7 @@ impl Decimal {
     /// Absolute value.
     pub fn abs(&self) -> Decimal {
         Decimal {
-            mant: self.mant.abs(),
+            mant: self.mant.saturating_abs(),
             scale: self.scale,
         }
     }

@@ -119,6 +119,9 @@ impl<'a, 'c> Evaluator<'a, 'c> {
             Ast::Empty => Ok(Vec::new()),
             Ast::Ident(name) => self.ident(name, f),
             Ast::Member(base, name) => {
+                if self.ctx.strict {
+                    self.strict_member_after_cast(base, name)?;
+                }
                 let b = self.eval(base, f)?;
                 self.members(&b, name)
             }
@@ -162,15 +165,11 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 self.check_type_known(ty)?;
                 match v.len() {
                     0 => Ok(Vec::new()),
-                    1 => {
-                        if *is {
-                            Ok(vec![Value::Boolean(self.is_type(&v[0], ty, false))])
-                        } else if self.is_type(&v[0], ty, true) {
-                            Ok(v)
-                        } else {
-                            Ok(Vec::new())
-                        }
-                    }
+                    1 if *is => Ok(vec![Value::Boolean(self.is_type(&v[0], ty, false))]),
+                    _ if !*is && (v.len() == 1 || !self.ctx.strict) => Ok(v
+                        .into_iter()
+                        .filter(|x| self.is_type(x, ty, true))
+                        .collect()),
                     _ => err(format!(
                         "'{}' requires a single item, got {}",
                         if *is { "is" } else { "as" },
@@ -297,6 +296,40 @@ impl<'a, 'c> Evaluator<'a, 'c> {
         Ok(())
     }
 
+    /// Strict mode: `(x as T).name` requires `name` to be an element of `T`.
+    fn strict_member_after_cast(&self, base: &Ast, name: &str) -> Result<(), EvalError> {
+        let ty = match base {
+            Ast::TypeOp(false, _, ty) => ty,
+            Ast::Call(c)
+                if matches!(
+                    c.func,
+                    crate::parser::Func::As | crate::parser::Func::OfType
+                ) =>
+            {
+                match &c.ty {
+                    Some(t) => t,
+                    None => return Ok(()),
+                }
+            }
+            _ => return Ok(()),
+        };
+        if ty.namespace.as_deref() == Some("System") || !self.types.is_typed() {
+            return Ok(());
+        }
+        let t = ty.name.as_str();
+        if self.types.is_known_type(t)
+            && !types::is_primitive(t)
+            && self.types.element_type(t, name).is_none()
+            && !self.has_choice_base(t, name)
+        {
+            return err(format!(
+                "'{}' is not an element of {} (strict mode)",
+                name, t
+            ));
+        }
+        Ok(())
+    }
+
     fn has_choice_base(&self, parent: &str, name: &str) -> bool {
         // a choice base name is valid if any expansion is known
         for t in types::PRIMITIVES.iter().chain(types::DATA_TYPES.iter()) {
@@ -332,12 +365,26 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                     self.push_typed(t, Some(v), ext, out);
                     return Ok(());
                 }
+                // a known non-choice element that is absent: only a `_name`
+                // sibling (primitives) can still supply it
+                let known = if n.type_name.is_empty() {
+                    None
+                } else {
+                    self.types
+                        .element_type(n.type_name, name)
+                        .filter(|k| !k.choice)
+                };
+                if known.is_some_and(|k| !types::is_primitive(k.type_name)) {
+                    return Ok(());
+                }
                 if let Some(e) = lookup_underscore(map, name) {
                     let t = self.element_type(n.type_name, name);
                     self.push_typed(t, None, Some(e), out);
                     return Ok(());
                 }
-                self.choice_child(n.type_name, map, name, out);
+                if known.is_none() {
+                    self.choice_child(n.type_name, map, name, out);
+                }
                 Ok(())
             }
             _ => {

@@ -26,6 +26,50 @@ fn opt<'a>(v: Option<Value<'a>>) -> Result<Coll<'a>, EvalError> {
     Ok(v.into_iter().collect())
 }
 
+fn take_arg<'a>(args: &mut [Coll<'a>], k: usize) -> Coll<'a> {
+    args.get_mut(k).map(std::mem::take).unwrap_or_default()
+}
+
+fn single_arg<'a>(args: &mut [Coll<'a>], k: usize) -> Result<Option<Value<'a>>, EvalError> {
+    let mut v = take_arg(args, k);
+    match v.len() {
+        0 => Ok(None),
+        1 => Ok(v.pop()),
+        n => err(format!(
+            "argument {} must be a single value, got {}",
+            k + 1,
+            n
+        )),
+    }
+}
+
+fn string_arg(args: &[Coll<'_>], k: usize) -> Result<Option<String>, EvalError> {
+    match args.get(k).map(|v| v.as_slice()) {
+        None | Some([]) => Ok(None),
+        Some([v]) => Ok(Some(ops::as_str(v, "argument")?.into_owned())),
+        Some(v) => err(format!(
+            "argument {} must be a single value, got {}",
+            k + 1,
+            v.len()
+        )),
+    }
+}
+
+fn int_arg(args: &[Coll<'_>], k: usize) -> Result<Option<i64>, EvalError> {
+    match args.get(k).map(|v| v.as_slice()) {
+        None | Some([]) => Ok(None),
+        Some([v]) => match as_int(v) {
+            Some(i) => Ok(Some(i)),
+            None => err("argument must be an integer"),
+        },
+        Some(v) => err(format!(
+            "argument {} must be a single value, got {}",
+            k + 1,
+            v.len()
+        )),
+    }
+}
+
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 fn compile_regex(pat: &str, full: bool) -> Result<regex::Regex, EvalError> {
@@ -223,7 +267,7 @@ fn b64_decode(s: &str, alpha: &[u8; 64]) -> Option<Vec<u8>> {
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -346,21 +390,11 @@ impl<'a, 'c> Evaluator<'a, 'c> {
         }
     }
 
-    fn arg_int(&self, c: &Call, k: usize, f: Frame<'_, 'a>) -> Result<Option<i64>, EvalError> {
-        match self.arg_single(c, k, f)? {
-            None => Ok(None),
-            Some(v) => match as_int(&v) {
-                Some(i) => Ok(Some(i)),
-                None => err("argument must be an integer"),
-            },
-        }
-    }
-
     fn regex_for(
         &self,
         c: &Call,
+        args: &[Coll<'a>],
         k: usize,
-        f: Frame<'_, 'a>,
         full: bool,
     ) -> Result<Option<regex::Regex>, EvalError> {
         if let Some(Ast::Lit(Value::String(p))) = c.args.get(k) {
@@ -370,7 +404,7 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 None => compile_regex(p, full).map(Some),
             };
         }
-        match self.arg_string(c, k, f)? {
+        match string_arg(args, k)? {
             None => Ok(None),
             Some(p) => compile_regex(&p, full).map(Some),
         }
@@ -451,8 +485,36 @@ impl<'a, 'c> Evaluator<'a, 'c> {
             }
         }
         match c.func {
-            // ------------------------------------------------ existence
-            Func::Empty => boolean(input.is_empty()),
+            Func::Exists
+            | Func::All
+            | Func::Where
+            | Func::Select
+            | Func::Repeat
+            | Func::Iif
+            | Func::Trace
+            | Func::Aggregate
+            | Func::Sort => self.call_iter(c, input, f),
+            Func::Is | Func::As | Func::OfType => self.call_simple(c, input, Vec::new()),
+            _ => {
+                let mut args = Vec::with_capacity(c.args.len());
+                for a in &c.args {
+                    args.push(self.eval(a, f)?);
+                }
+                self.call_simple(c, input, args)
+            }
+        }
+    }
+
+    /// Functions whose arguments are evaluated per item (or lazily). Kept
+    /// separate so the recursive evaluation path has small stack frames.
+    #[inline(never)]
+    fn call_iter(
+        &self,
+        c: &Call,
+        input: Coll<'a>,
+        f: Frame<'_, 'a>,
+    ) -> Result<Coll<'a>, EvalError> {
+        match c.func {
             Func::Exists => {
                 if c.args.is_empty() {
                     boolean(!input.is_empty())
@@ -481,53 +543,6 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 }
                 boolean(true)
             }
-            Func::AllTrue | Func::AnyTrue | Func::AllFalse | Func::AnyFalse => {
-                let mut bools = Vec::with_capacity(input.len());
-                for v in &input {
-                    match v.prim() {
-                        Prim::Bool(b) => bools.push(b),
-                        _ => {
-                            return err(format!(
-                                "{:?} requires Boolean items, got {}",
-                                c.func,
-                                ops::label(v)
-                            ))
-                        }
-                    }
-                }
-                boolean(match c.func {
-                    Func::AllTrue => bools.iter().all(|b| *b),
-                    Func::AnyTrue => bools.iter().any(|b| *b),
-                    Func::AllFalse => bools.iter().all(|b| !*b),
-                    _ => bools.iter().any(|b| !*b),
-                })
-            }
-            Func::SubsetOf | Func::SupersetOf => {
-                let other = self.arg(c, 0, f)?;
-                let (small, big) = if c.func == Func::SubsetOf {
-                    (&input, &other)
-                } else {
-                    (&other, &input)
-                };
-                boolean(small.iter().all(|v| Self::contains_item(big, v)))
-            }
-            Func::Count => one(Value::Integer(input.len() as i64)),
-            Func::Distinct => {
-                let mut out = Vec::with_capacity(input.len());
-                for v in input {
-                    push_distinct(&mut out, v);
-                }
-                Ok(out)
-            }
-            Func::IsDistinct => {
-                let n = input.len();
-                let mut out = Vec::with_capacity(n);
-                for v in input {
-                    push_distinct(&mut out, v);
-                }
-                boolean(out.len() == n)
-            }
-            // ------------------------------------------------ filtering & projection
             Func::Where => self.filter_where(input, &c.args[0], f),
             Func::Select => {
                 let mut out = Vec::new();
@@ -568,6 +583,126 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 }
                 Ok(out)
             }
+            Func::Iif => {
+                if input.len() > 1 {
+                    return err("iif() requires an input of at most one item");
+                }
+                let inner = Frame {
+                    this: &input,
+                    index: f.index,
+                    total: f.total,
+                };
+                let crit = self.eval(&c.args[0], inner)?;
+                if self.ctx.strict && crit.len() == 1 && !matches!(crit[0].prim(), Prim::Bool(_)) {
+                    return err("iif() criterion must be a Boolean (strict mode)");
+                }
+                if crit.len() > 1 {
+                    return err("iif() criterion must be a single Boolean");
+                }
+                if self.to_bool(&crit, "iif")? == Some(true) {
+                    self.eval(&c.args[1], inner)
+                } else if let Some(e) = c.args.get(2) {
+                    self.eval(e, inner)
+                } else {
+                    Ok(Vec::new())
+                }
+            }
+            Func::Trace => {
+                let name = self.arg_string(c, 0, f)?.unwrap_or_default();
+                if let Some(t) = self.ctx.tracer {
+                    if c.args.len() > 1 {
+                        let mut proj = Vec::new();
+                        for (i, item) in input.iter().enumerate() {
+                            proj.extend(self.eval(
+                                &c.args[1],
+                                Self::iter_frame(std::slice::from_ref(item), i, f),
+                            )?);
+                        }
+                        t.trace(&name, &proj);
+                    } else {
+                        t.trace(&name, &input);
+                    }
+                }
+                Ok(input)
+            }
+            Func::Aggregate => {
+                let mut total = match c.args.get(1) {
+                    Some(init) => self.eval(init, f)?,
+                    None => Vec::new(),
+                };
+                for (i, item) in input.iter().enumerate() {
+                    let fr = Frame {
+                        this: std::slice::from_ref(item),
+                        index: Some(i),
+                        total: Some(&total),
+                    };
+                    total = self.eval(&c.args[0], fr)?;
+                }
+                Ok(total)
+            }
+            Func::Sort => self.sort(input, c, f),
+            _ => err("internal error: not an iterating function"),
+        }
+    }
+
+    /// Functions whose arguments are evaluated up front (in the caller's frame).
+    #[inline(never)]
+    fn call_simple(
+        &self,
+        c: &Call,
+        input: Coll<'a>,
+        mut args: Vec<Coll<'a>>,
+    ) -> Result<Coll<'a>, EvalError> {
+        match c.func {
+            // ------------------------------------------------ existence
+            Func::Empty => boolean(input.is_empty()),
+            Func::AllTrue | Func::AnyTrue | Func::AllFalse | Func::AnyFalse => {
+                let mut bools = Vec::with_capacity(input.len());
+                for v in &input {
+                    match v.prim() {
+                        Prim::Bool(b) => bools.push(b),
+                        _ => {
+                            return err(format!(
+                                "{:?} requires Boolean items, got {}",
+                                c.func,
+                                ops::label(v)
+                            ))
+                        }
+                    }
+                }
+                boolean(match c.func {
+                    Func::AllTrue => bools.iter().all(|b| *b),
+                    Func::AnyTrue => bools.iter().any(|b| *b),
+                    Func::AllFalse => bools.iter().all(|b| !*b),
+                    _ => bools.iter().any(|b| !*b),
+                })
+            }
+            Func::SubsetOf | Func::SupersetOf => {
+                let other = take_arg(&mut args, 0);
+                let (small, big) = if c.func == Func::SubsetOf {
+                    (&input, &other)
+                } else {
+                    (&other, &input)
+                };
+                boolean(small.iter().all(|v| Self::contains_item(big, v)))
+            }
+            Func::Count => one(Value::Integer(input.len() as i64)),
+            Func::Distinct => {
+                let mut out = Vec::with_capacity(input.len());
+                for v in input {
+                    push_distinct(&mut out, v);
+                }
+                Ok(out)
+            }
+            Func::IsDistinct => {
+                let n = input.len();
+                let mut out = Vec::with_capacity(n);
+                for v in input {
+                    push_distinct(&mut out, v);
+                }
+                boolean(out.len() == n)
+            }
+            // ------------------------------------------------ filtering & projection
             Func::OfType => {
                 let ty =
                     c.ty.as_ref()
@@ -583,7 +718,9 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                     c.ty.as_ref()
                         .ok_or_else(|| EvalError::new("as requires a type"))?;
                 self.check_type_known(ty)?;
-                if input.len() > 1 {
+                // R4 core invariants (dom-3) apply as() to collections, so it
+                // filters like ofType() unless strict mode is on.
+                if input.len() > 1 && self.ctx.strict {
                     return err(format!("as() requires a single item, got {}", input.len()));
                 }
                 Ok(input
@@ -610,15 +747,15 @@ impl<'a, 'c> Evaluator<'a, 'c> {
             Func::Last => opt(input.into_iter().last()),
             Func::Tail => Ok(input.into_iter().skip(1).collect()),
             Func::Skip => {
-                let n = self.arg_int(c, 0, f)?.unwrap_or(0);
+                let n = int_arg(&args, 0)?.unwrap_or(0);
                 Ok(input.into_iter().skip(n.max(0) as usize).collect())
             }
             Func::Take => {
-                let n = self.arg_int(c, 0, f)?.unwrap_or(0);
+                let n = int_arg(&args, 0)?.unwrap_or(0);
                 Ok(input.into_iter().take(n.max(0) as usize).collect())
             }
             Func::Intersect => {
-                let other = self.arg(c, 0, f)?;
+                let other = take_arg(&mut args, 0);
                 let mut out = Vec::new();
                 for v in input {
                     if Self::contains_item(&other, &v) {
@@ -628,46 +765,22 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 Ok(out)
             }
             Func::Exclude => {
-                let other = self.arg(c, 0, f)?;
+                let other = take_arg(&mut args, 0);
                 Ok(input
                     .into_iter()
                     .filter(|v| !Self::contains_item(&other, v))
                     .collect())
             }
             Func::Union => {
-                let other = self.arg(c, 0, f)?;
+                let other = take_arg(&mut args, 0);
                 self.binary_values(crate::parser::BinOp::Union, input, other)
             }
             Func::Combine => {
-                let other = self.arg(c, 0, f)?;
+                let other = take_arg(&mut args, 0);
                 let mut out = input;
                 out.extend(other);
                 self.check_size(out.len())?;
                 Ok(out)
-            }
-            Func::Iif => {
-                if input.len() > 1 {
-                    return err("iif() requires an input of at most one item");
-                }
-                let inner = Frame {
-                    this: &input,
-                    index: f.index,
-                    total: f.total,
-                };
-                let crit = self.eval(&c.args[0], inner)?;
-                if self.ctx.strict && crit.len() == 1 && !matches!(crit[0].prim(), Prim::Bool(_)) {
-                    return err("iif() criterion must be a Boolean (strict mode)");
-                }
-                if crit.len() > 1 {
-                    return err("iif() criterion must be a single Boolean");
-                }
-                if self.to_bool(&crit, "iif")? == Some(true) {
-                    self.eval(&c.args[1], inner)
-                } else if let Some(e) = c.args.get(2) {
-                    self.eval(e, inner)
-                } else {
-                    Ok(Vec::new())
-                }
             }
             // ------------------------------------------------ conversion
             Func::ToBoolean => Ok(self
@@ -734,7 +847,7 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 self.converts(&input, "convertsToTime", |v| to_time(v).is_some())
             }
             Func::ToQuantity | Func::ConvertsToQuantity => {
-                let unit = self.arg_string(c, 0, f)?;
+                let unit = string_arg(&args, 0)?;
                 let q = match self.single(&input, "toQuantity")? {
                     None => return Ok(Vec::new()),
                     Some(v) => to_quantity(v),
@@ -756,7 +869,7 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                     Some(s) => s,
                     None => return Ok(Vec::new()),
                 };
-                let sub = match self.arg_string(c, 0, f)? {
+                let sub = match string_arg(&args, 0)? {
                     Some(x) => x,
                     None => return Ok(Vec::new()),
                 };
@@ -775,11 +888,11 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                     Some(s) => s,
                     None => return Ok(Vec::new()),
                 };
-                let start = match self.arg_int(c, 0, f)? {
+                let start = match int_arg(&args, 0)? {
                     Some(x) => x,
                     None => return Ok(Vec::new()),
                 };
-                let len = self.arg_int(c, 1, f)?;
+                let len = int_arg(&args, 1)?;
                 let n = char_len(&s) as i64;
                 if start < 0 || start >= n {
                     return Ok(Vec::new());
@@ -792,7 +905,7 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                     Some(s) => s,
                     None => return Ok(Vec::new()),
                 };
-                let p = match self.arg_string(c, 0, f)? {
+                let p = match string_arg(&args, 0)? {
                     Some(x) => x,
                     None => return Ok(Vec::new()),
                 };
@@ -820,7 +933,7 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                     Some(s) => s,
                     None => return Ok(Vec::new()),
                 };
-                let (p, r) = match (self.arg_string(c, 0, f)?, self.arg_string(c, 1, f)?) {
+                let (p, r) = match (string_arg(&args, 0)?, string_arg(&args, 1)?) {
                     (Some(p), Some(r)) => (p, r),
                     _ => return Ok(Vec::new()),
                 };
@@ -831,7 +944,7 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                     Some(s) => s,
                     None => return Ok(Vec::new()),
                 };
-                match self.regex_for(c, 0, f, c.func == Func::MatchesFull)? {
+                match self.regex_for(c, &args, 0, c.func == Func::MatchesFull)? {
                     Some(re) => boolean(re.is_match(&s)),
                     None => Ok(Vec::new()),
                 }
@@ -841,11 +954,11 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                     Some(s) => s,
                     None => return Ok(Vec::new()),
                 };
-                let re = match self.regex_for(c, 0, f, false)? {
+                let re = match self.regex_for(c, &args, 0, false)? {
                     Some(r) => r,
                     None => return Ok(Vec::new()),
                 };
-                let sub = match self.arg_string(c, 1, f)? {
+                let sub = match string_arg(&args, 1)? {
                     Some(x) => x,
                     None => return Ok(Vec::new()),
                 };
@@ -859,7 +972,7 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                     Some(s) => s,
                     None => return Ok(Vec::new()),
                 };
-                let sep = match self.arg_string(c, 0, f)? {
+                let sep = match string_arg(&args, 0)? {
                     Some(x) => x,
                     None => return Ok(Vec::new()),
                 };
@@ -871,7 +984,7 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                     .collect())
             }
             Func::Join => {
-                let sep = self.arg_string(c, 0, f)?.unwrap_or_default();
+                let sep = string_arg(&args, 0)?.unwrap_or_default();
                 let mut parts = Vec::with_capacity(input.len());
                 for v in &input {
                     parts.push(ops::as_str(v, "join")?.into_owned());
@@ -883,7 +996,7 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                     Some(s) => s,
                     None => return Ok(Vec::new()),
                 };
-                let fmt = match self.arg_string(c, 0, f)? {
+                let fmt = match string_arg(&args, 0)? {
                     Some(x) => x,
                     None => return Ok(Vec::new()),
                 };
@@ -927,7 +1040,7 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                     Some(v) => v,
                     None => return Ok(Vec::new()),
                 };
-                let p = self.arg_int(c, 0, f)?.unwrap_or(0);
+                let p = int_arg(&args, 0)?.unwrap_or(0);
                 if p < 0 {
                     return err("round() precision must be >= 0");
                 }
@@ -941,7 +1054,7 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                     Some(v) => v.clone(),
                     None => return Ok(Vec::new()),
                 };
-                let a = match self.arg_single(c, 0, f)? {
+                let a = match single_arg(&mut args, 0)? {
                     Some(a) => a,
                     None => return Ok(Vec::new()),
                 };
@@ -1003,24 +1116,6 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 Ok(out)
             }
             // ------------------------------------------------ utility
-            Func::Trace => {
-                let name = self.arg_string(c, 0, f)?.unwrap_or_default();
-                if let Some(t) = self.ctx.tracer {
-                    if c.args.len() > 1 {
-                        let mut proj = Vec::new();
-                        for (i, item) in input.iter().enumerate() {
-                            proj.extend(self.eval(
-                                &c.args[1],
-                                Self::iter_frame(std::slice::from_ref(item), i, f),
-                            )?);
-                        }
-                        t.trace(&name, &proj);
-                    } else {
-                        t.trace(&name, &input);
-                    }
-                }
-                Ok(input)
-            }
             Func::Now => one(Value::DateTime(self.now())),
             Func::Today => one(Value::Date(self.now().to_date())),
             Func::TimeOfDay => {
@@ -1033,22 +1128,6 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                     precision: Precision::Millisecond,
                 }))
             }
-            Func::Aggregate => {
-                let mut total = match c.args.get(1) {
-                    Some(init) => self.eval(init, f)?,
-                    None => Vec::new(),
-                };
-                for (i, item) in input.iter().enumerate() {
-                    let fr = Frame {
-                        this: std::slice::from_ref(item),
-                        index: Some(i),
-                        total: Some(&total),
-                    };
-                    total = self.eval(&c.args[0], fr)?;
-                }
-                Ok(total)
-            }
-            Func::Sort => self.sort(input, c, f),
             Func::Type => Ok(input.iter().map(|v| self.type_of(v)).collect()),
             Func::Not => match self.to_bool(&input, "not")? {
                 Some(b) => boolean(!b),
@@ -1056,7 +1135,7 @@ impl<'a, 'c> Evaluator<'a, 'c> {
             },
             // ------------------------------------------------ FHIR additions
             Func::Extension => {
-                let url = match self.arg_string(c, 0, f)? {
+                let url = match string_arg(&args, 0)? {
                     Some(u) => u,
                     None => return Ok(Vec::new()),
                 };
@@ -1102,7 +1181,7 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 Ok(out)
             }
             Func::MemberOf => {
-                let vs = match self.arg_string(c, 0, f)? {
+                let vs = match string_arg(&args, 0)? {
                     Some(v) => v,
                     None => return Ok(Vec::new()),
                 };
@@ -1127,7 +1206,7 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 }
             }
             Func::Subsumes | Func::SubsumedBy => {
-                let other = match self.arg_single(c, 0, f)? {
+                let other = match single_arg(&mut args, 0)? {
                     Some(o) => o,
                     None => return Ok(Vec::new()),
                 };
@@ -1145,7 +1224,7 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 }
             }
             Func::ConformsTo => {
-                let url = match self.arg_string(c, 0, f)? {
+                let url = match string_arg(&args, 0)? {
                     Some(u) => u,
                     None => return Ok(Vec::new()),
                 };
@@ -1179,7 +1258,7 @@ impl<'a, 'c> Evaluator<'a, 'c> {
             Func::CheckModifiers => Ok(input),
             Func::LowBoundary | Func::HighBoundary => {
                 let high = c.func == Func::HighBoundary;
-                let p = self.arg_int(c, 0, f)?;
+                let p = int_arg(&args, 0)?;
                 let v = match self.single(&input, "boundary")? {
                     Some(v) => v,
                     None => return Ok(Vec::new()),
@@ -1224,7 +1303,7 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 }
             }
             Func::Comparable => {
-                let o = match self.arg_single(c, 0, f)? {
+                let o = match single_arg(&mut args, 0)? {
                     Some(o) => o,
                     None => return Ok(Vec::new()),
                 };
@@ -1238,6 +1317,8 @@ impl<'a, 'c> Evaluator<'a, 'c> {
                 }
             }
             Func::DefineVariable => err("defineVariable() is not supported"),
+
+            _ => err("internal error: unexpected function"),
         }
     }
 
@@ -1304,7 +1385,7 @@ impl<'a, 'c> Evaluator<'a, 'c> {
         if c.args.is_empty() {
             let mut v = input;
             let mut error = None;
-            v.sort_by(|a, b| match ops::compare_values(a, b) {
+            merge_sort(&mut v, |a, b| match ops::compare_values(a, b) {
                 Ok(Some(o)) => o,
                 Ok(None) => Ordering::Equal,
                 Err(e) => {
@@ -1331,7 +1412,7 @@ impl<'a, 'c> Evaluator<'a, 'c> {
             keyed.push((keys, item));
         }
         let mut error = None;
-        keyed.sort_by(|(ka, _), (kb, _)| {
+        merge_sort(&mut keyed, |(ka, _), (kb, _)| {
             for ((a, desc), (b, _)) in ka.iter().zip(kb.iter()) {
                 let o = match (a, b) {
                     (None, None) => Ordering::Equal,
@@ -1459,6 +1540,41 @@ impl<'a, 'c> Evaluator<'a, 'c> {
         }
         None
     }
+}
+
+/// Stable merge sort that tolerates comparators which are not total orders
+/// (std's sort may panic on those).
+fn merge_sort<T: Clone>(v: &mut Vec<T>, mut cmp: impl FnMut(&T, &T) -> Ordering) {
+    let n = v.len();
+    if n < 2 {
+        return;
+    }
+    let mut src: Vec<T> = std::mem::take(v);
+    let mut width = 1;
+    while width < n {
+        let mut dst: Vec<T> = Vec::with_capacity(n);
+        let mut lo = 0;
+        while lo < n {
+            let mid = (lo + width).min(n);
+            let hi = (lo + 2 * width).min(n);
+            let (mut i, mut j) = (lo, mid);
+            while i < mid && j < hi {
+                if cmp(&src[j], &src[i]) == Ordering::Less {
+                    dst.push(src[j].clone());
+                    j += 1;
+                } else {
+                    dst.push(src[i].clone());
+                    i += 1;
+                }
+            }
+            dst.extend_from_slice(&src[i..mid]);
+            dst.extend_from_slice(&src[j..hi]);
+            lo = hi;
+        }
+        src = dst;
+        width *= 2;
+    }
+    *v = src;
 }
 
 /// Parses a FHIR Quantity JSON into a System quantity (used by callers).

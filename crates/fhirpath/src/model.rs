@@ -27,16 +27,14 @@ fn system_to_fhir(
 ) -> &'static str {
     use fhir_structure::model::Kind;
     match (json_name, t) {
-        ("id", _) => {
+        ("id", _)
             if model
                 .type_def(parent)
-                .is_some_and(|d| d.kind == Kind::Resource)
-            {
-                "id"
-            } else {
-                "string"
-            }
+                .is_some_and(|d| d.kind == Kind::Resource) =>
+        {
+            "id"
         }
+        ("id", _) => "string",
         ("url", "String") => "uri",
         (_, "Boolean") => "boolean",
         (_, "Integer") => "integer",

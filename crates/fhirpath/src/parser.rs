@@ -9,6 +9,8 @@ use std::sync::OnceLock;
 
 /// Maximum nesting depth of expressions accepted by the parser.
 pub const MAX_DEPTH: u32 = 96;
+/// Maximum depth of the syntax tree (bounds evaluation recursion and drop).
+pub const MAX_AST_DEPTH: u32 = 128;
 
 /// A syntax (or static semantic) error with the byte offset where it was detected.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -565,24 +567,36 @@ impl<'s> Parser<'s> {
         }
     }
 
-    fn expr(&mut self, min_bp: u8) -> Result<Ast, ParseError> {
+    fn check_depth(&self, d: u32) -> Result<(), ParseError> {
+        if d > MAX_AST_DEPTH {
+            self.err("expression too deeply nested or too long a chain")
+        } else {
+            Ok(())
+        }
+    }
+
+    fn expr(&mut self, min_bp: u8) -> Result<(Ast, u32), ParseError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             return self.err("expression nested too deeply");
         }
-        let mut lhs = self.prefix()?;
+        let (mut lhs, mut d) = self.prefix()?;
         loop {
+            self.check_depth(d)?;
             match &self.tok {
                 Tok::Punct(".") => {
                     self.advance()?;
-                    lhs = self.invocation(Some(lhs))?;
+                    let (l, nd) = self.invocation(lhs, d)?;
+                    lhs = l;
+                    d = nd;
                     continue;
                 }
                 Tok::Punct("[") => {
                     self.advance()?;
-                    let idx = self.expr(0)?;
+                    let (idx, id) = self.expr(0)?;
                     self.expect("]")?;
                     lhs = Ast::Indexer(Box::new(lhs), Box::new(idx));
+                    d = d.max(id) + 1;
                     continue;
                 }
                 Tok::Ident(s) if s == "is" || s == "as" => {
@@ -593,6 +607,7 @@ impl<'s> Parser<'s> {
                     self.advance()?;
                     let ty = self.type_spec()?;
                     lhs = Ast::TypeOp(is, Box::new(lhs), ty);
+                    d += 1;
                     continue;
                 }
                 _ => {}
@@ -606,11 +621,13 @@ impl<'s> Parser<'s> {
             }
             self.advance()?;
             let rbp = if op == BinOp::Implies { bp } else { bp + 1 };
-            let rhs = self.expr(rbp)?;
+            let (rhs, rd) = self.expr(rbp)?;
             lhs = Ast::Bin(op, Box::new(lhs), Box::new(rhs));
+            d = d.max(rd) + 1;
         }
+        self.check_depth(d)?;
         self.depth -= 1;
-        Ok(lhs)
+        Ok((lhs, d))
     }
 
     fn type_spec(&mut self) -> Result<TypeSpec, ParseError> {
@@ -635,26 +652,28 @@ impl<'s> Parser<'s> {
         })
     }
 
-    fn prefix(&mut self) -> Result<Ast, ParseError> {
+    fn prefix(&mut self) -> Result<(Ast, u32), ParseError> {
         match &self.tok {
             Tok::Punct("-") => {
                 self.advance()?;
-                let e = self.expr(UNARY_BP)?;
+                let (e, d) = self.expr(UNARY_BP)?;
                 Ok(match e {
-                    Ast::Lit(Value::Integer(i)) => Ast::Lit(Value::Integer(-i)),
-                    Ast::Lit(Value::Decimal(d)) => Ast::Lit(Value::Decimal(d.neg())),
-                    e => Ast::Neg(Box::new(e)),
+                    Ast::Lit(Value::Integer(i)) if i != i64::MIN => {
+                        (Ast::Lit(Value::Integer(-i)), d)
+                    }
+                    Ast::Lit(Value::Decimal(x)) => (Ast::Lit(Value::Decimal(x.neg())), d),
+                    e => (Ast::Neg(Box::new(e)), d + 1),
                 })
             }
             Tok::Punct("+") => {
                 self.advance()?;
                 self.expr(UNARY_BP)
             }
-            _ => self.term(),
+            _ => self.term_inner(),
         }
     }
 
-    fn term(&mut self) -> Result<Ast, ParseError> {
+    fn term_inner(&mut self) -> Result<(Ast, u32), ParseError> {
         let pos = self.pos;
         let tok = self.advance()?;
         match tok {
@@ -686,34 +705,37 @@ impl<'s> Parser<'s> {
                         Value::Decimal(d) => d,
                         _ => Decimal::from_i64(0),
                     };
-                    return Ok(Ast::Lit(Value::Quantity(Box::new(Quantity::new(v, &u)))));
+                    return Ok((Ast::Lit(Value::Quantity(Box::new(Quantity::new(v, &u)))), 1));
                 }
-                Ok(Ast::Lit(lit))
+                Ok((Ast::Lit(lit), 1))
             }
-            Tok::Str(s) => Ok(Ast::Lit(Value::String(s))),
+            Tok::Str(s) => Ok((Ast::Lit(Value::String(s)), 1)),
             Tok::Date(text) => {
                 if text.contains('T') {
                     match DateTime::parse_datetime(&text, true) {
-                        Some(d) => Ok(Ast::Lit(Value::DateTime(d))),
+                        Some(d) => Ok((Ast::Lit(Value::DateTime(d)), 1)),
                         None => self.err_at(format!("invalid date-time literal @{}", text), pos),
                     }
                 } else {
                     match DateTime::parse_date(&text) {
-                        Some(d) => Ok(Ast::Lit(Value::Date(d))),
+                        Some(d) => Ok((Ast::Lit(Value::Date(d)), 1)),
                         None => self.err_at(format!("invalid date literal @{}", text), pos),
                     }
                 }
             }
             Tok::Time(text) => match Time::parse(&text, false) {
-                Some(t) => Ok(Ast::Lit(Value::Time(t))),
+                Some(t) => Ok((Ast::Lit(Value::Time(t)), 1)),
                 None => self.err_at(format!("invalid time literal @T{}", text), pos),
             },
-            Tok::Var(v) => Ok(Ast::Var(v)),
-            Tok::Special(s) => Ok(match s.as_str() {
-                "this" => Ast::This,
-                "index" => Ast::Index,
-                _ => Ast::Total,
-            }),
+            Tok::Var(v) => Ok((Ast::Var(v), 1)),
+            Tok::Special(s) => Ok((
+                match s.as_str() {
+                    "this" => Ast::This,
+                    "index" => Ast::Index,
+                    _ => Ast::Total,
+                },
+                1,
+            )),
             Tok::Punct("(") => {
                 let e = self.expr(0)?;
                 self.expect(")")?;
@@ -721,14 +743,14 @@ impl<'s> Parser<'s> {
             }
             Tok::Punct("{") => {
                 self.expect("}")?;
-                Ok(Ast::Empty)
+                Ok((Ast::Empty, 1))
             }
             Tok::Ident(s) if (s == "true" || s == "false") && self.tok != Tok::Punct("(") => {
-                Ok(Ast::Lit(Value::Boolean(s == "true")))
+                Ok((Ast::Lit(Value::Boolean(s == "true")), 1))
             }
             t @ (Tok::Ident(_) | Tok::QIdent(_)) => {
                 // put it back by handling invocation directly
-                self.invocation_from(None, t, pos)
+                self.invocation_from(None, 0, t, pos)
             }
             Tok::Eof => self.err_at("unexpected end of expression", pos),
             t => self.err_at(format!("unexpected token {:?}", t), pos),
@@ -742,33 +764,37 @@ impl<'s> Parser<'s> {
         })
     }
 
-    fn invocation(&mut self, base: Option<Ast>) -> Result<Ast, ParseError> {
+    fn invocation(&mut self, base: Ast, base_depth: u32) -> Result<(Ast, u32), ParseError> {
         let pos = self.pos;
         let t = self.advance()?;
-        self.invocation_from(base, t, pos)
+        self.invocation_from(Some(base), base_depth, t, pos)
     }
 
     fn invocation_from(
         &mut self,
         base: Option<Ast>,
+        base_depth: u32,
         t: Tok,
         pos: usize,
-    ) -> Result<Ast, ParseError> {
+    ) -> Result<(Ast, u32), ParseError> {
         let (name, quoted) = match t {
             Tok::Ident(s) => (s, false),
             Tok::QIdent(s) => (s, true),
             Tok::Special(s) if base.is_some() && s == "this" => {
                 // `x.$this` is unusual but harmless
-                return Ok(base.unwrap_or(Ast::This));
+                return Ok((base.unwrap_or(Ast::This), base_depth));
             }
             t => return self.err_at(format!("expected identifier, found {:?}", t), pos),
         };
         if !quoted && self.tok == Tok::Punct("(") {
             self.advance()?;
             let mut args = Vec::new();
+            let mut depth = base_depth;
             if self.tok != Tok::Punct(")") {
                 loop {
-                    args.push(self.expr(0)?);
+                    let (a, ad) = self.expr(0)?;
+                    depth = depth.max(ad);
+                    args.push(a);
                     if self.tok == Tok::Punct(",") {
                         self.advance()?;
                         continue;
@@ -800,17 +826,20 @@ impl<'s> Parser<'s> {
                     None => return self.err_at(format!("'{}' requires a type name", name), pos),
                 });
             }
-            return Ok(Ast::Call(Box::new(Call {
-                base,
-                func,
-                args,
-                ty,
-                regex: OnceLock::new(),
-            })));
+            return Ok((
+                Ast::Call(Box::new(Call {
+                    base,
+                    func,
+                    args,
+                    ty,
+                    regex: OnceLock::new(),
+                })),
+                depth + 1,
+            ));
         }
         Ok(match base {
-            Some(b) => Ast::Member(Box::new(b), name),
-            None => Ast::Ident(name),
+            Some(b) => (Ast::Member(Box::new(b), name), base_depth + 1),
+            None => (Ast::Ident(name), 1),
         })
     }
 }
@@ -844,7 +873,7 @@ pub(crate) fn parse_ast(src: &str) -> Result<Ast, ParseError> {
         depth: 0,
     };
     p.advance()?;
-    let e = p.expr(0)?;
+    let (e, _) = p.expr(0)?;
     if p.tok != Tok::Eof {
         return p.err(format!("unexpected token {:?} after expression", p.tok));
     }

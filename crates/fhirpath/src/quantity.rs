@@ -170,20 +170,21 @@ impl Canon {
             dims,
         })
     }
-    fn inv(&self) -> Canon {
+    fn inv(&self) -> Option<Canon> {
         let mut dims = self.dims;
         for d in dims.iter_mut() {
-            *d = -*d;
+            *d = d.checked_neg()?;
         }
-        Canon {
+        Some(Canon {
             num: self.den,
             den: self.num,
             dims,
-        }
+        })
     }
+
     fn pow(&self, e: i32) -> Option<Canon> {
         let mut r = Canon::one();
-        let base = if e < 0 { self.inv() } else { self.clone() };
+        let base = if e < 0 { self.inv()? } else { self.clone() };
         for _ in 0..e.unsigned_abs().min(16) {
             r = r.mul(&base)?;
         }
@@ -218,7 +219,7 @@ impl<'s> UnitParser<'s> {
                 b'/' => {
                     self.i += 1;
                     let c = self.component()?;
-                    acc = acc.mul(&c.inv())?;
+                    acc = acc.mul(&c.inv()?)?;
                 }
                 _ => break,
             }

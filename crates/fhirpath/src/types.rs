@@ -218,21 +218,6 @@ pub fn is_subtype(types: &dyn TypeProvider, t: &str, of: &str) -> bool {
     false
 }
 
-/// The System type a FHIR primitive maps to.
-pub fn system_type_of_primitive(t: &str) -> Option<&'static str> {
-    Some(match t {
-        "boolean" => "Boolean",
-        "integer" | "unsignedInt" | "positiveInt" => "Integer",
-        "integer64" => "Long",
-        "decimal" => "Decimal",
-        "date" => "Date",
-        "dateTime" | "instant" => "DateTime",
-        "time" => "Time",
-        _ if is_primitive(t) => "String",
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -255,7 +255,15 @@ impl<'a> Value<'a> {
     }
 
     /// String form as produced by `toString()` (None for complex nodes).
+    /// Primitive elements keep their original lexical form.
     pub fn to_fhirpath_string(&self) -> Option<String> {
+        if let Value::Node(NodeRef {
+            value: Some(Json::String(s)),
+            ..
+        }) = self
+        {
+            return Some(s.clone());
+        }
         prim_to_string(&self.prim())
     }
 }

@@ -143,6 +143,7 @@ fn r4_corpus() {
     let mut errors: BTreeMap<String, usize> = BTreeMap::new();
     let mut falses: BTreeMap<String, usize> = BTreeMap::new();
     let mut evals = 0usize;
+    let mut sp_hits: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let start = std::time::Instant::now();
     let desc = parse("descendants()").expect("parses");
     for bundle in load_dir(Path::new(&synthea), "").into_iter().take(limit) {
@@ -198,7 +199,7 @@ fn r4_corpus() {
                     _ => continue,
                 };
                 let mut ts = vec![t];
-                if t != "Element" && !fhirpath::UNTYPED.is_typed() {
+                if t != "Element" {
                     ts.push("Element");
                 }
                 for ty in ts {
@@ -234,10 +235,17 @@ fn r4_corpus() {
                     .any(|b| b == rt || b == "Resource" || b == "DomainResource")
                 {
                     evals += 1;
-                    if let Err(err) = evaluate(expr, res, &ctx) {
-                        *errors
-                            .entry(format!("search {}: {} -> {}", code, expr.source(), err))
-                            .or_default() += 1;
+                    let hit = sp_hits
+                        .entry(format!("{} {} ({})", rt, code, expr.source()))
+                        .or_default();
+                    hit.0 += 1;
+                    match evaluate(expr, res, &ctx) {
+                        Ok(r) => hit.1 += usize::from(!r.is_empty()),
+                        Err(err) => {
+                            *errors
+                                .entry(format!("search {}: {} -> {}", code, expr.source(), err))
+                                .or_default() += 1;
+                        }
                     }
                 }
             }
@@ -247,6 +255,10 @@ fn r4_corpus() {
     println!("invariants evaluating to false ({}):", falses.len());
     for (k, n) in &falses {
         println!("  {} x{}", k, n);
+    }
+    println!("search parameters by resource type (evaluated / non-empty):");
+    for (k, (n, hits)) in &sp_hits {
+        println!("  {:>6} {:>6}  {}", n, hits, k);
     }
     println!("errors ({}):", errors.len());
     for (k, n) in &errors {

@@ -9,8 +9,14 @@ use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Minimum pass rate (fraction) required.
-const THRESHOLD: f64 = 0.90;
+/// Minimum pass rate (fraction) required: achieved 931/935 (99.6%) with the
+/// R4 model and 917/935 (98.1%) untyped (`--no-default-features`); the
+/// thresholds leave a small margin so regressions fail.
+const THRESHOLD: f64 = if cfg!(feature = "r4-model") {
+    0.99
+} else {
+    0.975
+};
 
 // ------------------------------------------------------------------ tiny XML reader
 
