@@ -713,7 +713,9 @@ fn insert_indexes(
 }
 
 /// Appends `AND …` for every predicate of a search (the WHERE clause body after
-/// the scope filter). `r` is the head-table alias.
+/// the scope filter). `r` is the head-table alias. Index predicates are written as
+/// `r.res_id IN (SELECT … FROM idx_… WHERE res_type = ? AND param = ? AND …)` so
+/// both planners drive the query from the index's lookup columns.
 fn push_predicates(sql: &mut Sql, query: &SearchQuery) {
     for pred in &query.predicates {
         sql.push(" AND (");
@@ -738,7 +740,9 @@ fn push_predicates(sql: &mut Sql, query: &SearchQuery) {
                 }
             }
             Predicate::Token { param, any_of } => {
-                sql.push("EXISTS (SELECT 1 FROM idx_token t WHERE t.res_type = r.res_type AND t.res_id = r.res_id AND t.param = ")
+                sql.push("r.res_id IN (SELECT t.res_id FROM idx_token t WHERE t.res_type = ")
+                    .text(query.resource_type.as_str())
+                    .push(" AND t.param = ")
                     .text(param)
                     .push(" AND (");
                 for (i, v) in any_of.iter().enumerate() {
@@ -776,7 +780,9 @@ fn push_predicates(sql: &mut Sql, query: &SearchQuery) {
                 sql.push("))");
             }
             Predicate::Reference { param, any_of } => {
-                sql.push("EXISTS (SELECT 1 FROM idx_reference x WHERE x.res_type = r.res_type AND x.res_id = r.res_id AND x.param = ")
+                sql.push("r.res_id IN (SELECT x.res_id FROM idx_reference x WHERE x.res_type = ")
+                    .text(query.resource_type.as_str())
+                    .push(" AND x.param = ")
                     .text(param)
                     .push(" AND (");
                 for (i, v) in any_of.iter().enumerate() {
@@ -792,7 +798,9 @@ fn push_predicates(sql: &mut Sql, query: &SearchQuery) {
                 sql.push("))");
             }
             Predicate::Date { param, any_of } => {
-                sql.push("EXISTS (SELECT 1 FROM idx_date dt WHERE dt.res_type = r.res_type AND dt.res_id = r.res_id AND dt.param = ")
+                sql.push("r.res_id IN (SELECT dt.res_id FROM idx_date dt WHERE dt.res_type = ")
+                    .text(query.resource_type.as_str())
+                    .push(" AND dt.param = ")
                     .text(param)
                     .push(" AND (");
                 for (i, v) in any_of.iter().enumerate() {
