@@ -16,7 +16,12 @@ const FORMATS: [&str; 4] = [
     "xml",
 ];
 
-pub fn capability_statement(caps: &Capabilities, base_url: Option<&str>) -> Value {
+/// UK Core profiles are advertised as `supportedProfile` when they are loaded.
+pub fn capability_statement(
+    caps: &Capabilities,
+    base_url: Option<&str>,
+    validation: &crate::validation::ValidationService,
+) -> Value {
     let resources: Vec<Value> = caps
         .types
         .iter()
@@ -47,6 +52,15 @@ pub fn capability_statement(caps: &Capabilities, base_url: Option<&str>) -> Valu
                 "conditionalUpdate": false,
                 "conditionalDelete": "not-supported",
             });
+            if let Some(obj) = resource.as_object_mut() {
+                obj.insert(
+                    "operation".into(),
+                    json!([{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}]),
+                );
+                if let Some(p) = validation.profile_for(*ty) {
+                    obj.insert("supportedProfile".into(), json!([p]));
+                }
+            }
             if interactions.contains(&Interaction::SearchType) {
                 if let Some(obj) = resource.as_object_mut() {
                     obj.insert("searchParam".into(), Value::Array(search_params));

@@ -16,7 +16,43 @@ pub struct Settings {
     pub server: ServerSettings,
     pub storage: StorageSettings,
     pub search: SearchSettings,
+    pub validation: ValidationSettings,
     pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidationSettings {
+    /// Profile validation on/off (structural checks always run).
+    pub enabled: bool,
+    /// FHIR package cache holding `hl7.fhir.r4.examples#4.0.1` (default `~/.fhir/packages`,
+    /// or `$FHIR_PACKAGE_CACHE`).
+    pub package_cache: Option<String>,
+    /// An unpacked core package directory to use instead of the cache.
+    pub core_package_dir: Option<String>,
+    /// Install the core package into the cache on first start if it is missing (uses npm).
+    pub auto_install: bool,
+    /// Directory of our profiles, extensions, ValueSets and CodeSystems (`FHIRBRIDGE_PROFILES_DIR`).
+    pub profiles_dir: String,
+    /// `error` (default) or `warning`: how an NHS number failing Modulus 11 is reported.
+    pub nhs_number: String,
+    /// Per-type policy `off | warn | enforce`; default `enforce` for Patient,
+    /// Appointment, MedicationRequest and Consent, `warn` for the others.
+    pub policy: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for ValidationSettings {
+    fn default() -> Self {
+        ValidationSettings {
+            enabled: true,
+            package_cache: None,
+            core_package_dir: None,
+            auto_install: true,
+            profiles_dir: "profiles/ukcore".into(),
+            nhs_number: "error".into(),
+            policy: std::collections::BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,6 +174,9 @@ impl Settings {
         if let Some(v) = env("FHIRBRIDGE_DATABASE_URL") {
             settings.storage.database_url = v;
         }
+        if let Some(v) = env("FHIRBRIDGE_PROFILES_DIR") {
+            settings.validation.profiles_dir = v;
+        }
         if let Some(v) = env("FHIRBRIDGE_BASE_URL") {
             settings.server.base_url = Some(v);
         }
@@ -158,6 +197,8 @@ impl Settings {
         s.server.workers = 2;
         s.server.shutdown_timeout_secs = 1;
         s.storage.database_url = "sqlite::memory:".into();
+        s.validation.enabled = false;
+        s.validation.auto_install = false;
         s
     }
 
@@ -184,6 +225,17 @@ impl Settings {
         }
         if self.search.default_count == 0 || self.search.default_count > self.search.max_count {
             anyhow::bail!("search.default_count must be between 1 and search.max_count");
+        }
+        if !matches!(self.validation.nhs_number.as_str(), "error" | "warning") {
+            anyhow::bail!("validation.nhs_number must be 'error' or 'warning'");
+        }
+        for (ty, policy) in &self.validation.policy {
+            if ty.parse::<crate::model::ResourceType>().is_err() {
+                anyhow::bail!("validation.policy: '{ty}' is not a supported resource type");
+            }
+            if !matches!(policy.as_str(), "off" | "warn" | "enforce") {
+                anyhow::bail!("validation.policy.{ty} must be off, warn or enforce");
+            }
         }
         if !matches!(self.telemetry.log_format.as_str(), "pretty" | "json") {
             anyhow::bail!("telemetry.log_format must be 'pretty' or 'json'");

@@ -4,6 +4,7 @@
 //! [`service`] → [`rest`] (the only HTTP-aware module) → [`capability`].
 
 pub mod capability;
+pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod model;
@@ -12,6 +13,7 @@ pub mod search;
 pub mod service;
 pub mod storage;
 pub mod telemetry;
+pub mod validation;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -56,10 +58,14 @@ impl Application {
             .with_context(|| format!("Failed to bind {}", settings.server.listen))?;
         let port = listener.local_addr()?.port();
         let metrics = Arc::new(metrics::InstanceMetrics::new()?);
+        let validation = Arc::new(validation::ValidationService::from_settings(
+            &settings.validation,
+        )?);
         let settings = Arc::new(settings);
         let state = web::Data::new(rest::AppState {
             backend,
             metrics,
+            validation,
             settings: settings.clone(),
         });
         let limit = settings.server.body_limit_bytes;

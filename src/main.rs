@@ -42,6 +42,41 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Validate FHIR resources (JSON or XML files) against the R4 base, UK Core
+    /// and any given profile. Exit code 0 valid, 1 invalid, 2 usage error.
+    Validate {
+        #[command(flatten)]
+        common: Common,
+        /// Files to validate.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Also validate against this profile (canonical URL); may repeat.
+        #[arg(long, value_name = "URL")]
+        profile: Vec<String>,
+        /// Report format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: ReportFormat,
+    },
+    /// Manage the FHIR package cache.
+    Packages {
+        #[command(subcommand)]
+        command: PackagesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PackagesCommand {
+    /// Install the FHIR R4 core definitions (npm package hl7.fhir.r4.examples 4.0.1).
+    Install {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    Text,
+    Json,
 }
 
 fn load(common: &Common, listen: Option<String>) -> anyhow::Result<Settings> {
@@ -56,7 +91,7 @@ fn load(common: &Common, listen: Option<String>) -> anyhow::Result<Settings> {
     )
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command.unwrap_or(Command::Serve {
         common: Common::default(),
         listen: None,
@@ -75,7 +110,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             actix_web::rt::System::new().block_on(app.run_until_stopped())?;
             tracing::info!("fhirbridge stopped");
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { common } => {
             let settings = load(&common, None)?;
@@ -85,14 +120,52 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             fhirbridge::open_backend(&settings)?;
             tracing::info!("migrations applied");
-            Ok(())
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate {
+            common,
+            files,
+            profile,
+            format,
+        } => {
+            let mut settings = load(&common, None)?;
+            fhirbridge::telemetry::init("warn", "pretty");
+            settings.validation.auto_install = false;
+            let core = match fhirbridge::validation::locate_core_package(&settings.validation) {
+                Ok(dir) => dir,
+                Err(reason) => {
+                    eprintln!("fhirbridge validate: {reason}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let registry = fhirbridge::validation::build_registry(
+                &core,
+                std::path::Path::new(&settings.validation.profiles_dir),
+            )?;
+            let cli = fhirbridge::cli::ValidateCli::new(registry, &settings.validation);
+            Ok(cli.run(&files, &profile, matches!(format, ReportFormat::Json)))
+        }
+        Command::Packages {
+            command: PackagesCommand::Install { common },
+        } => {
+            let settings = load(&common, None)?;
+            let cache = settings
+                .validation
+                .package_cache
+                .clone()
+                .map(PathBuf::from)
+                .unwrap_or_else(fhir_validation::package::default_cache_dir);
+            let dir =
+                fhir_validation::package::install_core(&cache).map_err(|e| anyhow::anyhow!(e))?;
+            println!("installed {}", dir.display());
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("fhirbridge: {e:#}");
             ExitCode::FAILURE

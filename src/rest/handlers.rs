@@ -17,14 +17,14 @@ use crate::storage::{
 
 type ApiResult = Result<HttpResponse, ApiError>;
 
-fn label(req: &HttpRequest, interaction: &'static str, ty: Option<ResourceType>) {
+pub(crate) fn label(req: &HttpRequest, interaction: &'static str, ty: Option<ResourceType>) {
     req.extensions_mut().insert(InteractionLabel {
         interaction,
         resource_type: ty.map(|t| t.as_str()).unwrap_or("system"),
     });
 }
 
-fn ctx(req: &HttpRequest) -> RequestContext {
+pub(crate) fn ctx(req: &HttpRequest) -> RequestContext {
     RequestContext {
         request_id: req
             .extensions()
@@ -45,7 +45,7 @@ pub fn base_url(req: &HttpRequest, state: &AppState) -> String {
     }
 }
 
-fn parse_type(name: &str, state: &AppState) -> Result<ResourceType, ApiError> {
+pub(crate) fn parse_type(name: &str, state: &AppState) -> Result<ResourceType, ApiError> {
     let ty: ResourceType = name.parse().map_err(|_| {
         if fhir_structure::model::Model::r4().is_resource_type(name) {
             ApiError::NotFound(format!(
@@ -63,7 +63,7 @@ fn parse_type(name: &str, state: &AppState) -> Result<ResourceType, ApiError> {
     Ok(ty)
 }
 
-fn parse_id(id: &str) -> Result<LogicalId, ApiError> {
+pub(crate) fn parse_id(id: &str) -> Result<LogicalId, ApiError> {
     LogicalId::parse(id).ok_or_else(|| {
         ApiError::bad_request(
             "value",
@@ -72,7 +72,11 @@ fn parse_id(id: &str) -> Result<LogicalId, ApiError> {
     })
 }
 
-fn require(state: &AppState, ty: ResourceType, interaction: Interaction) -> Result<(), ApiError> {
+pub(crate) fn require(
+    state: &AppState,
+    ty: ResourceType,
+    interaction: Interaction,
+) -> Result<(), ApiError> {
     if state.backend.capabilities().supports(ty, interaction) {
         Ok(())
     } else {
@@ -83,7 +87,7 @@ fn require(state: &AppState, ty: ResourceType, interaction: Interaction) -> Resu
     }
 }
 
-fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+pub(crate) fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
     serde_urlencoded::from_str::<Vec<(String, String)>>(query)
         .map_err(|_| ApiError::bad_request("invalid", "The query string is not valid URL encoding"))
 }
@@ -158,6 +162,7 @@ pub async fn metadata(req: HttpRequest, state: web::Data<AppState>) -> ApiResult
     let cs = crate::capability::capability_statement(
         state.backend.capabilities(),
         Some(&base_url(&req, &state)),
+        &state.validation,
     );
     let (body, ct) = format::encode(&cs, out)?;
     Ok(HttpResponse::Ok().content_type(ct).body(body))
@@ -294,6 +299,7 @@ pub async fn create(
     let value = format::decode_body(&req, &body)?;
     let content =
         service::prepare_write(ty, value, WriteTarget::Create).map_err(structure_issues)?;
+    super::validate::gate_write(&state, ty, &content.resource)?;
     let writer = state
         .backend
         .writer()
@@ -356,6 +362,7 @@ pub async fn update(
     let value = format::decode_body(&req, &body)?;
     let content =
         service::prepare_write(ty, value, WriteTarget::Update(&id)).map_err(structure_issues)?;
+    super::validate::gate_write(&state, ty, &content.resource)?;
     let writer = state
         .backend
         .writer()

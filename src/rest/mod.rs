@@ -5,6 +5,7 @@ pub mod error;
 pub mod format;
 pub mod handlers;
 pub mod middleware;
+pub mod validate;
 
 use std::sync::Arc;
 
@@ -13,11 +14,13 @@ use actix_web::web;
 use crate::config::Settings;
 use crate::metrics::InstanceMetrics;
 use crate::storage::Backend;
+use crate::validation::ValidationService;
 
 /// Shared application state, grouped by capability.
 pub struct AppState {
     pub backend: Arc<dyn Backend>,
     pub metrics: Arc<InstanceMetrics>,
+    pub validation: Arc<ValidationService>,
     pub settings: Arc<Settings>,
 }
 
@@ -66,6 +69,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .default_service(web::to(h::method_not_allowed)),
                 )
                 .service(
+                    web::resource("/{type}/$validate")
+                        .route(web::post().to(validate::validate_type))
+                        .default_service(web::to(h::method_not_allowed)),
+                )
+                .service(
                     web::resource("/{type}/_search")
                         .route(web::post().to(h::search_post))
                         .route(web::get().to(h::search))
@@ -82,6 +90,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::put().to(h::update))
                         .route(web::delete().to(h::delete))
                         .route(web::patch().to(h::not_implemented))
+                        .default_service(web::to(h::method_not_allowed)),
+                )
+                .service(
+                    web::resource("/{type}/{id}/$validate")
+                        .route(web::post().to(validate::validate_instance))
+                        .route(web::get().to(validate::validate_instance))
                         .default_service(web::to(h::method_not_allowed)),
                 )
                 .service(

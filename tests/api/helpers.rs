@@ -84,10 +84,17 @@ fn settings_with(url: &str) -> Settings {
 
 impl TestApp {
     pub async fn sqlite() -> TestApp {
+        TestApp::sqlite_with(|_| {}).await
+    }
+
+    /// SQLite with adjusted settings.
+    pub async fn sqlite_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         init_logs();
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("test.db").display());
-        TestApp::start(settings_with(&url), "sqlite", Some(dir), None)
+        let mut settings = settings_with(&url);
+        adjust(&mut settings);
+        TestApp::start(settings, "sqlite", Some(dir), None)
     }
 
     /// None (with a message) when PostgreSQL tests are not configured; panics when

@@ -14,3 +14,4 @@ mod http;
 mod ops;
 mod seam;
 mod search;
+mod validation;
