@@ -119,8 +119,23 @@ fn for_each_div(v: &mut serde_json::Value, f: &mut dyn FnMut(&mut String)) {
     }
 }
 
+/// Drops a leading XML declaration. The text is already a Rust `str`, so its
+/// encoding is UTF-8 whatever the declaration says, and fhirbolt rejects
+/// spellings such as `encoding="utf-8"` that XML allows.
+fn strip_declaration(xml: &str) -> &str {
+    let trimmed = xml.trim_start_matches('\u{feff}').trim_start();
+    match trimmed.strip_prefix("<?xml") {
+        Some(rest) if rest.starts_with(|c: char| c.is_whitespace()) => match rest.find("?>") {
+            Some(end) => rest.get(end + 2..).unwrap_or(""),
+            None => xml,
+        },
+        _ => xml,
+    }
+}
+
 /// Convert a FHIR XML resource into FHIR JSON (as a `serde_json::Value`).
 pub fn xml_to_json(xml: &str) -> Result<serde_json::Value, ConvertError> {
+    let xml = strip_declaration(xml);
     let ranges = xhtml_div_ranges(xml).unwrap_or_default();
     let mut originals = Vec::with_capacity(ranges.len());
     let mut rewritten = String::with_capacity(xml.len());
@@ -202,6 +217,15 @@ mod tests {
         assert!(xml.contains("<given value=\"Ann\"/>"), "{xml}");
         let back = xml_to_json(&xml).expect("from xml");
         assert_eq!(back, json);
+    }
+
+    #[test]
+    fn any_utf8_declaration_spelling_is_accepted() {
+        for decl in ["<?xml version=\"1.0\" encoding=\"utf-8\"?>", "<?xml version='1.0'?>", "\u{feff}<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n", ""] {
+            let xml = format!("{decl}<Patient xmlns=\"http://hl7.org/fhir\"><active value=\"true\"/></Patient>");
+            let v = xml_to_json(&xml).unwrap_or_else(|e| panic!("{decl}: {e}"));
+            assert_eq!(v["active"], serde_json::json!(true));
+        }
     }
 
     #[test]
