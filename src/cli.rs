@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use fhir_validation::{Issue, Registry, Severity, Validator, ValidatorOptions};
+use fhir_validation::{Issue, Registry, Severity, Validator};
 use serde_json::{json, Value};
 
 use crate::config::ValidationSettings;
@@ -59,16 +59,11 @@ pub fn read_resource(bytes: &[u8]) -> Result<Value, Issue> {
 
 impl ValidateCli {
     pub fn new(registry: Registry, settings: &ValidationSettings) -> ValidateCli {
-        let options = ValidatorOptions {
-            nhs_number: if settings.nhs_number == "warning" {
-                Severity::Warning
-            } else {
-                Severity::Error
-            },
-            ..ValidatorOptions::default()
-        };
         ValidateCli {
-            validator: Validator::new(Arc::new(registry), options),
+            validator: Validator::new(
+                Arc::new(registry),
+                crate::validation::validator_options(settings),
+            ),
         }
     }
 

@@ -119,14 +119,7 @@ impl ValidationService {
                 found
             })
             .collect();
-        let options = ValidatorOptions {
-            nhs_number: if settings.nhs_number == "warning" {
-                Severity::Warning
-            } else {
-                Severity::Error
-            },
-            ..ValidatorOptions::default()
-        };
+        let options = validator_options(settings);
         Ok(ValidationService {
             validator: Some(Validator::new(Arc::new(registry), options)),
             loaded_uk_core,
@@ -191,6 +184,18 @@ impl ValidationService {
             Policy::Off => None,
             p => self.validate(ty, resource, &[]).map(|r| (p, r)),
         }
+    }
+}
+
+/// Engine options from settings.
+pub fn validator_options(settings: &ValidationSettings) -> ValidatorOptions {
+    ValidatorOptions {
+        nhs_number: if settings.nhs_number == "warning" {
+            Severity::Warning
+        } else {
+            Severity::Error
+        },
+        ..ValidatorOptions::default()
     }
 }
 

@@ -43,6 +43,16 @@ impl OoIssue {
         }
     }
 
+    /// From a checker or validator issue (empty expression → none).
+    pub fn from_issue(i: &fhir_structure::check::Issue) -> OoIssue {
+        OoIssue {
+            severity: i.severity.as_str(),
+            code: i.code,
+            diagnostics: i.message.clone(),
+            expression: (!i.expression.is_empty()).then(|| i.expression.clone()),
+        }
+    }
+
     pub fn at(mut self, expression: impl Into<String>) -> OoIssue {
         self.expression = Some(expression.into());
         self

@@ -93,22 +93,7 @@ pub(crate) fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError
 }
 
 fn structure_issues(issues: Vec<fhir_structure::check::Issue>) -> ApiError {
-    ApiError::BadRequest(
-        issues
-            .into_iter()
-            .map(|i| OoIssue {
-                severity: match i.severity {
-                    fhir_structure::check::Severity::Fatal => "fatal",
-                    fhir_structure::check::Severity::Error => "error",
-                    fhir_structure::check::Severity::Warning => "warning",
-                    fhir_structure::check::Severity::Information => "information",
-                },
-                code: i.code,
-                diagnostics: i.message,
-                expression: (!i.expression.is_empty()).then_some(i.expression),
-            })
-            .collect(),
-    )
+    ApiError::BadRequest(issues.iter().map(OoIssue::from_issue).collect())
 }
 
 /// Writes a resource response with `ETag`, `Last-Modified` and, for writes,

@@ -15,15 +15,7 @@ type ApiResult = Result<HttpResponse, ApiError>;
 
 /// Converts engine issues to OperationOutcome issues.
 pub fn to_oo(issues: &[fhir_validation::Issue]) -> Vec<OoIssue> {
-    issues
-        .iter()
-        .map(|i| OoIssue {
-            severity: i.severity.as_str(),
-            code: i.code,
-            diagnostics: i.message.clone(),
-            expression: (!i.expression.is_empty()).then(|| i.expression.clone()),
-        })
-        .collect()
+    issues.iter().map(OoIssue::from_issue).collect()
 }
 
 /// Runs the per-type validation policy on a resource about to be written:
@@ -140,15 +132,7 @@ fn validate_value(
     match state.validation.validate(ty, resource, &extra) {
         Some(report) => Ok(to_oo(&report.issues)),
         None => {
-            let mut issues: Vec<OoIssue> = fhir_structure::check::check_resource(resource)
-                .iter()
-                .map(|i| OoIssue {
-                    severity: i.severity.as_str(),
-                    code: i.code,
-                    diagnostics: i.message.clone(),
-                    expression: (!i.expression.is_empty()).then(|| i.expression.clone()),
-                })
-                .collect();
+            let mut issues = to_oo(&fhir_structure::check::check_resource(resource));
             issues.push(OoIssue {
                 severity: "warning",
                 code: "not-supported",
