@@ -1,0 +1,155 @@
+//! StructureDefinition-driven FHIR R4 profile validation, offline.
+//!
+//! * [`package`] locates (and, on request, installs) the R4 core package.
+//! * [`Registry`] holds StructureDefinitions, ValueSets and CodeSystems: core
+//!   definitions are indexed and parsed lazily; added profiles get snapshots
+//!   generated from their differentials.
+//! * [`Validator`] checks a resource: structure (via `fhir-structure`), the
+//!   base definition of its type, explicit profiles and `meta.profile`
+//!   (cardinality, types, fixed/pattern values, slicing, extensions,
+//!   bindings, FHIRPath invariants) and NHS number Modulus 11.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+mod fx;
+pub mod nhs;
+pub mod package;
+mod registry;
+mod snapshot;
+mod terminology;
+mod validate;
+
+pub use fhir_structure::check::{Issue, Severity};
+pub use registry::{xml_to_json, Profile, Registry, RegistryBuilder};
+
+use std::sync::Arc;
+
+/// Options of a [`Validator`].
+#[derive(Debug, Clone)]
+pub struct ValidatorOptions {
+    /// Severity of NHS number Modulus 11 failures (default `Error`).
+    pub nhs_number: Severity,
+    /// Whether base R4 invariants (dom-*, ref-1, per-1, …) are evaluated (default true).
+    pub check_base_invariants: bool,
+}
+
+impl Default for ValidatorOptions {
+    fn default() -> Self {
+        ValidatorOptions {
+            nhs_number: Severity::Error,
+            check_base_invariants: true,
+        }
+    }
+}
+
+/// The outcome of [`Validator::validate`].
+#[derive(Debug, Clone, Default)]
+pub struct ValidationReport {
+    pub issues: Vec<Issue>,
+}
+
+impl ValidationReport {
+    /// No `Error` or `Fatal` issue.
+    pub fn is_valid(&self) -> bool {
+        !self.issues.iter().any(|i| i.severity.is_error())
+    }
+}
+
+/// Validates resources against the definitions of a [`Registry`].
+#[derive(Debug, Clone)]
+pub struct Validator {
+    registry: Arc<Registry>,
+    options: ValidatorOptions,
+}
+
+impl Validator {
+    pub fn new(registry: Arc<Registry>, options: ValidatorOptions) -> Validator {
+        Validator { registry, options }
+    }
+
+    /// Structural checks + base definition of the resource's type + each
+    /// profile in `profiles` + every profile in `meta.profile`.
+    pub fn validate(&self, resource: &serde_json::Value, profiles: &[&str]) -> ValidationReport {
+        let mut issues = fhir_structure::check::check_resource(resource);
+        if issues.iter().any(|i| i.severity == Severity::Fatal) {
+            return ValidationReport { issues };
+        }
+        let rt = resource
+            .get("resourceType")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("");
+        let mut run = validate::Run::new(&self.registry, &self.options);
+        // the profiles to apply
+        let mut applied: Vec<Arc<Profile>> = Vec::new();
+        let meta_profiles: Vec<&str> = resource
+            .get("meta")
+            .and_then(|m| m.get("profile"))
+            .and_then(serde_json::Value::as_array)
+            .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
+            .unwrap_or_default();
+        let requested = profiles
+            .iter()
+            .map(|p| (*p, true))
+            .chain(meta_profiles.iter().map(|p| (*p, false)));
+        for (url, explicit) in requested {
+            match self.registry.profile(url) {
+                Some(p) => {
+                    if p.type_name != rt {
+                        issues.push(Issue {
+                            severity: Severity::Error,
+                            code: "processing",
+                            expression: rt.to_string(),
+                            message: format!(
+                                "Profile {url} is for {} resources, not {rt}",
+                                p.type_name
+                            ),
+                        });
+                    } else if !applied.iter().any(|a| Arc::ptr_eq(a, &p)) {
+                        applied.push(p);
+                    }
+                }
+                None => issues.push(Issue {
+                    severity: if explicit {
+                        Severity::Error
+                    } else {
+                        Severity::Warning
+                    },
+                    code: "not-found",
+                    expression: if explicit {
+                        rt.to_string()
+                    } else {
+                        format!("{rt}.meta.profile")
+                    },
+                    message: format!("Profile {url} is not known, so it cannot be checked"),
+                }),
+            }
+        }
+        match self.registry.base_profile(rt) {
+            Some(base) => {
+                if !applied.iter().any(|p| p.derives_from(&base.url)) {
+                    applied.insert(0, base);
+                }
+            }
+            None => issues.push(Issue {
+                severity: Severity::Information,
+                code: "not-found",
+                expression: rt.to_string(),
+                message: format!(
+                    "No base definition for {rt} is loaded; only structural checks were made"
+                ),
+            }),
+        }
+        for p in &applied {
+            run.resource(resource, p, rt, resource, 0);
+        }
+        issues.extend(run.issues);
+        let mut seen = std::collections::HashSet::new();
+        issues
+            .retain(|i| seen.insert((i.severity, i.code, i.expression.clone(), i.message.clone())));
+        ValidationReport { issues }
+    }
+}

@@ -1,0 +1,64 @@
+//! Timing (ignored by default; run in release):
+//! `cargo test --release -p fhir-validation --test timing -- --ignored --nocapture`
+//! with `FHIRBRIDGE_R4_EXAMPLES_DIR` and `FHIRBRIDGE_UKCORE_DIR` set. Prints the
+//! time to load and snapshot the UK Core StructureDefinitions and the time per
+//! validation of a typical UKCore-Patient.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use fhir_validation::{Registry, Validator, ValidatorOptions};
+
+#[test]
+#[ignore]
+fn timing() {
+    let (Some(core), Some(uk)) = (
+        std::env::var_os("FHIRBRIDGE_R4_EXAMPLES_DIR"),
+        std::env::var_os("FHIRBRIDGE_UKCORE_DIR"),
+    ) else {
+        eprintln!("skipped: set FHIRBRIDGE_R4_EXAMPLES_DIR and FHIRBRIDGE_UKCORE_DIR");
+        return;
+    };
+    let uk = PathBuf::from(uk);
+    let uk = if uk.join("stu2").is_dir() {
+        uk.join("stu2")
+    } else {
+        uk
+    };
+    let t = Instant::now();
+    let mut b = Registry::from_core_package(Path::new(&core)).unwrap();
+    let n = b.add_dir(&uk.join("structuredefinitions")).unwrap();
+    let reg = b.build().unwrap();
+    let load = t.elapsed();
+    println!(
+        "load + snapshot of {n} UK Core StructureDefinitions (core index, lazy core): {load:?}"
+    );
+    let mut b = Registry::from_core_package(Path::new(&core)).unwrap();
+    for sub in ["structuredefinitions", "valuesets", "codesystems"] {
+        b.add_dir(&uk.join(sub)).unwrap();
+    }
+    let reg2 = Arc::new(b.build().unwrap());
+    drop(reg);
+    let xml = std::fs::read_to_string(uk.join("examples/UKCore-Patient-RichardSmith-Example.xml"))
+        .unwrap();
+    let patient = fhir_validation::xml_to_json(&xml).unwrap();
+    let profile = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient";
+    let v = Validator::new(reg2, ValidatorOptions::default());
+    assert!(v.validate(&patient, &[profile]).is_valid());
+    for _ in 0..500 {
+        std::hint::black_box(v.validate(&patient, &[profile]));
+    }
+    let runs = 5000u32;
+    let t = Instant::now();
+    for _ in 0..runs {
+        std::hint::black_box(v.validate(&patient, &[profile]));
+    }
+    let us = t.elapsed().as_secs_f64() * 1e6 / f64::from(runs);
+    println!(
+        "UKCore-Patient validation: {us:.1} µs/validation ({:.0} validations/s on one core)",
+        1e6 / us
+    );
+}
