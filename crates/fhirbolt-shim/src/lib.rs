@@ -221,8 +221,15 @@ mod tests {
 
     #[test]
     fn any_utf8_declaration_spelling_is_accepted() {
-        for decl in ["<?xml version=\"1.0\" encoding=\"utf-8\"?>", "<?xml version='1.0'?>", "\u{feff}<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n", ""] {
-            let xml = format!("{decl}<Patient xmlns=\"http://hl7.org/fhir\"><active value=\"true\"/></Patient>");
+        for decl in [
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?>",
+            "<?xml version='1.0'?>",
+            "\u{feff}<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n",
+            "",
+        ] {
+            let xml = format!(
+                "{decl}<Patient xmlns=\"http://hl7.org/fhir\"><active value=\"true\"/></Patient>"
+            );
             let v = xml_to_json(&xml).unwrap_or_else(|e| panic!("{decl}: {e}"));
             assert_eq!(v["active"], serde_json::json!(true));
         }
