@@ -3,7 +3,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::helpers::patient;
+use crate::helpers::{nhs_number, patient};
 
 struct Server {
     child: Child,
@@ -71,7 +71,7 @@ async fn acknowledged_writes_survive_kill_9() {
         let mut r = client
             .post(format!("{}/fhir/Patient", server.base))
             .insert_header(("Content-Type", "application/fhir+json"))
-            .send_body(patient(&format!("92000{i:05}"), "Durable").to_string())
+            .send_body(patient(&nhs_number(i), "Durable").to_string())
             .await
             .unwrap();
         assert_eq!(r.status(), 201);

@@ -249,6 +249,23 @@ fn init_logs() {
     }
 }
 
+/// The `n`-th NHS number of the 999 test range that passes Modulus 11.
+pub fn nhs_number(n: u32) -> String {
+    let mut base = 900_000_000u64 + u64::from(n) * 7;
+    loop {
+        let digits: Vec<u64> = format!("{base:09}")
+            .bytes()
+            .map(|b| u64::from(b - b'0'))
+            .collect();
+        let sum: u64 = digits.iter().zip((2..=10).rev()).map(|(d, w)| d * w).sum();
+        let check = (11 - sum % 11) % 11;
+        if check != 10 {
+            return format!("{base:09}{check}");
+        }
+        base += 1;
+    }
+}
+
 pub fn patient(nhs: &str, family: &str) -> Value {
     serde_json::json!({
         "resourceType": "Patient",

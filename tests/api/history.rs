@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use crate::backend_tests;
-use crate::helpers::{patient, TestApp};
+use crate::helpers::{nhs_number, patient, TestApp};
 
 backend_tests!(
     instance_type_and_system_history,
@@ -46,7 +46,7 @@ async fn instance_type_and_system_history(app: TestApp) {
 
 async fn history_since_and_paging(app: TestApp) {
     for i in 0..7 {
-        app.create(&patient(&format!("91000{i:05}"), "Page")).await;
+        app.create(&patient(&nhs_number(i), "Page")).await;
     }
     let all = app.get("/fhir/_history").await.json();
     let entries = all["entry"].as_array().unwrap();

@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use crate::backend_tests;
-use crate::helpers::{patient, TestApp};
+use crate::helpers::{nhs_number, patient, TestApp};
 
 backend_tests!(
     identifier_search_by_system_and_value,
@@ -231,7 +231,7 @@ async fn references_status_and_dates(app: TestApp) {
 async fn paging_with_next_links_visits_everything_once(app: TestApp) {
     let mut created = Vec::new();
     for i in 0..25 {
-        let v = app.create(&patient(&format!("90000{i:05}"), "Page")).await;
+        let v = app.create(&patient(&nhs_number(i), "Page")).await;
         created.push(v["id"].as_str().unwrap().to_owned());
     }
     let mut seen = Vec::new();
