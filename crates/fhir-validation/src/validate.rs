@@ -431,7 +431,10 @@ impl<'r> Run<'r> {
             return;
         };
         // group the properties by child element, in instance order
-        let mut groups: Vec<Group<'_>> = Vec::new();
+        // child element index per group (in order of first appearance), and
+        // the items, tagged with their group
+        let mut groups: Vec<usize> = Vec::new();
+        let mut flat: Vec<(usize, Entry<'_>)> = Vec::new();
         let has_underscore = obj.keys().any(|k| k.starts_with('_'));
         for (key, v) in obj.iter() {
             let (name, is_ext) = match key.strip_prefix('_') {
@@ -455,9 +458,7 @@ impl<'r> Run<'r> {
                 let Some(c) = prof.elem(ci) else { continue };
                 let ty: &str = child_type(c, val);
                 let gi = group_index(&mut groups, ci);
-                if let Some((_, g)) = groups.get_mut(gi) {
-                    push_items(g, val, ext, ty, c.name.as_str());
-                }
+                push_items(&mut flat, gi, val, ext, ty, c.name.as_str());
                 continue;
             }
             // choice element
@@ -489,18 +490,22 @@ impl<'r> Run<'r> {
                     break;
                 }
                 let gi = group_index(&mut groups, *ci);
-                if let Some((_, g)) = groups.get_mut(gi) {
-                    g.push((Item { value: val, ext }, tn.as_str(), name, None));
-                }
+                flat.push((gi, (Item { value: val, ext }, tn.as_str(), name, None)));
                 break;
             }
         }
         for &ci in &owner.must_count {
-            if !groups.iter().any(|(c, _)| *c == ci) {
-                groups.push((ci, Vec::new()));
+            if !groups.contains(&ci) {
+                groups.push(ci);
             }
         }
-        for (ci, items) in groups {
+        // items grouped by child element, instance order kept within a group
+        flat.sort_by_key(|(gi, _)| *gi);
+        let mut rest: &[(usize, Entry<'_>)] = &flat;
+        for (gi, ci) in groups.into_iter().enumerate() {
+            let n_items = rest.iter().take_while(|(g, _)| *g == gi).count();
+            let (items, tail) = rest.split_at(n_items);
+            rest = tail;
             if self.stop() {
                 return;
             }
@@ -527,16 +532,17 @@ impl<'r> Run<'r> {
                 }
             }
             let assigned: Vec<Option<usize>> = if c.slices.is_empty() {
-                vec![None; items.len()]
+                Vec::new()
             } else {
                 let a: Vec<Option<usize>> = items
                     .iter()
-                    .map(|(it, t, _, _)| self.match_slice(prof, c, *it, t, ctx))
+                    .map(|(_, (it, t, _, _))| self.match_slice(prof, c, *it, t, ctx))
                     .collect();
-                self.slice_counts(prof, c, &a, &items, path);
+                self.slice_counts(prof, c, &a, items, path);
                 a
             };
-            for ((it, t, name, index), slice) in items.iter().zip(assigned) {
+            for (k, (_, (it, t, name, index))) in items.iter().enumerate() {
+                let slice = assigned.get(k).copied().flatten();
                 let ipath = P::child(path, name, *index);
                 let cdpath = P::child(dpath, name, None);
                 let target = slice.unwrap_or(ci);
@@ -550,14 +556,14 @@ impl<'r> Run<'r> {
         prof: &Profile,
         c: &Elem,
         assigned: &[Option<usize>],
-        items: &[(Item<'_>, &str, &str, Option<usize>)],
+        items: &[(usize, Entry<'_>)],
         path: &P<'_>,
     ) {
-        let at = P::child(path, &c.name, None).render();
+        let at = P::child(path, &c.name, None);
         let item_at = |i: usize| -> String {
             match items.get(i) {
-                Some((_, _, name, idx)) => P::child(path, name, *idx).render(),
-                None => at.clone(),
+                Some((_, (_, _, name, idx))) => P::child(path, name, *idx).render(),
+                None => at.render(),
             }
         };
         for &s in &c.slices {
@@ -713,6 +719,9 @@ impl<'r> Run<'r> {
         ty: &str,
         ctx: Res<'_>,
     ) -> bool {
+        if self.issues.len() < MAX_ISSUES && self.extension_url_mismatch(prof, s, item, ty) {
+            return false;
+        }
         let saved_trial = self.trial;
         let saved_failed = self.failed;
         self.trial = true;
@@ -730,6 +739,59 @@ impl<'r> Run<'r> {
         self.trial = saved_trial;
         self.failed = saved_failed;
         ok
+    }
+
+    /// Whether a trial validation of `item` against extension slice `s` is
+    /// certain to fail because the item's `url` differs from the fixed `url`
+    /// of the slice's extension definition (a shortcut for [`Self::trial_conforms`]
+    /// that follows exactly the path the full walk would take to that error).
+    fn extension_url_mismatch(&self, prof: &Profile, s: usize, item: Item<'_>, ty: &str) -> bool {
+        if ty != "Extension" {
+            return false;
+        }
+        let Some(se) = prof.elem(s) else { return false };
+        if !se.children.is_empty() || se.content_reference.is_some() || se.holds_resources {
+            return false;
+        }
+        let Some(obj) = item.value.and_then(Value::as_object) else {
+            return false;
+        };
+        let Some(url @ Value::String(_)) = obj.get("url") else {
+            return false;
+        };
+        let Some(tp) = se
+            .types
+            .iter()
+            .find(|t| t.code == "Extension")
+            .and_then(|t| t.profiles.first())
+        else {
+            return false;
+        };
+        if !tp.contains(':') {
+            return false;
+        }
+        let Some(def) = self.reg.profile(tp) else {
+            return false;
+        };
+        if std::ptr::eq(Arc::as_ptr(&def), prof) {
+            return false;
+        }
+        let Some(root) = def.elem(0) else {
+            return false;
+        };
+        if root.children.is_empty() {
+            return false;
+        }
+        let Some(uc) = root.child_names.get("url").and_then(|&i| def.elem(i)) else {
+            return false;
+        };
+        if !uc.slices.is_empty() {
+            return false;
+        }
+        match &uc.fixed {
+            Some(fixed) => !json_equal(url, fixed),
+            None => false,
+        }
     }
 
     /// Evaluates one discriminator: `None` when it cannot be decided.
@@ -1315,21 +1377,22 @@ impl<'r> Run<'r> {
     }
 }
 
-/// Items of one child element: (item, FHIR type, JSON name, array index).
-type Group<'a> = (usize, Vec<(Item<'a>, &'a str, &'a str, Option<usize>)>);
+/// One item of a child element: (item, FHIR type, JSON name, array index).
+type Entry<'a> = (Item<'a>, &'a str, &'a str, Option<usize>);
 
-fn group_index(groups: &mut Vec<Group<'_>>, ci: usize) -> usize {
-    match groups.iter().position(|(c, _)| *c == ci) {
+fn group_index(groups: &mut Vec<usize>, ci: usize) -> usize {
+    match groups.iter().position(|c| *c == ci) {
         Some(p) => p,
         None => {
-            groups.push((ci, Vec::new()));
+            groups.push(ci);
             groups.len() - 1
         }
     }
 }
 
 fn push_items<'a>(
-    g: &mut Vec<(Item<'a>, &'a str, &'a str, Option<usize>)>,
+    g: &mut Vec<(usize, Entry<'a>)>,
+    gi: usize,
     val: Option<&'a Value>,
     ext: Option<&'a Value>,
     ty: &'a str,
@@ -1341,32 +1404,38 @@ fn push_items<'a>(
             for (i, x) in a.iter().enumerate() {
                 let ex = ea.and_then(|ea| ea.get(i)).filter(|x| !x.is_null());
                 g.push((
-                    Item {
-                        value: if x.is_null() { None } else { Some(x) },
-                        ext: ex,
-                    },
-                    resource_type_of(ty, x),
-                    name,
-                    Some(i),
+                    gi,
+                    (
+                        Item {
+                            value: if x.is_null() { None } else { Some(x) },
+                            ext: ex,
+                        },
+                        resource_type_of(ty, x),
+                        name,
+                        Some(i),
+                    ),
                 ));
             }
         }
         (None, Some(Value::Array(ea))) => {
             for (i, ex) in ea.iter().enumerate() {
                 g.push((
-                    Item {
-                        value: None,
-                        ext: Some(ex),
-                    },
-                    ty,
-                    name,
-                    Some(i),
+                    gi,
+                    (
+                        Item {
+                            value: None,
+                            ext: Some(ex),
+                        },
+                        ty,
+                        name,
+                        Some(i),
+                    ),
                 ));
             }
         }
         (v, e) => {
             let rty = v.map_or(ty, |x| resource_type_of(ty, x));
-            g.push((Item { value: v, ext: e }, rty, name, None));
+            g.push((gi, (Item { value: v, ext: e }, rty, name, None)));
         }
     }
 }
