@@ -6,6 +6,7 @@
 //! `tools/gen_r4_elements.py`), embedded in the binary and parsed once.
 
 pub mod check;
+pub mod fx;
 pub mod model;
 pub mod primitive;
 
