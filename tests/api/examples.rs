@@ -3,26 +3,13 @@
 //! GET must return the same JSON apart from server-owned meta, and the XML
 //! rendition must convert back to the same JSON.
 
+use fhirbridge::model::ResourceType;
 use serde_json::Value;
 
 use crate::backend_tests;
 use crate::helpers::{without_server_meta, TestApp};
 
 pub const EXAMPLES_ENV: &str = "FHIRBRIDGE_R4_EXAMPLES_DIR";
-
-const TYPES: [&str; 11] = [
-    "Patient",
-    "Appointment",
-    "MedicationRequest",
-    "Consent",
-    "Slot",
-    "Schedule",
-    "Practitioner",
-    "PractitionerRole",
-    "Organization",
-    "Location",
-    "Medication",
-];
 
 /// Every example file of a supported type, as (file name, resource).
 pub fn load_examples() -> Option<Vec<(String, Value)>> {
@@ -42,7 +29,7 @@ pub fn load_examples() -> Option<Vec<(String, Value)>> {
         let Some(prefix) = name.split('-').next() else {
             continue;
         };
-        if !TYPES.contains(&prefix) || !name.ends_with(".json") {
+        if prefix.parse::<ResourceType>().is_err() || !name.ends_with(".json") {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
