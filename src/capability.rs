@@ -26,20 +26,19 @@ pub fn capability_statement(
         .types
         .iter()
         .map(|(ty, interactions)| {
-            let mut search_params: Vec<Value> = registry::COMMON
-                .iter()
-                .map(|(name, kind, def, doc)| {
-                    json!({"name": name, "definition": def, "type": kind, "documentation": doc})
+            let reg = registry::registry();
+            let search_params: Vec<Value> = reg
+                .common()
+                .chain(reg.for_type(*ty))
+                .map(|p| {
+                    json!({
+                        "name": p.code,
+                        "definition": p.url,
+                        "type": p.kind.code(),
+                        "documentation": p.description,
+                    })
                 })
                 .collect();
-            search_params.extend(registry::for_type(*ty).map(|p| {
-                json!({
-                    "name": p.code,
-                    "definition": p.definition,
-                    "type": p.kind.code(),
-                    "documentation": p.documentation,
-                })
-            }));
             let mut resource = json!({
                 "type": ty.as_str(),
                 "profile": format!("http://hl7.org/fhir/StructureDefinition/{ty}"),
@@ -64,6 +63,26 @@ pub fn capability_statement(
             if interactions.contains(&Interaction::SearchType) {
                 if let Some(obj) = resource.as_object_mut() {
                     obj.insert("searchParam".into(), Value::Array(search_params));
+                    let mut includes = vec![json!("*")];
+                    includes.extend(
+                        reg.for_type(*ty)
+                            .filter(|p| p.kind == registry::ParamKind::Reference)
+                            .map(|p| json!(format!("{ty}:{}", p.code))),
+                    );
+                    obj.insert("searchInclude".into(), Value::Array(includes));
+                    let revincludes: Vec<Value> = caps
+                        .types
+                        .iter()
+                        .flat_map(|(src, _)| {
+                            reg.for_type(*src)
+                                .filter(|p| {
+                                    p.kind == registry::ParamKind::Reference
+                                        && (p.targets.is_empty() || p.targets.contains(ty))
+                                })
+                                .map(move |p| json!(format!("{src}:{}", p.code)))
+                        })
+                        .collect();
+                    obj.insert("searchRevInclude".into(), Value::Array(revincludes));
                 }
             }
             resource

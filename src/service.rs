@@ -33,6 +33,7 @@ pub fn prepare_write(
     ty: ResourceType,
     mut value: Value,
     target: WriteTarget<'_>,
+    base_url: &str,
 ) -> Result<NewContent, Vec<Issue>> {
     let declared = value.get("resourceType").and_then(Value::as_str);
     match declared {
@@ -80,7 +81,7 @@ pub fn prepare_write(
         return Err(issues);
     }
     strip_server_meta(&mut value);
-    let indexes = index::extract(ty, &value);
+    let indexes = index::extract(ty, &value, base_url);
     Ok(NewContent {
         resource: value,
         indexes,
@@ -98,6 +99,7 @@ mod tests {
             ResourceType::Patient,
             json!({"resourceType": "Slot"}),
             WriteTarget::Create,
+            "http://localhost/fhir",
         )
         .unwrap_err();
         assert_eq!(e.len(), 1);
@@ -111,6 +113,7 @@ mod tests {
             ResourceType::Patient,
             json!({"resourceType": "Patient"}),
             WriteTarget::Update(&id),
+            "http://localhost/fhir",
         )
         .unwrap_err();
         assert_eq!(e[0].code, "required");
@@ -118,13 +121,15 @@ mod tests {
             ResourceType::Patient,
             json!({"resourceType": "Patient", "id": "b"}),
             WriteTarget::Update(&id),
+            "http://localhost/fhir",
         )
         .unwrap_err();
         assert_eq!(e[0].expression, "Patient.id");
         assert!(prepare_write(
             ResourceType::Patient,
             json!({"resourceType": "Patient", "id": "a"}),
-            WriteTarget::Update(&id)
+            WriteTarget::Update(&id),
+            "http://localhost/fhir"
         )
         .is_ok());
     }
@@ -134,7 +139,7 @@ mod tests {
         let c = prepare_write(
             ResourceType::Patient,
             json!({"resourceType": "Patient", "id": "x", "meta": {"versionId": "9", "lastUpdated": "2020-01-01T00:00:00Z"}}),
-            WriteTarget::Create,
+            WriteTarget::Create, "http://localhost/fhir"
         )
         .unwrap();
         assert_eq!(c.resource, json!({"resourceType": "Patient"}));
@@ -146,6 +151,7 @@ mod tests {
             ResourceType::Patient,
             json!({"resourceType": "Patient", "birthDate": "2020-13-45", "foo": 1}),
             WriteTarget::Create,
+            "http://localhost/fhir",
         )
         .unwrap_err();
         assert!(e.len() >= 2, "{e:?}");

@@ -8,7 +8,6 @@ use super::error::{operation_outcome, ApiError, OoIssue};
 use super::format::{self, Output, Prefer, ReturnPref};
 use super::{AppState, InteractionLabel, RequestId};
 use crate::model::{Instant, LogicalId, ResourceType, VersionId};
-use crate::search::parse::{self as search_parse, Paging, ParsedSearch};
 use crate::service::{self, WriteTarget};
 use crate::storage::{
     CreateRequest, DeleteRequest, HistoryQuery, HistoryScope, Interaction, Precondition,
@@ -260,30 +259,25 @@ pub async fn create(
     require(&state, ty, Interaction::Create)?;
     let out = format::negotiate(&req)?;
     let prefer = format::prefer(req.headers());
+    let base = base_url(&req, &state);
     let if_none_exist = match req.headers().get("if-none-exist") {
         None => None,
         Some(v) => {
             let text = v.to_str().map_err(|_| {
                 ApiError::bad_request("invalid", "If-None-Exist is not valid ASCII")
             })?;
-            let text = text.trim_start_matches('?');
-            let text = text.strip_prefix(&format!("{ty}?")).unwrap_or(text);
-            let pairs = query_pairs(text)?;
-            if pairs.is_empty() {
-                return Err(ApiError::bad_request(
-                    "invalid",
-                    "If-None-Exist must contain search criteria",
-                ));
-            }
-            let parsed = search_parse::parse(ty, &pairs, false, paging(&state)).map_err(|e| {
-                ApiError::bad_request("invalid", format!("If-None-Exist: {}", e.message))
-            })?;
-            Some(parsed.query)
+            Some(super::search::parse_criteria(
+                &state,
+                &base,
+                ty,
+                text,
+                "If-None-Exist",
+            )?)
         }
     };
     let value = format::decode_body(&req, &body)?;
     let content =
-        service::prepare_write(ty, value, WriteTarget::Create).map_err(structure_issues)?;
+        service::prepare_write(ty, value, WriteTarget::Create, &base).map_err(structure_issues)?;
     super::validate::gate_write(&state, ty, &content.resource)?;
     let writer = state
         .backend
@@ -346,7 +340,8 @@ pub async fn update(
     }
     let value = format::decode_body(&req, &body)?;
     let content =
-        service::prepare_write(ty, value, WriteTarget::Update(&id)).map_err(structure_issues)?;
+        service::prepare_write(ty, value, WriteTarget::Update(&id), &base_url(&req, &state))
+            .map_err(structure_issues)?;
     super::validate::gate_write(&state, ty, &content.resource)?;
     let writer = state
         .backend
@@ -430,143 +425,12 @@ pub async fn delete(
     Ok(builder.finish())
 }
 
-fn paging(state: &AppState) -> Paging {
-    Paging {
-        default_count: state.settings.search.default_count,
-        max_count: state.settings.search.max_count,
-    }
-}
-
-pub async fn search(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> ApiResult {
-    let ty = parse_type(&path.into_inner(), &state)?;
-    label(&req, "search-type", Some(ty));
-    let pairs = query_pairs(req.query_string())?;
-    run_search(&req, &state, ty, pairs).await
-}
-
-/// `POST [type]/_search` with an `application/x-www-form-urlencoded` body; the
-/// URL's own parameters are combined with the body's.
-pub async fn search_post(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-    body: web::Bytes,
-) -> ApiResult {
-    let ty = parse_type(&path.into_inner(), &state)?;
-    label(&req, "search-type", Some(ty));
-    let ct = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !body.is_empty() && !ct.starts_with("application/x-www-form-urlencoded") {
-        return Err(ApiError::UnsupportedMediaType(
-            "POST _search takes an application/x-www-form-urlencoded body".into(),
-        ));
-    }
-    let mut pairs = query_pairs(req.query_string())?;
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::bad_request("invalid", "The form body is not UTF-8"))?;
-    pairs.extend(query_pairs(text)?);
-    run_search(&req, &state, ty, pairs).await
-}
-
-fn encode_pairs(pairs: &[(String, String)]) -> String {
-    serde_urlencoded::to_string(pairs).unwrap_or_default()
-}
-
-async fn run_search(
-    req: &HttpRequest,
-    state: &AppState,
-    ty: ResourceType,
-    pairs: Vec<(String, String)>,
-) -> ApiResult {
-    require(state, ty, Interaction::SearchType)?;
-    let out = format::negotiate(req)?;
-    let Prefer { lenient, .. } = format::prefer(req.headers());
-    let ParsedSearch {
-        query,
-        applied,
-        warnings,
-    } = search_parse::parse(ty, &pairs, lenient, paging(state)).map_err(|e| {
-        let mut issue = OoIssue::error(
-            if e.param.is_empty() {
-                "too-costly"
-            } else {
-                "invalid"
-            },
-            e.message,
-        );
-        if !e.param.is_empty() {
-            issue = issue.at(e.param);
-        }
-        ApiError::BadRequest(vec![issue])
-    })?;
-    let searcher = state
-        .backend
-        .search()
-        .ok_or_else(|| ApiError::MethodNotAllowed("search is not supported".into()))?;
-    let page = searcher.search(&ctx(req), &query).await?;
-    let base = base_url(req, state);
-    let mut self_pairs = applied.clone();
-    if let Some(after) = &query.after_id {
-        self_pairs.push(("_cursor".into(), after.clone()));
-    }
-    let mut links = vec![json!({"relation": "self", "url": link(&base, ty, &self_pairs)})];
-    if let Some(next) = &page.next_after_id {
-        let mut next_pairs: Vec<(String, String)> = applied
-            .iter()
-            .filter(|(k, _)| k != "_count")
-            .cloned()
-            .collect();
-        next_pairs.push(("_count".into(), query.count.to_string()));
-        next_pairs.push(("_cursor".into(), next.clone()));
-        links.push(json!({"relation": "next", "url": link(&base, ty, &next_pairs)}));
-    }
-    let mut entries = Vec::with_capacity(page.resources.len() + 1);
-    for r in &page.resources {
-        let Some(content) = &r.content else { continue };
-        let resource: Value =
-            serde_json::from_str(content).map_err(|e| ApiError::Internal(e.into()))?;
-        entries.push(json!({
-            "fullUrl": format!("{base}/{}/{}", r.resource_type, r.id),
-            "resource": resource,
-            "search": {"mode": "match"},
-        }));
-    }
-    if !warnings.is_empty() {
-        let issues: Vec<OoIssue> = warnings
-            .into_iter()
-            .map(|w| OoIssue {
-                severity: "warning",
-                code: "not-supported",
-                diagnostics: format!("Ignored: {}", w.message),
-                expression: (!w.param.is_empty()).then_some(w.param),
-            })
-            .collect();
-        entries.push(json!({
-            "resource": operation_outcome(&issues),
-            "search": {"mode": "outcome"},
-        }));
-    }
-    let bundle = bundle("searchset", page.total, links, entries);
-    let (body, ct) = format::encode(&bundle, out)?;
-    Ok(HttpResponse::Ok().content_type(ct).body(body))
-}
-
-fn link(base: &str, ty: ResourceType, pairs: &[(String, String)]) -> String {
-    if pairs.is_empty() {
-        format!("{base}/{ty}")
-    } else {
-        format!("{base}/{ty}?{}", encode_pairs(pairs))
-    }
-}
-
-fn bundle(kind: &str, total: Option<i64>, links: Vec<Value>, entries: Vec<Value>) -> Value {
+pub(crate) fn bundle(
+    kind: &str,
+    total: Option<i64>,
+    links: Vec<Value>,
+    entries: Vec<Value>,
+) -> Value {
     let mut b = serde_json::Map::new();
     b.insert("resourceType".into(), json!("Bundle"));
     b.insert("id".into(), json!(LogicalId::generate().as_str()));
@@ -691,7 +555,10 @@ async fn history(req: &HttpRequest, state: &AppState, scope: HistoryScope) -> Ap
         if pairs.is_empty() {
             format!("{base}/{path}")
         } else {
-            format!("{base}/{path}?{}", encode_pairs(pairs))
+            format!(
+                "{base}/{path}?{}",
+                serde_urlencoded::to_string(pairs).unwrap_or_default()
+            )
         }
     };
     let mut self_pairs = applied.clone();

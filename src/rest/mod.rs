@@ -5,6 +5,7 @@ pub mod error;
 pub mod format;
 pub mod handlers;
 pub mod middleware;
+pub mod search;
 pub mod validate;
 
 use std::sync::Arc;
@@ -62,7 +63,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 .service(
                     web::resource("/{type}")
-                        .route(web::get().to(h::search))
+                        .route(web::get().to(search::search))
                         .route(web::post().to(h::create))
                         .route(web::put().to(h::not_implemented))
                         .route(web::delete().to(h::not_implemented))
@@ -75,8 +76,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 .service(
                     web::resource("/{type}/_search")
-                        .route(web::post().to(h::search_post))
-                        .route(web::get().to(h::search))
+                        .route(web::post().to(search::search_post))
+                        .route(web::get().to(search::search))
                         .default_service(web::to(h::method_not_allowed)),
                 )
                 .service(
@@ -106,6 +107,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(
                     web::resource("/{type}/{id}/_history/{vid}")
                         .route(web::get().to(h::vread))
+                        .default_service(web::to(h::method_not_allowed)),
+                )
+                .service(
+                    web::resource("/{type}/{id}/{target}")
+                        .route(web::get().to(search::compartment_search))
                         .default_service(web::to(h::method_not_allowed)),
                 ),
         )

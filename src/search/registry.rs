@@ -1,16 +1,31 @@
-//! The search parameters this server supports, per resource type, and how each
-//! one's values are found in a resource. The CapabilityStatement, the query
-//! parser and the write-time indexer all read this one table, so nothing is
-//! advertised that is not parsed and indexed.
+//! The search parameters this server supports, per resource type: the R4 core
+//! SearchParameters (generated into `profiles/r4-search-parameters.json` by
+//! `tools/gen_search_params.py` and embedded in the binary), each with its
+//! compiled FHIRPath expression. The CapabilityStatement, the query parser and
+//! the write-time indexer all read this one registry, so nothing is advertised
+//! that is not parsed and indexed.
+//!
+//! Left out on purpose (and so rejected with 400 when used): `special`
+//! parameters (`_text`, `_content`, `near`, `_query`…), `phonetic` (no phonetic
+//! matching), and parameters whose expression does not compile.
+
+use std::collections::BTreeMap;
+
+use once_cell::sync::Lazy;
+use serde::Deserialize;
 
 use crate::model::ResourceType;
-use ResourceType::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParamKind {
     Token,
     Reference,
     Date,
+    String,
+    Number,
+    Quantity,
+    Uri,
+    Composite,
 }
 
 impl ParamKind {
@@ -19,272 +34,231 @@ impl ParamKind {
             ParamKind::Token => "token",
             ParamKind::Reference => "reference",
             ParamKind::Date => "date",
+            ParamKind::String => "string",
+            ParamKind::Number => "number",
+            ParamKind::Quantity => "quantity",
+            ParamKind::Uri => "uri",
+            ParamKind::Composite => "composite",
         }
     }
+
+    fn parse(s: &str) -> Option<ParamKind> {
+        Some(match s {
+            "token" => ParamKind::Token,
+            "reference" => ParamKind::Reference,
+            "date" => ParamKind::Date,
+            "string" => ParamKind::String,
+            "number" => ParamKind::Number,
+            "quantity" => ParamKind::Quantity,
+            "uri" => ParamKind::Uri,
+            "composite" => ParamKind::Composite,
+            _ => return None,
+        })
+    }
+
+    /// Whether values may carry a comparison prefix (`ge2020`, `lt5`).
+    pub fn has_prefixes(self) -> bool {
+        matches!(
+            self,
+            ParamKind::Date | ParamKind::Number | ParamKind::Quantity
+        )
+    }
 }
 
-/// One search parameter on one resource type.
-#[derive(Debug, Clone, Copy)]
+/// One search parameter on one resource type (or on all of them).
+#[derive(Debug)]
 pub struct ParamDef {
-    pub code: &'static str,
+    pub code: String,
     pub kind: ParamKind,
-    pub resource_type: ResourceType,
-    /// Dotted element paths (arrays are flattened; `value[x]`-style choices are
-    /// named by their concrete JSON key).
-    pub paths: &'static [&'static str],
-    /// For references: the target types that count (empty = any supported type).
-    pub targets: &'static [ResourceType],
-    /// The canonical URL of the R4 core SearchParameter this implements.
-    pub definition: &'static str,
-    pub documentation: &'static str,
+    /// The canonical URL of the R4 core SearchParameter.
+    pub url: String,
+    /// The FHIRPath expression (only this type's part of a shared one).
+    pub expression: String,
+    /// `None` for `_id` and `_lastUpdated`, which live on the resource row.
+    pub compiled: Option<fhirpath::Expr>,
+    /// For references: the allowed target types (empty = any).
+    pub targets: Vec<ResourceType>,
+    pub description: String,
 }
 
-const fn token(
-    resource_type: ResourceType,
-    code: &'static str,
-    paths: &'static [&'static str],
-    definition: &'static str,
-    documentation: &'static str,
-) -> ParamDef {
-    ParamDef {
-        code,
-        kind: ParamKind::Token,
-        resource_type,
-        paths,
-        targets: &[],
-        definition,
-        documentation,
+impl ParamDef {
+    /// Columns of `_id` / `_lastUpdated` are on the resource row, not in an index table.
+    pub fn is_resource_column(&self) -> bool {
+        self.code == "_id" || self.code == "_lastUpdated"
     }
 }
 
-const fn date(
-    resource_type: ResourceType,
-    code: &'static str,
-    paths: &'static [&'static str],
-    definition: &'static str,
-    documentation: &'static str,
-) -> ParamDef {
-    ParamDef {
-        code,
-        kind: ParamKind::Date,
-        resource_type,
-        paths,
-        targets: &[],
-        definition,
-        documentation,
+#[derive(Deserialize)]
+struct RawParam {
+    code: String,
+    #[serde(rename = "type")]
+    kind: String,
+    url: String,
+    expression: String,
+    #[serde(default)]
+    targets: Vec<String>,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawFile {
+    common: Vec<RawParam>,
+    params: BTreeMap<String, Vec<RawParam>>,
+    patient_compartment: BTreeMap<String, Vec<String>>,
+}
+
+/// All parameters, indexed by type.
+pub struct Registry {
+    per_type: Vec<Vec<ParamDef>>,
+    common: Vec<ParamDef>,
+    patient_compartment: Vec<Vec<String>>,
+}
+
+const SOURCE: &str = include_str!("../../profiles/r4-search-parameters.json");
+const EXCLUDED: [&str; 1] = ["phonetic"];
+
+fn build(raw: RawParam) -> Option<ParamDef> {
+    let kind = ParamKind::parse(&raw.kind)?;
+    if EXCLUDED.contains(&raw.code.as_str()) {
+        return None;
+    }
+    let compiled = match raw.code.as_str() {
+        "_id" | "_lastUpdated" => None,
+        _ => Some(fhirpath::parse(&raw.expression).ok()?),
+    };
+    // Composite parameters are not indexed (yet): leaving them out makes them
+    // a 400 and keeps them out of the CapabilityStatement.
+    if kind == ParamKind::Composite {
+        return None;
+    }
+    Some(ParamDef {
+        kind,
+        targets: raw
+            .targets
+            .iter()
+            .filter_map(|t| t.parse::<ResourceType>().ok())
+            .collect(),
+        compiled,
+        code: raw.code,
+        url: raw.url,
+        expression: raw.expression,
+        description: raw.description,
+    })
+}
+
+impl Registry {
+    fn load() -> Registry {
+        let raw: RawFile = match serde_json::from_str(SOURCE) {
+            Ok(r) => r,
+            Err(e) => panic!("embedded search parameter table is invalid: {e}"),
+        };
+        let mut per_type: Vec<Vec<ParamDef>> =
+            ResourceType::ALL.iter().map(|_| Vec::new()).collect();
+        let mut patient_compartment: Vec<Vec<String>> =
+            ResourceType::ALL.iter().map(|_| Vec::new()).collect();
+        for (ty, params) in raw.params {
+            let Ok(t) = ty.parse::<ResourceType>() else {
+                continue;
+            };
+            let list = &mut per_type[t.index()];
+            for p in params {
+                if let Some(def) = build(p) {
+                    list.push(def);
+                }
+            }
+            list.sort_by(|a, b| a.code.cmp(&b.code));
+        }
+        for (ty, params) in raw.patient_compartment {
+            if let Ok(t) = ty.parse::<ResourceType>() {
+                patient_compartment[t.index()] = params;
+            }
+        }
+        let mut common: Vec<ParamDef> = raw.common.into_iter().filter_map(|p| build(p)).collect();
+        common.sort_by(|a, b| a.code.cmp(&b.code));
+        Registry {
+            per_type,
+            common,
+            patient_compartment,
+        }
+    }
+
+    /// The parameter `code` on type `ty` (type-specific first, then common).
+    pub fn lookup(&self, ty: ResourceType, code: &str) -> Option<&ParamDef> {
+        let list = &self.per_type[ty.index()];
+        list.binary_search_by(|p| p.code.as_str().cmp(code))
+            .ok()
+            .map(|i| &list[i])
+            .or_else(|| self.common.iter().find(|p| p.code == code))
+    }
+
+    /// The type-specific parameters of `ty`, by code.
+    pub fn for_type(&self, ty: ResourceType) -> impl Iterator<Item = &ParamDef> {
+        self.per_type[ty.index()].iter()
+    }
+
+    /// The parameters every type has (`_id`, `_lastUpdated`, `_tag`, …).
+    pub fn common(&self) -> impl Iterator<Item = &ParamDef> {
+        self.common.iter()
+    }
+
+    /// Every parameter that is extracted into index tables for `ty`.
+    pub fn indexed(&self, ty: ResourceType) -> impl Iterator<Item = &ParamDef> {
+        self.for_type(ty)
+            .chain(self.common())
+            .filter(|p| p.compiled.is_some())
+    }
+
+    /// The parameters that put a `ty` resource in a patient's compartment
+    /// (empty: `ty` is not in the patient compartment).
+    pub fn patient_compartment(&self, ty: ResourceType) -> &[String] {
+        &self.patient_compartment[ty.index()]
     }
 }
 
-const fn reference(
-    resource_type: ResourceType,
-    code: &'static str,
-    paths: &'static [&'static str],
-    targets: &'static [ResourceType],
-    definition: &'static str,
-    documentation: &'static str,
-) -> ParamDef {
-    ParamDef {
-        code,
-        kind: ParamKind::Reference,
-        resource_type,
-        paths,
-        targets,
-        definition,
-        documentation,
-    }
-}
+static REGISTRY: Lazy<Registry> = Lazy::new(Registry::load);
 
-/// Every type-specific parameter. `_id` and `_lastUpdated` apply to all types
-/// and are handled by the parser directly.
-pub static PARAMS: &[ParamDef] = &[
-    // identifier (token) on every type.
-    token(
-        Patient,
-        "identifier",
-        &["identifier"],
-        "http://hl7.org/fhir/SearchParameter/Patient-identifier",
-        "A patient identifier, e.g. the NHS number (system|value)",
-    ),
-    token(
-        Appointment,
-        "identifier",
-        &["identifier"],
-        "http://hl7.org/fhir/SearchParameter/Appointment-identifier",
-        "An identifier of the appointment",
-    ),
-    token(
-        MedicationRequest,
-        "identifier",
-        &["identifier"],
-        "http://hl7.org/fhir/SearchParameter/clinical-identifier",
-        "An identifier of the prescription",
-    ),
-    token(
-        Consent,
-        "identifier",
-        &["identifier"],
-        "http://hl7.org/fhir/SearchParameter/clinical-identifier",
-        "An identifier of the consent",
-    ),
-    token(
-        Slot,
-        "identifier",
-        &["identifier"],
-        "http://hl7.org/fhir/SearchParameter/Slot-identifier",
-        "An identifier of the slot",
-    ),
-    token(
-        Schedule,
-        "identifier",
-        &["identifier"],
-        "http://hl7.org/fhir/SearchParameter/Schedule-identifier",
-        "An identifier of the schedule",
-    ),
-    token(
-        Practitioner,
-        "identifier",
-        &["identifier"],
-        "http://hl7.org/fhir/SearchParameter/Practitioner-identifier",
-        "A practitioner identifier",
-    ),
-    token(
-        PractitionerRole,
-        "identifier",
-        &["identifier"],
-        "http://hl7.org/fhir/SearchParameter/PractitionerRole-identifier",
-        "A practitioner role identifier",
-    ),
-    token(
-        Organization,
-        "identifier",
-        &["identifier"],
-        "http://hl7.org/fhir/SearchParameter/Organization-identifier",
-        "An organization identifier, e.g. the ODS code",
-    ),
-    token(
-        Location,
-        "identifier",
-        &["identifier"],
-        "http://hl7.org/fhir/SearchParameter/Location-identifier",
-        "A location identifier",
-    ),
-    token(
-        Medication,
-        "identifier",
-        &["identifier"],
-        "http://hl7.org/fhir/SearchParameter/Medication-identifier",
-        "A medication identifier",
-    ),
-    // status (token).
-    token(
-        Appointment,
-        "status",
-        &["status"],
-        "http://hl7.org/fhir/SearchParameter/Appointment-status",
-        "The overall status of the appointment",
-    ),
-    token(
-        MedicationRequest,
-        "status",
-        &["status"],
-        "http://hl7.org/fhir/SearchParameter/medications-status",
-        "Status of the prescription",
-    ),
-    token(
-        Consent,
-        "status",
-        &["status"],
-        "http://hl7.org/fhir/SearchParameter/Consent-status",
-        "draft | proposed | active | rejected | inactive | entered-in-error",
-    ),
-    token(
-        Slot,
-        "status",
-        &["status"],
-        "http://hl7.org/fhir/SearchParameter/Slot-status",
-        "The free/busy status of the slot",
-    ),
-    token(
-        Medication,
-        "status",
-        &["status"],
-        "http://hl7.org/fhir/SearchParameter/Medication-status",
-        "Returns medications for this status",
-    ),
-    // patient / subject (reference).
-    reference(
-        Appointment,
-        "patient",
-        &["participant.actor"],
-        &[Patient],
-        "http://hl7.org/fhir/SearchParameter/Appointment-patient",
-        "One of the individuals of the appointment is this patient",
-    ),
-    reference(
-        MedicationRequest,
-        "patient",
-        &["subject"],
-        &[Patient],
-        "http://hl7.org/fhir/SearchParameter/clinical-patient",
-        "Returns prescriptions for a specific patient",
-    ),
-    reference(
-        MedicationRequest,
-        "subject",
-        &["subject"],
-        &[Patient],
-        "http://hl7.org/fhir/SearchParameter/MedicationRequest-subject",
-        "The identity of a patient to list orders for",
-    ),
-    reference(
-        Consent,
-        "patient",
-        &["patient"],
-        &[Patient],
-        "http://hl7.org/fhir/SearchParameter/clinical-patient",
-        "Who the consent applies to",
-    ),
-    // dates.
-    date(
-        Appointment,
-        "date",
-        &["start"],
-        "http://hl7.org/fhir/SearchParameter/Appointment-date",
-        "Appointment date/time",
-    ),
-    date(
-        MedicationRequest,
-        "authoredon",
-        &["authoredOn"],
-        "http://hl7.org/fhir/SearchParameter/MedicationRequest-authoredon",
-        "Return prescriptions written on this date",
-    ),
-];
+/// The process-wide registry (parsed and compiled on first use).
+pub fn registry() -> &'static Registry {
+    &REGISTRY
+}
 
 /// The parameter `code` on type `ty`, if supported.
 pub fn lookup(ty: ResourceType, code: &str) -> Option<&'static ParamDef> {
-    PARAMS
-        .iter()
-        .find(|p| p.resource_type == ty && p.code == code)
+    registry().lookup(ty, code)
 }
 
-/// All parameters of one type, in table order.
-pub fn for_type(ty: ResourceType) -> impl Iterator<Item = &'static ParamDef> {
-    PARAMS.iter().filter(move |p| p.resource_type == ty)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Definitions of the parameters common to all resources.
-pub const COMMON: [(&str, &str, &str, &str); 2] = [
-    (
-        "_id",
-        "token",
-        "http://hl7.org/fhir/SearchParameter/Resource-id",
-        "Logical id of this artifact",
-    ),
-    (
-        "_lastUpdated",
-        "date",
-        "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated",
-        "When the resource version last changed",
-    ),
-];
+    #[test]
+    fn loads_the_core_parameters() {
+        let r = registry();
+        let p = r.lookup(ResourceType::Patient, "family").expect("family");
+        assert_eq!(p.kind, ParamKind::String);
+        assert_eq!(p.expression, "Patient.name.family");
+        assert!(r.lookup(ResourceType::Patient, "phonetic").is_none());
+        assert!(r.lookup(ResourceType::Patient, "_tag").is_some());
+        assert!(r.lookup(ResourceType::Patient, "nonsense").is_none());
+        let mr = r
+            .lookup(ResourceType::MedicationRequest, "patient")
+            .expect("patient");
+        assert!(mr.targets.contains(&ResourceType::Patient));
+        assert!(r
+            .lookup(ResourceType::Observation, "code-value-quantity")
+            .is_none());
+        // Every type has an identifier-like or at least the common parameters.
+        for ty in ResourceType::ALL {
+            assert!(r.lookup(ty, "_id").is_some(), "{ty}");
+        }
+        assert_eq!(r.patient_compartment(ResourceType::Appointment), ["actor"]);
+        assert!(r.patient_compartment(ResourceType::Organization).is_empty());
+        let total: usize = ResourceType::ALL
+            .iter()
+            .map(|t| r.for_type(*t).count())
+            .sum();
+        assert!(total > 1600, "{total}");
+    }
+}

@@ -1,5 +1,6 @@
 //! Typed search queries. Storage receives only these, never raw query strings.
 
+use super::registry::ParamDef;
 use crate::model::ResourceType;
 
 /// A date/time interval `[lo, hi)` in epoch milliseconds: the precision range of a
@@ -52,6 +53,23 @@ pub struct DateValue {
     pub range: DateRange,
 }
 
+/// A number with the range its written precision implies (`100` → [99.5, 100.5)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NumberValue {
+    pub prefix: Prefix,
+    pub value: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+/// `[prefix][number]|[system]|[code]`; `code` matches the coded unit or the unit text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantityValue {
+    pub number: NumberValue,
+    pub system: Option<String>,
+    pub code: Option<String>,
+}
+
 /// `[system]|[code]` as FHIR defines it: `system` None means "any system",
 /// `Some("")` means "no system" (`|code`). `code` None means "any code" (`system|`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,48 +78,157 @@ pub struct TokenValue {
     pub code: Option<String>,
 }
 
-/// A reference target: `Type/id` or a bare id (any type the parameter allows).
+/// A reference target: `Type/id`, a bare id (any type the parameter allows), or
+/// an absolute URL that is not one of ours (canonical or external).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReferenceValue {
     pub target_type: Option<ResourceType>,
     pub id: String,
+    /// Set when the value is a URL matched verbatim (`target_type` is then None).
+    pub url: bool,
 }
 
-/// One AND-ed condition; each carries its OR-ed values.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StringMode {
+    /// Case- and accent-insensitive starts-with (the default).
+    StartsWith,
+    /// `:exact`: case- and accent-sensitive whole-value match.
+    Exact,
+    /// `:contains`: case- and accent-insensitive substring.
+    Contains,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UriMode {
+    Equals,
+    /// `:below`: the stored URI starts with the value.
+    Below,
+    /// `:above`: the value starts with the stored URI.
+    Above,
+}
+
+/// How one index table is tested; the OR-ed values of one parameter occurrence.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Test {
+    Token(Vec<TokenValue>),
+    /// `:text`: starts-with on the display text (normalised).
+    TokenText(Vec<String>),
+    /// `:of-type`: `type-system|type-code|value` on identifiers.
+    OfType(Vec<(String, String, String)>),
+    String(StringMode, Vec<String>),
+    Date(Vec<DateValue>),
+    Number(Vec<NumberValue>),
+    Quantity(Vec<QuantityValue>),
+    Uri(UriMode, Vec<String>),
+    Reference(Vec<ReferenceValue>),
+    /// `:identifier` on a reference parameter.
+    ReferenceIdentifier(Vec<TokenValue>),
+}
+
+/// One AND-ed condition.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Predicate {
-    Id(Vec<String>),
+    /// `_id` (`not`: `_id:not`).
+    Id {
+        ids: Vec<String>,
+        not: bool,
+    },
     LastUpdated(Vec<DateValue>),
-    Token {
-        param: &'static str,
-        any_of: Vec<TokenValue>,
+    /// An index test on a parameter of the searched type; `not` is the `:not`
+    /// modifier (resources with no matching value, including none at all).
+    Index {
+        param: &'static ParamDef,
+        test: Test,
+        not: bool,
     },
-    Reference {
-        param: &'static str,
-        any_of: Vec<ReferenceValue>,
+    /// `:missing=true|false`.
+    Missing {
+        param: &'static ParamDef,
+        missing: bool,
     },
-    Date {
-        param: &'static str,
-        any_of: Vec<DateValue>,
+    /// `ref[:Type].param=…`: resources whose `ref` points to a `target` resource
+    /// matching `inner` (one entry per possible target type, OR-ed).
+    Chain {
+        param: &'static ParamDef,
+        targets: Vec<(ResourceType, Box<Predicate>)>,
     },
+    /// `_has:Source:ref:…`: resources referenced through `ref` by a `source`
+    /// resource matching `inner`.
+    Has {
+        source: ResourceType,
+        param: &'static ParamDef,
+        inner: Box<Predicate>,
+    },
+    /// Any of several predicates (compartment membership through several parameters).
+    AnyOf(Vec<Predicate>),
 }
 
 /// How much counting the client asked for (`_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TotalMode {
     None,
+    Estimate,
     Accurate,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a sort key reads.
+#[derive(Debug, Clone, Copy)]
+pub enum SortKey {
+    Id,
+    LastUpdated,
+    Param(&'static ParamDef),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct SortSpec {
+    pub key: SortKey,
+    pub descending: bool,
+}
+
+/// A sort-key value from a cursor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyValue {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+}
+
+/// Where a page starts: after (or, for `previous`, before) a row's sort keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor {
+    pub backwards: bool,
+    pub keys: Vec<KeyValue>,
+    pub id: String,
+}
+
+/// `_include` / `_revinclude`: `source:param[:target]`, or `*`.
+#[derive(Debug, Clone)]
+pub struct IncludeSpec {
+    pub source: ResourceType,
+    /// `None` for `*` (every reference parameter of `source`).
+    pub param: Option<&'static ParamDef>,
+    pub target: Option<ResourceType>,
+    pub iterate: bool,
+}
+
+#[derive(Debug, Clone)]
 pub struct SearchQuery {
     pub resource_type: ResourceType,
     pub predicates: Vec<Predicate>,
     /// Page size; 0 means "count only" (`_summary=count` / `_count=0`).
     pub count: usize,
-    /// Keyset cursor: return resources whose id sorts after this one.
-    pub after_id: Option<String>,
+    pub cursor: Option<Cursor>,
+    pub sort: Vec<SortSpec>,
     pub total: TotalMode,
+    pub include: Vec<IncludeSpec>,
+    pub revinclude: Vec<IncludeSpec>,
+}
+
+impl PartialEq for SearchQuery {
+    fn eq(&self, other: &SearchQuery) -> bool {
+        self.resource_type == other.resource_type && self.predicates == other.predicates
+    }
 }
 
 impl SearchQuery {
@@ -110,8 +237,23 @@ impl SearchQuery {
             resource_type,
             predicates: Vec::new(),
             count: 20,
-            after_id: None,
+            cursor: None,
+            sort: Vec::new(),
             total: TotalMode::Accurate,
+            include: Vec::new(),
+            revinclude: Vec::new(),
         }
+    }
+
+    /// A stable description of the selection (for lock keys), without values'
+    /// formatting noise.
+    pub fn selection_key(&self) -> String {
+        format!("{}:{:?}", self.resource_type, self.predicates)
+    }
+}
+
+impl PartialEq for ParamDef {
+    fn eq(&self, other: &ParamDef) -> bool {
+        self.url == other.url && self.code == other.code
     }
 }

@@ -41,25 +41,50 @@ impl StoredResource {
 }
 
 /// A value extracted from a resource for one search parameter.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum IndexValue {
     Token {
         system: Option<String>,
         code: String,
+        /// Normalised display text (`CodeableConcept.text`, `Coding.display`,
+        /// `Identifier.type.text`) for `:text`.
+        text: Option<String>,
     },
     Date {
         lo: i64,
         hi: i64,
     },
     Reference {
+        /// Empty when the reference is a URL that names no local resource.
         target_type: String,
         target_id: String,
+        /// The reference verbatim when it is absolute (or canonical).
+        url: Option<String>,
+    },
+    String {
+        /// Lower-case, accents removed.
+        norm: String,
+        exact: String,
+    },
+    Number {
+        value: f64,
+    },
+    Quantity {
+        system: Option<String>,
+        code: Option<String>,
+        unit: Option<String>,
+        value: f64,
+    },
+    Uri {
+        value: String,
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IndexRow {
-    pub param: &'static str,
+    /// The parameter code, or a derived key (`identifier:of-type`,
+    /// `subject:identifier`) for modifier-specific rows.
+    pub param: String,
     pub value: IndexValue,
 }
 
@@ -160,8 +185,14 @@ pub struct HistoryPage {
 #[derive(Debug, Clone)]
 pub struct SearchPage {
     pub resources: Vec<StoredResource>,
+    /// `_include` / `_revinclude` results (not counted in `total`).
+    pub included: Vec<StoredResource>,
+    /// Whether includes stopped at the cap.
+    pub include_truncated: bool,
     pub total: Option<i64>,
-    pub next_after_id: Option<String>,
+    /// Cursors for the `next` and `previous` links.
+    pub next: Option<crate::search::types::Cursor>,
+    pub previous: Option<crate::search::types::Cursor>,
 }
 
 /// Errors from any backend. Messages are safe to show to clients; internal

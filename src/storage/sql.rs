@@ -31,7 +31,9 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use super::*;
 use crate::model::{Instant, LogicalId, ResourceType, VersionId};
-use crate::search::types::{DateValue, Predicate, Prefix, SearchQuery, TotalMode};
+use crate::search::types::SearchQuery;
+
+mod search;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -253,6 +255,7 @@ enum Bind {
     Text(String),
     OptText(Option<String>),
     Int(i64),
+    Real(f64),
 }
 
 /// Builds SQL text and its binds together, writing `?` or `$n` per dialect.
@@ -298,7 +301,7 @@ impl Sql {
 }
 
 mod rows {
-    use diesel::sql_types::{BigInt, Nullable, Text};
+    use diesel::sql_types::{BigInt, Double, Nullable, Text};
     use diesel::QueryableByName;
 
     #[derive(QueryableByName, Debug)]
@@ -344,6 +347,57 @@ mod rows {
     }
 
     #[derive(QueryableByName, Debug)]
+    pub struct Target {
+        #[diesel(sql_type = Text)]
+        pub target_type: String,
+        #[diesel(sql_type = Text)]
+        pub target_id: String,
+    }
+
+    /// A search match with up to five typed sort-key columns.
+    #[derive(QueryableByName, Debug)]
+    pub struct Sorted {
+        #[diesel(sql_type = Text)]
+        pub res_id: String,
+        #[diesel(sql_type = BigInt)]
+        pub version: i64,
+        #[diesel(sql_type = BigInt)]
+        pub last_updated: i64,
+        #[diesel(sql_type = Nullable<Text>)]
+        pub content: Option<String>,
+        #[diesel(sql_type = Nullable<Text>)]
+        pub k0_t: Option<String>,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        pub k0_i: Option<i64>,
+        #[diesel(sql_type = Nullable<Double>)]
+        pub k0_r: Option<f64>,
+        #[diesel(sql_type = Nullable<Text>)]
+        pub k1_t: Option<String>,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        pub k1_i: Option<i64>,
+        #[diesel(sql_type = Nullable<Double>)]
+        pub k1_r: Option<f64>,
+        #[diesel(sql_type = Nullable<Text>)]
+        pub k2_t: Option<String>,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        pub k2_i: Option<i64>,
+        #[diesel(sql_type = Nullable<Double>)]
+        pub k2_r: Option<f64>,
+        #[diesel(sql_type = Nullable<Text>)]
+        pub k3_t: Option<String>,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        pub k3_i: Option<i64>,
+        #[diesel(sql_type = Nullable<Double>)]
+        pub k3_r: Option<f64>,
+        #[diesel(sql_type = Nullable<Text>)]
+        pub k4_t: Option<String>,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        pub k4_i: Option<i64>,
+        #[diesel(sql_type = Nullable<Double>)]
+        pub k4_r: Option<f64>,
+    }
+
+    #[derive(QueryableByName, Debug)]
     pub struct Count {
         #[diesel(sql_type = BigInt)]
         pub n: i64,
@@ -356,7 +410,7 @@ macro_rules! sql_ops {
         mod $modname {
             use super::{rows, Bind, Sql};
             use diesel::query_builder::BoxedSqlQuery;
-            use diesel::sql_types::{BigInt, Nullable, Text};
+            use diesel::sql_types::{BigInt, Double, Nullable, Text};
             use diesel::{QueryResult, QueryableByName, RunQueryDsl};
 
             fn boxed(sql: &Sql) -> BoxedSqlQuery<'static, $db, diesel::query_builder::SqlQuery> {
@@ -366,6 +420,7 @@ macro_rules! sql_ops {
                         Bind::Text(s) => q.bind::<Text, _>(s),
                         Bind::OptText(s) => q.bind::<Nullable<Text>, _>(s),
                         Bind::Int(i) => q.bind::<BigInt, _>(i),
+                        Bind::Real(f) => q.bind::<Double, _>(f),
                     };
                 }
                 q
@@ -600,7 +655,7 @@ fn write_version(
     conn.exec(&sql)?;
 
     if !fresh {
-        for table in ["idx_token", "idx_date", "idx_reference"] {
+        for table in search::INDEX_TABLES {
             let mut sql = Sql::new(d);
             sql.push("DELETE FROM ")
                 .push(table)
@@ -611,297 +666,7 @@ fn write_version(
             conn.exec(&sql)?;
         }
     }
-    insert_indexes(conn, w.ty, w.id, indexes)
-}
-
-fn insert_indexes(
-    conn: &mut Conn,
-    ty: ResourceType,
-    id: &LogicalId,
-    indexes: &[IndexRow],
-) -> StorageResult<()> {
-    const CHUNK: usize = 200;
-    let d = conn.dialect();
-    let tokens: Vec<&IndexRow> = indexes
-        .iter()
-        .filter(|r| matches!(r.value, IndexValue::Token { .. }))
-        .collect();
-    for chunk in tokens.chunks(CHUNK) {
-        let mut sql = Sql::new(d);
-        sql.push("INSERT INTO idx_token (res_type, res_id, param, system, code) VALUES ");
-        for (i, row) in chunk.iter().enumerate() {
-            if let IndexValue::Token { system, code } = &row.value {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.push("(")
-                    .text(ty.as_str())
-                    .push(", ")
-                    .text(id.as_str())
-                    .push(", ")
-                    .text(row.param)
-                    .push(", ")
-                    .bind(Bind::OptText(system.clone()))
-                    .push(", ")
-                    .text(code)
-                    .push(")");
-            }
-        }
-        conn.exec(&sql)?;
-    }
-    let dates: Vec<&IndexRow> = indexes
-        .iter()
-        .filter(|r| matches!(r.value, IndexValue::Date { .. }))
-        .collect();
-    for chunk in dates.chunks(CHUNK) {
-        let mut sql = Sql::new(d);
-        sql.push("INSERT INTO idx_date (res_type, res_id, param, lo, hi) VALUES ");
-        for (i, row) in chunk.iter().enumerate() {
-            if let IndexValue::Date { lo, hi } = &row.value {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.push("(")
-                    .text(ty.as_str())
-                    .push(", ")
-                    .text(id.as_str())
-                    .push(", ")
-                    .text(row.param)
-                    .push(", ")
-                    .int(*lo)
-                    .push(", ")
-                    .int(*hi)
-                    .push(")");
-            }
-        }
-        conn.exec(&sql)?;
-    }
-    let refs: Vec<&IndexRow> = indexes
-        .iter()
-        .filter(|r| matches!(r.value, IndexValue::Reference { .. }))
-        .collect();
-    for chunk in refs.chunks(CHUNK) {
-        let mut sql = Sql::new(d);
-        sql.push(
-            "INSERT INTO idx_reference (res_type, res_id, param, target_type, target_id) VALUES ",
-        );
-        for (i, row) in chunk.iter().enumerate() {
-            if let IndexValue::Reference {
-                target_type,
-                target_id,
-            } = &row.value
-            {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.push("(")
-                    .text(ty.as_str())
-                    .push(", ")
-                    .text(id.as_str())
-                    .push(", ")
-                    .text(row.param)
-                    .push(", ")
-                    .text(target_type)
-                    .push(", ")
-                    .text(target_id)
-                    .push(")");
-            }
-        }
-        conn.exec(&sql)?;
-    }
-    Ok(())
-}
-
-/// Appends `AND …` for every predicate of a search (the WHERE clause body after
-/// the scope filter). `r` is the head-table alias. Index predicates are written as
-/// `r.res_id IN (SELECT … FROM idx_… WHERE res_type = ? AND param = ? AND …)` so
-/// both planners drive the query from the index's lookup columns.
-fn push_predicates(sql: &mut Sql, query: &SearchQuery) {
-    for pred in &query.predicates {
-        sql.push(" AND (");
-        match pred {
-            Predicate::Id(ids) => {
-                sql.push("r.res_id IN (");
-                for (i, id) in ids.iter().enumerate() {
-                    if i > 0 {
-                        sql.push(", ");
-                    }
-                    sql.text(id);
-                }
-                sql.push(")");
-            }
-            Predicate::LastUpdated(values) => {
-                for (i, v) in values.iter().enumerate() {
-                    if i > 0 {
-                        sql.push(" OR ");
-                    }
-                    // lastUpdated is an instant with millisecond precision: [t, t+1).
-                    push_date_condition(sql, "r.last_updated", "(r.last_updated + 1)", v);
-                }
-            }
-            Predicate::Token { param, any_of } => {
-                sql.push("r.res_id IN (SELECT t.res_id FROM idx_token t WHERE t.res_type = ")
-                    .text(query.resource_type.as_str())
-                    .push(" AND t.param = ")
-                    .text(param)
-                    .push(" AND (");
-                for (i, v) in any_of.iter().enumerate() {
-                    if i > 0 {
-                        sql.push(" OR ");
-                    }
-                    sql.push("(");
-                    let mut first = true;
-                    if let Some(code) = &v.code {
-                        sql.push("t.code = ").text(code);
-                        first = false;
-                    }
-                    match v.system.as_deref() {
-                        None => {}
-                        Some("") => {
-                            if !first {
-                                sql.push(" AND ");
-                            }
-                            sql.push("t.system IS NULL");
-                            first = false;
-                        }
-                        Some(system) => {
-                            if !first {
-                                sql.push(" AND ");
-                            }
-                            sql.push("t.system = ").text(system);
-                            first = false;
-                        }
-                    }
-                    if first {
-                        sql.push("1 = 1");
-                    }
-                    sql.push(")");
-                }
-                sql.push("))");
-            }
-            Predicate::Reference { param, any_of } => {
-                sql.push("r.res_id IN (SELECT x.res_id FROM idx_reference x WHERE x.res_type = ")
-                    .text(query.resource_type.as_str())
-                    .push(" AND x.param = ")
-                    .text(param)
-                    .push(" AND (");
-                for (i, v) in any_of.iter().enumerate() {
-                    if i > 0 {
-                        sql.push(" OR ");
-                    }
-                    sql.push("(x.target_id = ").text(&v.id);
-                    if let Some(t) = v.target_type {
-                        sql.push(" AND x.target_type = ").text(t.as_str());
-                    }
-                    sql.push(")");
-                }
-                sql.push("))");
-            }
-            Predicate::Date { param, any_of } => {
-                sql.push("r.res_id IN (SELECT dt.res_id FROM idx_date dt WHERE dt.res_type = ")
-                    .text(query.resource_type.as_str())
-                    .push(" AND dt.param = ")
-                    .text(param)
-                    .push(" AND (");
-                for (i, v) in any_of.iter().enumerate() {
-                    if i > 0 {
-                        sql.push(" OR ");
-                    }
-                    push_date_condition(sql, "dt.lo", "dt.hi", v);
-                }
-                sql.push("))");
-            }
-        }
-        sql.push(")");
-    }
-}
-
-/// The FHIR prefix semantics over ranges: the target value covers `[vlo, vhi)`,
-/// the parameter value covers `[lo, hi)`.
-fn push_date_condition(sql: &mut Sql, vlo: &str, vhi: &str, v: &DateValue) {
-    let (lo, hi) = (v.range.lo, v.range.hi);
-    let contains = |sql: &mut Sql| {
-        sql.push("(")
-            .push(vlo)
-            .push(" >= ")
-            .int(lo)
-            .push(" AND ")
-            .push(vhi)
-            .push(" <= ")
-            .int(hi)
-            .push(")");
-    };
-    sql.push("(");
-    match v.prefix {
-        Prefix::Eq => contains(sql),
-        Prefix::Ne => {
-            sql.push("NOT ");
-            contains(sql);
-        }
-        Prefix::Gt => {
-            sql.push(vhi).push(" > ").int(hi);
-        }
-        Prefix::Lt => {
-            sql.push(vlo).push(" < ").int(lo);
-        }
-        Prefix::Ge => {
-            sql.push(vhi).push(" > ").int(hi).push(" OR ");
-            contains(sql);
-        }
-        Prefix::Le => {
-            sql.push(vlo).push(" < ").int(lo).push(" OR ");
-            contains(sql);
-        }
-        Prefix::Sa => {
-            sql.push(vlo).push(" >= ").int(hi);
-        }
-        Prefix::Eb => {
-            sql.push(vhi).push(" <= ").int(lo);
-        }
-        Prefix::Ap => {
-            // Approximately: within 10% of the distance between the value and now.
-            let now = Instant::now().0;
-            let gap = ((now - lo).abs() / 10).max(hi - lo);
-            sql.push(vlo)
-                .push(" < ")
-                .int(hi.saturating_add(gap))
-                .push(" AND ")
-                .push(vhi)
-                .push(" > ")
-                .int(lo.saturating_sub(gap));
-        }
-    }
-    sql.push(")");
-}
-
-fn search_matches(
-    conn: &mut Conn,
-    query: &SearchQuery,
-    limit: Option<usize>,
-) -> StorageResult<Vec<rows::Found>> {
-    let mut sql = Sql::new(conn.dialect());
-    sql.push("SELECT r.res_id, r.version, r.last_updated, r.content FROM resources r WHERE ");
-    scope_filter(&mut sql, "r", query.resource_type);
-    sql.push(" AND r.deleted = 0");
-    push_predicates(&mut sql, query);
-    if let Some(after) = &query.after_id {
-        sql.push(" AND r.res_id > ").text(after);
-    }
-    sql.push(" ORDER BY r.res_id");
-    if let Some(limit) = limit {
-        sql.push(" LIMIT ")
-            .int(i64::try_from(limit).unwrap_or(i64::MAX));
-    }
-    conn.load::<rows::Found>(&sql)
-}
-
-fn search_count(conn: &mut Conn, query: &SearchQuery) -> StorageResult<i64> {
-    let mut sql = Sql::new(conn.dialect());
-    sql.push("SELECT COUNT(*) AS n FROM resources r WHERE ");
-    scope_filter(&mut sql, "r", query.resource_type);
-    sql.push(" AND r.deleted = 0");
-    push_predicates(&mut sql, query);
-    conn.count(&sql)
+    search::insert_indexes(conn, w.ty, w.id, indexes)
 }
 
 fn serialize(resource: &serde_json::Value) -> StorageResult<String> {
@@ -929,9 +694,7 @@ fn do_create(conn: &mut Conn, req: CreateRequest) -> StorageResult<WriteOutcome>
                     .push(")");
                 conn.exec(&sql)?;
             }
-            let mut probe = cond.clone();
-            probe.after_id = None;
-            let found = search_matches(conn, &probe, Some(2))?;
+            let found = search::matches_for_write(conn, cond, 2)?;
             match found.len() {
                 0 => {}
                 1 => {
@@ -1303,42 +1066,8 @@ impl Search for SqlBackend {
         query: &SearchQuery,
     ) -> StorageResult<SearchPage> {
         let query = query.clone();
-        self.blocking(move |mut conn| {
-            let total = match query.total {
-                TotalMode::Accurate => Some(search_count(&mut conn, &query)?),
-                TotalMode::None => None,
-            };
-            if query.count == 0 {
-                return Ok(SearchPage {
-                    resources: Vec::new(),
-                    total,
-                    next_after_id: None,
-                });
-            }
-            let mut found = search_matches(&mut conn, &query, Some(query.count + 1))?;
-            let next = if found.len() > query.count {
-                found.truncate(query.count);
-                found.last().map(|f| f.res_id.clone())
-            } else {
-                None
-            };
-            let mut resources = Vec::with_capacity(found.len());
-            for f in found {
-                resources.push(stored(
-                    query.resource_type,
-                    &f.res_id,
-                    f.version,
-                    f.last_updated,
-                    f.content,
-                )?);
-            }
-            Ok(SearchPage {
-                resources,
-                total,
-                next_after_id: next,
-            })
-        })
-        .await
+        self.blocking(move |mut conn| search::run(&mut conn, &query))
+            .await
     }
 }
 

@@ -167,15 +167,18 @@ async fn type_and_id_mismatches_are_400(app: TestApp) {
 }
 
 async fn unknown_types_routes_and_methods(app: TestApp) {
-    let r = app.get("/fhir/Observation/1").await;
+    // Every concrete R4 type is served; abstract and unknown names are not.
+    assert_eq!(app.get("/fhir/Observation/1").await.status, 404);
+    let r = app.get("/fhir/Foo/1").await;
     assert_eq!(r.status, 404);
     assert!(r.issues()[0]["diagnostics"]
         .as_str()
         .unwrap()
-        .contains("not supported"));
+        .contains("Unknown resource type"));
     assert_eq!(app.get("/fhir/Foo").await.status, 404);
+    assert_eq!(app.get("/fhir/DomainResource").await.status, 404);
     assert_eq!(
-        app.post("/fhir/Observation", &json!({"resourceType": "Observation"}))
+        app.post("/fhir/Resource", &json!({"resourceType": "Resource"}))
             .await
             .status,
         404

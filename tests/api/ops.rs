@@ -48,6 +48,7 @@ async fn capability_statement_is_honest(app: TestApp) {
         .map(|r| r["type"].as_str().unwrap())
         .collect();
     for t in [
+        "Observation",
         "Patient",
         "Appointment",
         "MedicationRequest",
@@ -62,7 +63,7 @@ async fn capability_statement_is_honest(app: TestApp) {
     ] {
         assert!(types.contains(&t), "{t} missing");
     }
-    assert_eq!(types.len(), 11, "nothing else is advertised");
+    assert_eq!(types.len(), 146, "every concrete R4 resource type");
     let patient = resources.iter().find(|r| r["type"] == "Patient").unwrap();
     let interactions: Vec<&str> = patient["interaction"]
         .as_array()
@@ -80,7 +81,8 @@ async fn capability_statement_is_honest(app: TestApp) {
             let name = p["name"].as_str().unwrap();
             let value = match p["type"].as_str().unwrap() {
                 "date" => "2024-01-01",
-                "reference" => "Patient/x",
+                "number" | "quantity" => "1",
+                "uri" => "http://x.org/y",
                 _ => "x",
             };
             let r = app.get(&format!("/fhir/{ty}?{name}={value}")).await;

@@ -15,7 +15,9 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+mod bundle;
 mod fx;
+mod narrative;
 pub mod nhs;
 pub mod package;
 mod registry;
@@ -35,6 +37,15 @@ pub struct ValidatorOptions {
     pub nhs_number: Severity,
     /// Whether base R4 invariants (dom-*, ref-1, per-1, …) are evaluated (default true).
     pub check_base_invariants: bool,
+    /// Whether the resource type of a reference that cannot be resolved
+    /// locally (not contained, not in the enclosing Bundle) is checked
+    /// against the element's target profiles, as far as the reference itself
+    /// (`Patient/123`) shows it (default true).
+    pub check_unresolved_reference_types: bool,
+    /// Whether example URLs (`example.org`) are tolerated (default true):
+    /// when false, uri/url/canonical values naming example.org are errors and
+    /// unknown example.org extensions are not tolerated.
+    pub allow_example_urls: bool,
 }
 
 impl Default for ValidatorOptions {
@@ -42,6 +53,8 @@ impl Default for ValidatorOptions {
         ValidatorOptions {
             nhs_number: Severity::Error,
             check_base_invariants: true,
+            check_unresolved_reference_types: true,
+            allow_example_urls: true,
         }
     }
 }
@@ -94,7 +107,13 @@ impl Validator {
         let requested = profiles
             .iter()
             .map(|p| (*p, true))
-            .chain(meta_profiles.iter().map(|p| (*p, false)));
+            .chain(meta_profiles.iter().map(|p| (*p, false)))
+            .chain(
+                self.registry
+                    .global_profiles(rt)
+                    .iter()
+                    .map(|p| (p.as_str(), false)),
+            );
         for (url, explicit) in requested {
             match self.registry.profile(url) {
                 Some(p) => {
@@ -144,7 +163,7 @@ impl Validator {
             }),
         }
         for p in &applied {
-            run.resource(resource, p, rt, resource, 0);
+            run.resource(resource, p, rt, 0);
         }
         issues.extend(run.issues);
         let mut seen = std::collections::HashSet::new();

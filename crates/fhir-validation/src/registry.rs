@@ -45,6 +45,8 @@ pub struct Profile {
     pub(crate) elements: Arc<Vec<Elem>>,
     /// Extension contexts: (type, expression).
     pub(crate) contexts: Vec<(String, String)>,
+    /// Extension `contextInvariant`s (parsed).
+    pub(crate) context_invariants: Vec<(String, Arc<fhirpath::Expr>)>,
     /// URLs of this profile and all its base definitions.
     pub(crate) ancestors: Vec<String>,
     pub(crate) by_id: FxMap<String, usize>,
@@ -54,6 +56,30 @@ impl Profile {
     /// The snapshot element ids, in order.
     pub fn element_ids(&self) -> Vec<String> {
         self.elements.iter().map(|e| e.id.clone()).collect()
+    }
+
+    /// A one-line-per-element dump of the snapshot (for debugging).
+    #[doc(hidden)]
+    pub fn debug_dump(&self) -> String {
+        let mut out = String::new();
+        for (i, e) in self.elements.iter().enumerate() {
+            out.push_str(&format!(
+                "{i:3} {} min={} max={:?} types={:?} fixed={:?} pattern={:?} slicing={:?} children={:?} slices={:?}\n",
+                e.id,
+                e.min,
+                e.max,
+                e.types
+                    .iter()
+                    .map(|t| format!("{}{:?}", t.code, t.profiles))
+                    .collect::<Vec<_>>(),
+                e.fixed.as_ref().map(|v| v.to_string()),
+                e.pattern.as_ref().map(|v| v.to_string()),
+                e.slicing.as_ref().map(|s| &s.discriminators),
+                e.children,
+                e.slices
+            ));
+        }
+        out
     }
 
     /// Whether this profile is `url` or derives from it.
@@ -167,6 +193,8 @@ impl Entry {
 #[derive(Debug)]
 pub struct Registry {
     entries: Vec<Entry>,
+    /// `ImplementationGuide.global`: resource type → profiles every resource of it must meet.
+    globals: FxMap<String, Vec<String>>,
     by_url: FxMap<String, Vec<usize>>,
     base_by_type: FxMap<String, usize>,
     added_profiles: Vec<String>,
@@ -177,6 +205,7 @@ pub struct Registry {
 pub struct RegistryBuilder {
     core: Vec<(IndexEntry, PathBuf)>,
     added: Vec<Value>,
+    globals: Vec<(String, String)>,
 }
 
 thread_local! {
@@ -285,6 +314,13 @@ fn load_index(dir: &Path) -> Result<Vec<IndexEntry>, String> {
 /// about: a byte-order mark and a lower-case `encoding="utf-8"` declaration.
 pub fn xml_to_json(xml: &str) -> Result<Value, String> {
     let xml = xml.strip_prefix('\u{feff}').unwrap_or(xml);
+    if !xml.contains("<!DOCTYPE") {
+        if let Some(name) = crate::narrative::undeclared_entity(xml) {
+            return Err(format!(
+                "The entity \"{name}\" was referenced, but not declared"
+            ));
+        }
+    }
     let fixed;
     let xml = match xml.strip_prefix("<?xml") {
         Some(_) => match xml.find("?>") {
@@ -375,7 +411,9 @@ impl RegistryBuilder {
         Ok(n)
     }
 
-    /// Adds a StructureDefinition, ValueSet or CodeSystem (a Bundle adds its entries).
+    /// Adds a StructureDefinition, ValueSet or CodeSystem (a Bundle adds its
+    /// entries; an ImplementationGuide adds its `global` profiles, which then
+    /// apply to every resource of their type).
     pub fn add_resource(&mut self, resource: Value) -> Result<(), String> {
         let rt = resource
             .get("resourceType")
@@ -388,6 +426,28 @@ impl RegistryBuilder {
                 }
                 self.added.push(resource);
                 Ok(())
+            }
+            "ImplementationGuide" => {
+                let mut any = false;
+                for g in resource
+                    .get("global")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let (Some(t), Some(p)) = (
+                        g.get("type").and_then(Value::as_str),
+                        g.get("profile").and_then(Value::as_str),
+                    ) {
+                        self.globals.push((t.to_string(), p.to_string()));
+                        any = true;
+                    }
+                }
+                if any {
+                    Ok(())
+                } else {
+                    Err("ImplementationGuide has no global profiles".into())
+                }
             }
             "Bundle" => {
                 let mut any = false;
@@ -460,8 +520,16 @@ impl RegistryBuilder {
         }
         added_profiles.sort();
         added_profiles.dedup();
+        let mut globals: FxMap<String, Vec<String>> = FxMap::default();
+        for (t, p) in self.globals {
+            let list = globals.entry(t).or_default();
+            if !list.contains(&p) {
+                list.push(p);
+            }
+        }
         let reg = Registry {
             entries,
+            globals,
             by_url,
             base_by_type,
             added_profiles,
@@ -493,6 +561,7 @@ impl Registry {
         Ok(RegistryBuilder {
             core,
             added: Vec::new(),
+            globals: Vec::new(),
         })
     }
 
@@ -501,7 +570,9 @@ impl Registry {
     pub(crate) fn find(&self, url: &str, rtype: RType) -> Option<usize> {
         let (u, v) = split_version(url);
         let list = self.by_url.get(u)?;
-        let mut best: Option<usize> = None;
+        // rank: exact version 3, partial version (`0.2` for `0.2.1`) 2, other 1;
+        // added resources win over core ones of the same rank
+        let mut best: Option<(u8, bool, usize)> = None;
         for &i in list {
             let Some(e) = self.entries.get(i) else {
                 continue;
@@ -509,25 +580,19 @@ impl Registry {
             if e.rtype != rtype {
                 continue;
             }
-            if let Some(v) = v {
-                if e.version.as_deref() != Some(v) && !e.core {
-                    continue;
-                }
-            }
-            match best {
-                None => best = Some(i),
-                Some(b) => {
-                    if self.entries.get(b).is_some_and(|be| be.core) && !e.core {
-                        best = Some(i);
-                    } else if let (Some(v), Some(ev)) = (v, e.version.as_deref()) {
-                        if v == ev {
-                            best = Some(i);
-                        }
-                    }
-                }
+            let rank = match (v, e.version.as_deref()) {
+                (None, _) => 1,
+                (Some(v), Some(ev)) if ev == v => 3,
+                (Some(v), Some(ev)) if ev.strip_prefix(v).is_some_and(|r| r.starts_with('.')) => 2,
+                _ if e.core => 1,
+                _ => continue,
+            };
+            let key = (rank, !e.core, i);
+            if best.is_none_or(|(r, added, _)| (rank, !e.core) > (r, added)) {
+                best = Some(key);
             }
         }
-        best
+        best.map(|(_, _, i)| i)
     }
 
     pub(crate) fn entry(&self, i: usize) -> Option<&Entry> {
@@ -554,6 +619,11 @@ impl Registry {
     pub fn base_profile(&self, resource_type: &str) -> Option<Arc<Profile>> {
         let i = *self.base_by_type.get(resource_type)?;
         self.profile_at(i)
+    }
+
+    /// The global profiles (from ImplementationGuides) for a resource type.
+    pub fn global_profiles(&self, resource_type: &str) -> &[String] {
+        self.globals.get(resource_type).map_or(&[], Vec::as_slice)
     }
 
     /// The non-core profiles added to the builder.
@@ -593,7 +663,8 @@ impl Registry {
                 .cloned()
                 .unwrap_or(Value::Array(Vec::new()));
             match &base {
-                Some(b) if e.derivation != "specialization" => {
+                // a "specialization" of the very type it describes is a constraint in effect
+                Some(b) if e.derivation != "specialization" || b.type_name == e.sd_type => {
                     let (snap, w) = snapshot::generate_snapshot(&b.elements, &diff, self);
                     warnings.extend(w);
                     snap
@@ -632,6 +703,14 @@ impl Registry {
                 .collect(),
             _ => Vec::new(),
         };
+        let context_invariants = match sd.get("contextInvariant") {
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .filter_map(|src| Some((src.to_string(), parse_expr(src).ok()?)))
+                .collect(),
+            _ => Vec::new(),
+        };
         let by_id = elements
             .iter()
             .enumerate()
@@ -649,6 +728,7 @@ impl Registry {
             warnings,
             elements: Arc::new(elements),
             contexts,
+            context_invariants,
             ancestors,
             by_id,
         }))

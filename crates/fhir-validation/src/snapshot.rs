@@ -26,6 +26,9 @@ pub(crate) struct TypeRef {
     pub code: String,
     pub profiles: Vec<String>,
     pub target_profiles: Vec<String>,
+    /// `elementdefinition-profile-element` of the first profile: the id of the
+    /// element of that profile that the type refers to.
+    pub profile_element: Option<String>,
 }
 
 /// A binding of a coded element.
@@ -33,6 +36,9 @@ pub(crate) struct TypeRef {
 pub(crate) struct Binding {
     pub strength: String,
     pub value_set: Option<String>,
+    /// R5 additional bindings (as extensions) with purpose `required`: value sets
+    /// every coded value must also come from.
+    pub additional_required: Vec<String>,
 }
 
 /// One invariant.
@@ -109,6 +115,15 @@ pub(crate) struct Elem {
     pub content_reference: Option<String>,
     pub is_modifier: bool,
     pub max_length: Option<usize>,
+    /// `minLength` extension.
+    pub min_length: Option<usize>,
+    /// `minValue[x]` / `maxValue[x]` (also R5 `…Duration`): (type suffix, value).
+    pub min_value: Option<(String, Value)>,
+    pub max_value: Option<(String, Value)>,
+    /// R5 `mustHaveValue` (as extension): a primitive must have a value.
+    pub must_have_value: bool,
+    /// R5 `valueAlternatives` (as extension): extensions allowed in place of a value.
+    pub value_alternatives: Vec<String>,
     /// Tree (filled by [`link_tree`]): indexes of child elements (not slices).
     pub children: Vec<usize>,
     /// Indexes of the slices of this element.
@@ -156,6 +171,36 @@ fn as_u32(v: Option<&Value>) -> Option<u32> {
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
 }
 
+const PROFILE_ELEMENT: &str =
+    "http://hl7.org/fhir/StructureDefinition/elementdefinition-profile-element";
+const ADDITIONAL_BINDING: &str =
+    "http://hl7.org/fhir/5.0/StructureDefinition/extension-ElementDefinition.binding.additional";
+const MIN_LENGTH: &str = "http://hl7.org/fhir/StructureDefinition/minLength";
+const MUST_HAVE_VALUE: &str =
+    "http://hl7.org/fhir/5.0/StructureDefinition/extension-ElementDefinition.mustHaveValue";
+const VALUE_ALTERNATIVES: &str =
+    "http://hl7.org/fhir/5.0/StructureDefinition/extension-ElementDefinition.valueAlternatives";
+
+/// The `value[x]` of every extension of `v` with the given URL.
+fn ext_values<'v>(v: &'v Value, url: &'v str) -> impl Iterator<Item = &'v Value> + 'v {
+    v.get("extension")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(move |e| e.get("url").and_then(Value::as_str) == Some(url))
+        .filter_map(|e| {
+            e.as_object()?
+                .iter()
+                .find(|(k, _)| k.starts_with("value"))
+                .map(|(_, v)| v)
+        })
+}
+
+/// The `value[x]` of the first extension of `v` with the given URL.
+fn ext_value<'v>(v: &'v Value, url: &'v str) -> Option<&'v Value> {
+    ext_values(v, url).next()
+}
+
 pub(crate) fn last_segment(path: &str) -> &str {
     path.rsplit('.').next().unwrap_or(path)
 }
@@ -194,10 +239,20 @@ pub(crate) fn parse_elem(v: &Value) -> Option<RawElem> {
             .iter()
             .filter_map(|t| {
                 let code = t.get("code")?.as_str()?.to_string();
+                let profile_element = t
+                    .get("_profile")
+                    .and_then(|p| match p {
+                        Value::Array(a) => a.first(),
+                        other => Some(other),
+                    })
+                    .and_then(|p| ext_value(p, PROFILE_ELEMENT))
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
                 Some(TypeRef {
                     code,
                     profiles: str_list(t.get("profile")),
                     target_profiles: str_list(t.get("targetProfile")),
+                    profile_element,
                 })
             })
             .collect(),
@@ -205,19 +260,51 @@ pub(crate) fn parse_elem(v: &Value) -> Option<RawElem> {
     };
     let mut fixed = None;
     let mut pattern = None;
+    let mut min_value = None;
+    let mut max_value = None;
+    let upper = |r: &str| r.starts_with(|c: char| c.is_ascii_uppercase());
     for (k, val) in o {
         if let Some(rest) = k.strip_prefix("fixed") {
-            if rest.starts_with(|c: char| c.is_ascii_uppercase()) {
+            if upper(rest) {
                 fixed = Some(val.clone());
             }
         } else if let Some(rest) = k.strip_prefix("pattern") {
-            if rest.starts_with(|c: char| c.is_ascii_uppercase()) {
+            if upper(rest) {
                 pattern = Some(val.clone());
+            }
+        } else if let Some(rest) = k.strip_prefix("minValue") {
+            if upper(rest) {
+                min_value = Some((rest.to_string(), val.clone()));
+            }
+        } else if let Some(rest) = k.strip_prefix("maxValue") {
+            if upper(rest) {
+                max_value = Some((rest.to_string(), val.clone()));
             }
         }
     }
+    let min_length = ext_value(v, MIN_LENGTH)
+        .and_then(Value::as_u64)
+        .and_then(|n| usize::try_from(n).ok());
+    let must_have_value = ext_value(v, MUST_HAVE_VALUE)
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let value_alternatives: Vec<String> = ext_values(v, VALUE_ALTERNATIVES)
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect();
     let binding = o.get("binding").and_then(|b| {
+        let additional_required = b
+            .get("extension")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.get("url").and_then(Value::as_str) == Some(ADDITIONAL_BINDING))
+            .filter(|e| ext_value(e, "purpose").and_then(Value::as_str) == Some("required"))
+            .filter_map(|e| ext_value(e, "valueSet").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect();
         Some(Binding {
+            additional_required,
             strength: b.get("strength")?.as_str()?.to_string(),
             value_set: b
                 .get("valueSet")
@@ -305,6 +392,11 @@ pub(crate) fn parse_elem(v: &Value) -> Option<RawElem> {
             .and_then(Value::as_bool)
             .unwrap_or(false),
         max_length: as_u32(o.get("maxLength")).map(|n| n as usize),
+        min_length,
+        min_value,
+        max_value,
+        must_have_value,
+        value_alternatives,
         children: Vec::new(),
         slices: Vec::new(),
         name,
@@ -437,6 +529,21 @@ fn merge(e: &mut Elem, d: &RawElem) {
     if d.elem.max_length.is_some() {
         e.max_length = d.elem.max_length;
     }
+    if d.elem.min_length.is_some() {
+        e.min_length = d.elem.min_length;
+    }
+    if d.elem.min_value.is_some() {
+        e.min_value = d.elem.min_value.clone();
+    }
+    if d.elem.max_value.is_some() {
+        e.max_value = d.elem.max_value.clone();
+    }
+    if d.elem.must_have_value {
+        e.must_have_value = true;
+    }
+    if !d.elem.value_alternatives.is_empty() {
+        e.value_alternatives = d.elem.value_alternatives.clone();
+    }
     if d.elem.content_reference.is_some() {
         e.content_reference = d.elem.content_reference.clone();
     }
@@ -448,6 +555,8 @@ fn merge(e: &mut Elem, d: &RawElem) {
 /// Snapshot generator state.
 struct Gen<'s> {
     snap: Vec<Elem>,
+    /// The base snapshot (content references copy from it, unconstrained).
+    base: &'s [Elem],
     src: &'s dyn SnapshotSource,
     warnings: Vec<String>,
 }
@@ -497,10 +606,17 @@ impl Gen<'_> {
             let target = target
                 .rsplit_once('#')
                 .map_or(target.clone(), |(_, t)| t.to_string());
-            if let Some(t) = self.find(&target) {
-                let end = self.region_end(t);
+            let base = self.base;
+            if let Some(t) = base.iter().position(|x| x.id == target) {
                 let tid = format!("{target}.");
-                for x in self.snap.get(t + 1..end).unwrap_or(&[]) {
+                let end = base
+                    .iter()
+                    .skip(t + 1)
+                    .position(|x| {
+                        !x.id.starts_with(&tid) && !x.id.starts_with(&format!("{target}:"))
+                    })
+                    .map_or(base.len(), |n| t + 1 + n);
+                for x in base.get(t + 1..end).unwrap_or(&[]) {
                     if !x.id.starts_with(&tid) || x.id.contains(':') {
                         continue;
                     }
@@ -701,6 +817,7 @@ pub(crate) fn generate_snapshot(
     let ids = diff_ids(&diff);
     let mut g = Gen {
         snap: base.to_vec(),
+        base,
         src,
         warnings: Vec::new(),
     };
@@ -805,10 +922,11 @@ pub(crate) fn link_tree(elems: &mut [Elem]) {
         e.child_names = names;
         e.choice_children = choices;
         e.must_count = must;
-        e.holds_resources = e
-            .types
-            .iter()
-            .any(|t| t.code == "Resource" || t.code == "DomainResource");
+        e.holds_resources = e.types.iter().any(|t| {
+            t.code == "Resource"
+                || t.code == "DomainResource"
+                || fhir_structure::model::Model::r4().is_resource_type(&t.code)
+        });
         e.fhir_type = match e.types.as_slice() {
             [t] if t.code == "BackboneElement" || t.code == "Element" => {
                 if fhir_structure::model::Model::r4()

@@ -29,6 +29,7 @@ const MAX_DEPTH: usize = 48;
 const MAX_ISSUES: usize = 500;
 const SYSTEM_PREFIX: &str = "http://hl7.org/fhirpath/System.";
 const CORE_SD: &str = "http://hl7.org/fhir/StructureDefinition/";
+const EXTENSION_SD: &str = "http://hl7.org/fhir/StructureDefinition/Extension";
 
 /// Choice suffix (`Quantity`, `DateTime`) → type name (`Quantity`, `dateTime`).
 static SUFFIX_TYPES: Lazy<FxMap<String, String>> = Lazy::new(|| {
@@ -72,6 +73,7 @@ impl<'a> Item<'a> {
 }
 
 /// Where an extension is used, for `context` checks.
+#[derive(Clone, Copy)]
 struct Host<'h> {
     /// Path relative to the nearest datatype/resource (`ContactPoint.system`).
     dpath: &'h P<'h>,
@@ -81,8 +83,13 @@ struct Host<'h> {
     epath: &'h str,
     /// The host's base element path (`DomainResource.text`).
     base_path: &'h str,
-    /// The host's URL when it is an extension.
+    /// The host's URL when it is an extension (or the value of one).
     ext_url: Option<&'h str>,
+    /// The host's JSON value.
+    node: Option<&'h Value>,
+    /// This host describes the item itself (a descent into the item's type
+    /// definition): element 0 of that definition keeps it for its children.
+    is_self: bool,
 }
 
 /// Resource context for FHIRPath.
@@ -90,6 +97,56 @@ struct Host<'h> {
 struct Res<'a> {
     resource: &'a Value,
     root: &'a Value,
+    /// The Bundle whose entry holds the resource (or its container).
+    bundle: Option<&'a Value>,
+    /// That entry's `fullUrl`.
+    full_url: Option<&'a str>,
+}
+
+impl<'a> Res<'a> {
+    fn top(res: &'a Value) -> Res<'a> {
+        Res {
+            resource: res,
+            root: res,
+            bundle: None,
+            full_url: None,
+        }
+    }
+
+    /// The context of a resource nested in element `elem` of this context's resource.
+    fn nested(self, elem: &Elem, v: &'a Value) -> Res<'a> {
+        if elem.path.ends_with(".contained") {
+            return Res {
+                resource: v,
+                ..self
+            };
+        }
+        if elem.path.ends_with("entry.resource")
+            && self.resource.get("resourceType").and_then(Value::as_str) == Some("Bundle")
+        {
+            return Res {
+                resource: v,
+                root: v,
+                bundle: Some(self.resource),
+                full_url: crate::bundle::full_url_of(self.resource, v),
+            };
+        }
+        Res::top(v)
+    }
+
+    /// The context of a resource found below this context's resource by a
+    /// discriminator path (`Bundle.entry` → `resource`).
+    fn entry(self, v: &'a Value) -> Res<'a> {
+        if self.resource.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
+            return Res {
+                resource: v,
+                root: v,
+                bundle: Some(self.resource),
+                full_url: crate::bundle::full_url_of(self.resource, v),
+            };
+        }
+        Res::top(v)
+    }
 }
 
 pub(crate) struct Run<'r> {
@@ -99,6 +156,11 @@ pub(crate) struct Run<'r> {
     /// Trial mode (slice matching): stop at the first error.
     trial: bool,
     failed: bool,
+    /// Bundles whose Bundle rules were checked (by address).
+    bundles_checked: Vec<usize>,
+    /// Reference targets being validated against target profiles:
+    /// (target address, profile address), to break cycles.
+    ref_stack: Vec<(usize, usize)>,
 }
 
 impl<'r> Run<'r> {
@@ -109,6 +171,8 @@ impl<'r> Run<'r> {
             issues: Vec::new(),
             trial: false,
             failed: false,
+            bundles_checked: Vec::new(),
+            ref_stack: Vec::new(),
         }
     }
 
@@ -153,16 +217,9 @@ impl<'r> Run<'r> {
     }
 
     /// Validates a resource against a profile.
-    pub fn resource(
-        &mut self,
-        res: &Value,
-        prof: &Profile,
-        root_name: &str,
-        root: &Value,
-        depth: usize,
-    ) {
+    pub fn resource(&mut self, res: &Value, prof: &Profile, root_name: &str, depth: usize) {
         let path = P::root(root_name);
-        self.resource_at(res, prof, &path, root, depth);
+        self.resource_at(res, prof, &path, Res::top(res), depth);
     }
 
     fn resource_at(
@@ -170,17 +227,27 @@ impl<'r> Run<'r> {
         res: &Value,
         prof: &Profile,
         path: &P<'_>,
-        root: &Value,
+        ctx: Res<'_>,
         depth: usize,
     ) {
         let rt = res
             .get("resourceType")
             .and_then(Value::as_str)
             .unwrap_or("");
-        let ctx = Res {
-            resource: res,
-            root,
-        };
+        if rt == "Bundle" && !self.trial {
+            let addr = res as *const Value as usize;
+            if !self.bundles_checked.contains(&addr) {
+                self.bundles_checked.push(addr);
+                for (at, sev, msg) in crate::bundle::check(res) {
+                    let mut loc = path.render();
+                    if !loc.is_empty() {
+                        loc.push('.');
+                    }
+                    loc.push_str(&at);
+                    self.push(sev, "invalid", &loc, msg);
+                }
+            }
+        }
         let dp = P::root(rt);
         let host = Host {
             dpath: &dp,
@@ -188,6 +255,8 @@ impl<'r> Run<'r> {
             epath: rt,
             base_path: rt,
             ext_url: None,
+            node: Some(res),
+            is_self: false,
         };
         self.visit(
             prof,
@@ -251,12 +320,31 @@ impl<'r> Run<'r> {
                 }),
             }
         }
-        if let (Some(max), Some(Value::String(s))) = (elem.max_length, item.value) {
-            if s.chars().count() > max {
-                self.push_at(Severity::Error, "value", path, || {
-                    format!("{elem_name}: value is longer than the maxLength {max}")
-                });
+        if let Some(Value::String(s)) = item.value {
+            if elem.max_length.is_some() || elem.min_length.is_some() {
+                let n = s.chars().count();
+                if let Some(max) = elem.max_length.filter(|m| n > *m) {
+                    self.push_at(Severity::Error, "value", path, || {
+                        format!("{elem_name}: value is longer than the maxLength {max}")
+                    });
+                }
+                if let Some(min) = elem.min_length.filter(|m| n < *m) {
+                    self.push_at(Severity::Error, "value", path, || {
+                        format!("{elem_name}: value is shorter than the minLength {min}")
+                    });
+                }
             }
+        }
+        if elem.min_value.is_some() || elem.max_value.is_some() {
+            if let Some(v) = item.value {
+                self.value_range(elem, v, path);
+            }
+        }
+        if primitive
+            && item.value.is_none()
+            && (elem.must_have_value || !elem.value_alternatives.is_empty())
+        {
+            self.value_presence(elem, item, path);
         }
         if let (Some(b), Some(v)) = (&elem.binding, item.value) {
             self.binding(b, v, ty, path, elem_name);
@@ -265,12 +353,32 @@ impl<'r> Run<'r> {
             self.nhs_number(item.value, path);
         }
         if ty == "Reference" {
-            self.reference_target(elem, item.value, path, ctx);
+            self.reference_target(elem, item.value, path, ctx, depth);
         }
         if ty == "Coding" {
             self.coding_code(item.value, path);
         }
+        if ty == "Attachment" {
+            self.attachment_size(item.value, path);
+        }
+        if !self.opts.allow_example_urls && matches!(ty, "uri" | "url" | "canonical") {
+            if let Some(Value::String(u)) = item.value {
+                if u.contains("example.org") {
+                    self.push_at(Severity::Error, "invalid", path, || {
+                        format!("Example URLs are not allowed in this context ({u})")
+                    });
+                }
+            }
+        }
         self.invariants(elem, item, ty, path, ctx);
+
+        // an element of another profile (elementdefinition-profile-element)
+        let profile_element = self.profile_element(elem);
+        if let Some((lp, li)) = &profile_element {
+            if !(std::ptr::eq(Arc::as_ptr(lp), prof) && *li == ei) {
+                self.visit(lp, *li, item, ty, path, dpath, host, ctx, depth + 1);
+            }
+        }
 
         // children
         if primitive && item.ext.is_none() {
@@ -284,15 +392,37 @@ impl<'r> Run<'r> {
                 if elem.children.is_empty() {
                     return;
                 }
-                let contained = elem.path.ends_with(".contained");
-                ctx = Res {
-                    resource: v,
-                    root: if contained { ctx.root } else { v },
-                };
+                ctx = ctx.nested(elem, v);
             } else {
                 return;
             }
         }
+        // the host for the item's children (extension contexts)
+        let ext_url = if ty == "Extension" {
+            item.value
+                .and_then(|v| v.get("url"))
+                .and_then(Value::as_str)
+        } else if host.ty == "Extension" && elem.name.starts_with("value") {
+            host.ext_url
+        } else {
+            None
+        };
+        let me = if ei == 0 && host.is_self {
+            Host {
+                is_self: false,
+                ..*host
+            }
+        } else {
+            Host {
+                dpath,
+                ty,
+                epath: &elem.path,
+                base_path: &elem.base_path,
+                ext_url,
+                node: item.value.or(item.ext),
+                is_self: false,
+            }
+        };
         let mut owner: &Elem = elem;
         let base_holder;
         let mut walk_prof: &Profile = prof;
@@ -314,6 +444,17 @@ impl<'r> Run<'r> {
             }
         }
         if !owner.children.is_empty() {
+            if ty != "Extension" {
+                // the children come from the snapshot; the type profile must still be known
+                if let Some(t) = elem.types.iter().find(|t| t.code == ty) {
+                    if !t.profiles.is_empty()
+                        && t.profile_element.is_none()
+                        && !t.profiles.iter().any(|u| self.reg.profile(u).is_some())
+                    {
+                        self.unknown_type_profile(elem, &t.profiles, path);
+                    }
+                }
+            }
             let reset = P::root(ty);
             let child_dpath = if !primitive
                 && !matches!(ty, "BackboneElement" | "Element")
@@ -322,19 +463,6 @@ impl<'r> Run<'r> {
                 &reset
             } else {
                 dpath
-            };
-            let me = Host {
-                dpath,
-                ty,
-                epath: &elem.path,
-                base_path: &elem.base_path,
-                ext_url: if ty == "Extension" {
-                    item.value
-                        .and_then(|v| v.get("url"))
-                        .and_then(Value::as_str)
-                } else {
-                    None
-                },
             };
             self.children(
                 walk_prof,
@@ -354,7 +482,14 @@ impl<'r> Run<'r> {
             self.extension(prof, elem, item, path, host, ctx, depth);
             return;
         }
-        let type_profile = elem
+        if profile_element.is_some() {
+            return;
+        }
+        let me = Host {
+            is_self: true,
+            ..me
+        };
+        let profiles: &[String] = elem
             .types
             .iter()
             .find(|t| t.code == ty)
@@ -365,21 +500,118 @@ impl<'r> Run<'r> {
                     None
                 }
             })
-            .and_then(|t| t.profiles.first());
-        let target = match type_profile {
-            Some(url) => self.reg.profile(url).or_else(|| self.reg.base_profile(ty)),
-            None => {
-                if ei == 0 || matches!(ty, "BackboneElement" | "Element") || ty.contains('.') {
-                    None
-                } else {
-                    self.reg.base_profile(ty)
-                }
+            .map_or(&[], |t| t.profiles.as_slice());
+        let mut targets: Vec<Arc<Profile>> = profiles
+            .iter()
+            .filter_map(|u| self.reg.profile(u))
+            .collect();
+        if targets.is_empty() && !profiles.is_empty() {
+            self.unknown_type_profile(elem, profiles, path);
+        }
+        if targets.is_empty() {
+            if profiles.is_empty()
+                && (ei == 0 || matches!(ty, "BackboneElement" | "Element") || ty.contains('.'))
+            {
+                return;
             }
-        };
-        if let Some(p) = target {
-            if !std::ptr::eq(Arc::as_ptr(&p), prof) {
-                self.visit(&p, 0, item, ty, path, dpath, host, ctx, depth + 1);
+            targets.extend(self.reg.base_profile(ty));
+        }
+        targets.retain(|p| !std::ptr::eq(Arc::as_ptr(p), prof));
+        if targets.len() > 1 {
+            // several profiles: the item must conform to one of them
+            let found = targets.iter().position(|p| {
+                self.trial(|me2| me2.visit(p, 0, item, ty, path, dpath, &me, ctx, depth + 1))
+            });
+            if let Some(i) = found {
+                targets = targets.into_iter().skip(i).take(1).collect();
             }
+        }
+        for p in &targets {
+            self.visit(p, 0, item, ty, path, dpath, &me, ctx, depth + 1);
+        }
+    }
+
+    fn unknown_type_profile(&mut self, elem: &Elem, profiles: &[String], path: &P<'_>) {
+        self.push_at(Severity::Error, "structure", path, || {
+            format!(
+                "Unknown profile {} (type profile of {}), so it cannot be checked",
+                profiles.join(", "),
+                elem.id
+            )
+        });
+    }
+
+    /// The element of another profile that an element's type points to
+    /// (`elementdefinition-profile-element`).
+    fn profile_element(&self, elem: &Elem) -> Option<(Arc<Profile>, usize)> {
+        let t = elem.types.iter().find(|t| t.profile_element.is_some())?;
+        let id = t.profile_element.as_deref()?;
+        let p = self.reg.profile(t.profiles.first()?)?;
+        let i = *p.by_id.get(id)?;
+        Some((p, i))
+    }
+
+    /// `minValue[x]` / `maxValue[x]`.
+    fn value_range(&mut self, elem: &Elem, v: &Value, path: &P<'_>) {
+        for (bound, is_min) in [(&elem.min_value, true), (&elem.max_value, false)] {
+            let Some((suffix, limit)) = bound else {
+                continue;
+            };
+            let Some(ord) = compare_to_limit(v, suffix, limit, is_min) else {
+                continue;
+            };
+            let bad = if is_min {
+                ord == std::cmp::Ordering::Less
+            } else {
+                ord == std::cmp::Ordering::Greater
+            };
+            if bad {
+                self.push_at(Severity::Error, "value", path, || {
+                    format!(
+                        "{}: the value {} is {} the {} {}{}",
+                        elem.id,
+                        compact(v),
+                        if is_min { "less than" } else { "greater than" },
+                        if is_min { "minValue" } else { "maxValue" },
+                        compact(limit),
+                        if suffix == "Duration" {
+                            " (relative to now)"
+                        } else {
+                            ""
+                        }
+                    )
+                });
+            }
+        }
+    }
+
+    /// `mustHaveValue` / `valueAlternatives` on a primitive without a value.
+    fn value_presence(&mut self, elem: &Elem, item: Item<'_>, path: &P<'_>) {
+        if elem.must_have_value {
+            self.push_at(Severity::Error, "required", path, || {
+                format!("{}: a value is required (mustHaveValue)", elem.id)
+            });
+            return;
+        }
+        let urls: Vec<&str> = item
+            .ext
+            .and_then(|e| e.get("extension"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.get("url").and_then(Value::as_str))
+            .collect();
+        if !urls
+            .iter()
+            .any(|u| elem.value_alternatives.iter().any(|a| a == u))
+        {
+            self.push_at(Severity::Error, "required", path, || {
+                format!(
+                    "{}: without a value, one of the extensions {} must be present",
+                    elem.id,
+                    elem.value_alternatives.join(", ")
+                )
+            });
         }
     }
 
@@ -394,23 +626,61 @@ impl<'r> Run<'r> {
         let Some(rt) = v.get("resourceType").and_then(Value::as_str) else {
             return;
         };
-        let contained = elem.path.ends_with(".contained");
-        let root = if contained { ctx.root } else { v };
-        let mut done_base = false;
-        for t in &elem.types {
-            for url in &t.profiles {
-                if let Some(p) = self.reg.profile(url) {
-                    if p.type_name == rt {
-                        done_base = true;
-                        self.resource_at(v, &p, path, root, depth + 1);
-                    }
+        let nctx = ctx.nested(elem, v);
+        let type_allowed = elem.types.is_empty()
+            || elem.types.iter().any(|t| {
+                if t.profiles.is_empty() {
+                    matches!(t.code.as_str(), "Resource" | "DomainResource") || t.code == rt
+                } else {
+                    t.profiles
+                        .iter()
+                        .any(|u| self.reg.profile(u).is_none_or(|p| p.type_name == rt))
                 }
+            });
+        if !type_allowed {
+            let allowed: Vec<String> = elem
+                .types
+                .iter()
+                .flat_map(|t| {
+                    if t.profiles.is_empty() {
+                        vec![t.code.clone()]
+                    } else {
+                        t.profiles
+                            .iter()
+                            .filter_map(|u| self.reg.profile(u).map(|p| p.type_name.clone()))
+                            .collect()
+                    }
+                })
+                .collect();
+            self.push_at(Severity::Error, "structure", path, || {
+                format!(
+                    "The type '{rt}' is not valid here - must be {} ({})",
+                    allowed.join(" or "),
+                    elem.id
+                )
+            });
+        }
+        let mut targets: Vec<Arc<Profile>> = elem
+            .types
+            .iter()
+            .flat_map(|t| t.profiles.iter())
+            .filter_map(|url| self.reg.profile(url))
+            .filter(|p| p.type_name == rt)
+            .collect();
+        if targets.len() > 1 {
+            // several profiles: the resource must conform to one of them
+            let found = targets
+                .iter()
+                .position(|p| self.trial(|me| me.resource_at(v, p, path, nctx, depth + 1)));
+            if let Some(i) = found {
+                targets = targets.into_iter().skip(i).take(1).collect();
             }
         }
-        if !done_base {
-            if let Some(p) = self.reg.base_profile(rt) {
-                self.resource_at(v, &p, path, root, depth + 1);
-            }
+        if targets.is_empty() {
+            targets.extend(self.reg.base_profile(rt));
+        }
+        for p in &targets {
+            self.resource_at(v, p, path, nctx, depth + 1);
         }
     }
 
@@ -568,8 +838,21 @@ impl<'r> Run<'r> {
         };
         for &s in &c.slices {
             let Some(se) = prof.elem(s) else { continue };
-            let n = assigned.iter().filter(|a| **a == Some(s)).count() as u32;
             let name = se.slice_name.as_deref().unwrap_or("");
+            // items of a re-slice (`name/sub`) count for the slice too
+            let n = assigned
+                .iter()
+                .filter(|a| {
+                    a.is_some_and(|x| {
+                        x == s
+                            || prof
+                                .elem(x)
+                                .and_then(|e| e.slice_name.as_deref())
+                                .and_then(|n| n.strip_prefix(name))
+                                .is_some_and(|r| r.starts_with('/'))
+                    })
+                })
+                .count() as u32;
             if n < se.min {
                 self.push(
                     Severity::Error,
@@ -660,20 +943,64 @@ impl<'r> Run<'r> {
         ty: &str,
         ctx: Res<'_>,
     ) -> Option<usize> {
+        let found = self.match_slice_in(prof, c, &c.slices, None, item, ty, ctx)?;
+        // re-slices (`name/sub`) of the matched slice: the most specific match wins
+        let mut best = found;
+        while let Some(name) = prof.elem(best).and_then(|e| e.slice_name.as_deref()) {
+            let subs: Vec<usize> = c
+                .slices
+                .iter()
+                .copied()
+                .filter(|&r| {
+                    prof.elem(r)
+                        .and_then(|e| e.slice_name.as_deref())
+                        .and_then(|n| n.strip_prefix(name))
+                        .is_some_and(|rest| {
+                            rest.strip_prefix('/').is_some_and(|r| !r.contains('/'))
+                        })
+                })
+                .collect();
+            if subs.is_empty() {
+                break;
+            }
+            match self.match_slice_in(prof, c, &subs, Some(name), item, ty, ctx) {
+                Some(r) => best = r,
+                None => break,
+            }
+        }
+        Some(best)
+    }
+
+    /// The first slice of `slices` the item matches; at the top level
+    /// (`parent` None) re-slices are skipped.
+    #[allow(clippy::too_many_arguments)]
+    fn match_slice_in(
+        &mut self,
+        prof: &Profile,
+        c: &Elem,
+        slices: &[usize],
+        parent: Option<&str>,
+        item: Item<'_>,
+        ty: &str,
+        ctx: Res<'_>,
+    ) -> Option<usize> {
         let discs: &[(String, String)] = c
             .slicing
             .as_ref()
             .map(|s| s.discriminators.as_slice())
             .unwrap_or(&[]);
-        for &s in &c.slices {
+        for &s in slices {
             let Some(se) = prof.elem(s) else { continue };
+            if parent.is_none() && se.slice_name.as_deref().is_some_and(|n| n.contains('/')) {
+                continue;
+            }
             let mut decided = true;
             let mut ok = true;
             if discs.is_empty() {
                 decided = false;
             }
             for (kind, dpath) in discs {
-                match self.disc_match(prof, se, kind, dpath, item, ty) {
+                match self.disc_match(prof, se, kind, dpath, item, ty, ctx) {
                     Some(true) => {}
                     Some(false) => {
                         ok = false;
@@ -733,6 +1060,8 @@ impl<'r> Run<'r> {
             epath: "",
             base_path: "",
             ext_url: None,
+            node: None,
+            is_self: false,
         };
         self.visit(prof, s, item, ty, &empty, &empty, &host, ctx, MAX_DEPTH / 2);
         let ok = !self.failed;
@@ -795,6 +1124,7 @@ impl<'r> Run<'r> {
     }
 
     /// Evaluates one discriminator: `None` when it cannot be decided.
+    #[allow(clippy::too_many_arguments)]
     fn disc_match(
         &mut self,
         prof: &Profile,
@@ -803,6 +1133,7 @@ impl<'r> Run<'r> {
         dpath: &str,
         item: Item<'_>,
         ty: &str,
+        ctx: Res<'_>,
     ) -> Option<bool> {
         match kind {
             "value" | "pattern" => {
@@ -874,7 +1205,15 @@ impl<'r> Run<'r> {
                     let ok = match rt {
                         Some(rt) => {
                             pr.type_name == rt
-                                && self.trial(|me| me.resource(v, &pr, "", v, MAX_DEPTH / 2))
+                                && self.trial(|me| {
+                                    me.resource_at(
+                                        v,
+                                        &pr,
+                                        &P::root(""),
+                                        ctx.entry(v),
+                                        MAX_DEPTH / 2,
+                                    )
+                                })
                         }
                         None => self.trial(|me| {
                             let empty = P::root("");
@@ -884,6 +1223,8 @@ impl<'r> Run<'r> {
                                 epath: "",
                                 base_path: "",
                                 ext_url: None,
+                                node: None,
+                                is_self: false,
                             };
                             let item = Item {
                                 value: Some(v),
@@ -898,10 +1239,7 @@ impl<'r> Run<'r> {
                                 &empty,
                                 &empty,
                                 &host,
-                                Res {
-                                    resource: v,
-                                    root: v,
-                                },
+                                Res::top(v),
                                 MAX_DEPTH / 2,
                             );
                         }),
@@ -935,27 +1273,16 @@ impl<'r> Run<'r> {
         se: &Elem,
         dpath: &str,
     ) -> Option<(Option<Value>, bool, Option<String>)> {
-        let from = |e: &Elem| -> Option<(Option<Value>, bool, Option<String>)> {
-            if e.max == Some(0) {
-                return Some((None, false, None));
-            }
-            if let Some(f) = &e.fixed {
-                return Some((Some(f.clone()), true, None));
-            }
-            if let Some(p) = &e.pattern {
-                return Some((Some(p.clone()), false, None));
-            }
-            if let Some(b) = &e.binding {
-                if b.strength == "required" {
-                    return b.value_set.clone().map(|vs| (None, false, Some(vs)));
-                }
-            }
-            None
-        };
         if let Some(sub) = find_sub(prof, se, dpath) {
-            if let Some(r) = from(sub) {
+            if let Some(r) = expected_of(prof, sub) {
                 return Some(r);
             }
+        }
+        // an element of another profile (elementdefinition-profile-element)
+        if let Some((lp, li)) = self.profile_element(se) {
+            let root = lp.elem(li)?;
+            let sub = find_sub(&lp, root, dpath)?;
+            return expected_of(&lp, sub);
         }
         // in the slice's type profile (extension slices: url)
         let tp = se.types.first().and_then(|t| t.profiles.first())?;
@@ -971,7 +1298,7 @@ impl<'r> Run<'r> {
         let p = self.reg.profile(tp)?;
         let root = p.elem(0)?;
         let sub = find_sub(&p, root, dpath)?;
-        from(sub)
+        expected_of(&p, sub)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1005,7 +1332,7 @@ impl<'r> Run<'r> {
                 if std::ptr::eq(Arc::as_ptr(&def), prof) {
                     return;
                 }
-                self.ext_context(&def, url, path, host);
+                self.ext_context(&def, url, path, host, ctx);
                 let is_mod = def.elem(0).is_some_and(|r| r.is_modifier);
                 if modifier && !is_mod {
                     self.push(
@@ -1023,11 +1350,38 @@ impl<'r> Run<'r> {
                     );
                 }
                 let dp = P::root("Extension");
-                self.visit(&def, 0, item, "Extension", path, &dp, host, ctx, depth + 1);
+                let host = Host {
+                    is_self: false,
+                    ..*host
+                };
+                self.visit(&def, 0, item, "Extension", path, &dp, &host, ctx, depth + 1);
             }
             None => {
+                if !absolute && !url.is_empty() && type_profile.is_none() {
+                    if host.ty == "Extension" {
+                        if prof.type_name == "Extension" && prof.url != EXTENSION_SD {
+                            self.push_at(Severity::Error, "structure", path, || {
+                                format!(
+                                    "Sub-extension url '{url}' is not defined by the extension {}",
+                                    host.ext_url.unwrap_or(&prof.url)
+                                )
+                            });
+                        }
+                    } else if !host.ty.is_empty() {
+                        self.push_at(Severity::Error, "structure", path, || {
+                            format!("Extension.url must be an absolute URL (found '{url}')")
+                        });
+                    }
+                }
                 if absolute && !url.is_empty() {
-                    if modifier {
+                    if allow_unknown_extension(url, self.opts.allow_example_urls) {
+                        self.push(
+                            Severity::Warning,
+                            "extension",
+                            path,
+                            format!("Unknown extension {url} (its definition is not loaded)"),
+                        );
+                    } else if modifier {
                         self.push(
                             Severity::Error,
                             "extension",
@@ -1053,7 +1407,21 @@ impl<'r> Run<'r> {
                 if let Some(base) = self.reg.base_profile("Extension") {
                     if !std::ptr::eq(Arc::as_ptr(&base), prof) {
                         let dp = P::root("Extension");
-                        self.visit(&base, 0, item, "Extension", path, &dp, host, ctx, depth + 1);
+                        let host = Host {
+                            is_self: false,
+                            ..*host
+                        };
+                        self.visit(
+                            &base,
+                            0,
+                            item,
+                            "Extension",
+                            path,
+                            &dp,
+                            &host,
+                            ctx,
+                            depth + 1,
+                        );
                     }
                 }
             }
@@ -1076,13 +1444,67 @@ impl<'r> Run<'r> {
                 .any(|p| p.split("://").nth(1).and_then(|r| r.split('/').next()) == Some(host))
     }
 
-    fn ext_context(&mut self, def: &Profile, url: &str, path: &P<'_>, host: &Host<'_>) {
-        if def.contexts.is_empty()
-            || host.ty.is_empty()
+    fn ext_context(
+        &mut self,
+        def: &Profile,
+        url: &str,
+        path: &P<'_>,
+        host: &Host<'_>,
+        ctx: Res<'_>,
+    ) {
+        if host.ty.is_empty()
             || url.starts_with("http://hl7.org/fhir/StructureDefinition/structuredefinition-")
         {
             return;
         }
+        if !def.contexts.is_empty() {
+            self.ext_context_kinds(def, url, path, host, ctx);
+        }
+        if let Some(node) = host.node {
+            for (src, expr) in &def.context_invariants {
+                let tx = Terminology(self.reg);
+                let ectx = fhirpath::EvalContext::new()
+                    .resource(ctx.resource)
+                    .root_resource(ctx.root)
+                    .terminology(&tx);
+                let r = fhirpath::evaluate_node(expr, node, host.ty, &ectx)
+                    .and_then(|r| fhirpath::collection_to_bool(&r));
+                if let Ok(Some(false)) = r {
+                    self.push_at(Severity::Error, "extension", path, || {
+                        format!(
+                            "Extension {url} is not allowed here: its context invariant '{src}' is not met"
+                        )
+                    });
+                }
+            }
+        }
+    }
+
+    /// Whether the host is among the results of a `fhirpath` context
+    /// (`None` when that cannot be evaluated).
+    fn fhirpath_context(&self, expr: &str, host: &Host<'_>, ctx: Res<'_>) -> Option<bool> {
+        let node = host.node?;
+        let e = crate::registry::parse_expr(expr).ok()?;
+        let tx = Terminology(self.reg);
+        let ectx = fhirpath::EvalContext::new()
+            .resource(ctx.resource)
+            .root_resource(ctx.root)
+            .terminology(&tx);
+        let r = fhirpath::evaluate(&e, ctx.resource, &ectx).ok()?;
+        Some(r.iter().any(|v| match v {
+            fhirpath::Value::Node(n) => n.json().is_some_and(|j| std::ptr::eq(j, node)),
+            _ => false,
+        }))
+    }
+
+    fn ext_context_kinds(
+        &mut self,
+        def: &Profile,
+        url: &str,
+        path: &P<'_>,
+        host: &Host<'_>,
+        ctx: Res<'_>,
+    ) {
         let host_dpath = host.dpath.render();
         let host_is_resource = is_resource_type(host.ty);
         let mut ancestors: Vec<&str> = Vec::new();
@@ -1109,15 +1531,18 @@ impl<'r> Run<'r> {
                     || (e == "BackboneElement" && host.ty.contains('.'))
             }
             "extension" => host.ext_url == Some(expr.as_str()),
-            "fhirpath" => {
-                // approximate: the path without function calls names the host element
-                let plain: Vec<&str> = split_disc_path(expr)
-                    .into_iter()
-                    .filter(|seg| !seg.contains('('))
-                    .collect();
-                let plain = plain.join(".");
-                plain == host.epath || plain == host_dpath || plain == host.ty
-            }
+            "fhirpath" => match self.fhirpath_context(expr, host, ctx) {
+                Some(found) => found,
+                None => {
+                    // approximate: the path without function calls names the host element
+                    let plain: Vec<&str> = split_disc_path(expr)
+                        .into_iter()
+                        .filter(|seg| !seg.contains('('))
+                        .collect();
+                    let plain = plain.join(".");
+                    plain == host.epath || plain == host_dpath || plain == host.ty
+                }
+            },
             _ => true,
         });
         if !ok {
@@ -1148,7 +1573,8 @@ impl<'r> Run<'r> {
         elem_name: &str,
     ) {
         let strength = b.strength.as_str();
-        if !matches!(strength, "required" | "extensible") {
+        let checked = matches!(strength, "required" | "extensible");
+        if !checked && b.additional_required.is_empty() {
             return;
         }
         if !matches!(
@@ -1157,8 +1583,29 @@ impl<'r> Run<'r> {
         ) {
             return;
         }
-        let Some(vs) = &b.value_set else { return };
         let codes = terminology::codings(v, ty);
+        if checked {
+            if let Some(vs) = &b.value_set {
+                self.binding_to(vs, strength, &codes, v, ty, path, elem_name);
+            }
+        }
+        for vs in &b.additional_required {
+            self.binding_to(vs, "required", &codes, v, ty, path, elem_name);
+        }
+    }
+
+    /// Checks codes against one value set bound with `strength`.
+    #[allow(clippy::too_many_arguments)]
+    fn binding_to(
+        &mut self,
+        vs: &str,
+        strength: &str,
+        codes: &[(Option<&str>, &str)],
+        v: &Value,
+        ty: &str,
+        path: &P<'_>,
+        elem_name: &str,
+    ) {
         if codes.is_empty() {
             if strength == "required" && ty == "CodeableConcept" && v.get("text").is_some() {
                 self.push(
@@ -1172,7 +1619,7 @@ impl<'r> Run<'r> {
         }
         let exp = terminology::expand(self.reg, vs);
         let mut unknown = false;
-        for (s, c) in &codes {
+        for (s, c) in codes {
             match exp.contains(*s, c) {
                 Some(true) => return,
                 Some(false) => {}
@@ -1212,6 +1659,33 @@ impl<'r> Run<'r> {
                 shown.join(", ")
             ),
         );
+    }
+
+    /// `Attachment.size` must be the size of the (base64) `data`.
+    fn attachment_size(&mut self, v: Option<&Value>, path: &P<'_>) {
+        let Some(v) = v else { return };
+        let (Some(Value::String(data)), Some(size)) = (v.get("data"), v.get("size")) else {
+            return;
+        };
+        let Some(stated) = size
+            .as_u64()
+            .or_else(|| size.as_str().and_then(|s| s.parse().ok()))
+        else {
+            return;
+        };
+        let chars = data.bytes().filter(|b| !b.is_ascii_whitespace()).count() as u64;
+        let pad = data
+            .trim_end()
+            .bytes()
+            .rev()
+            .take_while(|b| *b == b'=')
+            .count() as u64;
+        let actual = (chars / 4 * 3).saturating_sub(pad);
+        if chars.is_multiple_of(4) && actual != stated {
+            self.push_at(Severity::Error, "structure", &P::child(path, "size", None), || {
+                format!("Stated Attachment size {stated} does not match the size of the data ({actual})")
+            });
+        }
     }
 
     fn coding_code(&mut self, v: Option<&Value>, path: &P<'_>) {
@@ -1261,27 +1735,20 @@ impl<'r> Run<'r> {
         }
     }
 
-    fn reference_target(&mut self, elem: &Elem, v: Option<&Value>, path: &P<'_>, ctx: Res<'_>) {
+    fn reference_target(
+        &mut self,
+        elem: &Elem,
+        v: Option<&Value>,
+        path: &P<'_>,
+        ctx: Res<'_>,
+        depth: usize,
+    ) {
         let Some(reference) = v.and_then(|v| v.get("reference")).and_then(Value::as_str) else {
             return;
         };
-        let Some(t) = elem.types.iter().find(|t| t.code == "Reference") else {
-            return;
-        };
-        if t.target_profiles.is_empty() {
-            return;
-        }
-        let rtype: Option<String> = if let Some(id) = reference.strip_prefix('#') {
-            ctx.root
-                .get("contained")
-                .and_then(Value::as_array)
-                .and_then(|a| {
-                    a.iter()
-                        .find(|r| r.get("id").and_then(Value::as_str) == Some(id))
-                })
-                .and_then(|r| r.get("resourceType"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
+        // the resource type the reference itself shows (`Patient/1`, `…/Patient/1/_history/2`)
+        let literal: Option<&str> = if reference.starts_with('#') {
+            None
         } else {
             let segs: Vec<&str> = reference.split('/').collect();
             let n = segs.len();
@@ -1292,34 +1759,148 @@ impl<'r> Run<'r> {
             } else {
                 None
             };
-            pick.filter(|t| Model::r4().is_resource_type(t))
-                .map(|t| t.to_string())
+            pick.copied().filter(|t| Model::r4().is_resource_type(t))
         };
-        let Some(rtype) = rtype else { return };
-        let mut allowed = Vec::new();
+        // resolve: contained, or in the enclosing Bundle
+        let mut target: Option<(&Value, Res<'_>)> = None;
+        if let Some(id) = reference.strip_prefix('#') {
+            target = ctx
+                .root
+                .get("contained")
+                .and_then(Value::as_array)
+                .and_then(|a| {
+                    a.iter()
+                        .find(|r| r.get("id").and_then(Value::as_str) == Some(id))
+                })
+                .map(|r| (r, Res { resource: r, ..ctx }));
+        } else if let Some(b) = ctx.bundle {
+            match crate::bundle::resolve(b, reference, ctx.full_url, ctx.resource) {
+                crate::bundle::Resolved::One(r) => {
+                    target = Some((
+                        r,
+                        Res {
+                            resource: r,
+                            root: r,
+                            bundle: Some(b),
+                            full_url: crate::bundle::full_url_of(b, r),
+                        },
+                    ));
+                }
+                crate::bundle::Resolved::Many(n) => {
+                    self.push_at(Severity::Error, "structure", path, || {
+                        format!("Multiple matches ({n}) in the bundle for reference {reference}")
+                    });
+                    return;
+                }
+                crate::bundle::Resolved::None => {}
+            }
+        }
+        let target_type = target.and_then(|(r, _)| r.get("resourceType").and_then(Value::as_str));
+        if let (Some(tt), Some(lt)) = (target_type, literal) {
+            if tt != lt {
+                self.push_at(Severity::Error, "structure", path, || {
+                    format!("Matching reference for reference {reference} has resourceType {tt}")
+                });
+                return;
+            }
+        }
+        let Some(t) = elem.types.iter().find(|t| t.code == "Reference") else {
+            return;
+        };
+        if t.target_profiles.is_empty() {
+            return;
+        }
+        let rtype = match target_type {
+            Some(tt) => tt,
+            None if self.opts.check_unresolved_reference_types => match literal {
+                Some(l) => l,
+                None => return,
+            },
+            None => return,
+        };
+        let mut allowed: Vec<String> = Vec::new();
+        let mut unknown: Vec<&str> = Vec::new();
+        let mut candidates: Vec<Arc<Profile>> = Vec::new();
+        let mut type_ok = false;
         for tp in &t.target_profiles {
-            let tn = match tp.strip_prefix(CORE_SD) {
-                Some(n) => n.to_string(),
-                None => match self.reg.profile(tp) {
-                    Some(p) => p.type_name.clone(),
-                    None => return,
+            let tn = match self.reg.profile(tp) {
+                Some(p) => {
+                    let tn = p.type_name.clone();
+                    if tn == rtype && p.derivation == "constraint" {
+                        candidates.push(p);
+                    } else if tn == rtype || tn == "Resource" {
+                        // a base definition: any resource of the type conforms
+                        type_ok = true;
+                        candidates.clear();
+                        break;
+                    }
+                    tn
+                }
+                None => match tp.strip_prefix(CORE_SD) {
+                    Some(n) => n.to_string(),
+                    None => {
+                        unknown.push(tp);
+                        continue;
+                    }
                 },
             };
             if tn == "Resource" || tn == rtype {
-                return;
+                type_ok = true;
             }
             allowed.push(tn);
         }
-        self.push(
-            Severity::Error,
-            "structure",
-            path,
-            format!(
-                "The type '{rtype}' implied by the reference is not a valid target for {} (allowed: {})",
-                elem.path,
-                allowed.join(", ")
-            ),
-        );
+        if !type_ok {
+            if target.is_none() && !unknown.is_empty() {
+                // cannot tell what the unknown target profiles allow
+                return;
+            }
+            if let Some(u) = unknown.first() {
+                self.push_at(Severity::Error, "structure", path, || {
+                    format!(
+                        "Unable to resolve the profile reference '{u}' (target of {})",
+                        elem.path
+                    )
+                });
+            }
+            self.push_at(Severity::Error, "structure", path, || {
+                format!(
+                    "The type '{rtype}' implied by the reference is not a valid target for {} (allowed: {})",
+                    elem.path,
+                    allowed.join(", ")
+                )
+            });
+            return;
+        }
+        // a resolved target must conform to one of the target profiles
+        let Some((tres, tctx)) = target else { return };
+        if candidates.is_empty() {
+            return;
+        }
+        let taddr = tres as *const Value as usize;
+        let mut ok = false;
+        for p in &candidates {
+            let key = (taddr, Arc::as_ptr(p) as usize);
+            if self.ref_stack.contains(&key) {
+                ok = true;
+                break;
+            }
+            self.ref_stack.push(key);
+            let conforms = self.trial(|me| me.resource_at(tres, p, &P::root(""), tctx, depth + 1));
+            self.ref_stack.pop();
+            if conforms {
+                ok = true;
+                break;
+            }
+        }
+        if !ok {
+            let urls: Vec<&str> = candidates.iter().map(|p| p.url.as_str()).collect();
+            self.push_at(Severity::Error, "structure", path, || {
+                format!(
+                    "Unable to find a profile match for {reference} among choices: {}",
+                    urls.join(", ")
+                )
+            });
+        }
     }
 
     fn invariants(&mut self, elem: &Elem, item: Item<'_>, ty: &str, path: &P<'_>, ctx: Res<'_>) {
@@ -1334,6 +1915,51 @@ impl<'r> Run<'r> {
                 continue;
             }
             if matches!(c.key.as_str(), "dom-2" | "dom-3" | "dom-4" | "dom-5") && !has_contained {
+                continue;
+            }
+            if matches!(c.key.as_str(), "txt-1" | "txt-2") && c.is_base() {
+                // htmlChecks(), natively
+                if let Value::String(div) = node {
+                    if c.key == "txt-1" {
+                        if let Some(name) = crate::narrative::undeclared_entity(div) {
+                            self.push_at(c.severity, "invariant", path, || {
+                                format!(
+                                    "Invariant txt-1 failed: {} (invalid entity in the XHTML: '&{name};')",
+                                    c.human
+                                )
+                            });
+                        }
+                        if div.contains("href") {
+                            let contained: Vec<&str> = ctx
+                                .root
+                                .get("contained")
+                                .and_then(Value::as_array)
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|r| r.get("id").and_then(Value::as_str))
+                                .collect();
+                            for m in crate::narrative::bad_links(div, &contained) {
+                                self.push_at(c.severity, "invalid", path, || m);
+                            }
+                        }
+                    } else if !crate::narrative::has_content(div) {
+                        self.push_at(c.severity, "invariant", path, || {
+                            format!("Invariant txt-2 failed: {}", c.human)
+                        });
+                    }
+                }
+                continue;
+            }
+            if c.key == "dom-3" && c.is_base() {
+                // natively, also counting references from the narrative (img src, a href)
+                if let Some(id) = unreferenced_contained(node) {
+                    self.push_at(c.severity, "invariant", path, || {
+                        format!(
+                            "Invariant dom-3 failed: {} (contained resource '{id}' is not referenced)",
+                            c.human
+                        )
+                    });
+                }
                 continue;
             }
             let expr = match expr {
@@ -1526,6 +2152,65 @@ fn near_nhs_system(s: &str) -> bool {
     norm(s) == norm(NHS_NUMBER_SYSTEM)
 }
 
+/// The id of the first contained resource that nothing in the resource
+/// refers to (`#id` in a reference, canonical, uri or narrative link), and
+/// that does not itself refer to its container (`#`).
+fn unreferenced_contained(res: &Value) -> Option<String> {
+    fn collect<'v>(v: &'v Value, key: &str, refs: &mut Vec<&'v str>, divs: &mut Vec<&'v str>) {
+        match v {
+            Value::String(s) => {
+                if key == "div" {
+                    divs.push(s);
+                } else if s.starts_with('#') {
+                    refs.push(s);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| collect(x, key, refs, divs)),
+            Value::Object(o) => o.iter().for_each(|(k, x)| collect(x, k, refs, divs)),
+            _ => {}
+        }
+    }
+    let contained = res.get("contained")?.as_array()?;
+    let (mut refs, mut divs) = (Vec::new(), Vec::new());
+    collect(res, "", &mut refs, &mut divs);
+    for c in contained {
+        let Some(id) = c.get("id").and_then(Value::as_str) else {
+            continue;
+        };
+        let target = format!("#{id}");
+        if refs.iter().any(|r| *r == target) {
+            continue;
+        }
+        let linked = divs.iter().any(|d| {
+            d.match_indices(target.as_str()).any(|(i, _)| {
+                matches!(
+                    d.get(i + target.len()..).and_then(|r| r.chars().next()),
+                    Some('"' | '\'')
+                )
+            })
+        });
+        if linked {
+            continue;
+        }
+        let (mut inner, mut inner_divs) = (Vec::new(), Vec::new());
+        collect(c, "", &mut inner, &mut inner_divs);
+        if inner.contains(&"#") {
+            continue;
+        }
+        return Some(id.to_string());
+    }
+    None
+}
+
+/// Unknown extensions that are tolerated anywhere (example and test domains).
+fn allow_unknown_extension(url: &str, examples: bool) -> bool {
+    (examples && url.contains("example.org") && !url.contains("extensions.fhir.org"))
+        || (examples && url.contains("acme.com"))
+        || url.contains("nema.org")
+        || url.starts_with("http://hl7.org/fhir/tools/StructureDefinition/")
+        || url == "http://hl7.org/fhir/StructureDefinition/structuredefinition-expression"
+}
+
 fn id_path_eq(ctx: &str, epath: &str) -> bool {
     !ctx.is_empty() && crate::snapshot::id_to_path(ctx) == epath
 }
@@ -1564,9 +2249,39 @@ fn resource_type_of<'a>(ty: &'a str, v: &'a Value) -> &'a str {
     ty
 }
 
+/// The fixed/pattern value (or required binding) of an element; for a choice
+/// element, of its only type slice.
+#[allow(clippy::type_complexity)]
+fn expected_of(prof: &Profile, e: &Elem) -> Option<(Option<Value>, bool, Option<String>)> {
+    if e.max == Some(0) {
+        return Some((None, false, None));
+    }
+    if let Some(f) = &e.fixed {
+        return Some((Some(f.clone()), true, None));
+    }
+    if let Some(p) = &e.pattern {
+        return Some((Some(p.clone()), false, None));
+    }
+    if let Some(b) = &e.binding {
+        if b.strength == "required" {
+            return b.value_set.clone().map(|vs| (None, false, Some(vs)));
+        }
+    }
+    if e.name.ends_with("[x]") {
+        if let [s] = e.slices.as_slice() {
+            let se = prof.elem(*s)?;
+            if se.fixed.is_some() || se.pattern.is_some() {
+                return expected_of(prof, se);
+            }
+        }
+    }
+    None
+}
+
 /// Finds the element at a discriminator path below `se` (following the
 /// element tree, `extension('url')` and type profiles).
 fn find_sub<'p>(prof: &'p Profile, se: &'p Elem, dpath: &str) -> Option<&'p Elem> {
+    let dpath = dpath.strip_prefix("$this.").unwrap_or(dpath);
     if dpath == "$this" || dpath.is_empty() {
         return Some(se);
     }
@@ -1582,11 +2297,19 @@ fn find_sub<'p>(prof: &'p Profile, se: &'p Elem, dpath: &str) -> Option<&'p Elem
                 .iter()
                 .filter_map(|&i| prof.elem(i))
                 .find(|e| e.name == "extension")?;
-            cur = ext
+            // the most specific matching slice (re-slices come last), preferably expanded
+            let matching: Vec<&Elem> = ext
                 .slices
                 .iter()
                 .filter_map(|&i| prof.elem(i))
-                .find(|s| s.types.iter().any(|t| t.profiles.iter().any(|p| p == url)))?;
+                .filter(|s| s.types.iter().any(|t| t.profiles.iter().any(|p| p == url)))
+                .collect();
+            cur = matching
+                .iter()
+                .rev()
+                .find(|s| !s.children.is_empty())
+                .or(matching.last())
+                .copied()?;
             continue;
         }
         if seg.starts_with("resolve(") || seg.starts_with("ofType(") || seg.starts_with("as(") {
@@ -1629,6 +2352,7 @@ fn split_disc_path(p: &str) -> Vec<&str> {
 
 /// Values at a simple discriminator path (arrays flattened, choice stems matched).
 fn navigate<'v>(v: &'v Value, dpath: &str) -> Vec<&'v Value> {
+    let dpath = dpath.strip_prefix("$this.").unwrap_or(dpath);
     let mut cur: Vec<&Value> = vec![v];
     if dpath == "$this" {
         return cur;
@@ -1671,6 +2395,64 @@ fn navigate<'v>(v: &'v Value, dpath: &str) -> Vec<&'v Value> {
         cur = next;
     }
     cur
+}
+
+/// Compares an instance value with a `minValue[x]`/`maxValue[x]` limit
+/// (`Duration` limits are relative to now: minus for minValue, plus for maxValue).
+fn compare_to_limit(
+    v: &Value,
+    suffix: &str,
+    limit: &Value,
+    is_min: bool,
+) -> Option<std::cmp::Ordering> {
+    use fhirpath::{DateTime, Decimal, Quantity, Time};
+    let dec = |x: &Value| -> Option<Decimal> {
+        match x {
+            Value::Number(n) => Decimal::parse(&n.to_string()),
+            Value::String(s) => Decimal::parse(s),
+            _ => None,
+        }
+    };
+    match suffix {
+        "Integer" | "Decimal" | "PositiveInt" | "UnsignedInt" | "Integer64" => {
+            Some(dec(v)?.cmp_num(&dec(limit)?))
+        }
+        "Date" | "DateTime" | "Instant" => {
+            let a = DateTime::parse_fhir(v.as_str()?)?;
+            let b = DateTime::parse_fhir(limit.as_str()?)?;
+            a.compare(&b)
+        }
+        "Time" => {
+            let a = Time::parse(v.as_str()?, false)?;
+            let b = Time::parse(limit.as_str()?, false)?;
+            a.compare(&b)
+        }
+        "Quantity" | "Age" | "Count" | "Distance" | "SimpleQuantity" | "MoneyQuantity" => {
+            let a = fhirpath::quantity_of(v)?;
+            let b = fhirpath::quantity_of(limit)?;
+            a.compare(&b)
+        }
+        "Duration" => {
+            let q = fhirpath::quantity_of(limit)?;
+            let unit = match q.unit.as_str() {
+                "a" => "year",
+                "mo" => "month",
+                u => u,
+            };
+            let n = q.value.to_i64_exact()?;
+            let cal = Quantity::new(Decimal::from_i64(1), unit).cal_unit().ok()?;
+            let a = match v {
+                Value::String(s) => DateTime::parse_fhir(s)?,
+                _ => {
+                    let a = fhirpath::quantity_of(v)?;
+                    return a.compare(&q);
+                }
+            };
+            let bound = DateTime::now().add(if is_min { -n } else { n }, cal)?;
+            a.compare(&bound.with_precision(a.precision))
+        }
+        _ => None,
+    }
 }
 
 fn compact(v: &Value) -> String {

@@ -71,12 +71,26 @@ fn validator_suite() {
     let cases_dir = PathBuf::from(cases_dir);
     let core = PathBuf::from(core);
     let verbose = std::env::var_os("FHIRBRIDGE_SUITE_VERBOSE").is_some();
+    // `FHIRBRIDGE_SUITE_VERBOSE=all`: also the issues of agreeing steps
+    let verbose_all = std::env::var("FHIRBRIDGE_SUITE_VERBOSE").is_ok_and(|v| v == "all");
     let only = std::env::var("FHIRBRIDGE_SUITE_ONLY").ok();
     let manifest: Vec<Value> = serde_json::from_str(
         &std::fs::read_to_string(cases_dir.join("expectations-r4.json"))
             .expect("expectations-r4.json"),
     )
     .expect("valid JSON");
+    // the upstream manifest, for the settings the expectations file leaves out
+    let upstream: Value = std::fs::read_to_string(cases_dir.join("manifest-r4-subset.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    let upstream_case = |name: &str| -> Value {
+        upstream["test-cases"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["name"].as_str() == Some(name)))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
     let files = cases_dir.join("cases");
     let (mut steps, mut agree, mut count_agree) = (0usize, 0usize, 0usize);
     let (mut cases, mut cases_agree) = (0usize, 0usize);
@@ -116,11 +130,38 @@ fn validator_suite() {
             (Arc::new(b.build().expect("registry")), url)
         };
         let instance = load(&files.join(case["file"].as_str().unwrap_or("")));
+        // the Java test harness's settings: references that cannot be resolved
+        // are not checked unless `validateReference` asks for it; example URLs
+        // are allowed unless `examples` is false
+        let settings = upstream_case(name);
+        let check_refs = matches!(
+            case["validateReference"].as_str(),
+            Some("CHECK_TYPE" | "CHECK_EXISTS_AND_TYPE" | "CHECK_VALID")
+        ) || settings["assumeValidRestReferences"].as_bool() == Some(true);
+        let options = ValidatorOptions {
+            check_unresolved_reference_types: check_refs,
+            allow_example_urls: settings["examples"].as_bool().unwrap_or(true),
+            ..ValidatorOptions::default()
+        };
+        let profile_options = ValidatorOptions {
+            check_unresolved_reference_types: check_refs
+                || settings["profile"]["assumeValidRestReferences"].as_bool() == Some(true),
+            ..options.clone()
+        };
         let mut all = true;
         let mut step = |label: &str, expected: &Value, out: Outcome| {
             let want = expected["valid"].as_bool().unwrap_or(true);
             steps += 1;
             let ok = want == out.valid;
+            if ok && verbose_all {
+                println!(
+                    "AGREE {name} [{label}] {}",
+                    if want { "valid" } else { "invalid" }
+                );
+                for i in &out.issues {
+                    println!("    {i}");
+                }
+            }
             if ok {
                 agree += 1;
                 if expected["errors"].as_u64() == Some(out.errors as u64) {
@@ -147,11 +188,11 @@ fn validator_suite() {
             }
         };
         let (reg, _) = registry(false);
-        let v = Validator::new(reg, ValidatorOptions::default());
+        let v = Validator::new(reg, options.clone());
         step("base", &case["expected_base"], run_step(&v, &instance, &[]));
         if let Some(p) = case["profile"].as_object() {
             let (reg, profile_url) = registry(true);
-            let v = Validator::new(reg, ValidatorOptions::default());
+            let v = Validator::new(reg, profile_options.clone());
             match &profile_url {
                 Some(url) => step("profile", &p["expected"], run_step(&v, &instance, &[url])),
                 None => step(

@@ -1,0 +1,395 @@
+//! Search over HTTP: type search (GET and `POST _search`), compartment search,
+//! the searchset Bundle (links, includes, `_summary`, `_elements`), and the
+//! criteria parser shared by conditional interactions.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+use super::error::{operation_outcome, ApiError, OoIssue};
+use super::format::{self, Prefer};
+use super::handlers::{base_url, bundle, ctx, label, parse_type, query_pairs, require};
+use super::AppState;
+use crate::model::{LogicalId, ResourceType};
+use crate::search::parse::{self as search_parse, Options, Paging, ParsedSearch, Summary};
+use crate::search::registry::{self, ParamKind};
+use crate::search::types::{Predicate, ReferenceValue, SearchQuery, Test};
+use crate::storage::{Interaction, StoredResource};
+
+type ApiResult = Result<HttpResponse, ApiError>;
+
+pub(crate) fn paging(state: &AppState) -> Paging {
+    Paging {
+        default_count: state.settings.search.default_count,
+        max_count: state.settings.search.max_count,
+    }
+}
+
+fn search_error(e: search_parse::SearchError) -> ApiError {
+    let mut issue = OoIssue::error(
+        if e.param.is_empty() {
+            "too-costly"
+        } else {
+            "invalid"
+        },
+        e.message,
+    );
+    if !e.param.is_empty() {
+        issue = issue.at(e.param);
+    }
+    ApiError::BadRequest(vec![issue])
+}
+
+/// Parses conditional-interaction criteria (`If-None-Exist`, `PUT/DELETE
+/// [type]?…`, bundle `ifNoneExist`/conditional URLs): strict, selection only.
+pub(crate) fn parse_criteria(
+    state: &AppState,
+    base: &str,
+    ty: ResourceType,
+    text: &str,
+    what: &str,
+) -> Result<SearchQuery, ApiError> {
+    let text = text.trim_start_matches('?');
+    let text = text.strip_prefix(&format!("{ty}?")).unwrap_or(text);
+    let pairs = query_pairs(text)?;
+    let parsed = search_parse::parse(
+        ty,
+        &pairs,
+        Options {
+            lenient: false,
+            paging: paging(state),
+            base_url: base,
+        },
+    )
+    .map_err(|e| ApiError::bad_request("invalid", format!("{what}: {}", e.message)))?;
+    if parsed.query.predicates.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid",
+            format!("{what} must contain search criteria"),
+        ));
+    }
+    Ok(parsed.query)
+}
+
+pub async fn search(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> ApiResult {
+    let ty = parse_type(&path.into_inner(), &state)?;
+    label(&req, "search-type", Some(ty));
+    let pairs = query_pairs(req.query_string())?;
+    run_search(&req, &state, ty, pairs, None).await
+}
+
+/// `POST [type]/_search` with an `application/x-www-form-urlencoded` body; the
+/// URL's own parameters are combined with the body's.
+pub async fn search_post(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> ApiResult {
+    let ty = parse_type(&path.into_inner(), &state)?;
+    label(&req, "search-type", Some(ty));
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !body.is_empty() && !ct.starts_with("application/x-www-form-urlencoded") {
+        return Err(ApiError::UnsupportedMediaType(
+            "POST _search takes an application/x-www-form-urlencoded body".into(),
+        ));
+    }
+    let mut pairs = query_pairs(req.query_string())?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("invalid", "The form body is not UTF-8"))?;
+    pairs.extend(query_pairs(text)?);
+    run_search(&req, &state, ty, pairs, None).await
+}
+
+/// `GET [base]/Patient/[id]/[type]`: a search of `type` restricted to the
+/// patient's compartment (the R4 CompartmentDefinition's parameters, OR-ed).
+pub async fn compartment_search(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String, String)>,
+) -> ApiResult {
+    let (comp, id, target) = path.into_inner();
+    let comp_ty = parse_type(&comp, &state)?;
+    let ty = parse_type(&target, &state)?;
+    label(&req, "search-compartment", Some(ty));
+    if comp_ty != ResourceType::Patient {
+        return Err(ApiError::bad_request(
+            "not-supported",
+            format!("Only the Patient compartment is supported, not {comp_ty}"),
+        ));
+    }
+    let id = LogicalId::parse(&id)
+        .ok_or_else(|| ApiError::bad_request("invalid", "Invalid resource id"))?;
+    let params = registry::registry().patient_compartment(ty);
+    let mut any = Vec::new();
+    if ty == ResourceType::Patient {
+        any.push(Predicate::Id {
+            ids: vec![id.to_string()],
+            not: false,
+        });
+    }
+    for code in params {
+        if code == "{def}" {
+            continue;
+        }
+        if let Some(def) = registry::lookup(ty, code).filter(|d| d.kind == ParamKind::Reference) {
+            any.push(Predicate::Index {
+                param: def,
+                test: Test::Reference(vec![ReferenceValue {
+                    target_type: Some(ResourceType::Patient),
+                    id: id.to_string(),
+                    url: false,
+                }]),
+                not: false,
+            });
+        }
+    }
+    if any.is_empty() {
+        return Err(ApiError::bad_request(
+            "not-supported",
+            format!("{ty} is not in the Patient compartment"),
+        ));
+    }
+    let pairs = query_pairs(req.query_string())?;
+    let prefix = format!("Patient/{id}/{ty}");
+    run_search(
+        &req,
+        &state,
+        ty,
+        pairs,
+        Some((Predicate::AnyOf(any), prefix)),
+    )
+    .await
+}
+
+fn link(base: &str, path: &str, pairs: &[(String, String)]) -> String {
+    if pairs.is_empty() {
+        format!("{base}/{path}")
+    } else {
+        format!(
+            "{base}/{path}?{}",
+            serde_urlencoded::to_string(pairs).unwrap_or_default()
+        )
+    }
+}
+
+async fn run_search(
+    req: &HttpRequest,
+    state: &AppState,
+    ty: ResourceType,
+    pairs: Vec<(String, String)>,
+    compartment: Option<(Predicate, String)>,
+) -> ApiResult {
+    require(state, ty, Interaction::SearchType)?;
+    let out = format::negotiate(req)?;
+    let Prefer { lenient, .. } = format::prefer(req.headers());
+    let base = base_url(req, state);
+    let ParsedSearch {
+        mut query,
+        applied,
+        warnings,
+        summary,
+        elements,
+    } = search_parse::parse(
+        ty,
+        &pairs,
+        Options {
+            lenient,
+            paging: paging(state),
+            base_url: &base,
+        },
+    )
+    .map_err(search_error)?;
+    let path = match compartment {
+        Some((pred, path)) => {
+            query.predicates.push(pred);
+            path
+        }
+        None => ty.to_string(),
+    };
+    let searcher = state
+        .backend
+        .search()
+        .ok_or_else(|| ApiError::MethodNotAllowed("search is not supported".into()))?;
+    let page = searcher.search(&ctx(req), &query).await?;
+
+    let mut paged: Vec<(String, String)> = applied
+        .iter()
+        .filter(|(k, _)| k != "_count")
+        .cloned()
+        .collect();
+    paged.push(("_count".into(), query.count.to_string()));
+    let with_cursor = |c: &crate::search::types::Cursor| {
+        let mut p = paged.clone();
+        p.push(("_cursor".into(), search_parse::encode_cursor(c)));
+        p
+    };
+    let self_pairs = match &query.cursor {
+        Some(c) => with_cursor(c),
+        None => applied.clone(),
+    };
+    let mut links = vec![json!({"relation": "self", "url": link(&base, &path, &self_pairs)})];
+    if query.count > 0 {
+        links.push(json!({"relation": "first", "url": link(&base, &path, &paged)}));
+    }
+    if let Some(prev) = &page.previous {
+        links.push(json!({"relation": "previous", "url": link(&base, &path, &with_cursor(prev))}));
+    }
+    if let Some(next) = &page.next {
+        links.push(json!({"relation": "next", "url": link(&base, &path, &with_cursor(next))}));
+    }
+
+    let shape = Shape { summary, elements };
+    let mut entries = Vec::with_capacity(page.resources.len() + page.included.len() + 1);
+    for (r, mode) in page
+        .resources
+        .iter()
+        .map(|r| (r, "match"))
+        .chain(page.included.iter().map(|r| (r, "include")))
+    {
+        if let Some(resource) = shape.apply(r)? {
+            entries.push(json!({
+                "fullUrl": format!("{base}/{}/{}", r.resource_type, r.id),
+                "resource": resource,
+                "search": {"mode": mode},
+            }));
+        }
+    }
+    let mut notes: Vec<OoIssue> = warnings
+        .into_iter()
+        .map(|w| OoIssue {
+            severity: "warning",
+            code: "not-supported",
+            diagnostics: format!("Ignored: {}", w.message),
+            expression: (!w.param.is_empty()).then_some(w.param),
+        })
+        .collect();
+    if page.include_truncated {
+        notes.push(OoIssue {
+            severity: "warning",
+            code: "too-costly",
+            diagnostics: format!(
+                "_include/_revinclude stopped after {} resources",
+                page.included.len()
+            ),
+            expression: None,
+        });
+    }
+    if !notes.is_empty() {
+        entries.push(json!({
+            "resource": operation_outcome(&notes),
+            "search": {"mode": "outcome"},
+        }));
+    }
+    let bundle = bundle("searchset", page.total, links, entries);
+    let (body, ct) = format::encode(&bundle, out)?;
+    Ok(HttpResponse::Ok().content_type(ct).body(body))
+}
+
+/// `_summary` / `_elements` applied to each returned resource.
+struct Shape {
+    summary: Option<Summary>,
+    elements: Option<Vec<String>>,
+}
+
+const SUBSETTED: &str = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue";
+
+impl Shape {
+    fn apply(&self, r: &StoredResource) -> Result<Option<Value>, ApiError> {
+        let Some(content) = &r.content else {
+            return Ok(None);
+        };
+        let mut resource: Value =
+            serde_json::from_str(content).map_err(|e| ApiError::Internal(e.into()))?;
+        let keep: Option<Vec<String>> = match (self.summary, &self.elements) {
+            (Some(Summary::True), _) => Some(summary_elements(r.resource_type)),
+            (Some(Summary::Text), _) => {
+                let mut k = mandatory_elements(r.resource_type);
+                k.push("text".into());
+                Some(k)
+            }
+            (Some(Summary::Data), _) => {
+                if let Some(obj) = resource.as_object_mut() {
+                    obj.shift_remove("text");
+                }
+                mark_subsetted(&mut resource);
+                None
+            }
+            (_, Some(list)) => {
+                let mut k = mandatory_elements(r.resource_type);
+                k.extend(list.iter().cloned());
+                Some(k)
+            }
+            _ => None,
+        };
+        if let Some(keep) = keep {
+            if let Some(obj) = resource.as_object_mut() {
+                obj.retain(|k, _| {
+                    let name = k.strip_prefix('_').unwrap_or(k);
+                    k == "resourceType"
+                        || k == "id"
+                        || k == "meta"
+                        || keep.iter().any(|e| {
+                            e == name
+                                || (name.starts_with(e.as_str())
+                                    && is_choice_of(r.resource_type, e, name))
+                        })
+                });
+            }
+            mark_subsetted(&mut resource);
+        }
+        Ok(Some(resource))
+    }
+}
+
+fn is_choice_of(ty: ResourceType, base: &str, json_name: &str) -> bool {
+    fhir_structure::model::Model::r4()
+        .element(ty.as_str(), json_name)
+        .is_some_and(|e| e.choice && e.def.name.strip_suffix("[x]") == Some(base))
+}
+
+fn element_base_name(name: &str) -> String {
+    name.strip_suffix("[x]").unwrap_or(name).to_owned()
+}
+
+fn summary_elements(ty: ResourceType) -> Vec<String> {
+    fhir_structure::model::Model::r4()
+        .all_elements(ty.as_str())
+        .into_iter()
+        .filter(|e| e.summary || e.min > 0)
+        .map(|e| element_base_name(&e.name))
+        .collect()
+}
+
+fn mandatory_elements(ty: ResourceType) -> Vec<String> {
+    fhir_structure::model::Model::r4()
+        .all_elements(ty.as_str())
+        .into_iter()
+        .filter(|e| e.min > 0)
+        .map(|e| element_base_name(&e.name))
+        .collect()
+}
+
+fn mark_subsetted(resource: &mut Value) {
+    let Some(obj) = resource.as_object_mut() else {
+        return;
+    };
+    let meta = obj
+        .entry("meta")
+        .or_insert_with(|| json!({}))
+        .as_object_mut();
+    if let Some(meta) = meta {
+        let tags = meta.entry("tag").or_insert_with(|| json!([]));
+        if let Some(arr) = tags.as_array_mut() {
+            arr.push(json!({"system": SUBSETTED, "code": "SUBSETTED"}));
+        }
+    }
+}

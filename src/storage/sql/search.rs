@@ -1,0 +1,1092 @@
+//! Search on the SQL backends: index rows in, typed predicates to SQL, sorting
+//! with keyset paging, counting, and `_include` / `_revinclude`.
+//!
+//! Every predicate becomes `alias.res_id [NOT] IN (SELECT … FROM idx_… WHERE
+//! res_type = ? AND param = ? AND …)`, so both planners drive lookups from the
+//! index tables' `(res_type, param, value)` indexes. Chains and `_has` nest the
+//! same shape through `idx_reference`. Sorting uses correlated `MIN`/`MAX`
+//! subqueries per key; paging is keyset on (sort keys…, res_id) in both
+//! directions, so pages stay stable while data changes.
+
+use super::{rows, scope_filter, stored, Bind, Conn, Sql};
+use crate::model::{Instant, ResourceType};
+use crate::search::registry::{self, ParamDef, ParamKind};
+use crate::search::types::*;
+use crate::storage::{IndexRow, IndexValue, SearchPage, StorageResult, StoredResource};
+
+/// Every index table (rewritten with each version).
+pub(super) const INDEX_TABLES: [&str; 7] = [
+    "idx_token",
+    "idx_date",
+    "idx_reference",
+    "idx_string",
+    "idx_number",
+    "idx_quantity",
+    "idx_uri",
+];
+
+/// The largest code point: `v <= x < v || MAX_CHAR` is "x starts with v" in
+/// binary collation (SQLite BINARY, PostgreSQL "C").
+const MAX_CHAR: char = '\u{10FFFF}';
+
+/// Most resources `_include`/`_revinclude` may add to one page.
+pub const MAX_INCLUDED: usize = 1000;
+const MAX_ITERATE: usize = 3;
+
+const CHUNK: usize = 200;
+
+pub(super) fn insert_indexes(
+    conn: &mut Conn,
+    ty: ResourceType,
+    id: &crate::model::LogicalId,
+    indexes: &[IndexRow],
+) -> StorageResult<()> {
+    let d = conn.dialect();
+    type Writer = fn(&mut Sql, &IndexValue) -> bool;
+    let tables: [(&str, &str, Writer); 7] = [
+        ("idx_token", "system, code, text", |sql, v| match v {
+            IndexValue::Token { system, code, text } => {
+                sql.bind(Bind::OptText(system.clone()))
+                    .push(", ")
+                    .text(code)
+                    .push(", ")
+                    .bind(Bind::OptText(text.clone()));
+                true
+            }
+            _ => false,
+        }),
+        ("idx_date", "lo, hi", |sql, v| match v {
+            IndexValue::Date { lo, hi } => {
+                sql.int(*lo).push(", ").int(*hi);
+                true
+            }
+            _ => false,
+        }),
+        (
+            "idx_reference",
+            "target_type, target_id, url",
+            |sql, v| match v {
+                IndexValue::Reference {
+                    target_type,
+                    target_id,
+                    url,
+                } => {
+                    sql.text(target_type)
+                        .push(", ")
+                        .text(target_id)
+                        .push(", ")
+                        .bind(Bind::OptText(url.clone()));
+                    true
+                }
+                _ => false,
+            },
+        ),
+        ("idx_string", "norm, exact", |sql, v| match v {
+            IndexValue::String { norm, exact } => {
+                sql.text(norm).push(", ").text(exact);
+                true
+            }
+            _ => false,
+        }),
+        ("idx_number", "value", |sql, v| match v {
+            IndexValue::Number { value } => {
+                sql.bind(Bind::Real(*value));
+                true
+            }
+            _ => false,
+        }),
+        (
+            "idx_quantity",
+            "system, code, unit, value",
+            |sql, v| match v {
+                IndexValue::Quantity {
+                    system,
+                    code,
+                    unit,
+                    value,
+                } => {
+                    sql.bind(Bind::OptText(system.clone()))
+                        .push(", ")
+                        .bind(Bind::OptText(code.clone()))
+                        .push(", ")
+                        .bind(Bind::OptText(unit.clone()))
+                        .push(", ")
+                        .bind(Bind::Real(*value));
+                    true
+                }
+                _ => false,
+            },
+        ),
+        ("idx_uri", "value", |sql, v| match v {
+            IndexValue::Uri { value } => {
+                sql.text(value);
+                true
+            }
+            _ => false,
+        }),
+    ];
+    for (table, columns, write) in tables {
+        let mut pending = 0usize;
+        let mut sql = Sql::new(d);
+        for row in indexes {
+            let mut probe = Sql::new(d);
+            if !write(&mut probe, &row.value) {
+                continue;
+            }
+            if pending == 0 {
+                sql.push("INSERT INTO ")
+                    .push(table)
+                    .push(" (res_type, res_id, param, ")
+                    .push(columns)
+                    .push(") VALUES ");
+            } else {
+                sql.push(", ");
+            }
+            sql.push("(")
+                .text(ty.as_str())
+                .push(", ")
+                .text(id.as_str())
+                .push(", ")
+                .text(&row.param)
+                .push(", ");
+            write(&mut sql, &row.value);
+            sql.push(")");
+            pending += 1;
+            if pending == CHUNK {
+                conn.exec(&sql)?;
+                sql = Sql::new(d);
+                pending = 0;
+            }
+        }
+        if pending > 0 {
+            conn.exec(&sql)?;
+        }
+    }
+    Ok(())
+}
+
+/// Unique table aliases for nested subqueries.
+struct Aliases(usize);
+
+impl Aliases {
+    fn next(&mut self, prefix: &str) -> String {
+        self.0 += 1;
+        format!("{prefix}{}", self.0)
+    }
+}
+
+fn table_of(kind: ParamKind) -> &'static str {
+    match kind {
+        ParamKind::Token => "idx_token",
+        ParamKind::Date => "idx_date",
+        ParamKind::Reference => "idx_reference",
+        ParamKind::String => "idx_string",
+        ParamKind::Number => "idx_number",
+        ParamKind::Quantity => "idx_quantity",
+        ParamKind::Uri | ParamKind::Composite => "idx_uri",
+    }
+}
+
+fn starts_with(sql: &mut Sql, col: &str, prefix: &str) {
+    let mut upper = prefix.to_owned();
+    upper.push(MAX_CHAR);
+    sql.push("(")
+        .push(col)
+        .push(" >= ")
+        .text(prefix)
+        .push(" AND ")
+        .push(col)
+        .push(" < ")
+        .text(&upper)
+        .push(")");
+}
+
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('%');
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+fn token_condition(sql: &mut Sql, t: &str, v: &TokenValue) {
+    sql.push("(");
+    let mut first = true;
+    if let Some(code) = &v.code {
+        sql.push(t).push(".code = ").text(code);
+        first = false;
+    }
+    match v.system.as_deref() {
+        None => {}
+        Some("") => {
+            if !first {
+                sql.push(" AND ");
+            }
+            sql.push(t).push(".system IS NULL");
+            first = false;
+        }
+        Some(system) => {
+            if !first {
+                sql.push(" AND ");
+            }
+            sql.push(t).push(".system = ").text(system);
+            first = false;
+        }
+    }
+    if first {
+        sql.push("1 = 1");
+    }
+    sql.push(")");
+}
+
+fn or_each<T>(sql: &mut Sql, items: &[T], mut f: impl FnMut(&mut Sql, &T)) {
+    sql.push("(");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        f(sql, item);
+    }
+    sql.push(")");
+}
+
+/// The FHIR prefix semantics over ranges: the target value covers `[vlo, vhi)`,
+/// the parameter value covers `[lo, hi)`.
+fn date_condition(sql: &mut Sql, vlo: &str, vhi: &str, v: &DateValue) {
+    let (lo, hi) = (v.range.lo, v.range.hi);
+    let contains = |sql: &mut Sql| {
+        sql.push("(")
+            .push(vlo)
+            .push(" >= ")
+            .int(lo)
+            .push(" AND ")
+            .push(vhi)
+            .push(" <= ")
+            .int(hi)
+            .push(")");
+    };
+    sql.push("(");
+    match v.prefix {
+        Prefix::Eq => contains(sql),
+        Prefix::Ne => {
+            sql.push("NOT ");
+            contains(sql);
+        }
+        Prefix::Gt => {
+            sql.push(vhi).push(" > ").int(hi);
+        }
+        Prefix::Lt => {
+            sql.push(vlo).push(" < ").int(lo);
+        }
+        Prefix::Ge => {
+            sql.push(vhi).push(" > ").int(hi).push(" OR ");
+            contains(sql);
+        }
+        Prefix::Le => {
+            sql.push(vlo).push(" < ").int(lo).push(" OR ");
+            contains(sql);
+        }
+        Prefix::Sa => {
+            sql.push(vlo).push(" >= ").int(hi);
+        }
+        Prefix::Eb => {
+            sql.push(vhi).push(" <= ").int(lo);
+        }
+        Prefix::Ap => {
+            // Approximately: within 10% of the distance between the value and now.
+            let now = Instant::now().0;
+            let gap = ((now - lo).abs() / 10).max(hi - lo);
+            sql.push(vlo)
+                .push(" < ")
+                .int(hi.saturating_add(gap))
+                .push(" AND ")
+                .push(vhi)
+                .push(" > ")
+                .int(lo.saturating_sub(gap));
+        }
+    }
+    sql.push(")");
+}
+
+/// Number prefixes: the stored value is a point, the parameter a precision range.
+fn number_condition(sql: &mut Sql, col: &str, v: &NumberValue) {
+    let c = |sql: &mut Sql, op: &str, x: f64| {
+        sql.push(col).push(op).bind(Bind::Real(x));
+    };
+    sql.push("(");
+    match v.prefix {
+        Prefix::Eq => {
+            c(sql, " >= ", v.lo);
+            sql.push(" AND ");
+            c(sql, " < ", v.hi);
+        }
+        Prefix::Ne => {
+            sql.push("NOT (");
+            c(sql, " >= ", v.lo);
+            sql.push(" AND ");
+            c(sql, " < ", v.hi);
+            sql.push(")");
+        }
+        Prefix::Gt => c(sql, " > ", v.value),
+        Prefix::Lt => c(sql, " < ", v.value),
+        Prefix::Ge => c(sql, " >= ", v.value),
+        Prefix::Le => c(sql, " <= ", v.value),
+        Prefix::Sa => c(sql, " >= ", v.hi),
+        Prefix::Eb => c(sql, " < ", v.lo),
+        Prefix::Ap => {
+            let gap = (v.value.abs() * 0.1).max(v.hi - v.lo);
+            c(sql, " >= ", v.value - gap);
+            sql.push(" AND ");
+            c(sql, " <= ", v.value + gap);
+        }
+    }
+    sql.push(")");
+}
+
+/// The condition on one index-table row `t` for a test.
+fn test_condition(sql: &mut Sql, t: &str, test: &Test) {
+    let col = |c: &str| format!("{t}.{c}");
+    match test {
+        Test::Token(values) | Test::ReferenceIdentifier(values) => {
+            or_each(sql, values, |sql, v| token_condition(sql, t, v))
+        }
+        Test::TokenText(values) => or_each(sql, values, |sql, v| starts_with(sql, &col("text"), v)),
+        Test::OfType(values) => or_each(sql, values, |sql, (system, code, value)| {
+            sql.push("(")
+                .push(&col("system"))
+                .push(" = ")
+                .text(system)
+                .push(" AND ")
+                .push(&col("code"))
+                .push(" = ")
+                .text(&format!("{code}|{value}"))
+                .push(")");
+        }),
+        Test::String(mode, values) => or_each(sql, values, |sql, v| match mode {
+            StringMode::StartsWith => starts_with(sql, &col("norm"), v),
+            StringMode::Exact => {
+                sql.push(&col("exact")).push(" = ").text(v);
+            }
+            StringMode::Contains => {
+                sql.push(&col("norm"))
+                    .push(" LIKE ")
+                    .text(&like_escape(v))
+                    .push(" ESCAPE '\\'");
+            }
+        }),
+        Test::Date(values) => or_each(sql, values, |sql, v| {
+            date_condition(sql, &col("lo"), &col("hi"), v)
+        }),
+        Test::Number(values) => or_each(sql, values, |sql, v| {
+            number_condition(sql, &col("value"), v)
+        }),
+        Test::Quantity(values) => or_each(sql, values, |sql, q| {
+            sql.push("(");
+            number_condition(sql, &col("value"), &q.number);
+            match (&q.system, &q.code) {
+                (Some(s), Some(c)) => {
+                    sql.push(" AND ")
+                        .push(&col("system"))
+                        .push(" = ")
+                        .text(s)
+                        .push(" AND ")
+                        .push(&col("code"))
+                        .push(" = ")
+                        .text(c);
+                }
+                (None, Some(c)) => {
+                    sql.push(" AND (")
+                        .push(&col("code"))
+                        .push(" = ")
+                        .text(c)
+                        .push(" OR ")
+                        .push(&col("unit"))
+                        .push(" = ")
+                        .text(c)
+                        .push(")");
+                }
+                (Some(s), None) => {
+                    sql.push(" AND ").push(&col("system")).push(" = ").text(s);
+                }
+                (None, None) => {}
+            }
+            sql.push(")");
+        }),
+        Test::Uri(mode, values) => or_each(sql, values, |sql, v| match mode {
+            UriMode::Equals => {
+                sql.push(&col("value")).push(" = ").text(v);
+            }
+            UriMode::Below => starts_with(sql, &col("value"), v),
+            UriMode::Above => {
+                sql.push("(")
+                    .push(&col("value"))
+                    .push(" <= ")
+                    .text(v)
+                    .push(" AND ")
+                    .push(&col("value"))
+                    .push(" = SUBSTR(")
+                    .text(v)
+                    .push(", 1, LENGTH(")
+                    .push(&col("value"))
+                    .push(")))");
+            }
+        }),
+        Test::Reference(values) => or_each(sql, values, |sql, v| {
+            if v.url {
+                sql.push(&col("url")).push(" = ").text(&v.id);
+            } else {
+                sql.push("(")
+                    .push(&col("target_id"))
+                    .push(" = ")
+                    .text(&v.id);
+                if let Some(ty) = v.target_type {
+                    sql.push(" AND ")
+                        .push(&col("target_type"))
+                        .push(" = ")
+                        .text(ty.as_str());
+                }
+                sql.push(")");
+            }
+        }),
+    }
+}
+
+fn index_param_key(param: &ParamDef, test: &Test) -> (String, &'static str) {
+    match test {
+        Test::OfType(_) => (format!("{}:of-type", param.code), "idx_token"),
+        Test::ReferenceIdentifier(_) => (format!("{}:identifier", param.code), "idx_token"),
+        _ => (param.code.clone(), table_of(param.kind)),
+    }
+}
+
+/// Appends a boolean SQL expression: does the `alias` row (a resource of type
+/// `ty`) satisfy `pred`?
+fn predicate(sql: &mut Sql, a: &mut Aliases, pred: &Predicate, alias: &str, ty: ResourceType) {
+    match pred {
+        Predicate::Id { ids, not } => {
+            sql.push(alias).push(if *not {
+                ".res_id NOT IN ("
+            } else {
+                ".res_id IN ("
+            });
+            for (i, id) in ids.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.text(id);
+            }
+            sql.push(")");
+        }
+        Predicate::LastUpdated(values) => {
+            let lo = format!("{alias}.last_updated");
+            let hi = format!("({alias}.last_updated + 1)");
+            or_each(sql, values, |sql, v| date_condition(sql, &lo, &hi, v));
+        }
+        Predicate::Index { param, test, not } => {
+            let (key, table) = index_param_key(param, test);
+            let t = a.next("t");
+            sql.push(alias)
+                .push(if *not {
+                    ".res_id NOT IN (SELECT "
+                } else {
+                    ".res_id IN (SELECT "
+                })
+                .push(&t)
+                .push(".res_id FROM ")
+                .push(table)
+                .push(" ")
+                .push(&t)
+                .push(" WHERE ")
+                .push(&t)
+                .push(".res_type = ")
+                .text(ty.as_str())
+                .push(" AND ")
+                .push(&t)
+                .push(".param = ")
+                .text(&key)
+                .push(" AND ");
+            test_condition(sql, &t, test);
+            sql.push(")");
+        }
+        Predicate::Missing { param, missing } => {
+            let t = a.next("t");
+            sql.push(alias)
+                .push(if *missing {
+                    ".res_id NOT IN (SELECT "
+                } else {
+                    ".res_id IN (SELECT "
+                })
+                .push(&t)
+                .push(".res_id FROM ")
+                .push(table_of(param.kind))
+                .push(" ")
+                .push(&t)
+                .push(" WHERE ")
+                .push(&t)
+                .push(".res_type = ")
+                .text(ty.as_str())
+                .push(" AND ")
+                .push(&t)
+                .push(".param = ")
+                .text(&param.code)
+                .push(")");
+        }
+        Predicate::Chain { param, targets } => {
+            let x = a.next("x");
+            sql.push(alias)
+                .push(".res_id IN (SELECT ")
+                .push(&x)
+                .push(".res_id FROM idx_reference ")
+                .push(&x)
+                .push(" WHERE ")
+                .push(&x)
+                .push(".res_type = ")
+                .text(ty.as_str())
+                .push(" AND ")
+                .push(&x)
+                .push(".param = ")
+                .text(&param.code)
+                .push(" AND ");
+            or_each(sql, targets, |sql, (target, inner)| {
+                let r = a.next("r");
+                sql.push("(")
+                    .push(&x)
+                    .push(".target_type = ")
+                    .text(target.as_str())
+                    .push(" AND ")
+                    .push(&x)
+                    .push(".target_id IN (SELECT ")
+                    .push(&r)
+                    .push(".res_id FROM resources ")
+                    .push(&r)
+                    .push(" WHERE ");
+                scope_filter(sql, &r, *target);
+                sql.push(" AND ").push(&r).push(".deleted = 0 AND ");
+                predicate(sql, a, inner, &r, *target);
+                sql.push("))");
+            });
+            sql.push(")");
+        }
+        Predicate::Has {
+            source,
+            param,
+            inner,
+        } => {
+            let x = a.next("x");
+            let r = a.next("r");
+            sql.push(alias)
+                .push(".res_id IN (SELECT ")
+                .push(&x)
+                .push(".target_id FROM idx_reference ")
+                .push(&x)
+                .push(" WHERE ")
+                .push(&x)
+                .push(".res_type = ")
+                .text(source.as_str())
+                .push(" AND ")
+                .push(&x)
+                .push(".param = ")
+                .text(&param.code)
+                .push(" AND ")
+                .push(&x)
+                .push(".target_type = ")
+                .text(ty.as_str())
+                .push(" AND ")
+                .push(&x)
+                .push(".res_id IN (SELECT ")
+                .push(&r)
+                .push(".res_id FROM resources ")
+                .push(&r)
+                .push(" WHERE ");
+            scope_filter(sql, &r, *source);
+            sql.push(" AND ").push(&r).push(".deleted = 0 AND ");
+            predicate(sql, a, inner, &r, *source);
+            sql.push("))");
+        }
+        Predicate::AnyOf(preds) => {
+            or_each(sql, preds, |sql, p| predicate(sql, a, p, alias, ty));
+        }
+    }
+}
+
+/// `FROM resources r WHERE <scope> AND r.deleted = 0 AND <predicates>`.
+fn push_selection(sql: &mut Sql, a: &mut Aliases, query: &SearchQuery) {
+    sql.push(" FROM resources r WHERE ");
+    scope_filter(sql, "r", query.resource_type);
+    sql.push(" AND r.deleted = 0");
+    for p in &query.predicates {
+        sql.push(" AND ");
+        predicate(sql, a, p, "r", query.resource_type);
+    }
+}
+
+pub(super) fn count(conn: &mut Conn, query: &SearchQuery) -> StorageResult<i64> {
+    let mut sql = Sql::new(conn.dialect());
+    let mut a = Aliases(0);
+    sql.push("SELECT COUNT(*) AS n");
+    push_selection(&mut sql, &mut a, query);
+    conn.count(&sql)
+}
+
+/// Up to `limit` current matches of a conditional write's criteria (by id).
+pub(super) fn matches_for_write(
+    conn: &mut Conn,
+    query: &SearchQuery,
+    limit: usize,
+) -> StorageResult<Vec<rows::Found>> {
+    let mut sql = Sql::new(conn.dialect());
+    let mut a = Aliases(0);
+    sql.push("SELECT r.res_id, r.version, r.last_updated, r.content");
+    push_selection(&mut sql, &mut a, query);
+    sql.push(" ORDER BY r.res_id LIMIT ")
+        .int(i64::try_from(limit).unwrap_or(i64::MAX));
+    conn.load::<rows::Found>(&sql)
+}
+
+/// Which typed column a sort key lands in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeyCol {
+    Text,
+    Int,
+    Real,
+}
+
+fn key_col(key: SortKey) -> KeyCol {
+    match key {
+        SortKey::Id => KeyCol::Text,
+        SortKey::LastUpdated => KeyCol::Int,
+        SortKey::Param(p) => match p.kind {
+            ParamKind::Date => KeyCol::Int,
+            ParamKind::Number | ParamKind::Quantity => KeyCol::Real,
+            _ => KeyCol::Text,
+        },
+    }
+}
+
+/// The SQL of one sort key over the `r` row.
+fn push_key_expr(sql: &mut Sql, spec: &SortSpec) {
+    match spec.key {
+        SortKey::Id => {
+            sql.push("r.res_id");
+        }
+        SortKey::LastUpdated => {
+            sql.push("r.last_updated");
+        }
+        SortKey::Param(p) => {
+            let (col, table) = match p.kind {
+                ParamKind::Token => ("code", "idx_token"),
+                ParamKind::String => ("norm", "idx_string"),
+                ParamKind::Date => (if spec.descending { "hi" } else { "lo" }, "idx_date"),
+                ParamKind::Number => ("value", "idx_number"),
+                ParamKind::Quantity => ("value", "idx_quantity"),
+                ParamKind::Reference => ("target_id", "idx_reference"),
+                ParamKind::Uri | ParamKind::Composite => ("value", "idx_uri"),
+            };
+            sql.push("(SELECT ")
+                .push(if spec.descending { "MAX(" } else { "MIN(" })
+                .push("s.")
+                .push(col)
+                .push(") FROM ")
+                .push(table)
+                .push(" s WHERE s.res_type = r.res_type AND s.res_id = r.res_id AND s.param = ")
+                .text(&p.code)
+                .push(")");
+        }
+    }
+}
+
+fn bind_key(sql: &mut Sql, v: &KeyValue) {
+    match v {
+        KeyValue::Int(i) => {
+            sql.int(*i);
+        }
+        KeyValue::Real(f) => {
+            sql.bind(Bind::Real(*f));
+        }
+        KeyValue::Text(t) => {
+            sql.text(t);
+        }
+        KeyValue::Null => {
+            sql.push("NULL");
+        }
+    }
+}
+
+/// Keyset condition: rows strictly after (or before) the cursor in
+/// (nulls-last keys…, res_id) order.
+fn push_keyset(sql: &mut Sql, sort: &[SortSpec], cursor: &Cursor) {
+    let col = |i: usize, spec: &SortSpec| {
+        let suffix = match key_col(spec.key) {
+            KeyCol::Text => "t",
+            KeyCol::Int => "i",
+            KeyCol::Real => "r",
+        };
+        format!("q.k{i}_{suffix}")
+    };
+    sql.push("(");
+    for i in 0..=sort.len() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        sql.push("(");
+        // Equal on every earlier key.
+        for (j, spec) in sort.iter().enumerate().take(i) {
+            let c = col(j, spec);
+            match cursor.keys.get(j).unwrap_or(&KeyValue::Null) {
+                KeyValue::Null => {
+                    sql.push(&c).push(" IS NULL AND ");
+                }
+                v => {
+                    sql.push(&c).push(" = ");
+                    bind_key(sql, v);
+                    sql.push(" AND ");
+                }
+            }
+        }
+        if i == sort.len() {
+            sql.push("q.res_id")
+                .push(if cursor.backwards { " < " } else { " > " })
+                .text(&cursor.id);
+        } else {
+            let spec = &sort[i];
+            let c = col(i, spec);
+            let v = cursor.keys.get(i).unwrap_or(&KeyValue::Null);
+            let after_op = if spec.descending ^ cursor.backwards {
+                " < "
+            } else {
+                " > "
+            };
+            match (v, cursor.backwards) {
+                // Nulls sort last: after a null there is nothing on this key.
+                (KeyValue::Null, false) => {
+                    sql.push("1 = 0");
+                }
+                (KeyValue::Null, true) => {
+                    sql.push(&c).push(" IS NOT NULL");
+                }
+                (v, false) => {
+                    sql.push("(").push(&c).push(after_op);
+                    bind_key(sql, v);
+                    sql.push(" OR ").push(&c).push(" IS NULL)");
+                }
+                (v, true) => {
+                    sql.push(&c).push(after_op);
+                    bind_key(sql, v);
+                }
+            }
+        }
+        sql.push(")");
+    }
+    sql.push(")");
+}
+
+fn key_value(row: &rows::Sorted, i: usize, col: KeyCol) -> KeyValue {
+    let (t, n, r) = match i {
+        0 => (&row.k0_t, row.k0_i, row.k0_r),
+        1 => (&row.k1_t, row.k1_i, row.k1_r),
+        2 => (&row.k2_t, row.k2_i, row.k2_r),
+        3 => (&row.k3_t, row.k3_i, row.k3_r),
+        _ => (&row.k4_t, row.k4_i, row.k4_r),
+    };
+    match col {
+        KeyCol::Text => t.clone().map(KeyValue::Text),
+        KeyCol::Int => n.map(KeyValue::Int),
+        KeyCol::Real => r.map(KeyValue::Real),
+    }
+    .unwrap_or(KeyValue::Null)
+}
+
+/// One page of matches in sort order, plus whether more rows exist beyond it.
+fn page(
+    conn: &mut Conn,
+    query: &SearchQuery,
+    sort: &[SortSpec],
+) -> StorageResult<(Vec<rows::Sorted>, bool)> {
+    let backwards = query.cursor.as_ref().is_some_and(|c| c.backwards);
+    let mut sql = Sql::new(conn.dialect());
+    let mut a = Aliases(0);
+    sql.push("SELECT * FROM (SELECT r.res_id, r.version, r.last_updated, r.content");
+    for i in 0..5 {
+        for (suffix, col) in [("t", KeyCol::Text), ("i", KeyCol::Int), ("r", KeyCol::Real)] {
+            sql.push(", ");
+            match sort.get(i) {
+                Some(spec) if key_col(spec.key) == col => push_key_expr(&mut sql, spec),
+                _ => {
+                    sql.push("NULL");
+                }
+            }
+            sql.push(&format!(" AS k{i}_{suffix}"));
+        }
+    }
+    push_selection(&mut sql, &mut a, query);
+    sql.push(") q");
+    if let Some(c) = &query.cursor {
+        sql.push(" WHERE ");
+        push_keyset(&mut sql, sort, c);
+    }
+    sql.push(" ORDER BY ");
+    for (i, spec) in sort.iter().enumerate() {
+        let suffix = match key_col(spec.key) {
+            KeyCol::Text => "t",
+            KeyCol::Int => "i",
+            KeyCol::Real => "r",
+        };
+        let c = format!("q.k{i}_{suffix}");
+        let desc = spec.descending ^ backwards;
+        // Nulls last in forward order (first when walking backwards).
+        sql.push(&format!(
+            "(CASE WHEN {c} IS NULL THEN 1 ELSE 0 END){}, {c}{}, ",
+            if backwards { " DESC" } else { "" },
+            if desc { " DESC" } else { "" }
+        ));
+    }
+    sql.push(if backwards {
+        "q.res_id DESC"
+    } else {
+        "q.res_id"
+    });
+    sql.push(" LIMIT ")
+        .int(i64::try_from(query.count + 1).unwrap_or(i64::MAX));
+    let mut found = conn.load::<rows::Sorted>(&sql)?;
+    let more = found.len() > query.count;
+    found.truncate(query.count);
+    if backwards {
+        found.reverse();
+    }
+    Ok((found, more))
+}
+
+fn cursor_of(row: &rows::Sorted, sort: &[SortSpec], backwards: bool) -> Cursor {
+    Cursor {
+        backwards,
+        keys: sort
+            .iter()
+            .enumerate()
+            .map(|(i, s)| key_value(row, i, key_col(s.key)))
+            .collect(),
+        id: row.res_id.clone(),
+    }
+}
+
+pub(super) fn run(conn: &mut Conn, query: &SearchQuery) -> StorageResult<SearchPage> {
+    let total = match query.total {
+        TotalMode::Accurate | TotalMode::Estimate => Some(count(conn, query)?),
+        TotalMode::None => None,
+    };
+    let mut out = SearchPage {
+        resources: Vec::new(),
+        included: Vec::new(),
+        include_truncated: false,
+        total,
+        next: None,
+        previous: None,
+    };
+    if query.count == 0 {
+        return Ok(out);
+    }
+    let sort = &query.sort;
+    let (found, more) = page(conn, query, sort)?;
+    let backwards = query.cursor.as_ref().is_some_and(|c| c.backwards);
+    // Forward: `more` means a next page. Backwards: `more` means a previous one,
+    // and there is always a next page (the one we came from).
+    let (has_next, has_prev) = match (&query.cursor, backwards) {
+        (None, _) => (more, false),
+        (Some(_), false) => (more, true),
+        (Some(_), true) => (true, more),
+    };
+    if has_next {
+        out.next = found.last().map(|r| cursor_of(r, sort, false));
+    }
+    if has_prev {
+        out.previous = found.first().map(|r| cursor_of(r, sort, true));
+    }
+    for f in found {
+        out.resources.push(stored(
+            query.resource_type,
+            &f.res_id,
+            f.version,
+            f.last_updated,
+            f.content,
+        )?);
+    }
+    if !query.include.is_empty() || !query.revinclude.is_empty() {
+        includes(conn, query, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn key(r: &StoredResource) -> (ResourceType, String) {
+    (r.resource_type, r.id.as_str().to_owned())
+}
+
+fn load_by_ids(
+    conn: &mut Conn,
+    ty: ResourceType,
+    ids: &[String],
+) -> StorageResult<Vec<StoredResource>> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(CHUNK) {
+        let mut sql = Sql::new(conn.dialect());
+        sql.push("SELECT r.res_id, r.version, r.last_updated, r.content FROM resources r WHERE ");
+        scope_filter(&mut sql, "r", ty);
+        sql.push(" AND r.deleted = 0 AND r.res_id IN (");
+        for (i, id) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.text(id);
+        }
+        sql.push(") ORDER BY r.res_id");
+        for f in conn.load::<rows::Found>(&sql)? {
+            out.push(stored(ty, &f.res_id, f.version, f.last_updated, f.content)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The reference parameters an include spec follows.
+fn include_params(spec: &IncludeSpec) -> Vec<&'static ParamDef> {
+    match spec.param {
+        Some(p) => vec![p],
+        None => registry::registry()
+            .for_type(spec.source)
+            .filter(|p| p.kind == ParamKind::Reference)
+            .collect(),
+    }
+}
+
+/// Follows `_include` (forward) and `_revinclude` (reverse) from `from`.
+fn follow(
+    conn: &mut Conn,
+    from: &[StoredResource],
+    spec: &IncludeSpec,
+    reverse: bool,
+) -> StorageResult<Vec<StoredResource>> {
+    let mut out = Vec::new();
+    if from.is_empty() {
+        return Ok(out);
+    }
+    for param in include_params(spec) {
+        if !reverse {
+            let ids: Vec<&str> = from
+                .iter()
+                .filter(|r| r.resource_type == spec.source)
+                .map(|r| r.id.as_str())
+                .collect();
+            for chunk in ids.chunks(CHUNK) {
+                let mut sql = Sql::new(conn.dialect());
+                sql.push("SELECT DISTINCT x.target_type, x.target_id FROM idx_reference x WHERE x.res_type = ")
+                    .text(spec.source.as_str())
+                    .push(" AND x.param = ")
+                    .text(&param.code)
+                    .push(" AND x.target_type <> ''");
+                if let Some(t) = spec.target {
+                    sql.push(" AND x.target_type = ").text(t.as_str());
+                }
+                sql.push(" AND x.res_id IN (");
+                for (i, id) in chunk.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(", ");
+                    }
+                    sql.text(id);
+                }
+                sql.push(")");
+                let targets = conn.load::<rows::Target>(&sql)?;
+                let mut by_type: std::collections::BTreeMap<ResourceType, Vec<String>> =
+                    Default::default();
+                for t in targets {
+                    if let Ok(ty) = t.target_type.parse::<ResourceType>() {
+                        by_type.entry(ty).or_default().push(t.target_id);
+                    }
+                }
+                for (ty, ids) in by_type {
+                    out.extend(load_by_ids(conn, ty, &ids)?);
+                }
+            }
+        } else {
+            // Resources of `spec.source` whose `param` points at any of `from`.
+            let mut by_type: std::collections::BTreeMap<ResourceType, Vec<&str>> =
+                Default::default();
+            for r in from {
+                if spec.target.is_none_or(|t| t == r.resource_type) {
+                    by_type
+                        .entry(r.resource_type)
+                        .or_default()
+                        .push(r.id.as_str());
+                }
+            }
+            for (ty, ids) in by_type {
+                for chunk in ids.chunks(CHUNK) {
+                    let mut sql = Sql::new(conn.dialect());
+                    sql.push("SELECT r.res_id, r.version, r.last_updated, r.content FROM resources r WHERE ");
+                    scope_filter(&mut sql, "r", spec.source);
+                    sql.push(" AND r.deleted = 0 AND r.res_id IN (SELECT x.res_id FROM idx_reference x WHERE x.res_type = ")
+                        .text(spec.source.as_str())
+                        .push(" AND x.param = ")
+                        .text(&param.code)
+                        .push(" AND x.target_type = ")
+                        .text(ty.as_str())
+                        .push(" AND x.target_id IN (");
+                    for (i, id) in chunk.iter().enumerate() {
+                        if i > 0 {
+                            sql.push(", ");
+                        }
+                        sql.text(id);
+                    }
+                    sql.push(")) ORDER BY r.res_id LIMIT ")
+                        .int((MAX_INCLUDED + 1) as i64);
+                    for f in conn.load::<rows::Found>(&sql)? {
+                        out.push(stored(
+                            spec.source,
+                            &f.res_id,
+                            f.version,
+                            f.last_updated,
+                            f.content,
+                        )?);
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn includes(conn: &mut Conn, query: &SearchQuery, out: &mut SearchPage) -> StorageResult<()> {
+    let mut seen: std::collections::BTreeSet<(ResourceType, String)> =
+        out.resources.iter().map(key).collect();
+    let mut frontier: Vec<StoredResource> = out.resources.clone();
+    for round in 0..=MAX_ITERATE {
+        let mut next = Vec::new();
+        let specs = query
+            .include
+            .iter()
+            .map(|s| (s, false))
+            .chain(query.revinclude.iter().map(|s| (s, true)));
+        for (spec, reverse) in specs {
+            // Plain specs apply to the matches only; :iterate ones to every round.
+            if round > 0 && !spec.iterate {
+                continue;
+            }
+            for r in follow(conn, &frontier, spec, reverse)? {
+                if seen.insert(key(&r)) {
+                    if out.included.len() >= MAX_INCLUDED {
+                        out.include_truncated = true;
+                        return Ok(());
+                    }
+                    out.included.push(r.clone());
+                    next.push(r);
+                }
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        frontier = next;
+    }
+    Ok(())
+}
