@@ -19,6 +19,7 @@ const FORMATS: [&str; 4] = [
 /// UK Core profiles are advertised as `supportedProfile` when they are loaded.
 pub fn capability_statement(
     caps: &Capabilities,
+    transactions: bool,
     base_url: Option<&str>,
     validation: &crate::validation::ValidationService,
 ) -> Value {
@@ -42,14 +43,18 @@ pub fn capability_statement(
             let mut resource = json!({
                 "type": ty.as_str(),
                 "profile": format!("http://hl7.org/fhir/StructureDefinition/{ty}"),
-                "interaction": interactions.iter().map(|i| json!({"code": i.code()})).collect::<Vec<_>>(),
+                "interaction": interactions
+                    .iter()
+                    .map(|i| json!({"code": i.code()}))
+                    .chain((transactions && interactions.contains(&Interaction::Update)).then(|| json!({"code": "patch"})))
+                    .collect::<Vec<_>>(),
                 "versioning": "versioned-update",
                 "readHistory": interactions.contains(&Interaction::Vread),
                 "updateCreate": caps.update_create && interactions.contains(&Interaction::Update),
                 "conditionalCreate": caps.conditional_create && interactions.contains(&Interaction::Create),
                 "conditionalRead": "full-support",
-                "conditionalUpdate": false,
-                "conditionalDelete": "not-supported",
+                "conditionalUpdate": transactions && interactions.contains(&Interaction::Update),
+                "conditionalDelete": if transactions && interactions.contains(&Interaction::Delete) { "multiple" } else { "not-supported" },
             });
             if let Some(obj) = resource.as_object_mut() {
                 obj.insert(
@@ -89,6 +94,10 @@ pub fn capability_statement(
         })
         .collect();
     let mut system_interactions = Vec::new();
+    if transactions {
+        system_interactions.push(json!({"code": "transaction"}));
+        system_interactions.push(json!({"code": "batch"}));
+    }
     if caps.system_history {
         system_interactions.push(json!({"code": "history-system"}));
     }

@@ -65,6 +65,12 @@ pub struct ServerSettings {
     pub base_url: Option<String>,
     /// Largest accepted request body in bytes, after decompression.
     pub body_limit_bytes: usize,
+    /// Largest accepted batch/transaction Bundle body (`POST /fhir`) in bytes.
+    pub bundle_body_limit_bytes: usize,
+    /// Most entries in one batch/transaction Bundle.
+    pub max_bundle_entries: usize,
+    /// Most resources one conditional delete may remove (more → 412).
+    pub max_conditional_delete: usize,
     /// HTTP worker threads (0 = one per CPU core).
     pub workers: usize,
     /// Seconds to let in-flight requests finish on shutdown.
@@ -110,6 +116,9 @@ impl Default for ServerSettings {
             listen: "127.0.0.1:8080".into(),
             base_url: None,
             body_limit_bytes: 10 * 1024 * 1024,
+            bundle_body_limit_bytes: 256 * 1024 * 1024,
+            max_bundle_entries: 20_000,
+            max_conditional_delete: 100,
             workers: 0,
             shutdown_timeout_secs: 30,
         }

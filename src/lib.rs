@@ -69,12 +69,13 @@ impl Application {
             settings: settings.clone(),
         });
         let limit = settings.server.body_limit_bytes;
+        let bundle_limit = settings.server.bundle_body_limit_bytes.max(limit);
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(limit))
                 .wrap(from_fn(rest::middleware::fhir_middleware))
-                .configure(rest::configure)
+                .configure(|cfg| rest::configure(cfg, bundle_limit))
         })
         .listen(listener)?
         .shutdown_timeout(settings.server.shutdown_timeout_secs);

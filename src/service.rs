@@ -31,10 +31,25 @@ fn issue(code: &'static str, expression: &str, message: String) -> Issue {
 /// Returns every error found (warnings do not block and are dropped here).
 pub fn prepare_write(
     ty: ResourceType,
-    mut value: Value,
+    value: Value,
     target: WriteTarget<'_>,
     base_url: &str,
 ) -> Result<NewContent, Vec<Issue>> {
+    let value = check_body(ty, value, target)?;
+    let indexes = index::extract(ty, &value, base_url);
+    Ok(NewContent {
+        resource: value,
+        indexes,
+    })
+}
+
+/// The checks of [`prepare_write`] without index extraction (bundles extract
+/// after rewriting references).
+pub fn check_body(
+    ty: ResourceType,
+    mut value: Value,
+    target: WriteTarget<'_>,
+) -> Result<Value, Vec<Issue>> {
     let declared = value.get("resourceType").and_then(Value::as_str);
     match declared {
         None => {
@@ -81,11 +96,7 @@ pub fn prepare_write(
         return Err(issues);
     }
     strip_server_meta(&mut value);
-    let indexes = index::extract(ty, &value, base_url);
-    Ok(NewContent {
-        resource: value,
-        indexes,
-    })
+    Ok(value)
 }
 
 #[cfg(test)]

@@ -184,6 +184,9 @@ impl From<StorageError> for ApiError {
                 ApiError::Unavailable("The database is unavailable; retry later".into())
             }
             StorageError::Unsupported(m) => ApiError::NotImplemented(m),
+            StorageError::Aborted => {
+                ApiError::Internal(anyhow::anyhow!("transaction aborted without a reason"))
+            }
             StorageError::Internal(e) => ApiError::Internal(e),
         }
     }

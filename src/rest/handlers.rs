@@ -145,6 +145,7 @@ pub async fn metadata(req: HttpRequest, state: web::Data<AppState>) -> ApiResult
     let out = format::negotiate(&req)?;
     let cs = crate::capability::capability_statement(
         state.backend.capabilities(),
+        state.backend.transactions().is_some(),
         Some(&base_url(&req, &state)),
         &state.validation,
     );

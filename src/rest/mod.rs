@@ -1,6 +1,7 @@
 //! The HTTP edge: the only module that knows actix-web and FHIR wire formats.
 //! `configure` is the one place routes are declared.
 
+pub mod bundle;
 pub mod error;
 pub mod format;
 pub mod handlers;
@@ -38,7 +39,7 @@ pub struct InteractionLabel {
 }
 
 /// Declares every route.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub fn configure(cfg: &mut web::ServiceConfig, bundle_limit: usize) {
     use handlers as h;
     cfg.service(web::resource("/health/live").route(web::get().to(h::health_live)))
         .service(web::resource("/health/ready").route(web::get().to(h::health_ready)))
@@ -47,7 +48,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::scope("/fhir")
                 .service(
                     web::resource("")
-                        .route(web::post().to(h::not_implemented))
+                        .app_data(web::PayloadConfig::new(bundle_limit))
+                        .route(web::post().to(bundle::system_post))
                         .route(web::get().to(h::not_implemented))
                         .default_service(web::to(h::method_not_allowed)),
                 )
@@ -65,8 +67,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     web::resource("/{type}")
                         .route(web::get().to(search::search))
                         .route(web::post().to(h::create))
-                        .route(web::put().to(h::not_implemented))
-                        .route(web::delete().to(h::not_implemented))
+                        .route(web::put().to(bundle::conditional_update))
+                        .route(web::delete().to(bundle::conditional_delete))
                         .default_service(web::to(h::method_not_allowed)),
                 )
                 .service(
@@ -90,7 +92,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::get().to(h::read))
                         .route(web::put().to(h::update))
                         .route(web::delete().to(h::delete))
-                        .route(web::patch().to(h::not_implemented))
+                        .route(web::patch().to(bundle::patch))
                         .default_service(web::to(h::method_not_allowed)),
                 )
                 .service(

@@ -216,6 +216,9 @@ pub enum StorageError {
     Busy,
     #[error("{0}")]
     Unsupported(String),
+    /// The caller's own logic abandoned a transaction (it keeps the reason).
+    #[error("transaction aborted")]
+    Aborted,
     #[error("internal storage error")]
     Internal(#[source] anyhow::Error),
 }
@@ -315,6 +318,43 @@ pub trait Search: Send + Sync {
     async fn search(&self, ctx: &RequestContext, query: &SearchQuery) -> StorageResult<SearchPage>;
 }
 
+/// Operations available inside one storage transaction (all synchronous: the
+/// work runs on a blocking thread while the transaction is open).
+pub trait TxOps {
+    /// `id`: a pre-assigned id for the new resource (else one is generated).
+    fn create(&mut self, req: CreateRequest, id: Option<LogicalId>) -> StorageResult<WriteOutcome>;
+    fn update(&mut self, req: UpdateRequest) -> StorageResult<WriteOutcome>;
+    fn delete(&mut self, req: DeleteRequest) -> StorageResult<WriteOutcome>;
+    fn read(&mut self, ty: ResourceType, id: &LogicalId) -> StorageResult<StoredResource>;
+    fn vread(
+        &mut self,
+        ty: ResourceType,
+        id: &LogicalId,
+        version: VersionId,
+    ) -> StorageResult<StoredResource>;
+    /// Up to `limit` current matches (for conditional interactions).
+    fn find(&mut self, query: &SearchQuery, limit: usize) -> StorageResult<Vec<StoredResource>>;
+    fn search(&mut self, query: &SearchQuery) -> StorageResult<SearchPage>;
+    /// Serialises transactions that use the same key until commit (conditional
+    /// writes on the same criteria). A no-op where writes are already serial.
+    fn lock(&mut self, key: &str) -> StorageResult<()>;
+}
+
+/// Work to run in one transaction; its result is handed back as is.
+pub type TxWork =
+    Box<dyn FnOnce(&mut dyn TxOps) -> StorageResult<Box<dyn std::any::Any + Send>> + Send>;
+
+/// Atomic multi-operation units: everything `work` writes commits together, or
+/// (on any error) nothing does.
+#[async_trait]
+pub trait Transactions: Send + Sync {
+    async fn transaction(
+        &self,
+        ctx: &RequestContext,
+        work: TxWork,
+    ) -> StorageResult<Box<dyn std::any::Any + Send>>;
+}
+
 /// A storage backend: declared capabilities plus the traits it implements.
 #[async_trait]
 pub trait Backend: Send + Sync {
@@ -323,6 +363,10 @@ pub trait Backend: Send + Sync {
     fn writer(&self) -> Option<&dyn ResourceWrite>;
     fn history(&self) -> Option<&dyn History>;
     fn search(&self) -> Option<&dyn Search>;
+    /// Multi-operation transactions (bundles, conditional update/delete).
+    fn transactions(&self) -> Option<&dyn Transactions> {
+        None
+    }
     /// Readiness probe: can the backend serve requests now?
     async fn ping(&self) -> StorageResult<()>;
     /// Pool gauges for `/metrics`: (connections in use, idle connections).

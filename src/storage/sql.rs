@@ -669,6 +669,57 @@ fn write_version(
     search::insert_indexes(conn, w.ty, w.id, indexes)
 }
 
+fn read_current(
+    conn: &mut Conn,
+    ty: ResourceType,
+    id: &LogicalId,
+) -> StorageResult<StoredResource> {
+    let head = read_head(conn, ty, id, false)?.ok_or(StorageError::NotFound)?;
+    if head.version == 0 {
+        return Err(StorageError::NotFound);
+    }
+    if head.deleted != 0 {
+        return Err(StorageError::Gone {
+            version: head.version,
+            last_updated: Instant(head.last_updated),
+        });
+    }
+    stored(
+        ty,
+        id.as_str(),
+        head.version,
+        head.last_updated,
+        head.content,
+    )
+}
+
+fn read_version(
+    conn: &mut Conn,
+    ty: ResourceType,
+    id: &LogicalId,
+    version: VersionId,
+) -> StorageResult<StoredResource> {
+    let mut sql = Sql::new(conn.dialect());
+    sql.push("SELECT seq, res_type, res_id, version, last_updated, method, content FROM resource_versions v WHERE ");
+    scope_filter(&mut sql, "v", ty);
+    sql.push(" AND v.res_id = ")
+        .text(id.as_str())
+        .push(" AND v.version = ")
+        .int(version);
+    let row = conn
+        .load::<rows::VersionRow>(&sql)?
+        .into_iter()
+        .next()
+        .ok_or(StorageError::NotFound)?;
+    if row.content.is_none() {
+        return Err(StorageError::Gone {
+            version: row.version,
+            last_updated: Instant(row.last_updated),
+        });
+    }
+    stored(ty, id.as_str(), row.version, row.last_updated, row.content)
+}
+
 fn serialize(resource: &serde_json::Value) -> StorageResult<String> {
     serde_json::to_string(resource).map_err(|e| StorageError::Internal(anyhow::Error::new(e)))
 }
@@ -684,7 +735,17 @@ fn fnv1a(s: &str) -> i64 {
 }
 
 fn do_create(conn: &mut Conn, req: CreateRequest) -> StorageResult<WriteOutcome> {
-    conn.write_tx(|conn| {
+    conn.write_tx(|conn| create_in(conn, req, None))
+}
+
+/// A create inside an open write transaction; `id` is a pre-assigned id (bundles
+/// assign ids before writing so references between entries can be rewritten).
+fn create_in(
+    conn: &mut Conn,
+    req: CreateRequest,
+    id: Option<LogicalId>,
+) -> StorageResult<WriteOutcome> {
+    {
         if let Some(cond) = &req.if_none_exist {
             if conn.dialect() == Dialect::Postgres {
                 let mut sql = Sql::new(Dialect::Postgres);
@@ -717,9 +778,9 @@ fn do_create(conn: &mut Conn, req: CreateRequest) -> StorageResult<WriteOutcome>
                 }
             }
         }
-        let id = LogicalId::generate();
+        let id = id.unwrap_or_else(LogicalId::generate);
         let at = Instant::now();
-        let mut resource = req.content.resource.clone();
+        let mut resource = req.content.resource;
         set_id(&mut resource, &id);
         stamp_meta(&mut resource, 1, at);
         let content = serialize(&resource)?;
@@ -746,7 +807,7 @@ fn do_create(conn: &mut Conn, req: CreateRequest) -> StorageResult<WriteOutcome>
                 content: Some(content),
             }),
         })
-    })
+    }
 }
 
 fn set_id(resource: &mut serde_json::Value, id: &LogicalId) {
@@ -766,7 +827,11 @@ fn same_content(stored: &str, incoming: &serde_json::Value) -> bool {
 }
 
 fn do_update(conn: &mut Conn, req: UpdateRequest) -> StorageResult<WriteOutcome> {
-    conn.write_tx(|conn| {
+    conn.write_tx(|conn| update_in(conn, req))
+}
+
+fn update_in(conn: &mut Conn, req: UpdateRequest) -> StorageResult<WriteOutcome> {
+    {
         let head = lock_head(conn, req.resource_type, &req.id)?;
         let exists = head.version > 0 && head.deleted == 0;
         match req.precondition {
@@ -836,11 +901,15 @@ fn do_update(conn: &mut Conn, req: UpdateRequest) -> StorageResult<WriteOutcome>
                 content: Some(content),
             }),
         })
-    })
+    }
 }
 
 fn do_delete(conn: &mut Conn, req: DeleteRequest) -> StorageResult<WriteOutcome> {
-    conn.write_tx(|conn| {
+    conn.write_tx(|conn| delete_in(conn, req))
+}
+
+fn delete_in(conn: &mut Conn, req: DeleteRequest) -> StorageResult<WriteOutcome> {
+    {
         let Some(head) = read_head(conn, req.resource_type, &req.id, true)? else {
             if let Precondition::VersionIs(_) = req.precondition {
                 return Err(StorageError::VersionConflict { current: None });
@@ -889,7 +958,7 @@ fn do_delete(conn: &mut Conn, req: DeleteRequest) -> StorageResult<WriteOutcome>
                 content: None,
             }),
         })
-    })
+    }
 }
 
 fn do_history(conn: &mut Conn, q: HistoryQuery) -> StorageResult<HistoryPage> {
@@ -961,26 +1030,8 @@ impl ResourceRead for SqlBackend {
         id: &LogicalId,
     ) -> StorageResult<StoredResource> {
         let id = id.clone();
-        self.blocking(move |mut conn| {
-            let head = read_head(&mut conn, ty, &id, false)?.ok_or(StorageError::NotFound)?;
-            if head.version == 0 {
-                return Err(StorageError::NotFound);
-            }
-            if head.deleted != 0 {
-                return Err(StorageError::Gone {
-                    version: head.version,
-                    last_updated: Instant(head.last_updated),
-                });
-            }
-            stored(
-                ty,
-                id.as_str(),
-                head.version,
-                head.last_updated,
-                head.content,
-            )
-        })
-        .await
+        self.blocking(move |mut conn| read_current(&mut conn, ty, &id))
+            .await
     }
 
     async fn vread(
@@ -991,28 +1042,8 @@ impl ResourceRead for SqlBackend {
         version: VersionId,
     ) -> StorageResult<StoredResource> {
         let id = id.clone();
-        self.blocking(move |mut conn| {
-            let mut sql = Sql::new(conn.dialect());
-            sql.push("SELECT seq, res_type, res_id, version, last_updated, method, content FROM resource_versions v WHERE ");
-            scope_filter(&mut sql, "v", ty);
-            sql.push(" AND v.res_id = ")
-                .text(id.as_str())
-                .push(" AND v.version = ")
-                .int(version);
-            let row = conn
-                .load::<rows::VersionRow>(&sql)?
-                .into_iter()
-                .next()
-                .ok_or(StorageError::NotFound)?;
-            if row.content.is_none() {
-                return Err(StorageError::Gone {
-                    version: row.version,
-                    last_updated: Instant(row.last_updated),
-                });
-            }
-            stored(ty, id.as_str(), row.version, row.last_updated, row.content)
-        })
-        .await
+        self.blocking(move |mut conn| read_version(&mut conn, ty, &id, version))
+            .await
     }
 }
 
@@ -1071,8 +1102,78 @@ impl Search for SqlBackend {
     }
 }
 
+/// [`TxOps`] over one connection with an open write transaction.
+struct SqlTx<'c> {
+    conn: &'c mut Conn,
+}
+
+impl TxOps for SqlTx<'_> {
+    fn create(&mut self, req: CreateRequest, id: Option<LogicalId>) -> StorageResult<WriteOutcome> {
+        create_in(self.conn, req, id)
+    }
+    fn update(&mut self, req: UpdateRequest) -> StorageResult<WriteOutcome> {
+        update_in(self.conn, req)
+    }
+    fn delete(&mut self, req: DeleteRequest) -> StorageResult<WriteOutcome> {
+        delete_in(self.conn, req)
+    }
+    fn read(&mut self, ty: ResourceType, id: &LogicalId) -> StorageResult<StoredResource> {
+        read_current(self.conn, ty, id)
+    }
+    fn vread(
+        &mut self,
+        ty: ResourceType,
+        id: &LogicalId,
+        version: VersionId,
+    ) -> StorageResult<StoredResource> {
+        read_version(self.conn, ty, id, version)
+    }
+    fn find(&mut self, query: &SearchQuery, limit: usize) -> StorageResult<Vec<StoredResource>> {
+        search::matches_for_write(self.conn, query, limit)?
+            .into_iter()
+            .map(|f| {
+                stored(
+                    query.resource_type,
+                    &f.res_id,
+                    f.version,
+                    f.last_updated,
+                    f.content,
+                )
+            })
+            .collect()
+    }
+    fn search(&mut self, query: &SearchQuery) -> StorageResult<SearchPage> {
+        search::run(self.conn, query)
+    }
+    fn lock(&mut self, key: &str) -> StorageResult<()> {
+        if self.conn.dialect() == Dialect::Postgres {
+            let mut sql = Sql::new(Dialect::Postgres);
+            sql.push("SELECT pg_advisory_xact_lock(")
+                .int(fnv1a(key))
+                .push(")");
+            self.conn.exec(&sql)?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Transactions for SqlBackend {
+    async fn transaction(
+        &self,
+        _ctx: &RequestContext,
+        work: TxWork,
+    ) -> StorageResult<Box<dyn std::any::Any + Send>> {
+        self.blocking(move |mut conn| conn.write_tx(|conn| work(&mut SqlTx { conn })))
+            .await
+    }
+}
+
 #[async_trait]
 impl Backend for SqlBackend {
+    fn transactions(&self) -> Option<&dyn Transactions> {
+        Some(self)
+    }
     fn capabilities(&self) -> &Capabilities {
         &self.capabilities
     }

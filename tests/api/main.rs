@@ -14,4 +14,6 @@ mod http;
 mod ops;
 mod seam;
 mod search;
+mod search_features;
+mod search_oracle;
 mod validation;

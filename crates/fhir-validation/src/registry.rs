@@ -50,6 +50,30 @@ pub struct Profile {
     /// URLs of this profile and all its base definitions.
     pub(crate) ancestors: Vec<String>,
     pub(crate) by_id: FxMap<String, usize>,
+    /// Lazily computed per-element data (parallel to `elements`).
+    pub(crate) cache: Vec<ElemCache>,
+}
+
+/// Expected value of a value/pattern discriminator in a slice.
+#[derive(Debug)]
+pub(crate) struct DiscValue {
+    /// The fixed/pattern value; `None` when the element is prohibited (max 0).
+    pub value: Option<Value>,
+    /// Fixed (exact) rather than pattern.
+    pub fixed: bool,
+    /// A required binding instead of a value.
+    pub value_set: Option<String>,
+}
+
+/// Per-element data computed on first use (registry look-ups).
+#[derive(Debug, Default)]
+pub(crate) struct ElemCache {
+    /// Per type of the element: the registry entry of the base definition of
+    /// the type code, and the entries of the type's profiles (`None`: unknown).
+    pub types: OnceLock<Vec<(Option<usize>, Vec<Option<usize>>)>>,
+    /// For a slice: the expected value of each discriminator of the sliced
+    /// element (value/pattern kinds; `None` when not decidable that way).
+    pub disc: OnceLock<Vec<Option<DiscValue>>>,
 }
 
 impl Profile {
@@ -606,13 +630,39 @@ impl Registry {
     }
 
     fn profile_at(&self, i: usize) -> Option<Arc<Profile>> {
+        self.profile_at_ref(i)?;
+        self.entries.get(i)?.profile.get()?.clone()
+    }
+
+    /// The profile of entry `i`, loaded on first use, borrowed from the registry.
+    pub(crate) fn profile_at_ref(&self, i: usize) -> Option<&Profile> {
         let e = self.entries.get(i)?;
         if let Some(p) = e.profile.get() {
-            return p.clone();
+            return p.as_deref();
         }
         let p = guarded(i, 0, || self.load_profile(e))?;
         let _ = e.profile.set(p);
-        e.profile.get().cloned().flatten()
+        e.profile.get().and_then(|p| p.as_deref())
+    }
+
+    /// The entry index of the StructureDefinition `url` (not loaded).
+    pub(crate) fn find_sd(&self, url: &str) -> Option<usize> {
+        self.find(url, RType::StructureDefinition)
+    }
+
+    /// [`Registry::profile`], borrowed from the registry.
+    pub(crate) fn profile_ref(&self, url: &str) -> Option<&Profile> {
+        self.profile_at_ref(self.find(url, RType::StructureDefinition)?)
+    }
+
+    /// The entry index of the base definition of a type.
+    pub(crate) fn base_index(&self, type_name: &str) -> Option<usize> {
+        self.base_by_type.get(type_name).copied()
+    }
+
+    /// [`Registry::base_profile`], borrowed from the registry.
+    pub(crate) fn base_profile_ref(&self, resource_type: &str) -> Option<&Profile> {
+        self.profile_at_ref(*self.base_by_type.get(resource_type)?)
     }
 
     /// The base definition of a resource (or data) type.
@@ -716,7 +766,9 @@ impl Registry {
             .enumerate()
             .map(|(i, el)| (el.id.clone(), i))
             .collect();
+        let cache = elements.iter().map(|_| ElemCache::default()).collect();
         Some(Arc::new(Profile {
+            cache,
             url: e.url.clone(),
             version: e.version.clone(),
             name: get("name").unwrap_or_default(),

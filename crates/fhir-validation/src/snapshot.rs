@@ -918,6 +918,19 @@ pub(crate) fn link_tree(elems: &mut [Elem]) {
         }
         tables.push((names, choices, must));
     }
+    for e in elems.iter_mut() {
+        // extensions are always sliced by url (implicit in many differentials)
+        if e.slicing.is_none()
+            && !e.slices.is_empty()
+            && matches!(e.name.as_str(), "extension" | "modifierExtension")
+        {
+            e.slicing = Some(Slicing {
+                discriminators: vec![("value".into(), "url".into())],
+                rules: Rules::Open,
+                ordered: false,
+            });
+        }
+    }
     for (e, (names, choices, must)) in elems.iter_mut().zip(tables) {
         e.child_names = names;
         e.choice_children = choices;

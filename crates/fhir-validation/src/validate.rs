@@ -17,10 +17,9 @@ use crate::fx::FxMap;
 use fhir_structure::model::Model;
 use once_cell::sync::Lazy;
 use serde_json::{Map, Value};
-use std::sync::Arc;
 
 use crate::nhs::{nhs_number_valid, NHS_NUMBER_SYSTEM};
-use crate::registry::{Profile, Registry};
+use crate::registry::{DiscValue, Profile, Registry};
 use crate::snapshot::{upper_first, Elem, Rules};
 use crate::terminology::{self, Terminology};
 use crate::{Issue, Severity, ValidatorOptions};
@@ -375,7 +374,7 @@ impl<'r> Run<'r> {
         // an element of another profile (elementdefinition-profile-element)
         let profile_element = self.profile_element(elem);
         if let Some((lp, li)) = &profile_element {
-            if !(std::ptr::eq(Arc::as_ptr(lp), prof) && *li == ei) {
+            if !(std::ptr::eq(*lp, prof) && *li == ei) {
                 self.visit(lp, *li, item, ty, path, dpath, host, ctx, depth + 1);
             }
         }
@@ -431,7 +430,7 @@ impl<'r> Run<'r> {
                 let id = cr.rsplit('#').next().unwrap_or(cr);
                 // a content reference means the base definition of that element
                 base_holder = if prof.derivation == "constraint" {
-                    self.reg.base_profile(&prof.type_name)
+                    self.reg.base_profile_ref(&prof.type_name)
                 } else {
                     None
                 };
@@ -446,11 +445,15 @@ impl<'r> Run<'r> {
         if !owner.children.is_empty() {
             if ty != "Extension" {
                 // the children come from the snapshot; the type profile must still be known
-                if let Some(t) = elem.types.iter().find(|t| t.code == ty) {
-                    if !t.profiles.is_empty()
-                        && t.profile_element.is_none()
-                        && !t.profiles.iter().any(|u| self.reg.profile(u).is_some())
-                    {
+                if let Some(ti) = elem.types.iter().position(|t| t.code == ty) {
+                    let t = elem.types.get(ti);
+                    let unknown = t
+                        .is_some_and(|t| !t.profiles.is_empty() && t.profile_element.is_none())
+                        && self.type_entries(prof, ei).get(ti).is_some_and(|(_, ids)| {
+                            !ids.iter()
+                                .any(|x| x.and_then(|i| self.reg.profile_at_ref(i)).is_some())
+                        });
+                    if let (true, Some(t)) = (unknown, t) {
                         self.unknown_type_profile(elem, &t.profiles, path);
                     }
                 }
@@ -479,7 +482,7 @@ impl<'r> Run<'r> {
         }
         // no children in this snapshot: the type's own definition
         if ty == "Extension" {
-            self.extension(prof, elem, item, path, host, ctx, depth);
+            self.extension(prof, ei, item, path, host, ctx, depth);
             return;
         }
         if profile_element.is_some() {
@@ -489,44 +492,61 @@ impl<'r> Run<'r> {
             is_self: true,
             ..me
         };
-        let profiles: &[String] = elem
+        let ti = elem
             .types
             .iter()
-            .find(|t| t.code == ty)
-            .or_else(|| {
-                if elem.types.len() == 1 {
-                    elem.types.first()
-                } else {
-                    None
-                }
-            })
-            .map_or(&[], |t| t.profiles.as_slice());
-        let mut targets: Vec<Arc<Profile>> = profiles
+            .position(|t| t.code == ty)
+            .or(if elem.types.len() == 1 { Some(0) } else { None });
+        let tref = ti.and_then(|i| elem.types.get(i));
+        let profiles: &[String] = tref.map_or(&[], |t| t.profiles.as_slice());
+        let cached = ti.and_then(|i| self.type_entries(prof, ei).get(i));
+        let reg = self.reg;
+        let mut known = cached
+            .map_or(&[][..], |(_, ids)| ids.as_slice())
             .iter()
-            .filter_map(|u| self.reg.profile(u))
-            .collect();
-        if targets.is_empty() && !profiles.is_empty() {
-            self.unknown_type_profile(elem, profiles, path);
-        }
-        if targets.is_empty() {
-            if profiles.is_empty()
-                && (ei == 0 || matches!(ty, "BackboneElement" | "Element") || ty.contains('.'))
-            {
-                return;
-            }
-            targets.extend(self.reg.base_profile(ty));
-        }
-        targets.retain(|p| !std::ptr::eq(Arc::as_ptr(p), prof));
-        if targets.len() > 1 {
+            .filter_map(|x| x.and_then(|i| reg.profile_at_ref(i)))
+            .filter(|p| !std::ptr::eq(*p, prof));
+        let first = known.next();
+        let second = known.next();
+        if let (Some(a), Some(b)) = (first, second) {
             // several profiles: the item must conform to one of them
+            let mut targets: Vec<&'r Profile> = vec![a, b];
+            targets.extend(known);
             let found = targets.iter().position(|p| {
                 self.trial(|me2| me2.visit(p, 0, item, ty, path, dpath, &me, ctx, depth + 1))
             });
             if let Some(i) = found {
                 targets = targets.into_iter().skip(i).take(1).collect();
             }
+            for p in &targets {
+                self.visit(p, 0, item, ty, path, dpath, &me, ctx, depth + 1);
+            }
+            return;
         }
-        for p in &targets {
+        let target = match first {
+            Some(p) => Some(p),
+            None => {
+                if !profiles.is_empty()
+                    && !profiles.iter().any(|u| {
+                        self.reg
+                            .profile_ref(u)
+                            .is_some_and(|p| std::ptr::eq(p, prof))
+                    })
+                {
+                    self.unknown_type_profile(elem, profiles, path);
+                }
+                if profiles.is_empty()
+                    && (ei == 0 || matches!(ty, "BackboneElement" | "Element") || ty.contains('.'))
+                {
+                    return;
+                }
+                match (cached, tref) {
+                    (Some((Some(b), _)), Some(t)) if t.code == ty => self.reg.profile_at_ref(*b),
+                    _ => self.reg.base_profile_ref(ty),
+                }
+            }
+        };
+        if let Some(p) = target.filter(|p| !std::ptr::eq(*p, prof)) {
             self.visit(p, 0, item, ty, path, dpath, &me, ctx, depth + 1);
         }
     }
@@ -543,10 +563,10 @@ impl<'r> Run<'r> {
 
     /// The element of another profile that an element's type points to
     /// (`elementdefinition-profile-element`).
-    fn profile_element(&self, elem: &Elem) -> Option<(Arc<Profile>, usize)> {
+    fn profile_element(&self, elem: &Elem) -> Option<(&'r Profile, usize)> {
         let t = elem.types.iter().find(|t| t.profile_element.is_some())?;
         let id = t.profile_element.as_deref()?;
-        let p = self.reg.profile(t.profiles.first()?)?;
+        let p = self.reg.profile_ref(t.profiles.first()?)?;
         let i = *p.by_id.get(id)?;
         Some((p, i))
     }
@@ -634,7 +654,7 @@ impl<'r> Run<'r> {
                 } else {
                     t.profiles
                         .iter()
-                        .any(|u| self.reg.profile(u).is_none_or(|p| p.type_name == rt))
+                        .any(|u| self.reg.profile_ref(u).is_none_or(|p| p.type_name == rt))
                 }
             });
         if !type_allowed {
@@ -647,7 +667,7 @@ impl<'r> Run<'r> {
                     } else {
                         t.profiles
                             .iter()
-                            .filter_map(|u| self.reg.profile(u).map(|p| p.type_name.clone()))
+                            .filter_map(|u| self.reg.profile_ref(u).map(|p| p.type_name.clone()))
                             .collect()
                     }
                 })
@@ -660,11 +680,11 @@ impl<'r> Run<'r> {
                 )
             });
         }
-        let mut targets: Vec<Arc<Profile>> = elem
+        let mut targets: Vec<&'r Profile> = elem
             .types
             .iter()
             .flat_map(|t| t.profiles.iter())
-            .filter_map(|url| self.reg.profile(url))
+            .filter_map(|url| self.reg.profile_ref(url))
             .filter(|p| p.type_name == rt)
             .collect();
         if targets.len() > 1 {
@@ -677,7 +697,7 @@ impl<'r> Run<'r> {
             }
         }
         if targets.is_empty() {
-            targets.extend(self.reg.base_profile(rt));
+            targets.extend(self.reg.base_profile_ref(rt));
         }
         for p in &targets {
             self.resource_at(v, p, path, nctx, depth + 1);
@@ -999,8 +1019,10 @@ impl<'r> Run<'r> {
             if discs.is_empty() {
                 decided = false;
             }
-            for (kind, dpath) in discs {
-                match self.disc_match(prof, se, kind, dpath, item, ty, ctx) {
+            let values = self.disc_values(prof, s, discs);
+            for (k, (kind, dpath)) in discs.iter().enumerate() {
+                let expected = values.get(k).and_then(Option::as_ref);
+                match self.disc_match(prof, se, kind, dpath, item, ty, ctx, expected) {
                     Some(true) => {}
                     Some(false) => {
                         ok = false;
@@ -1046,6 +1068,13 @@ impl<'r> Run<'r> {
         ty: &str,
         ctx: Res<'_>,
     ) -> bool {
+        if std::env::var_os("FHIRBRIDGE_DEBUG_TRIALS").is_some() {
+            eprintln!(
+                "trial {} against {}",
+                prof.url,
+                prof.elem(s).map_or("", |e| e.id.as_str())
+            );
+        }
         if self.issues.len() < MAX_ISSUES && self.extension_url_mismatch(prof, s, item, ty) {
             return false;
         }
@@ -1099,10 +1128,10 @@ impl<'r> Run<'r> {
         if !tp.contains(':') {
             return false;
         }
-        let Some(def) = self.reg.profile(tp) else {
+        let Some(def) = self.reg.profile_ref(tp) else {
             return false;
         };
-        if std::ptr::eq(Arc::as_ptr(&def), prof) {
+        if std::ptr::eq(def, prof) {
             return false;
         }
         let Some(root) = def.elem(0) else {
@@ -1134,13 +1163,14 @@ impl<'r> Run<'r> {
         item: Item<'_>,
         ty: &str,
         ctx: Res<'_>,
+        expected: Option<&DiscValue>,
     ) -> Option<bool> {
         match kind {
             "value" | "pattern" => {
-                let (expected, is_fixed, binding) = self.expected_value(prof, se, dpath)?;
+                let dv = expected?;
                 let actual = navigate(item.value?, dpath);
-                if let Some(vs) = binding {
-                    let exp = terminology::expand(self.reg, &vs);
+                if let Some(vs) = &dv.value_set {
+                    let exp = terminology::expand(self.reg, vs);
                     let mut any_unknown = false;
                     for a in &actual {
                         for (sys, code) in terminology::codings(a, "") {
@@ -1153,15 +1183,15 @@ impl<'r> Run<'r> {
                     }
                     return if any_unknown { None } else { Some(false) };
                 }
-                let Some(expected) = expected else {
+                let Some(expected) = &dv.value else {
                     // prohibited in the slice (max = 0)
                     return Some(actual.is_empty());
                 };
                 Some(actual.iter().any(|a| {
-                    if is_fixed {
-                        json_equal(a, &expected)
+                    if dv.fixed {
+                        json_equal(a, expected)
                     } else {
-                        pattern_match(&expected, a)
+                        pattern_match(expected, a)
                     }
                 }))
             }
@@ -1198,7 +1228,7 @@ impl<'r> Run<'r> {
                 let values = navigate(item.value?, p);
                 let v = *values.first()?;
                 for url in urls {
-                    let Some(pr) = self.reg.profile(&url) else {
+                    let Some(pr) = self.reg.profile_ref(&url) else {
                         continue;
                     };
                     let rt = v.get("resourceType").and_then(Value::as_str);
@@ -1266,13 +1296,7 @@ impl<'r> Run<'r> {
     }
 
     /// The fixed/pattern value (or required binding) of the element at `dpath` in slice `se`.
-    #[allow(clippy::type_complexity)]
-    fn expected_value(
-        &self,
-        prof: &Profile,
-        se: &Elem,
-        dpath: &str,
-    ) -> Option<(Option<Value>, bool, Option<String>)> {
+    fn expected_value(&self, prof: &Profile, se: &Elem, dpath: &str) -> Option<DiscValue> {
         if let Some(sub) = find_sub(prof, se, dpath) {
             if let Some(r) = expected_of(prof, sub) {
                 return Some(r);
@@ -1281,55 +1305,110 @@ impl<'r> Run<'r> {
         // an element of another profile (elementdefinition-profile-element)
         if let Some((lp, li)) = self.profile_element(se) {
             let root = lp.elem(li)?;
-            let sub = find_sub(&lp, root, dpath)?;
-            return expected_of(&lp, sub);
+            let sub = find_sub(lp, root, dpath)?;
+            return expected_of(lp, sub);
         }
         // in the slice's type profile (extension slices: url)
         let tp = se.types.first().and_then(|t| t.profiles.first())?;
         if dpath == "url" && se.types.first().is_some_and(|t| t.code == "Extension") {
-            return Some((
-                Some(Value::String(
+            return Some(DiscValue {
+                value: Some(Value::String(
                     tp.split('|').next().unwrap_or(tp).to_string(),
                 )),
-                true,
-                None,
-            ));
+                fixed: true,
+                value_set: None,
+            });
         }
-        let p = self.reg.profile(tp)?;
+        let p = self.reg.profile_ref(tp)?;
         let root = p.elem(0)?;
-        let sub = find_sub(&p, root, dpath)?;
-        expected_of(&p, sub)
+        let sub = find_sub(p, root, dpath)?;
+        expected_of(p, sub)
+    }
+
+    /// The cached expected values of the discriminators for slice `s`.
+    fn disc_values<'p>(
+        &self,
+        prof: &'p Profile,
+        s: usize,
+        discs: &[(String, String)],
+    ) -> &'p [Option<DiscValue>] {
+        let Some(c) = prof.cache.get(s) else {
+            return &[];
+        };
+        c.disc.get_or_init(|| {
+            let Some(se) = prof.elem(s) else {
+                return Vec::new();
+            };
+            discs
+                .iter()
+                .map(|(kind, dpath)| {
+                    if matches!(kind.as_str(), "value" | "pattern") {
+                        self.expected_value(prof, se, dpath)
+                    } else {
+                        None
+                    }
+                })
+                .collect()
+        })
+    }
+
+    /// The cached registry entries of element `ei`'s types: (base definition of
+    /// the type code, profiles).
+    fn type_entries<'p>(
+        &self,
+        prof: &'p Profile,
+        ei: usize,
+    ) -> &'p [(Option<usize>, Vec<Option<usize>>)] {
+        let (Some(c), Some(elem)) = (prof.cache.get(ei), prof.elem(ei)) else {
+            return &[];
+        };
+        c.types.get_or_init(|| {
+            elem.types
+                .iter()
+                .map(|t| {
+                    (
+                        self.reg.base_index(&t.code),
+                        t.profiles.iter().map(|u| self.reg.find_sd(u)).collect(),
+                    )
+                })
+                .collect()
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
     fn extension(
         &mut self,
         prof: &Profile,
-        elem: &Elem,
+        ei: usize,
         item: Item<'_>,
         path: &P<'_>,
         host: &Host<'_>,
         ctx: Res<'_>,
         depth: usize,
     ) {
+        let Some(elem) = prof.elem(ei) else { return };
         let Some(v) = item.value else { return };
         let url = v.get("url").and_then(Value::as_str).unwrap_or("");
         let modifier = elem.path.ends_with("modifierExtension");
-        let type_profile = elem
-            .types
-            .iter()
-            .find(|t| t.code == "Extension")
+        let ti = elem.types.iter().position(|t| t.code == "Extension");
+        let type_profile = ti
+            .and_then(|i| elem.types.get(i))
             .and_then(|t| t.profiles.first());
         let lookup = type_profile.map(String::as_str).unwrap_or(url);
         let absolute = lookup.contains(':');
-        let def = if absolute {
-            self.reg.profile(lookup)
-        } else {
+        let def = if !absolute {
             None
+        } else if type_profile.is_some() {
+            // cached: the element's type profile
+            ti.and_then(|i| self.type_entries(prof, ei).get(i))
+                .and_then(|(_, ids)| ids.first().copied().flatten())
+                .and_then(|i| self.reg.profile_at_ref(i))
+        } else {
+            self.reg.profile_ref(lookup)
         };
         match def {
             Some(def) => {
-                if std::ptr::eq(Arc::as_ptr(&def), prof) {
+                if std::ptr::eq(def, prof) {
                     return;
                 }
                 self.ext_context(&def, url, path, host, ctx);
@@ -1404,8 +1483,8 @@ impl<'r> Run<'r> {
                         );
                     }
                 }
-                if let Some(base) = self.reg.base_profile("Extension") {
-                    if !std::ptr::eq(Arc::as_ptr(&base), prof) {
+                if let Some(base) = self.reg.base_profile_ref("Extension") {
+                    if !std::ptr::eq(base, prof) {
                         let dp = P::root("Extension");
                         let host = Host {
                             is_self: false,
@@ -1505,46 +1584,46 @@ impl<'r> Run<'r> {
         host: &Host<'_>,
         ctx: Res<'_>,
     ) {
-        let host_dpath = host.dpath.render();
+        let mut host_dpath: Option<String> = None;
         let host_is_resource = is_resource_type(host.ty);
-        let mut ancestors: Vec<&str> = Vec::new();
-        let mut t = Model::r4().type_def(host.ty);
-        while let Some(td) = t {
-            ancestors.push(td.name.as_str());
-            t = td.base.as_deref().and_then(|b| Model::r4().type_def(b));
-        }
-        let ok = def.contexts.iter().any(|(kind, expr)| match kind.as_str() {
-            "element" => {
-                let e = expr.as_str();
-                let e = e
-                    .strip_prefix(CORE_SD)
-                    .map_or(e, |x| x.trim_start_matches('#'));
-                e == host_dpath
-                    || e == host.ty
-                    || e == host.epath
-                    || id_path_eq(e, host.epath)
-                    || e == host.base_path
-                    || ancestors.contains(&e)
-                    || e == "Element"
-                    || (matches!(e, "Resource" | "DomainResource") && host_is_resource)
-                    || e == "Base"
-                    || (e == "BackboneElement" && host.ty.contains('.'))
-            }
-            "extension" => host.ext_url == Some(expr.as_str()),
-            "fhirpath" => match self.fhirpath_context(expr, host, ctx) {
-                Some(found) => found,
-                None => {
-                    // approximate: the path without function calls names the host element
-                    let plain: Vec<&str> = split_disc_path(expr)
-                        .into_iter()
-                        .filter(|seg| !seg.contains('('))
-                        .collect();
-                    let plain = plain.join(".");
-                    plain == host.epath || plain == host_dpath || plain == host.ty
+        let mut ok = false;
+        for (kind, expr) in &def.contexts {
+            ok = match kind.as_str() {
+                "element" => {
+                    let e = expr.as_str();
+                    let e = e
+                        .strip_prefix(CORE_SD)
+                        .map_or(e, |x| x.trim_start_matches('#'));
+                    e == host.ty
+                        || e == host.epath
+                        || e == host.base_path
+                        || e == "Element"
+                        || e == "Base"
+                        || (matches!(e, "Resource" | "DomainResource") && host_is_resource)
+                        || (e == "BackboneElement" && host.ty.contains('.'))
+                        || id_path_eq(e, host.epath)
+                        || host.dpath.eq_str(e)
+                        || type_ancestor(host.ty, e)
                 }
-            },
-            _ => true,
-        });
+                "extension" => host.ext_url == Some(expr.as_str()),
+                "fhirpath" => match self.fhirpath_context(expr, host, ctx) {
+                    Some(found) => found,
+                    None => {
+                        // approximate: the path without function calls names the host element
+                        let plain: Vec<&str> = split_disc_path(expr)
+                            .into_iter()
+                            .filter(|seg| !seg.contains('('))
+                            .collect();
+                        let plain = plain.join(".");
+                        plain == host.epath || host.dpath.eq_str(&plain) || plain == host.ty
+                    }
+                },
+                _ => true,
+            };
+            if ok {
+                break;
+            }
+        }
         if !ok {
             let allowed: Vec<&str> = def.contexts.iter().map(|(_, e)| e.as_str()).collect();
             self.push(
@@ -1553,10 +1632,13 @@ impl<'r> Run<'r> {
                 path,
                 format!(
                     "Extension {url} is not allowed here ({}); allowed contexts: {}",
-                    if host_dpath.is_empty() {
-                        host.ty
-                    } else {
-                        host_dpath.as_str()
+                    {
+                        let d = host_dpath.get_or_insert_with(|| host.dpath.render());
+                        if d.is_empty() {
+                            host.ty.to_string()
+                        } else {
+                            d.clone()
+                        }
                     },
                     allowed.join(", ")
                 ),
@@ -1820,10 +1902,10 @@ impl<'r> Run<'r> {
         };
         let mut allowed: Vec<String> = Vec::new();
         let mut unknown: Vec<&str> = Vec::new();
-        let mut candidates: Vec<Arc<Profile>> = Vec::new();
+        let mut candidates: Vec<&'r Profile> = Vec::new();
         let mut type_ok = false;
         for tp in &t.target_profiles {
-            let tn = match self.reg.profile(tp) {
+            let tn = match self.reg.profile_ref(tp) {
                 Some(p) => {
                     let tn = p.type_name.clone();
                     if tn == rtype && p.derivation == "constraint" {
@@ -1879,7 +1961,7 @@ impl<'r> Run<'r> {
         let taddr = tres as *const Value as usize;
         let mut ok = false;
         for p in &candidates {
-            let key = (taddr, Arc::as_ptr(p) as usize);
+            let key = (taddr, *p as *const Profile as usize);
             if self.ref_stack.contains(&key) {
                 ok = true;
                 break;
@@ -1977,6 +2059,15 @@ impl<'r> Run<'r> {
                     continue;
                 }
             };
+            if std::env::var_os("FHIRBRIDGE_DEBUG_TRIALS").is_some() {
+                eprintln!(
+                    "invariant {} on {} ({}): {}",
+                    c.key,
+                    path.render(),
+                    ty,
+                    expr.source()
+                );
+            }
             let tx = Terminology(self.reg);
             let ectx = fhirpath::EvalContext::new()
                 .resource(ctx.resource)
@@ -2114,6 +2205,45 @@ impl<'a> P<'a> {
         }
     }
 
+    /// Whether the rendered location equals `s` (without rendering it).
+    fn eq_str(&self, s: &str) -> bool {
+        let mut rest = s;
+        let mut cur = Some(self);
+        let mut need_dot = false;
+        while let Some(p) = cur {
+            cur = p.parent;
+            if p.name.is_empty() {
+                continue;
+            }
+            if need_dot {
+                match rest.strip_suffix('.') {
+                    Some(r) => rest = r,
+                    None => return false,
+                }
+            }
+            if let Some(i) = p.index {
+                let Some(r) = rest.strip_suffix(']') else {
+                    return false;
+                };
+                let digits = r.len() - r.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+                let (head, num) = r.split_at(r.len() - digits);
+                if num.parse::<usize>().ok() != Some(i) {
+                    return false;
+                }
+                match head.strip_suffix('[') {
+                    Some(h) => rest = h,
+                    None => return false,
+                }
+            }
+            match rest.strip_suffix(p.name) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+            need_dot = true;
+        }
+        rest.is_empty()
+    }
+
     fn render(&self) -> String {
         let mut segs = Vec::new();
         let mut cur = Some(self);
@@ -2211,8 +2341,34 @@ fn allow_unknown_extension(url: &str, examples: bool) -> bool {
         || url == "http://hl7.org/fhir/StructureDefinition/structuredefinition-expression"
 }
 
+/// Whether an element id (`Patient.identifier:nhs.system`) names the element path `epath`.
 fn id_path_eq(ctx: &str, epath: &str) -> bool {
-    !ctx.is_empty() && crate::snapshot::id_to_path(ctx) == epath
+    if ctx.is_empty() || !ctx.contains(':') {
+        return !ctx.is_empty() && ctx == epath;
+    }
+    let mut a = ctx
+        .split('.')
+        .map(|seg| seg.split(':').next().unwrap_or(seg));
+    let mut b = epath.split('.');
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some(x), Some(y)) if x == y => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Whether `name` is `ty` or one of its base types in the R4 model.
+fn type_ancestor(ty: &str, name: &str) -> bool {
+    let mut t = Model::r4().type_def(ty);
+    while let Some(td) = t {
+        if td.name == name {
+            return true;
+        }
+        t = td.base.as_deref().and_then(|b| Model::r4().type_def(b));
+    }
+    false
 }
 
 fn slice_prefix(e: &Elem) -> String {
@@ -2251,20 +2407,35 @@ fn resource_type_of<'a>(ty: &'a str, v: &'a Value) -> &'a str {
 
 /// The fixed/pattern value (or required binding) of an element; for a choice
 /// element, of its only type slice.
-#[allow(clippy::type_complexity)]
-fn expected_of(prof: &Profile, e: &Elem) -> Option<(Option<Value>, bool, Option<String>)> {
+fn expected_of(prof: &Profile, e: &Elem) -> Option<DiscValue> {
     if e.max == Some(0) {
-        return Some((None, false, None));
+        return Some(DiscValue {
+            value: None,
+            fixed: false,
+            value_set: None,
+        });
     }
     if let Some(f) = &e.fixed {
-        return Some((Some(f.clone()), true, None));
+        return Some(DiscValue {
+            value: Some(f.clone()),
+            fixed: true,
+            value_set: None,
+        });
     }
     if let Some(p) = &e.pattern {
-        return Some((Some(p.clone()), false, None));
+        return Some(DiscValue {
+            value: Some(p.clone()),
+            fixed: false,
+            value_set: None,
+        });
     }
     if let Some(b) = &e.binding {
         if b.strength == "required" {
-            return b.value_set.clone().map(|vs| (None, false, Some(vs)));
+            return b.value_set.clone().map(|vs| DiscValue {
+                value: None,
+                fixed: false,
+                value_set: Some(vs),
+            });
         }
     }
     if e.name.ends_with("[x]") {
@@ -2519,6 +2690,35 @@ mod tests {
         assert!(!pattern_match(&p, &v2));
         assert!(json_equal(&json!(1.0), &json!(1)));
         assert!(!json_equal(&json!({"a": 1, "b": 2}), &json!({"a": 1})));
+    }
+
+    #[test]
+    fn locations() {
+        let root = P::root("Patient");
+        let a = P::child(&root, "identifier", Some(12));
+        let b = P::child(&a, "system", None);
+        let empty = P::root("");
+        let c = P::child(&empty, "x", None);
+        for (p, s) in [
+            (&b, "Patient.identifier[12].system"),
+            (&a, "Patient.identifier[12]"),
+            (&c, "x"),
+        ] {
+            assert_eq!(p.render(), s);
+            assert!(p.eq_str(s));
+        }
+        assert!(!b.eq_str("Patient.identifier[1].system"));
+        assert!(!b.eq_str("Patient.identifier.system"));
+        assert!(!b.eq_str("XPatient.identifier[12].system"));
+        assert!(id_path_eq(
+            "Patient.identifier:nhs.system",
+            "Patient.identifier.system"
+        ));
+        assert!(!id_path_eq(
+            "Patient.identifier:nhs",
+            "Patient.identifier.system"
+        ));
+        assert!(type_ancestor("Age", "Quantity"));
     }
 
     #[test]
