@@ -6,6 +6,7 @@
 pub mod capability;
 pub mod cli;
 pub mod config;
+pub mod import;
 pub mod metrics;
 pub mod model;
 pub mod rest;

@@ -57,6 +57,22 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: ReportFormat,
     },
+    /// Import transaction/batch/collection Bundles and NDJSON files (or folders
+    /// of them) into the database, with progress and a summary. Exit code 1 if
+    /// anything failed.
+    Import {
+        #[command(flatten)]
+        common: Common,
+        /// Files or folders to import (*.json, *.ndjson).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Resources per transaction for collections and NDJSON.
+        #[arg(long, default_value_t = 500)]
+        chunk: usize,
+        /// No progress line (for logs).
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Manage the FHIR package cache.
     Packages {
         #[command(subcommand)]
@@ -144,6 +160,37 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )?;
             let cli = fhirbridge::cli::ValidateCli::new(registry, &settings.validation);
             Ok(cli.run(&files, &profile, matches!(format, ReportFormat::Json)))
+        }
+        Command::Import {
+            common,
+            paths,
+            chunk,
+            quiet,
+        } => {
+            let settings = load(&common, None)?;
+            fhirbridge::telemetry::init("warn", &settings.telemetry.log_format);
+            let files = fhirbridge::import::collect_files(&paths)?;
+            let summary = actix_web::rt::System::new()
+                .block_on(fhirbridge::import::import(settings, files, chunk, !quiet))?;
+            println!(
+                "imported {} resources from {} files in {:.1} s ({:.0} resources/s); {} failed",
+                summary.resources,
+                summary.files,
+                summary.seconds,
+                summary.rate(),
+                summary.failed
+            );
+            for f in summary.failures.iter().take(50) {
+                println!("  failed: {f}");
+            }
+            if summary.failures.len() > 50 {
+                println!("  … and {} more", summary.failures.len() - 50);
+            }
+            Ok(if summary.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Packages {
             command: PackagesCommand::Install { common },

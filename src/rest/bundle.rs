@@ -664,13 +664,15 @@ fn run_entries(tx: &mut dyn TxOps, input: TxInput) -> Result<Vec<(usize, EntryRe
                     let id = match (found.len(), body_id) {
                         (0, Some(b)) => b,
                         (0, None) => LogicalId::generate(),
-                        (1, Some(b)) if b != found[0].id => return Err(at_entry(
-                            idx,
-                            bad(format!(
+                        (1, Some(b)) if b != found[0].id => {
+                            return Err(at_entry(
+                                idx,
+                                bad(format!(
                                 "The body id '{b}' differs from the matching resource's id '{}'",
                                 found[0].id
                             )),
-                        )),
+                            ))
+                        }
                         (1, _) => found[0].id.clone(),
                         _ => {
                             return Err(at_entry(
@@ -814,12 +816,14 @@ fn run_entries(tx: &mut dyn TxOps, input: TxInput) -> Result<Vec<(usize, EntryRe
             1 => {
                 map.insert(r.clone(), format!("{ty}/{}", found[0].id));
             }
-            n => return Err(at_entry(
-                idx,
-                ApiError::PreconditionFailed(format!(
+            n => {
+                return Err(at_entry(
+                    idx,
+                    ApiError::PreconditionFailed(format!(
                     "Conditional reference '{r}' matches {n} resources (exactly one is required)"
                 )),
-            )),
+                ))
+            }
         }
     }
 
@@ -1162,6 +1166,20 @@ pub async fn system_post(
     let prefer = format::prefer(req.headers());
     let base = base_url(&req, &state);
     let value = format::decode_body(&req, &body)?;
+    let response = process_bundle(&state, &ctx(&req), &base, value, prefer.return_pref).await?;
+    let (body, ct) = format::encode(&response, out)?;
+    Ok(HttpResponse::Ok().content_type(ct).body(body))
+}
+
+/// Processes a batch or transaction Bundle and returns the response Bundle.
+/// Used by `POST [base]` and by `fhirbridge import`.
+pub async fn process_bundle(
+    state: &web::Data<AppState>,
+    req_ctx: &crate::storage::RequestContext,
+    base: &str,
+    value: Value,
+    ret: ReturnPref,
+) -> Result<Value, ApiError> {
     if value.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
         return Err(bad("POST to the base takes a batch or transaction Bundle"));
     }
@@ -1197,11 +1215,9 @@ pub async fn system_post(
     if !issues.is_empty() {
         return Err(structure_issues(issues));
     }
-    let ret = prefer.return_pref;
-    let req_ctx = ctx(&req);
-    let response = if kind == "transaction" {
+    Ok(if kind == "transaction" {
         let st = state.clone();
-        let b = base.clone();
+        let b = base.to_owned();
         let prepared = web::block(move || {
             raw_entries
                 .iter()
@@ -1211,31 +1227,29 @@ pub async fn system_post(
         })
         .await
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))??;
-        let results = transact(&state, &req_ctx, &base, prepared, ret).await?;
+        let results = transact(state, req_ctx, base, prepared, ret).await?;
         let entries = results
             .iter()
-            .map(|(_, r)| response_entry(&base, r))
+            .map(|(_, r)| response_entry(base, r))
             .collect();
         bundle("transaction-response", None, vec![], entries)
     } else {
         let mut entries = Vec::with_capacity(raw_entries.len());
         for (i, e) in raw_entries.iter().enumerate() {
-            let prepared = prepare_entry(&state, &base, i, e).map_err(|x| at_entry(i, x));
+            let prepared = prepare_entry(state, base, i, e).map_err(|x| at_entry(i, x));
             let result = match prepared {
-                Ok(entry) => transact(&state, &req_ctx, &base, vec![entry], ret)
+                Ok(entry) => transact(state, req_ctx, base, vec![entry], ret)
                     .await
                     .map(|mut r| r.remove(0).1),
                 Err(e) => Err(e),
             };
             entries.push(match result {
-                Ok(r) => response_entry(&base, &r),
+                Ok(r) => response_entry(base, &r),
                 Err(e) => error_entry(&e),
             });
         }
         bundle("batch-response", None, vec![], entries)
-    };
-    let (body, ct) = format::encode(&response, out)?;
-    Ok(HttpResponse::Ok().content_type(ct).body(body))
+    })
 }
 
 /// Runs one prepared operation as its own transaction (conditional update and

@@ -865,7 +865,12 @@ pub fn parse(
                     return Err(err(name, format!("Parameter '{name}' is not supported")))
                 }
                 _ => {
-                    let pred = parse_param(ty, raw_name, value, 0, &opts)?;
+                    // Errors name the parameter as the client wrote it, not the
+                    // part of a chain or `_has` where parsing failed.
+                    let pred = parse_param(ty, raw_name, value, 0, &opts).map_err(|mut e| {
+                        e.param.clone_from(raw_name);
+                        e
+                    })?;
                     q.predicates.push(pred);
                 }
             }
@@ -884,7 +889,47 @@ pub fn parse(
             format!("Too many search parameters (at most {MAX_PARAMS})"),
         ));
     }
+    if let Some(c) = &out.query.cursor {
+        if !cursor_fits(c, &out.query.sort) {
+            let e = err(
+                "_cursor",
+                "The paging cursor does not belong to this search's _sort",
+            );
+            if !lenient {
+                return Err(e);
+            }
+            out.warnings.push(e);
+            out.query.cursor = None;
+        }
+    }
     Ok(out)
+}
+
+/// Whether a cursor's keys match `sort` in number and type (a cursor made for
+/// another `_sort` would compare text with numbers, or the wrong columns).
+fn cursor_fits(c: &Cursor, sort: &[SortSpec]) -> bool {
+    #[derive(PartialEq)]
+    enum Kind {
+        Int,
+        Real,
+        Text,
+    }
+    let kind = |key: SortKey| match key {
+        SortKey::Id => Kind::Text,
+        SortKey::LastUpdated => Kind::Int,
+        SortKey::Param(p) => match p.kind {
+            ParamKind::Date => Kind::Int,
+            ParamKind::Number | ParamKind::Quantity => Kind::Real,
+            _ => Kind::Text,
+        },
+    };
+    c.keys.len() == sort.len()
+        && c.keys.iter().zip(sort).all(|(k, s)| match k {
+            KeyValue::Null => true,
+            KeyValue::Int(_) => kind(s.key) == Kind::Int,
+            KeyValue::Real(_) => kind(s.key) == Kind::Real,
+            KeyValue::Text(_) => kind(s.key) == Kind::Text,
+        })
 }
 
 // --- paging cursors: base64url(JSON) of the last row's sort keys -------------

@@ -148,6 +148,24 @@ fn build(raw: RawParam) -> Option<ParamDef> {
     })
 }
 
+/// Sorts by code and keeps one parameter per code. The HL7 package also ships
+/// example SearchParameters (`.../SearchParameter/example-reference` is a second
+/// `Condition.subject` limited to Organization); a core definition wins over them.
+fn dedup_codes(list: &mut Vec<ParamDef>) {
+    let is_example = |p: &ParamDef| {
+        p.url
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| last.starts_with("example"))
+    };
+    list.sort_by(|a, b| {
+        a.code
+            .cmp(&b.code)
+            .then_with(|| is_example(a).cmp(&is_example(b)))
+    });
+    list.dedup_by(|later, first| later.code == first.code);
+}
+
 impl Registry {
     fn load() -> Registry {
         let raw: RawFile = match serde_json::from_str(SOURCE) {
@@ -168,7 +186,7 @@ impl Registry {
                     list.push(def);
                 }
             }
-            list.sort_by(|a, b| a.code.cmp(&b.code));
+            dedup_codes(list);
         }
         for (ty, params) in raw.patient_compartment {
             if let Ok(t) = ty.parse::<ResourceType>() {
@@ -176,7 +194,7 @@ impl Registry {
             }
         }
         let mut common: Vec<ParamDef> = raw.common.into_iter().filter_map(|p| build(p)).collect();
-        common.sort_by(|a, b| a.code.cmp(&b.code));
+        dedup_codes(&mut common);
         Registry {
             per_type,
             common,
@@ -254,6 +272,17 @@ mod tests {
             assert!(r.lookup(ty, "_id").is_some(), "{ty}");
         }
         assert_eq!(r.patient_compartment(ResourceType::Appointment), ["actor"]);
+        // One definition per code: the core Condition.subject, not the example.
+        let subjects: Vec<_> = r
+            .for_type(ResourceType::Condition)
+            .filter(|p| p.code == "subject")
+            .collect();
+        assert_eq!(subjects.len(), 1);
+        assert!(subjects[0].targets.contains(&ResourceType::Patient));
+        for ty in ResourceType::ALL {
+            let codes: Vec<_> = r.for_type(ty).map(|p| p.code.as_str()).collect();
+            assert!(codes.windows(2).all(|w| w[0] < w[1]), "{ty}");
+        }
         assert!(r.patient_compartment(ResourceType::Organization).is_empty());
         let total: usize = ResourceType::ALL
             .iter()

@@ -71,9 +71,17 @@ async fn capability_statement_is_honest(app: TestApp) {
         .iter()
         .map(|i| i["code"].as_str().unwrap())
         .collect();
-    assert!(!interactions.contains(&"patch"));
+    assert!(interactions.contains(&"patch"));
     assert_eq!(patient["conditionalCreate"], true);
-    assert_eq!(patient["conditionalUpdate"], false);
+    assert_eq!(patient["conditionalUpdate"], true);
+    assert_eq!(patient["conditionalDelete"], "multiple");
+    let system: Vec<&str> = cs["rest"][0]["interaction"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["code"].as_str().unwrap())
+        .collect();
+    assert!(system.contains(&"transaction") && system.contains(&"batch"));
     // Every advertised search parameter is accepted by the server, on every type.
     for res in resources {
         let ty = res["type"].as_str().unwrap();

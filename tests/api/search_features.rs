@@ -26,6 +26,8 @@ backend_tests!(
     post_search_with_form_body_and_url_parameters,
     strict_and_lenient_handling,
     cost_bounds,
+    updates_and_deletes_leave_no_stale_matches,
+    cursors_are_checked,
 );
 
 // --- helpers -----------------------------------------------------------------
@@ -790,7 +792,16 @@ async fn date_prefixes_precision_and_offsets(app: TestApp) {
     expect(&app, &o("lt2024-01-01T22:00:00+01:00"), &[]).await;
     // Periods: overlap for gt/lt, containment for eq, open ends go on forever.
     expect(&app, &o("2024-01"), &["late", "after-midnight", "period"]).await;
-    expect(&app, &o("ge2024-01-03"), &["period", "open"]).await;
+    expect(&app, &o("ge2024-01-02"), &["period", "open"]).await;
+    // R4 defines ge as "gt or eq": a period that only partly overlaps the
+    // value's range (ends during 2024-01-03) is neither.
+    expect(&app, &o("ge2024-01-03"), &["open"]).await;
+    expect(
+        &app,
+        &o("le2024-01-03"),
+        &["late", "after-midnight", "period"],
+    )
+    .await;
     expect(&app, &o("gt2030"), &["open"]).await;
     expect(&app, &o("sa2024-01-02"), &["open"]).await;
     expect(&app, &o("eb2024-01-02"), &["late", "after-midnight"]).await;
@@ -800,9 +811,15 @@ async fn date_prefixes_precision_and_offsets(app: TestApp) {
 
 async fn numbers_and_quantities(app: TestApp) {
     let risk = |id: &str, probs: &[f64]| {
-        json!({"resourceType": "RiskAssessment", "id": id, "status": "final",
-            "subject": {"reference": "Patient/x"},
-            "prediction": probs.iter().map(|p| json!({"probabilityDecimal": p})).collect::<Vec<_>>()})
+        let mut r = json!({"resourceType": "RiskAssessment", "id": id, "status": "final",
+            "subject": {"reference": "Patient/x"}});
+        if !probs.is_empty() {
+            r["prediction"] = probs
+                .iter()
+                .map(|p| json!({"probabilityDecimal": p}))
+                .collect();
+        }
+        r
     };
     put_all(
         &app,
@@ -1093,8 +1110,7 @@ async fn and_or_and_escaping(app: TestApp) {
 async fn walk_both_ways(app: &TestApp, path: &str, expected: &[String], page_size: usize) {
     let mut pages: Vec<Vec<String>> = Vec::new();
     let mut url = enc(path);
-    let mut last = Value::Null;
-    loop {
+    let last = loop {
         let r = app.get(&url).await;
         assert_eq!(r.status, 200, "{url}: {}", r.text());
         let b = r.json();
@@ -1112,13 +1128,10 @@ async fn walk_both_ways(app: &TestApp, path: &str, expected: &[String], page_siz
         pages.push(ids);
         match link(&b, "next") {
             Some(n) => url = relative(&n),
-            None => {
-                last = b;
-                break;
-            }
+            None => break b,
         }
         assert!(pages.len() <= expected.len() + 2, "runaway paging");
-    }
+    };
     let forward: Vec<String> = pages.concat();
     assert_eq!(
         forward, expected,
@@ -1919,4 +1932,111 @@ async fn cost_bounds(app: TestApp) {
     let b = get_ok(&app, "/fhir/Patient?_count=100000").await;
     assert!(link(&b, "first").unwrap().contains("_count=1000"), "{b}");
     assert!(!link(&b, "first").unwrap().contains("_count=10000"), "{b}");
+}
+
+// --- writes and search -------------------------------------------------------------------------
+
+async fn updates_and_deletes_leave_no_stale_matches(app: TestApp) {
+    put_all(
+        &app,
+        vec![
+            json!({"resourceType": "Organization", "id": "o", "name": "Org"}),
+            json!({"resourceType": "Patient", "id": "p", "name": [{"family": "Old"}],
+                "managingOrganization": {"reference": "Organization/o"}}),
+            med_request("m", "active", json!({"reference": "Patient/p"})),
+        ],
+    )
+    .await;
+    expect(&app, "/fhir/Patient?family=old", &["p"]).await;
+    put(
+        &app,
+        json!({"resourceType": "Patient", "id": "p", "name": [{"family": "New"}],
+            "managingOrganization": {"reference": "Organization/o"}}),
+    )
+    .await;
+    expect(&app, "/fhir/Patient?family=old", &[]).await;
+    expect(&app, "/fhir/Patient?family=new", &["p"]).await;
+    expect(&app, "/fhir/MedicationRequest?subject.family=new", &["m"]).await;
+    expect(&app, "/fhir/MedicationRequest?subject.family=old", &[]).await;
+    expect(
+        &app,
+        "/fhir/Patient?_has:MedicationRequest:subject:status=active",
+        &["p"],
+    )
+    .await;
+
+    // A deleted target: the reference still matches by id, chains and
+    // includes no longer see it.
+    let d = app.delete("/fhir/Organization/o").await.status;
+    assert!(d == 200 || d == 204, "{d}");
+    expect(&app, "/fhir/Organization?name=org", &[]).await;
+    expect(&app, "/fhir/Patient?organization=o", &["p"]).await;
+    expect(&app, "/fhir/Patient?organization.name=org", &[]).await;
+    let b = get_ok(&app, "/fhir/Patient?_id=p&_include=Patient:organization").await;
+    assert!(included(&b).is_empty(), "{b}");
+
+    // A deleted source: gone from its own searches, _has and _revinclude.
+    let d = app.delete("/fhir/MedicationRequest/m").await.status;
+    assert!(d == 200 || d == 204, "{d}");
+    expect(&app, "/fhir/MedicationRequest?subject=p", &[]).await;
+    expect(&app, "/fhir/MedicationRequest", &[]).await;
+    expect(
+        &app,
+        "/fhir/Patient?_has:MedicationRequest:subject:status=active",
+        &[],
+    )
+    .await;
+    let b = get_ok(
+        &app,
+        "/fhir/Patient?_id=p&_revinclude=MedicationRequest:subject",
+    )
+    .await;
+    assert!(included(&b).is_empty(), "{b}");
+    expect(&app, "/fhir/Patient/p/MedicationRequest", &[]).await;
+
+    // Re-created after deletion: found again, once.
+    put(
+        &app,
+        med_request("m", "completed", json!({"reference": "Patient/p"})),
+    )
+    .await;
+    expect(&app, "/fhir/MedicationRequest?subject=p", &["m"]).await;
+    expect(&app, "/fhir/MedicationRequest?status=active", &[]).await;
+    expect(
+        &app,
+        "/fhir/Patient?_has:MedicationRequest:subject:status=completed",
+        &["p"],
+    )
+    .await;
+}
+
+async fn cursors_are_checked(app: TestApp) {
+    for (i, f) in ["Ann", "Bob", "Cid", "Dee", "Eve"].iter().enumerate() {
+        let mut p = patient(&format!("c{i}"), f, "x");
+        p["birthDate"] = json!(format!("200{i}-01-01"));
+        put(&app, p).await;
+    }
+    let b = get_ok(&app, "/fhir/Patient?_sort=family&_count=2").await;
+    let next = relative(&link(&b, "next").unwrap());
+    assert!(next.contains("_sort=family"), "{next}");
+    assert_eq!(match_ids(&app.get(&next).await.json()), ["c2", "c3"]);
+    // A cursor only fits the sort it was made for: another sort's keys
+    // (here a text key where a date is expected) are refused, not misread.
+    for tampered in [
+        next.replace("_sort=family", "_sort=birthdate"),
+        next.replace("_sort=family", "_sort=family%2Cbirthdate"),
+        next.replace("_sort=family&", ""),
+    ] {
+        let r = app.get(&tampered).await;
+        assert_eq!(r.status, 400, "{tampered}: {}", r.text());
+        assert_eq!(r.issues()[0]["expression"][0], "_cursor", "{tampered}");
+    }
+    expect_400(&app, "/fhir/Patient?_cursor=!!!", "_cursor").await;
+    // Valid base64url, wrong content.
+    expect_400(&app, "/fhir/Patient?_cursor=WzEsMiwzXQ", "_cursor").await;
+    // _count=0 is a count without entries.
+    let b = get_ok(&app, "/fhir/Patient?_count=0").await;
+    assert_eq!(b["total"], 5);
+    assert!(b.get("entry").is_none(), "{b}");
+    assert!(link(&b, "next").is_none());
 }

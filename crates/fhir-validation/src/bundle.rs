@@ -174,7 +174,13 @@ pub(crate) fn check(bundle: &Value) -> Vec<Finding> {
         let fu = str_of(e, "fullUrl");
         match fu {
             None => {
+                let outcome = e
+                    .get("search")
+                    .and_then(|s| s.get("mode"))
+                    .and_then(Value::as_str)
+                    == Some("outcome");
                 if res.is_some()
+                    && !outcome
                     && !matches!(
                         btype,
                         "transaction" | "batch" | "transaction-response" | "batch-response"

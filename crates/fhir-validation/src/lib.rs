@@ -42,6 +42,10 @@ pub struct ValidatorOptions {
     /// against the element's target profiles, as far as the reference itself
     /// (`Patient/123`) shows it (default true).
     pub check_unresolved_reference_types: bool,
+    /// Whether relative references (`Patient/1`) must resolve in the
+    /// enclosing Bundle or Parameters (default false: a server resolves them
+    /// against its store, which the validator cannot see).
+    pub check_references_exist: bool,
     /// Whether example URLs (`example.org`) are tolerated (default true):
     /// when false, uri/url/canonical values naming example.org are errors and
     /// unknown example.org extensions are not tolerated.
@@ -54,6 +58,7 @@ impl Default for ValidatorOptions {
             nhs_number: Severity::Error,
             check_base_invariants: true,
             check_unresolved_reference_types: true,
+            check_references_exist: false,
             allow_example_urls: true,
         }
     }
@@ -164,6 +169,16 @@ impl Validator {
         }
         for p in &applied {
             run.resource(resource, p, rt, 0);
+        }
+        if rt == "StructureDefinition" {
+            for w in self.registry.snapshot_problems(resource) {
+                issues.push(Issue {
+                    severity: Severity::Error,
+                    code: "invalid",
+                    expression: rt.to_string(),
+                    message: format!("Error generating the snapshot: {w}"),
+                });
+            }
         }
         issues.extend(run.issues);
         let mut seen = std::collections::HashSet::new();

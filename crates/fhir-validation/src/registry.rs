@@ -65,15 +65,22 @@ pub(crate) struct DiscValue {
     pub value_set: Option<String>,
 }
 
+/// The registry entries of one type of an element: the base definition of the
+/// type code, and the type's profiles (`None`: unknown).
+pub(crate) type TypeEntries = (Option<usize>, Vec<Option<usize>>);
+
 /// Per-element data computed on first use (registry look-ups).
 #[derive(Debug, Default)]
 pub(crate) struct ElemCache {
     /// Per type of the element: the registry entry of the base definition of
     /// the type code, and the entries of the type's profiles (`None`: unknown).
-    pub types: OnceLock<Vec<(Option<usize>, Vec<Option<usize>>)>>,
+    pub types: OnceLock<Vec<TypeEntries>>,
     /// For a slice: the expected value of each discriminator of the sliced
     /// element (value/pattern kinds; `None` when not decidable that way).
     pub disc: OnceLock<Vec<Option<DiscValue>>>,
+    /// The expansions of the element's binding value set and additional
+    /// required bindings, in that order.
+    pub bindings: OnceLock<Vec<Arc<Expansion>>>,
 }
 
 impl Profile {
@@ -671,6 +678,27 @@ impl Registry {
         self.profile_at(i)
     }
 
+    /// Problems generating the snapshot of a (constraint) StructureDefinition
+    /// from its differential against its base definition: differential
+    /// elements that do not exist, changed fixed values, type profiles of
+    /// another type. Empty when the base definition is not known.
+    pub fn snapshot_problems(&self, sd: &Value) -> Vec<String> {
+        if sd.get("derivation").and_then(Value::as_str) == Some("specialization") {
+            return Vec::new();
+        }
+        let Some(base) = sd
+            .get("baseDefinition")
+            .and_then(Value::as_str)
+            .and_then(|b| self.profile_ref(b))
+        else {
+            return Vec::new();
+        };
+        let Some(diff) = sd.get("differential").and_then(|d| d.get("element")) else {
+            return Vec::new();
+        };
+        snapshot::generate_snapshot(&base.elements, diff, self).1
+    }
+
     /// The global profiles (from ImplementationGuides) for a resource type.
     pub fn global_profiles(&self, resource_type: &str) -> &[String] {
         self.globals.get(resource_type).map_or(&[], Vec::as_slice)
@@ -739,6 +767,7 @@ impl Registry {
                 if let Some(src) = &c.expression {
                     c.expr = Some(parse_expr(src));
                 }
+                c.find_guard();
             }
         }
         let contexts = match sd.get("context") {

@@ -52,6 +52,37 @@ pub(crate) struct Constraint {
     pub source: Option<String>,
     /// Parsed expression (filled by [`compile_constraints`]); `Err` keeps the parse error.
     pub expr: Option<Result<Arc<fhirpath::Expr>, String>>,
+    /// A child element whose absence makes the invariant trivially true
+    /// (`x.empty() or …`, `x.exists() implies …`, `x.hasValue().not() or …`).
+    pub vacuous_without: Option<String>,
+}
+
+impl Constraint {
+    /// Fills [`Constraint::vacuous_without`] from the expression.
+    pub fn find_guard(&mut self) {
+        let Some(src) = self.expression.as_deref() else {
+            return;
+        };
+        let src = src.trim();
+        let end = src
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(src.len());
+        let (name, rest) = src.split_at(end);
+        if name.is_empty() || !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+            return;
+        }
+        let rest = rest.trim_start();
+        let guarded = [
+            ".empty() or ",
+            ".exists() implies ",
+            ".hasValue().not() or ",
+        ]
+        .iter()
+        .any(|p| rest.starts_with(p));
+        if guarded {
+            self.vacuous_without = Some(name.to_string());
+        }
+    }
 }
 
 impl Constraint {
@@ -142,6 +173,13 @@ pub(crate) struct Elem {
     pub fhir_type: String,
     /// Whether the element holds resources (`contained`, `entry.resource`).
     pub holds_resources: bool,
+    /// Filled by [`link_tree`]: whether items need value checks (fixed,
+    /// pattern, lengths, ranges, presence, binding).
+    pub value_checks: bool,
+    /// Filled by [`link_tree`]: whether there are invariants evaluated via FHIRPath.
+    pub has_invariants: bool,
+    /// Filled by [`link_tree`]: whether a type refers to an element of another profile.
+    pub has_profile_element: bool,
 }
 
 fn parse_max(v: Option<&Value>) -> Option<Option<u32>> {
@@ -338,6 +376,7 @@ pub(crate) fn parse_elem(v: &Value) -> Option<RawElem> {
                         .map(str::to_string),
                     source: c.get("source").and_then(Value::as_str).map(str::to_string),
                     expr: None,
+                    vacuous_without: None,
                 })
             })
             .collect(),
@@ -405,6 +444,9 @@ pub(crate) fn parse_elem(v: &Value) -> Option<RawElem> {
         must_count: Vec::new(),
         fhir_type: String::new(),
         holds_resources: false,
+        value_checks: false,
+        has_invariants: false,
+        has_profile_element: false,
     };
     Some(RawElem {
         elem,
@@ -757,8 +799,13 @@ impl Gen<'_> {
                 split_id(&x.id).is_some_and(|(pp, l)| {
                     pp == ppath
                         && l.ends_with("[x]")
-                        && name.starts_with(l.trim_end_matches("[x]"))
-                        && name.len() > l.len() - 3
+                        && name
+                            .strip_prefix(l.trim_end_matches("[x]"))
+                            .is_some_and(|suffix| {
+                                !suffix.is_empty()
+                                    && (x.types.is_empty()
+                                        || x.types.iter().any(|t| upper_first(&t.code) == suffix))
+                            })
                 })
             })
             .map(|x| x.id.clone());
@@ -826,7 +873,31 @@ pub(crate) fn generate_snapshot(
         match g.ensure(id, 0) {
             Some(i) => {
                 if let Some(e) = g.snap.get_mut(i) {
+                    if let (Some(bf), Some(df)) = (&e.fixed, &d.elem.fixed) {
+                        if !crate::validate::json_equal(bf, df) {
+                            g.warnings.push(format!(
+                                "{id}: value is {df} but is fixed to {bf} in the base definition"
+                            ));
+                        }
+                    }
                     merge(e, d);
+                }
+                // a type profile must describe that type
+                for t in &d.elem.types {
+                    if matches!(t.code.as_str(), "Resource" | "DomainResource") {
+                        continue;
+                    }
+                    for p in &t.profiles {
+                        let root = src
+                            .type_snapshot(&t.code, Some(p))
+                            .and_then(|s| s.first().map(|r| r.path.clone()));
+                        if let Some(rp) = root.filter(|rp| *rp != t.code) {
+                            g.warnings.push(format!(
+                                "{id}: profile {p} is for type {rp}, but the element's type is {}",
+                                t.code
+                            ));
+                        }
+                    }
                 }
                 // an extension's own definition caps its cardinality (e.g. max 1)
                 let ext_profile = g.snap.get(i).and_then(|e| {
@@ -932,6 +1003,20 @@ pub(crate) fn link_tree(elems: &mut [Elem]) {
         }
     }
     for (e, (names, choices, must)) in elems.iter_mut().zip(tables) {
+        e.value_checks = e.fixed.is_some()
+            || e.pattern.is_some()
+            || e.max_length.is_some()
+            || e.min_length.is_some()
+            || e.min_value.is_some()
+            || e.max_value.is_some()
+            || e.must_have_value
+            || !e.value_alternatives.is_empty()
+            || e.binding.is_some();
+        e.has_invariants = e
+            .constraints
+            .iter()
+            .any(|c| !crate::registry::native_invariant(&c.key));
+        e.has_profile_element = e.types.iter().any(|t| t.profile_element.is_some());
         e.child_names = names;
         e.choice_children = choices;
         e.must_count = must;

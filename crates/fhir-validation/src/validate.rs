@@ -23,6 +23,7 @@ use crate::registry::{DiscValue, Profile, Registry};
 use crate::snapshot::{upper_first, Elem, Rules};
 use crate::terminology::{self, Terminology};
 use crate::{Issue, Severity, ValidatorOptions};
+use std::sync::Arc;
 
 const MAX_DEPTH: usize = 48;
 const MAX_ISSUES: usize = 500;
@@ -100,6 +101,8 @@ struct Res<'a> {
     bundle: Option<&'a Value>,
     /// That entry's `fullUrl`.
     full_url: Option<&'a str>,
+    /// The Parameters resource whose parameter holds the resource.
+    params: Option<&'a Value>,
 }
 
 impl<'a> Res<'a> {
@@ -109,6 +112,7 @@ impl<'a> Res<'a> {
             root: res,
             bundle: None,
             full_url: None,
+            params: None,
         }
     }
 
@@ -128,6 +132,15 @@ impl<'a> Res<'a> {
                 root: v,
                 bundle: Some(self.resource),
                 full_url: crate::bundle::full_url_of(self.resource, v),
+                params: None,
+            };
+        }
+        if elem.path.ends_with(".resource")
+            && self.resource.get("resourceType").and_then(Value::as_str) == Some("Parameters")
+        {
+            return Res {
+                params: Some(self.resource),
+                ..Res::top(v)
             };
         }
         Res::top(v)
@@ -142,6 +155,7 @@ impl<'a> Res<'a> {
                 root: v,
                 bundle: Some(self.resource),
                 full_url: crate::bundle::full_url_of(self.resource, v),
+                params: None,
             };
         }
         Res::top(v)
@@ -292,61 +306,9 @@ impl<'r> Run<'r> {
         }
         let Some(elem) = prof.elem(ei) else { return };
         let primitive = is_primitive(ty);
-        let elem_name = elem.id.as_str();
 
-        // fixed / pattern
-        if let Some(fixed) = &elem.fixed {
-            match item.value {
-                Some(v) if json_equal(v, fixed) => {}
-                _ => self.push_at(Severity::Error, "value", path, || {
-                    format!(
-                        "{}: value must be exactly {} (fixed value of {elem_name})",
-                        slice_prefix(elem),
-                        compact(fixed)
-                    )
-                }),
-            }
-        }
-        if let Some(pattern) = &elem.pattern {
-            match item.value {
-                Some(v) if pattern_match(pattern, v) => {}
-                _ => self.push_at(Severity::Error, "value", path, || {
-                    format!(
-                        "{}: value must match the pattern {} ({elem_name})",
-                        slice_prefix(elem),
-                        compact(pattern)
-                    )
-                }),
-            }
-        }
-        if let Some(Value::String(s)) = item.value {
-            if elem.max_length.is_some() || elem.min_length.is_some() {
-                let n = s.chars().count();
-                if let Some(max) = elem.max_length.filter(|m| n > *m) {
-                    self.push_at(Severity::Error, "value", path, || {
-                        format!("{elem_name}: value is longer than the maxLength {max}")
-                    });
-                }
-                if let Some(min) = elem.min_length.filter(|m| n < *m) {
-                    self.push_at(Severity::Error, "value", path, || {
-                        format!("{elem_name}: value is shorter than the minLength {min}")
-                    });
-                }
-            }
-        }
-        if elem.min_value.is_some() || elem.max_value.is_some() {
-            if let Some(v) = item.value {
-                self.value_range(elem, v, path);
-            }
-        }
-        if primitive
-            && item.value.is_none()
-            && (elem.must_have_value || !elem.value_alternatives.is_empty())
-        {
-            self.value_presence(elem, item, path);
-        }
-        if let (Some(b), Some(v)) = (&elem.binding, item.value) {
-            self.binding(b, v, ty, path, elem_name);
+        if elem.value_checks {
+            self.value_checks(prof, ei, elem, item, ty, primitive, path);
         }
         if ty == "Identifier" {
             self.nhs_number(item.value, path);
@@ -369,10 +331,16 @@ impl<'r> Run<'r> {
                 }
             }
         }
-        self.invariants(elem, item, ty, path, ctx);
+        if elem.has_invariants {
+            self.invariants(elem, item, ty, path, ctx);
+        }
 
         // an element of another profile (elementdefinition-profile-element)
-        let profile_element = self.profile_element(elem);
+        let profile_element = if elem.has_profile_element {
+            self.profile_element(elem)
+        } else {
+            None
+        };
         if let Some((lp, li)) = &profile_element {
             if !(std::ptr::eq(*lp, prof) && *li == ei) {
                 self.visit(lp, *li, item, ty, path, dpath, host, ctx, depth + 1);
@@ -434,7 +402,7 @@ impl<'r> Run<'r> {
                 } else {
                     None
                 };
-                if let Some(bp) = base_holder.as_deref() {
+                if let Some(bp) = base_holder {
                     walk_prof = bp;
                 }
                 if let Some(t) = walk_prof.by_id.get(id).and_then(|&i| walk_prof.elem(i)) {
@@ -443,6 +411,15 @@ impl<'r> Run<'r> {
             }
         }
         if !owner.children.is_empty() {
+            if ei != 0
+                && !primitive
+                && !matches!(ty, "BackboneElement" | "Element" | "Extension")
+                && !ty.contains('.')
+                && !elem.holds_resources
+            {
+                // the snapshot expanded the type: its root invariants still apply
+                self.type_root_invariants(prof, ei, elem, item, ty, path, ctx);
+            }
             if ty != "Extension" {
                 // the children come from the snapshot; the type profile must still be known
                 if let Some(ti) = elem.types.iter().position(|t| t.code == ty) {
@@ -551,6 +528,32 @@ impl<'r> Run<'r> {
         }
     }
 
+    /// The invariants of the root of type `ty`'s base definition, for an
+    /// element whose children the snapshot expanded.
+    #[allow(clippy::too_many_arguments)]
+    fn type_root_invariants(
+        &mut self,
+        prof: &Profile,
+        ei: usize,
+        elem: &Elem,
+        item: Item<'_>,
+        ty: &str,
+        path: &P<'_>,
+        ctx: Res<'_>,
+    ) {
+        let ti = elem.types.iter().position(|t| t.code == ty);
+        let base = match ti.and_then(|i| self.type_entries(prof, ei).get(i)) {
+            Some((Some(b), _)) => self.reg.profile_at_ref(*b),
+            _ => self.reg.base_profile_ref(ty),
+        };
+        let Some(base) = base.filter(|b| !std::ptr::eq(*b, prof)) else {
+            return;
+        };
+        if let Some(root) = base.elem(0) {
+            self.constraints(&root.constraints, &elem.constraints, item, ty, path, ctx);
+        }
+    }
+
     fn unknown_type_profile(&mut self, elem: &Elem, profiles: &[String], path: &P<'_>) {
         self.push_at(Severity::Error, "structure", path, || {
             format!(
@@ -559,6 +562,75 @@ impl<'r> Run<'r> {
                 elem.id
             )
         });
+    }
+
+    /// Fixed and pattern values, lengths, ranges, presence, bindings.
+    #[allow(clippy::too_many_arguments)]
+    fn value_checks(
+        &mut self,
+        prof: &Profile,
+        ei: usize,
+        elem: &Elem,
+        item: Item<'_>,
+        ty: &str,
+        primitive: bool,
+        path: &P<'_>,
+    ) {
+        let elem_name = elem.id.as_str();
+        // fixed / pattern
+        if let Some(fixed) = &elem.fixed {
+            match item.value {
+                Some(v) if json_equal(v, fixed) => {}
+                _ => self.push_at(Severity::Error, "value", path, || {
+                    format!(
+                        "{}: value must be exactly {} (fixed value of {elem_name})",
+                        slice_prefix(elem),
+                        compact(fixed)
+                    )
+                }),
+            }
+        }
+        if let Some(pattern) = &elem.pattern {
+            match item.value {
+                Some(v) if pattern_match(pattern, v) => {}
+                _ => self.push_at(Severity::Error, "value", path, || {
+                    format!(
+                        "{}: value must match the pattern {} ({elem_name})",
+                        slice_prefix(elem),
+                        compact(pattern)
+                    )
+                }),
+            }
+        }
+        if let Some(Value::String(s)) = item.value {
+            if elem.max_length.is_some() || elem.min_length.is_some() {
+                let n = s.chars().count();
+                if let Some(max) = elem.max_length.filter(|m| n > *m) {
+                    self.push_at(Severity::Error, "value", path, || {
+                        format!("{elem_name}: value is longer than the maxLength {max}")
+                    });
+                }
+                if let Some(min) = elem.min_length.filter(|m| n < *m) {
+                    self.push_at(Severity::Error, "value", path, || {
+                        format!("{elem_name}: value is shorter than the minLength {min}")
+                    });
+                }
+            }
+        }
+        if elem.min_value.is_some() || elem.max_value.is_some() {
+            if let Some(v) = item.value {
+                self.value_range(elem, v, path);
+            }
+        }
+        if primitive
+            && item.value.is_none()
+            && (elem.must_have_value || !elem.value_alternatives.is_empty())
+        {
+            self.value_presence(elem, item, path);
+        }
+        if let (Some(b), Some(v)) = (&elem.binding, item.value) {
+            self.binding(prof, ei, b, v, ty, path, elem_name);
+        }
     }
 
     /// The element of another profile that an element's type points to
@@ -1068,13 +1140,6 @@ impl<'r> Run<'r> {
         ty: &str,
         ctx: Res<'_>,
     ) -> bool {
-        if std::env::var_os("FHIRBRIDGE_DEBUG_TRIALS").is_some() {
-            eprintln!(
-                "trial {} against {}",
-                prof.url,
-                prof.elem(s).map_or("", |e| e.id.as_str())
-            );
-        }
         if self.issues.len() < MAX_ISSUES && self.extension_url_mismatch(prof, s, item, ty) {
             return false;
         }
@@ -1236,13 +1301,7 @@ impl<'r> Run<'r> {
                         Some(rt) => {
                             pr.type_name == rt
                                 && self.trial(|me| {
-                                    me.resource_at(
-                                        v,
-                                        &pr,
-                                        &P::root(""),
-                                        ctx.entry(v),
-                                        MAX_DEPTH / 2,
-                                    )
+                                    me.resource_at(v, pr, &P::root(""), ctx.entry(v), MAX_DEPTH / 2)
                                 })
                         }
                         None => self.trial(|me| {
@@ -1262,7 +1321,7 @@ impl<'r> Run<'r> {
                             };
                             let ty = pr.type_name.clone();
                             me.visit(
-                                &pr,
+                                pr,
                                 0,
                                 item,
                                 &ty,
@@ -1354,11 +1413,7 @@ impl<'r> Run<'r> {
 
     /// The cached registry entries of element `ei`'s types: (base definition of
     /// the type code, profiles).
-    fn type_entries<'p>(
-        &self,
-        prof: &'p Profile,
-        ei: usize,
-    ) -> &'p [(Option<usize>, Vec<Option<usize>>)] {
+    fn type_entries<'p>(&self, prof: &'p Profile, ei: usize) -> &'p [crate::registry::TypeEntries] {
         let (Some(c), Some(elem)) = (prof.cache.get(ei), prof.elem(ei)) else {
             return &[];
         };
@@ -1411,7 +1466,7 @@ impl<'r> Run<'r> {
                 if std::ptr::eq(def, prof) {
                     return;
                 }
-                self.ext_context(&def, url, path, host, ctx);
+                self.ext_context(def, url, path, host, ctx);
                 let is_mod = def.elem(0).is_some_and(|r| r.is_modifier);
                 if modifier && !is_mod {
                     self.push(
@@ -1433,7 +1488,7 @@ impl<'r> Run<'r> {
                     is_self: false,
                     ..*host
                 };
-                self.visit(&def, 0, item, "Extension", path, &dp, &host, ctx, depth + 1);
+                self.visit(def, 0, item, "Extension", path, &dp, &host, ctx, depth + 1);
             }
             None => {
                 if !absolute && !url.is_empty() && type_profile.is_none() {
@@ -1490,17 +1545,7 @@ impl<'r> Run<'r> {
                             is_self: false,
                             ..*host
                         };
-                        self.visit(
-                            &base,
-                            0,
-                            item,
-                            "Extension",
-                            path,
-                            &dp,
-                            &host,
-                            ctx,
-                            depth + 1,
-                        );
+                        self.visit(base, 0, item, "Extension", path, &dp, &host, ctx, depth + 1);
                     }
                 }
             }
@@ -1646,8 +1691,11 @@ impl<'r> Run<'r> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn binding(
         &mut self,
+        prof: &Profile,
+        ei: usize,
         b: &crate::snapshot::Binding,
         v: &Value,
         ty: &str,
@@ -1666,13 +1714,28 @@ impl<'r> Run<'r> {
             return;
         }
         let codes = terminology::codings(v, ty);
-        if checked {
-            if let Some(vs) = &b.value_set {
-                self.binding_to(vs, strength, &codes, v, ty, path, elem_name);
+        let reg = self.reg;
+        let exps: &[Arc<terminology::Expansion>] = match prof.cache.get(ei) {
+            Some(c) => c.bindings.get_or_init(|| {
+                b.value_set
+                    .iter()
+                    .chain(b.additional_required.iter())
+                    .map(|vs| terminology::expand(reg, vs))
+                    .collect()
+            }),
+            None => &[],
+        };
+        let mut exps = exps.iter();
+        if let Some(vs) = &b.value_set {
+            let exp = exps.next();
+            if checked {
+                if let Some(exp) = exp {
+                    self.binding_to(vs, exp, strength, &codes, v, ty, path, elem_name);
+                }
             }
         }
-        for vs in &b.additional_required {
-            self.binding_to(vs, "required", &codes, v, ty, path, elem_name);
+        for (vs, exp) in b.additional_required.iter().zip(exps) {
+            self.binding_to(vs, exp, "required", &codes, v, ty, path, elem_name);
         }
     }
 
@@ -1681,6 +1744,7 @@ impl<'r> Run<'r> {
     fn binding_to(
         &mut self,
         vs: &str,
+        exp: &terminology::Expansion,
         strength: &str,
         codes: &[(Option<&str>, &str)],
         v: &Value,
@@ -1699,7 +1763,6 @@ impl<'r> Run<'r> {
             }
             return;
         }
-        let exp = terminology::expand(self.reg, vs);
         let mut unknown = false;
         for (s, c) in codes {
             match exp.contains(*s, c) {
@@ -1865,6 +1928,7 @@ impl<'r> Run<'r> {
                             root: r,
                             bundle: Some(b),
                             full_url: crate::bundle::full_url_of(b, r),
+                            params: None,
                         },
                     ));
                 }
@@ -1875,6 +1939,36 @@ impl<'r> Run<'r> {
                     return;
                 }
                 crate::bundle::Resolved::None => {}
+            }
+        }
+        if target.is_none() && !reference.starts_with('#') {
+            if let (Some(pr), Some(lt)) = (ctx.params, literal) {
+                // a resource of the same Parameters
+                let id = reference
+                    .split("/_history/")
+                    .next()
+                    .unwrap_or(reference)
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("");
+                if let Some(r) = parameters_resource(pr, lt, id) {
+                    target = Some((
+                        r,
+                        Res {
+                            params: Some(pr),
+                            ..Res::top(r)
+                        },
+                    ));
+                }
+            }
+            if target.is_none()
+                && self.opts.check_references_exist
+                && literal.is_some()
+                && !reference.contains(':')
+            {
+                self.push_at(Severity::Error, "structure", path, || {
+                    format!("Unable to resolve resource with reference '{reference}'")
+                });
             }
         }
         let target_type = target.and_then(|(r, _)| r.get("resourceType").and_then(Value::as_str));
@@ -1986,13 +2080,46 @@ impl<'r> Run<'r> {
     }
 
     fn invariants(&mut self, elem: &Elem, item: Item<'_>, ty: &str, path: &P<'_>, ctx: Res<'_>) {
-        if elem.constraints.is_empty() {
+        self.constraints(&elem.constraints, &[], item, ty, path, ctx);
+    }
+
+    /// Evaluates `list` (but the keys also in `skip`) on an item.
+    fn constraints(
+        &mut self,
+        list: &[crate::snapshot::Constraint],
+        skip: &[crate::snapshot::Constraint],
+        item: Item<'_>,
+        ty: &str,
+        path: &P<'_>,
+        ctx: Res<'_>,
+    ) {
+        if list.is_empty() {
             return;
         }
         let Some(node) = item.value else { return };
         let has_contained = node.get("contained").is_some();
-        for c in &elem.constraints {
+        let obj = node.as_object();
+        for c in list {
             let Some(expr) = &c.expr else { continue };
+            if let (Some(o), Some(g)) = (obj, &c.vacuous_without) {
+                // trivially true without that child
+                if !o.contains_key(g.as_str()) && !o.keys().any(|k| k.strip_prefix('_') == Some(g))
+                {
+                    continue;
+                }
+            }
+            if skip.iter().any(|x| x.key == c.key) {
+                continue;
+            }
+            if c.key == "dom-6" && c.is_base() {
+                // text.`div`.exists(), natively
+                if node.get("text").and_then(|t| t.get("div")).is_none() {
+                    self.push_at(c.severity, "invariant", path, || {
+                        format!("Invariant dom-6 failed: {}", c.human)
+                    });
+                }
+                continue;
+            }
             if !self.opts.check_base_invariants && c.is_base() {
                 continue;
             }
@@ -2059,15 +2186,6 @@ impl<'r> Run<'r> {
                     continue;
                 }
             };
-            if std::env::var_os("FHIRBRIDGE_DEBUG_TRIALS").is_some() {
-                eprintln!(
-                    "invariant {} on {} ({}): {}",
-                    c.key,
-                    path.render(),
-                    ty,
-                    expr.source()
-                );
-            }
             let tx = Terminology(self.reg);
             let ectx = fhirpath::EvalContext::new()
                 .resource(ctx.resource)
@@ -2280,6 +2398,24 @@ fn near_nhs_system(s: &str) -> bool {
             .unwrap_or(x)
     };
     norm(s) == norm(NHS_NUMBER_SYSTEM)
+}
+
+/// The resource of type `rt` with id `id` among the parameters (and parts) of
+/// a Parameters resource.
+fn parameters_resource<'v>(params: &'v Value, rt: &str, id: &str) -> Option<&'v Value> {
+    fn find<'v>(list: Option<&'v Value>, rt: &str, id: &str, depth: usize) -> Option<&'v Value> {
+        if depth > 8 {
+            return None;
+        }
+        list?.as_array()?.iter().find_map(|p| {
+            let hit = p.get("resource").filter(|r| {
+                r.get("resourceType").and_then(Value::as_str) == Some(rt)
+                    && r.get("id").and_then(Value::as_str) == Some(id)
+            });
+            hit.or_else(|| find(p.get("part"), rt, id, depth + 1))
+        })
+    }
+    find(params.get("parameter"), rt, id, 0)
 }
 
 /// The id of the first contained resource that nothing in the resource

@@ -514,27 +514,25 @@ fn predicate(sql: &mut Sql, a: &mut Aliases, pred: &Predicate, alias: &str, ty: 
             sql.push(")");
         }
         Predicate::Missing { param, missing } => {
-            let t = a.next("t");
-            sql.push(alias)
-                .push(if *missing {
-                    ".res_id NOT IN (SELECT "
-                } else {
-                    ".res_id IN (SELECT "
-                })
-                .push(&t)
-                .push(".res_id FROM ")
-                .push(table_of(param.kind))
-                .push(" ")
-                .push(&t)
-                .push(" WHERE ")
-                .push(&t)
-                .push(".res_type = ")
-                .text(ty.as_str())
-                .push(" AND ")
-                .push(&t)
-                .push(".param = ")
-                .text(&param.code)
-                .push(")");
+            sql.push("(");
+            if *missing {
+                sql.push("NOT ");
+            }
+            has_rows(sql, a, alias, ty, table_of(param.kind), &param.code);
+            // A reference given only by identifier is a value too: its rows
+            // live under `code:identifier` in the token table.
+            if param.kind == ParamKind::Reference {
+                sql.push(if *missing { " AND NOT " } else { " OR " });
+                has_rows(
+                    sql,
+                    a,
+                    alias,
+                    ty,
+                    "idx_token",
+                    &format!("{}:identifier", param.code),
+                );
+            }
+            sql.push(")");
         }
         Predicate::Chain { param, targets } => {
             let x = a.next("x");
@@ -612,6 +610,34 @@ fn predicate(sql: &mut Sql, a: &mut Aliases, pred: &Predicate, alias: &str, ty: 
             or_each(sql, preds, |sql, p| predicate(sql, a, p, alias, ty));
         }
     }
+}
+
+/// `alias.res_id IN (rows of `param` in `table`)`.
+fn has_rows(
+    sql: &mut Sql,
+    a: &mut Aliases,
+    alias: &str,
+    ty: ResourceType,
+    table: &str,
+    param: &str,
+) {
+    let t = a.next("t");
+    sql.push(alias)
+        .push(".res_id IN (SELECT ")
+        .push(&t)
+        .push(".res_id FROM ")
+        .push(table)
+        .push(" ")
+        .push(&t)
+        .push(" WHERE ")
+        .push(&t)
+        .push(".res_type = ")
+        .text(ty.as_str())
+        .push(" AND ")
+        .push(&t)
+        .push(".param = ")
+        .text(param)
+        .push(")");
 }
 
 /// `FROM resources r WHERE <scope> AND r.deleted = 0 AND <predicates>`.
