@@ -46,6 +46,12 @@ pub struct ValidatorOptions {
     /// enclosing Bundle or Parameters (default false: a server resolves them
     /// against its store, which the validator cannot see).
     pub check_references_exist: bool,
+    /// Whether markdown may contain what looks like embedded HTML tags (default true).
+    pub allow_html_in_markdown: bool,
+    /// Whether contained resources are validated (default true). When false,
+    /// they are ignored altogether: not walked, their structural issues
+    /// dropped, and the dom-2…dom-5 invariants about them not evaluated.
+    pub validate_contained: bool,
     /// Whether example URLs (`example.org`) are tolerated (default true):
     /// when false, uri/url/canonical values naming example.org are errors and
     /// unknown example.org extensions are not tolerated.
@@ -59,6 +65,8 @@ impl Default for ValidatorOptions {
             check_base_invariants: true,
             check_unresolved_reference_types: true,
             check_references_exist: false,
+            allow_html_in_markdown: true,
+            validate_contained: true,
             allow_example_urls: true,
         }
     }
@@ -93,6 +101,14 @@ impl Validator {
     /// profile in `profiles` + every profile in `meta.profile`.
     pub fn validate(&self, resource: &serde_json::Value, profiles: &[&str]) -> ValidationReport {
         let mut issues = fhir_structure::check::check_resource(resource);
+        if !self.options.validate_contained {
+            let rt = resource
+                .get("resourceType")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("");
+            let prefix = format!("{rt}.contained[");
+            issues.retain(|i| !i.expression.starts_with(&prefix));
+        }
         if issues.iter().any(|i| i.severity == Severity::Fatal) {
             return ValidationReport { issues };
         }

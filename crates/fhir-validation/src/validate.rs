@@ -322,6 +322,16 @@ impl<'r> Run<'r> {
         if ty == "Attachment" {
             self.attachment_size(item.value, path);
         }
+        if !self.opts.allow_html_in_markdown && ty == "markdown" {
+            if let Some(Value::String(md)) = item.value {
+                if let Some(i) = html_tag_start(md) {
+                    let start: String = md.get(i..).unwrap_or("").chars().take(2).collect();
+                    self.push_at(Severity::Error, "invalid", path, || {
+                        format!("The markdown contains content that appears to be an embedded HTML tag starting at '{start}'")
+                    });
+                }
+            }
+        }
         if !self.opts.allow_example_urls && matches!(ty, "uri" | "url" | "canonical") {
             if let Some(Value::String(u)) = item.value {
                 if u.contains("example.org") {
@@ -354,6 +364,9 @@ impl<'r> Run<'r> {
         // resources nested in a resource element (contained, entry.resource)
         let mut ctx = ctx;
         if ei != 0 && elem.holds_resources {
+            if !self.opts.validate_contained && elem.path.ends_with(".contained") {
+                return;
+            }
             if let Some(v) = item.value {
                 self.nested_resource(elem, v, path, ctx, depth);
                 if elem.children.is_empty() {
@@ -2123,7 +2136,9 @@ impl<'r> Run<'r> {
             if !self.opts.check_base_invariants && c.is_base() {
                 continue;
             }
-            if matches!(c.key.as_str(), "dom-2" | "dom-3" | "dom-4" | "dom-5") && !has_contained {
+            if matches!(c.key.as_str(), "dom-2" | "dom-3" | "dom-4" | "dom-5")
+                && (!has_contained || !self.opts.validate_contained)
+            {
                 continue;
             }
             if matches!(c.key.as_str(), "txt-1" | "txt-2") && c.is_base() {
@@ -2416,6 +2431,16 @@ fn parameters_resource<'v>(params: &'v Value, rt: &str, id: &str) -> Option<&'v 
         })
     }
     find(params.get("parameter"), rt, id, 0)
+}
+
+/// The byte offset of the first `<` that starts what looks like an HTML tag
+/// (`<name`, `</name`).
+fn html_tag_start(s: &str) -> Option<usize> {
+    s.match_indices('<').map(|(i, _)| i).find(|&i| {
+        let rest = s.get(i + 1..).unwrap_or("");
+        let rest = rest.strip_prefix('/').unwrap_or(rest);
+        rest.starts_with(|c: char| c.is_ascii_alphabetic())
+    })
 }
 
 /// The id of the first contained resource that nothing in the resource

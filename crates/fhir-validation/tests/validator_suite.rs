@@ -148,6 +148,8 @@ fn validator_suite() {
                 Some("CHECK_EXISTS" | "CHECK_EXISTS_AND_TYPE")
             ),
             allow_example_urls: settings["examples"].as_bool().unwrap_or(true),
+            allow_html_in_markdown: settings["noHtmlInMarkdown"].as_bool() != Some(true),
+            validate_contained: settings["validateContains"].as_str() != Some("IGNORE"),
             ..ValidatorOptions::default()
         };
         let profile_options = ValidatorOptions {
