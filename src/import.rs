@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::web;
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use crate::config::Settings;
@@ -271,32 +272,43 @@ pub async fn import(
     let started = Instant::now();
     let mut summary = Summary::default();
     let total_files = files.len();
-    for (n, path) in files.iter().enumerate() {
-        summary.files += 1;
-        let works = match read_file(path, chunk) {
-            Ok(w) => w,
+    summary.files = total_files;
+    // Two units in flight: one prepares (parse, checks, index extraction) while
+    // the other writes, so both cores work.
+    let mut read_errors = Vec::new();
+    let works = files.iter().enumerate().flat_map(|(n, path)| {
+        let items: Vec<(usize, Work)> = match read_file(path, chunk) {
+            Ok(w) => w.into_iter().map(|w| (n, w)).collect(),
             Err(e) => {
-                summary.failed += 1;
-                summary.failures.push(e);
-                continue;
+                read_errors.push(e);
+                Vec::new()
             }
         };
-        for w in works {
-            let count = w.resources;
-            let (ok, failures) = run_work(&state, &base, w).await;
-            summary.resources += ok;
-            summary.failed += count - ok.min(count);
-            summary.failures.extend(failures);
-        }
+        items
+    });
+    let state_ref = &state;
+    let base_ref = base.as_str();
+    let mut results = futures_util::stream::iter(works.map(|(n, w)| async move {
+        let count = w.resources;
+        let (ok, failures) = run_work(state_ref, base_ref, w).await;
+        (n, count, ok, failures)
+    }))
+    .buffer_unordered(2);
+    let mut files_done = 0;
+    while let Some((n, count, ok, failures)) = results.next().await {
+        summary.resources += ok;
+        summary.failed += count - ok.min(count);
+        summary.failures.extend(failures);
+        files_done = files_done.max(n + 1);
         if progress {
             let secs = started.elapsed().as_secs_f64();
             let width = 30;
-            let done = (n + 1) * width / total_files.max(1);
+            let done = files_done * width / total_files.max(1);
             eprint!(
                 "\r[{}{}] {}/{} files, {} resources, {} failed, {:.0} resources/s   ",
                 "#".repeat(done),
                 " ".repeat(width - done),
-                n + 1,
+                files_done,
                 total_files,
                 summary.resources,
                 summary.failed,
@@ -305,6 +317,9 @@ pub async fn import(
             let _ = std::io::stderr().flush();
         }
     }
+    drop(results);
+    summary.failed += read_errors.len();
+    summary.failures.extend(read_errors);
     if progress {
         eprintln!();
     }

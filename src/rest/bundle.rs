@@ -101,6 +101,56 @@ struct Entry {
     index: usize,
     full_url: Option<String>,
     op: Op,
+    /// Index rows extracted before the transaction (valid while no reference
+    /// resolution inside the transaction changes the resource).
+    indexes: Option<Vec<crate::storage::IndexRow>>,
+}
+
+/// `fullUrl` → `Type/id` for everything whose id is known before the
+/// transaction (pre-assigned create ids, PUT by id).
+fn premap(entries: &[Entry]) -> HashMap<String, String> {
+    let mut map = HashMap::new();
+    for e in entries {
+        let Some(fu) = &e.full_url else { continue };
+        match &e.op {
+            Op::Create { ty, id, .. }
+            | Op::Update {
+                ty,
+                target: Target::Id(id),
+                ..
+            } => {
+                map.insert(fu.clone(), format!("{ty}/{id}"));
+            }
+            _ => {}
+        }
+    }
+    map
+}
+
+/// Rewrites with the pre-transaction map and extracts index rows, on two
+/// threads (this is the CPU-heavy part of a large transaction).
+fn pre_extract(entries: &mut [Entry], base: &str) {
+    let map = premap(entries);
+    let work = |chunk: &mut [Entry]| {
+        for e in chunk {
+            if let Op::Create { ty, resource, .. } | Op::Update { ty, resource, .. } = &mut e.op {
+                if !map.is_empty() {
+                    rewrite(resource, &map, false);
+                }
+                e.indexes = Some(index::extract(*ty, resource, base));
+            }
+        }
+    };
+    if entries.len() < 64 {
+        work(entries);
+        return;
+    }
+    let mid = entries.len() / 2;
+    let (a, b) = entries.split_at_mut(mid);
+    std::thread::scope(|s| {
+        s.spawn(|| work(a));
+        work(b);
+    });
 }
 
 /// The outcome of one entry, for `Bundle.entry.response`.
@@ -427,6 +477,7 @@ fn prepare_entry(state: &AppState, base: &str, index: usize, e: &Value) -> Resul
         index,
         full_url,
         op,
+        indexes: None,
     })
 }
 
@@ -535,8 +586,16 @@ fn write_result(status: u16, s: &StoredResource, ret: ReturnPref) -> Result<Entr
     Ok(r)
 }
 
-fn content(ty: ResourceType, resource: Value, base: &str) -> NewContent {
-    let indexes = index::extract(ty, &resource, base);
+fn content(
+    ty: ResourceType,
+    resource: Value,
+    base: &str,
+    pre: &Option<Vec<crate::storage::IndexRow>>,
+) -> NewContent {
+    let indexes = match pre {
+        Some(rows) => rows.clone(),
+        None => index::extract(ty, &resource, base),
+    };
     NewContent { resource, indexes }
 }
 
@@ -608,6 +667,7 @@ fn run_entries(tx: &mut dyn TxOps, input: TxInput) -> Result<Vec<(usize, EntryRe
         tx.lock(&format!("cond:{k}")).map_err(storage_err)?;
     }
 
+    let before = premap(&entries);
     // 1. Resolve identities: fullUrl → Type/id.
     let mut map: HashMap<String, String> = HashMap::new();
     let mut existing: HashMap<usize, StoredResource> = HashMap::new();
@@ -827,11 +887,27 @@ fn run_entries(tx: &mut dyn TxOps, input: TxInput) -> Result<Vec<(usize, EntryRe
         }
     }
 
-    // 4. Rewrite references everywhere.
-    if !map.is_empty() {
+    // 4. Rewrite references everywhere. When resolution inside the
+    // transaction found nothing new, the pre-extracted rows stand.
+    let unchanged = map == before
+        && entries
+            .iter()
+            .all(|e| e.indexes.is_some() || !matches!(e.op, Op::Create { .. } | Op::Update { .. }));
+    if !unchanged {
+        // Resources were already rewritten with the pre-transaction ids: move
+        // those to the ids resolved here too.
+        let mut full = map.clone();
+        for (k, old) in &before {
+            if let Some(new) = map.get(k).filter(|n| *n != old) {
+                full.insert(old.clone(), new.clone());
+            }
+        }
         for e in entries.iter_mut() {
+            e.indexes = None;
             if let Op::Create { resource, .. } | Op::Update { resource, .. } = &mut e.op {
-                rewrite(resource, &map, false);
+                if !full.is_empty() {
+                    rewrite(resource, &full, false);
+                }
             }
         }
     }
@@ -892,7 +968,7 @@ fn run_one(
                 .create(
                     CreateRequest {
                         resource_type: *ty,
-                        content: content(*ty, resource.clone(), base),
+                        content: content(*ty, resource.clone(), base, &e.indexes),
                         if_none_exist: None,
                     },
                     Some(id.clone()),
@@ -918,7 +994,7 @@ fn run_one(
                 .update(UpdateRequest {
                     resource_type: *ty,
                     id: id.clone(),
-                    content: content(*ty, resource.clone(), base),
+                    content: content(*ty, resource.clone(), base, &e.indexes),
                     precondition: *precondition,
                 })
                 .map_err(storage_err)?;
@@ -974,7 +1050,7 @@ fn run_one(
                 .update(UpdateRequest {
                     resource_type: *ty,
                     id: id.clone(),
-                    content: content(*ty, value, base),
+                    content: content(*ty, value, base, &None),
                     precondition: Precondition::VersionIs(current.version),
                 })
                 .map_err(storage_err)?;
@@ -1219,11 +1295,13 @@ pub async fn process_bundle(
         let st = state.clone();
         let b = base.to_owned();
         let prepared = web::block(move || {
-            raw_entries
+            let mut entries = raw_entries
                 .iter()
                 .enumerate()
                 .map(|(i, e)| prepare_entry(&st, &b, i, e).map_err(|x| at_entry(i, x)))
-                .collect::<Result<Vec<Entry>, ApiError>>()
+                .collect::<Result<Vec<Entry>, ApiError>>()?;
+            pre_extract(&mut entries, &b);
+            Ok::<_, ApiError>(entries)
         })
         .await
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))??;

@@ -193,7 +193,7 @@ impl Registry {
                 patient_compartment[t.index()] = params;
             }
         }
-        let mut common: Vec<ParamDef> = raw.common.into_iter().filter_map(|p| build(p)).collect();
+        let mut common: Vec<ParamDef> = raw.common.into_iter().filter_map(build).collect();
         dedup_codes(&mut common);
         Registry {
             per_type,

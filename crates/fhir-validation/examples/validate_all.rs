@@ -72,7 +72,7 @@ fn main() {
         times.push((t.elapsed(), f.clone(), r.issues.len()));
     }
     println!("{} files in {:?}", values.len(), t0.elapsed());
-    times.sort_by(|a, b| b.0.cmp(&a.0));
+    times.sort_by_key(|t| std::cmp::Reverse(t.0));
     for (d, f, n) in times.iter().take(8) {
         println!("{d:?} {} ({n} issues)", f.display());
     }

@@ -77,8 +77,8 @@ fn target_url(reference: &str, source_url: Option<&str>, source: &Value) -> Opti
     }
     let (_, id) = type_and_id(r)?;
     let fu = source_url?;
-    if let Some(uuid) = fu.strip_prefix("urn:uuid:") {
-        let _ = uuid;
+    if fu.starts_with("urn:uuid:") {
+        // the Java validator's rule: `Type/id` from a urn:uuid entry means urn:uuid:id
         return Some(format!("urn:uuid:{id}"));
     }
     // the base of a RESTful fullUrl that matches the source's type and id

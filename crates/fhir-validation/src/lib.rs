@@ -1,13 +1,19 @@
 //! StructureDefinition-driven FHIR R4 profile validation, offline.
 //!
 //! * [`package`] locates (and, on request, installs) the R4 core package.
-//! * [`Registry`] holds StructureDefinitions, ValueSets and CodeSystems: core
-//!   definitions are indexed and parsed lazily; added profiles get snapshots
-//!   generated from their differentials.
+//! * [`Registry`] holds StructureDefinitions, ValueSets and CodeSystems (and
+//!   the global profiles of ImplementationGuides): core definitions are
+//!   indexed and parsed lazily; added profiles get snapshots generated from
+//!   their differentials.
 //! * [`Validator`] checks a resource: structure (via `fhir-structure`), the
-//!   base definition of its type, explicit profiles and `meta.profile`
-//!   (cardinality, types, fixed/pattern values, slicing, extensions,
-//!   bindings, FHIRPath invariants) and NHS number Modulus 11.
+//!   base definition of its type, explicit profiles, `meta.profile` and
+//!   global profiles (cardinality, types and type profiles, fixed/pattern
+//!   values, min/max values and lengths, slicing and re-slicing, extensions
+//!   and their contexts, bindings, FHIRPath invariants), references (target
+//!   types and profiles of contained and Bundle-resolved targets), Bundle
+//!   rules (fullUrl, links, document references and reachability), narrative
+//!   rules (entities, links, content), the snapshots of StructureDefinition
+//!   instances, and NHS number Modulus 11.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(

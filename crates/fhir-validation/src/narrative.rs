@@ -70,6 +70,33 @@ pub(crate) fn has_content(div: &str) -> bool {
     false
 }
 
+/// The name and attributes of a start tag's text (between `<` and `>`).
+fn parse_tag(inner: &str) -> (&str, Vec<(&str, &str)>) {
+    let name_end = inner
+        .find(|c: char| c.is_whitespace() || c == '/')
+        .unwrap_or(inner.len());
+    let name = inner.get(..name_end).unwrap_or("");
+    let mut attrs = Vec::new();
+    let mut a = inner.get(name_end..).unwrap_or("");
+    while let Some(eq) = a.find('=') {
+        let an = a
+            .get(..eq)
+            .unwrap_or("")
+            .trim()
+            .trim_start_matches('/')
+            .trim();
+        let after = a.get(eq + 1..).unwrap_or("").trim_start();
+        let Some(q) = after.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+            break;
+        };
+        let body = after.get(1..).unwrap_or("");
+        let close = body.find(q).unwrap_or(body.len());
+        attrs.push((an, body.get(..close).unwrap_or("")));
+        a = body.get(close + 1..).unwrap_or("");
+    }
+    (name, attrs)
+}
+
 /// The start tags of an XHTML fragment: (element name, attributes).
 fn start_tags(div: &str) -> Vec<(&str, Vec<(&str, &str)>)> {
     let mut out = Vec::new();
@@ -90,29 +117,45 @@ fn start_tags(div: &str) -> Vec<(&str, Vec<(&str, &str)>)> {
         let end = tail.find('>').unwrap_or(tail.len());
         let inner = tail.get(..end).unwrap_or("");
         rest = tail.get(end..).unwrap_or("");
-        let name_end = inner
-            .find(|c: char| c.is_whitespace() || c == '/')
-            .unwrap_or(inner.len());
-        let name = inner.get(..name_end).unwrap_or("");
-        let mut attrs = Vec::new();
-        let mut a = inner.get(name_end..).unwrap_or("");
-        while let Some(eq) = a.find('=') {
-            let an = a
-                .get(..eq)
-                .unwrap_or("")
-                .trim()
-                .trim_start_matches('/')
-                .trim();
-            let after = a.get(eq + 1..).unwrap_or("").trim_start();
-            let Some(q) = after.chars().next().filter(|c| *c == '"' || *c == '\'') else {
-                break;
-            };
-            let body = after.get(1..).unwrap_or("");
-            let close = body.find(q).unwrap_or(body.len());
-            attrs.push((an, body.get(..close).unwrap_or("")));
-            a = body.get(close + 1..).unwrap_or("");
-        }
+        let (name, attrs) = parse_tag(inner);
         out.push((name, attrs));
+    }
+    out
+}
+
+/// The languages of the language sections of a narrative: the `div`
+/// children of the root `div` with a `lang` or `xml:lang` attribute.
+pub(crate) fn language_sections(div: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut rest = div;
+    while let Some(i) = rest.find('<') {
+        let Some(tail) = rest.get(i + 1..) else { break };
+        let end = tail.find('>').unwrap_or(tail.len());
+        let inner = tail.get(..end).unwrap_or("");
+        rest = tail.get(end..).unwrap_or("");
+        if inner.starts_with(['!', '?']) {
+            continue;
+        }
+        if inner.starts_with('/') {
+            depth = depth.saturating_sub(1);
+            continue;
+        }
+        let self_closing = inner.ends_with('/');
+        if depth == 1 {
+            let (name, attrs) = parse_tag(inner);
+            if name == "div" {
+                if let Some((_, l)) = attrs
+                    .into_iter()
+                    .find(|(n, _)| matches!(*n, "lang" | "xml:lang"))
+                {
+                    out.push(l);
+                }
+            }
+        }
+        if !self_closing {
+            depth += 1;
+        }
     }
     out
 }
@@ -191,6 +234,9 @@ mod tests {
         let div = "<div xmlns=\"x\"><a name=\"top\"/><p id='p1'>x</p><a href=\"#top\">t</a>\
                    <a href=\"#p1\">p</a><a href=\"#c1\">c</a><a href=\"#nowhere\">n</a>\
                    <a href=\"urn:uuid:1\">u</a><a href=\"https://x.org/a:b\">h</a><a href=\"Patient/1\">r</a></div>";
+        let two = "<div xmlns=\"x\"><div xml:lang=\"de\" lang=\"de\">a<br/></div><div lang=\"en\"><div lang=\"fr\"/></div></div>";
+        assert_eq!(language_sections(two), vec!["de", "en"]);
+        assert!(language_sections("<div>text</div>").is_empty());
         let bad = bad_links(div, &["c1"]);
         assert_eq!(bad.len(), 2, "{bad:?}");
         assert!(bad[0].contains("#nowhere"));

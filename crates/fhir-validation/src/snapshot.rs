@@ -55,15 +55,63 @@ pub(crate) struct Constraint {
     /// A child element whose absence makes the invariant trivially true
     /// (`x.empty() or …`, `x.exists() implies …`, `x.hasValue().not() or …`).
     pub vacuous_without: Option<String>,
+    /// The invariant in a form checked natively on the JSON object.
+    pub simple: Option<Simple>,
+}
+
+/// Invariants made only of child presence tests: `a.exists()`, `b.empty()`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Simple {
+    /// `t1 or t2 or …`
+    AnyOf(Vec<(String, bool)>),
+    /// `t1 implies t2`
+    Implies((String, bool), (String, bool)),
+}
+
+/// `name.exists()` → (name, true); `name.empty()` → (name, false).
+fn presence_term(t: &str) -> Option<(String, bool)> {
+    let t = t.trim();
+    let (name, exists) = if let Some(n) = t.strip_suffix(".exists()") {
+        (n, true)
+    } else if let Some(n) = t.strip_suffix(".empty()") {
+        (n, false)
+    } else {
+        return None;
+    };
+    let ok = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    ok.then(|| (name.to_string(), exists))
+}
+
+impl Simple {
+    /// Recognises `t or t or …` and `t implies t` over presence terms.
+    pub fn parse(src: &str) -> Option<Simple> {
+        if let Some((a, b)) = src.split_once(" implies ") {
+            return Some(Simple::Implies(presence_term(a)?, presence_term(b)?));
+        }
+        let terms: Option<Vec<(String, bool)>> = src.split(" or ").map(presence_term).collect();
+        let terms = terms?;
+        (terms.len() >= 2).then_some(Simple::AnyOf(terms))
+    }
+
+    /// Evaluates on an object (`present(name)`: the child exists).
+    pub fn holds(&self, present: impl Fn(&str) -> bool) -> bool {
+        let term = |(n, exists): &(String, bool)| present(n) == *exists;
+        match self {
+            Simple::AnyOf(ts) => ts.iter().any(term),
+            Simple::Implies(a, b) => !term(a) || term(b),
+        }
+    }
 }
 
 impl Constraint {
-    /// Fills [`Constraint::vacuous_without`] from the expression.
+    /// Fills [`Constraint::vacuous_without`] and [`Constraint::simple`] from the expression.
     pub fn find_guard(&mut self) {
         let Some(src) = self.expression.as_deref() else {
             return;
         };
         let src = src.trim();
+        self.simple = Simple::parse(src);
         let end = src
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .unwrap_or(src.len());
@@ -155,6 +203,8 @@ pub(crate) struct Elem {
     pub must_have_value: bool,
     /// R5 `valueAlternatives` (as extension): extensions allowed in place of a value.
     pub value_alternatives: Vec<String>,
+    /// `narrative-language-control` codes (`_no`, `_yes`, `_resource`, or languages).
+    pub narrative_language: Vec<String>,
     /// Tree (filled by [`link_tree`]): indexes of child elements (not slices).
     pub children: Vec<usize>,
     /// Indexes of the slices of this element.
@@ -213,6 +263,8 @@ const PROFILE_ELEMENT: &str =
     "http://hl7.org/fhir/StructureDefinition/elementdefinition-profile-element";
 const ADDITIONAL_BINDING: &str =
     "http://hl7.org/fhir/5.0/StructureDefinition/extension-ElementDefinition.binding.additional";
+const NARRATIVE_LANGUAGE: &str =
+    "http://hl7.org/fhir/StructureDefinition/narrative-language-control";
 const MIN_LENGTH: &str = "http://hl7.org/fhir/StructureDefinition/minLength";
 const MUST_HAVE_VALUE: &str =
     "http://hl7.org/fhir/5.0/StructureDefinition/extension-ElementDefinition.mustHaveValue";
@@ -330,6 +382,10 @@ pub(crate) fn parse_elem(v: &Value) -> Option<RawElem> {
         .filter_map(Value::as_str)
         .map(str::to_string)
         .collect();
+    let narrative_language: Vec<String> = ext_values(v, NARRATIVE_LANGUAGE)
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect();
     let binding = o.get("binding").and_then(|b| {
         let additional_required = b
             .get("extension")
@@ -377,6 +433,7 @@ pub(crate) fn parse_elem(v: &Value) -> Option<RawElem> {
                     source: c.get("source").and_then(Value::as_str).map(str::to_string),
                     expr: None,
                     vacuous_without: None,
+                    simple: None,
                 })
             })
             .collect(),
@@ -436,6 +493,7 @@ pub(crate) fn parse_elem(v: &Value) -> Option<RawElem> {
         max_value,
         must_have_value,
         value_alternatives,
+        narrative_language,
         children: Vec::new(),
         slices: Vec::new(),
         name,
@@ -585,6 +643,9 @@ fn merge(e: &mut Elem, d: &RawElem) {
     }
     if !d.elem.value_alternatives.is_empty() {
         e.value_alternatives = d.elem.value_alternatives.clone();
+    }
+    if !d.elem.narrative_language.is_empty() {
+        e.narrative_language = d.elem.narrative_language.clone();
     }
     if d.elem.content_reference.is_some() {
         e.content_reference = d.elem.content_reference.clone();
@@ -1011,6 +1072,7 @@ pub(crate) fn link_tree(elems: &mut [Elem]) {
             || e.max_value.is_some()
             || e.must_have_value
             || !e.value_alternatives.is_empty()
+            || !e.narrative_language.is_empty()
             || e.binding.is_some();
         e.has_invariants = e
             .constraints
@@ -1113,6 +1175,30 @@ mod tests {
         );
         assert_eq!(snap[5].min, 1);
         assert_eq!(snap[0].children, vec![1, 5]);
+    }
+
+    #[test]
+    fn simple_invariants() {
+        let s = Simple::parse("value.empty() or system.exists()").unwrap();
+        assert!(s.holds(|n| n == "system"));
+        assert!(s.holds(|_| false));
+        assert!(!s.holds(|n| n == "value"));
+        let pat1 = Simple::parse(
+            "name.exists() or telecom.exists() or address.exists() or organization.exists()",
+        )
+        .unwrap();
+        assert!(!pat1.holds(|_| false));
+        assert!(pat1.holds(|n| n == "organization"));
+        let imp = Simple::parse("a.exists() implies b.empty()").unwrap();
+        assert!(imp.holds(|_| false));
+        assert!(!imp.holds(|_| true));
+        assert!(
+            Simple::parse("start.hasValue().not() or end.hasValue().not() or (start <= end)")
+                .is_none()
+        );
+        assert!(Simple::parse("duration.exists() implies duration >= 0").is_none());
+        assert!(Simple::parse("name.exists()").is_none());
+        assert!(Simple::parse("a.b.exists() or c.exists()").is_none());
     }
 
     #[test]

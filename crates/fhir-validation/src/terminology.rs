@@ -395,6 +395,14 @@ fn do_expand(reg: &Registry, vs: &Value) -> Expansion {
 
 /// The (cached) local expansion of a value set.
 pub(crate) fn expand(reg: &Registry, url: &str) -> Arc<Expansion> {
+    // the cached expansion first, without touching the JSON
+    if let Some(e) = reg
+        .find(url, RType::ValueSet)
+        .and_then(|i| reg.entry(i))
+        .and_then(|e| e.expansion.get())
+    {
+        return e.clone();
+    }
     let Some((i, json)) = reg.resource_json(url, RType::ValueSet) else {
         return Arc::new(Expansion::incomplete(format!(
             "value set {url} is not available locally"
@@ -423,11 +431,12 @@ pub(crate) fn expand(reg: &Registry, url: &str) -> Arc<Expansion> {
 
 /// The codes of a locally known CodeSystem (cached; incomplete unless `content = complete`).
 fn system_codes(reg: &Registry, system: &str) -> Option<Arc<Expansion>> {
-    let (i, cs) = reg.resource_json(system, RType::CodeSystem)?;
+    let i = reg.find(system, RType::CodeSystem)?;
     let entry = reg.entry(i)?;
     if let Some(e) = entry.expansion.get() {
         return Some(e.clone());
     }
+    let cs = entry.json()?;
     let content = cs
         .get("content")
         .and_then(Value::as_str)

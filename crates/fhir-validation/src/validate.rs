@@ -5,13 +5,24 @@
 //! variants `valueQuantity`, primitive `_x` extension objects), checks
 //! cardinality (where tighter than the base, which the structural check
 //! already covers), assigns items to slices (value/pattern/type/exists/
-//! profile discriminators, falling back to trial validation), then checks each
-//! item: fixed and pattern values, bindings, FHIRPath invariants, max length,
-//! reference targets, NHS numbers, and recurses into children — the
-//! profile's own children when the snapshot has them, else the snapshot of the
-//! item's type profile or base datatype. Extensions are resolved by URL
-//! (unknown → warning, error for `modifierExtension` and core URLs) and their
-//! `context` is checked against the host element.
+//! profile discriminators, cached per slice, falling back to trial
+//! validation; re-slices `a/b` count for their slice), then checks each item:
+//! fixed and pattern values, min/max values and lengths, bindings (also R5
+//! additional required bindings), FHIRPath invariants (also the root
+//! invariants of a type whose children the snapshot expanded; a few base
+//! ones natively: dom-3, dom-6, txt-1, txt-2), reference targets (type and,
+//! for contained and Bundle-resolved targets, target profiles), NHS numbers,
+//! and recurses into children — the profile's own children when the snapshot
+//! has them, else the snapshot of the item's type profile (one of several
+//! must match) or base datatype. Extensions are resolved by URL (unknown →
+//! warning for HL7/NHS/example domains, else error; error for
+//! `modifierExtension`), relative URLs must name a sub-extension of the
+//! enclosing extension, and `context` / `contextInvariant` are checked
+//! against the host element.
+//!
+//! Registry look-ups of an element (type profiles, base types, binding
+//! expansions, discriminator values) are cached in the [`Profile`] on first
+//! use, so repeated validations do no URL look-ups for them.
 
 use crate::fx::FxMap;
 use fhir_structure::model::Model;
@@ -308,7 +319,7 @@ impl<'r> Run<'r> {
         let primitive = is_primitive(ty);
 
         if elem.value_checks {
-            self.value_checks(prof, ei, elem, item, ty, primitive, path);
+            self.value_checks(prof, ei, elem, item, ty, primitive, path, ctx);
         }
         if ty == "Identifier" {
             self.nhs_number(item.value, path);
@@ -588,6 +599,7 @@ impl<'r> Run<'r> {
         ty: &str,
         primitive: bool,
         path: &P<'_>,
+        ctx: Res<'_>,
     ) {
         let elem_name = elem.id.as_str();
         // fixed / pattern
@@ -633,6 +645,15 @@ impl<'r> Run<'r> {
         if elem.min_value.is_some() || elem.max_value.is_some() {
             if let Some(v) = item.value {
                 self.value_range(elem, v, path);
+            }
+        }
+        if !elem.narrative_language.is_empty() {
+            if let Some(div) = item
+                .value
+                .and_then(|v| v.get("div"))
+                .and_then(Value::as_str)
+            {
+                self.narrative_language(elem, div, path, ctx);
             }
         }
         if primitive
@@ -685,6 +706,39 @@ impl<'r> Run<'r> {
                             ""
                         }
                     )
+                });
+            }
+        }
+    }
+
+    /// `narrative-language-control`: language sections of the narrative.
+    fn narrative_language(&mut self, elem: &Elem, div: &str, path: &P<'_>, ctx: Res<'_>) {
+        let sections = crate::narrative::language_sections(div);
+        for control in &elem.narrative_language {
+            let problem = match control.as_str() {
+                "_no" => (!sections.is_empty()).then(|| {
+                    format!(
+                        "the narrative has language sections ({}), but they are prohibited here",
+                        sections.join(", ")
+                    )
+                }),
+                "_yes" => sections.is_empty().then(|| {
+                    "the narrative has no language sections, but they are required here".to_string()
+                }),
+                "_resource" => ctx
+                    .resource
+                    .get("language")
+                    .and_then(Value::as_str)
+                    .filter(|l| !sections.contains(l))
+                    .map(|l| {
+                        format!("the narrative has no section for the resource's language '{l}'")
+                    }),
+                lang => (!sections.contains(&lang))
+                    .then(|| format!("the narrative has no section for the language '{lang}'")),
+            };
+            if let Some(m) = problem {
+                self.push_at(Severity::Error, "business-rule", path, || {
+                    format!("{} ({}): {m}", elem.id, "narrative-language-control")
                 });
             }
         }
@@ -811,6 +865,7 @@ impl<'r> Run<'r> {
         let mut groups: Vec<usize> = Vec::new();
         let mut flat: Vec<(usize, Entry<'_>)> = Vec::new();
         let has_underscore = obj.keys().any(|k| k.starts_with('_'));
+        let mut ext_key = String::new();
         for (key, v) in obj.iter() {
             let (name, is_ext) = match key.strip_prefix('_') {
                 Some(n) => (n, true),
@@ -822,7 +877,10 @@ impl<'r> Run<'r> {
             let (val, ext) = if is_ext {
                 (None, Some(v))
             } else if has_underscore {
-                (Some(v), obj.get(&format!("_{name}")))
+                ext_key.clear();
+                ext_key.push('_');
+                ext_key.push_str(name);
+                (Some(v), obj.get(ext_key.as_str()))
             } else {
                 (Some(v), None)
             };
@@ -1246,11 +1304,35 @@ impl<'r> Run<'r> {
         match kind {
             "value" | "pattern" => {
                 let dv = expected?;
-                let actual = navigate(item.value?, dpath);
+                let v = item.value?;
+                let owned;
+                let actual: &[&Value] = match simple_values(v, dpath) {
+                    Some(vals) => {
+                        // the common case: one plain property, without allocating
+                        let Some(expected) = &dv.value else {
+                            return Some(vals.is_empty());
+                        };
+                        if dv.value_set.is_none() {
+                            return Some(vals.iter().any(|a| {
+                                if dv.fixed {
+                                    json_equal(a, expected)
+                                } else {
+                                    pattern_match(expected, a)
+                                }
+                            }));
+                        }
+                        owned = vals.iter().collect::<Vec<&Value>>();
+                        &owned
+                    }
+                    None => {
+                        owned = navigate(v, dpath);
+                        &owned
+                    }
+                };
                 if let Some(vs) = &dv.value_set {
                     let exp = terminology::expand(self.reg, vs);
                     let mut any_unknown = false;
-                    for a in &actual {
+                    for a in actual {
                         for (sys, code) in terminology::codings(a, "") {
                             match exp.contains(sys, code) {
                                 Some(true) => return Some(true),
@@ -2124,6 +2206,20 @@ impl<'r> Run<'r> {
             if skip.iter().any(|x| x.key == c.key) {
                 continue;
             }
+            if let (Some(o), Some(simple)) = (obj, &c.simple) {
+                // presence tests only: natively
+                let present = |n: &str| {
+                    o.get(n).is_some_and(|v| !v.is_null())
+                        || o.iter()
+                            .any(|(k, v)| k.strip_prefix('_') == Some(n) && !v.is_null())
+                };
+                if !simple.holds(present) && (self.opts.check_base_invariants || !c.is_base()) {
+                    self.push_at(c.severity, "invariant", path, || {
+                        format!("Invariant {} failed: {}", c.key, c.human)
+                    });
+                }
+                continue;
+            }
             if c.key == "dom-6" && c.is_base() {
                 // text.`div`.exists(), natively
                 if node.get("text").and_then(|t| t.get("div")).is_none() {
@@ -2682,6 +2778,24 @@ fn split_disc_path(p: &str) -> Vec<&str> {
     out
 }
 
+/// The values of a discriminator path that names one plain property
+/// (`url`, `system`): `None` for longer paths, functions or choice stems.
+fn simple_values<'v>(v: &'v Value, dpath: &str) -> Option<&'v [Value]> {
+    let seg = dpath.strip_prefix("$this.").unwrap_or(dpath);
+    if seg.is_empty() || seg.contains(['.', '(', '$']) {
+        return None;
+    }
+    let Value::Object(o) = v else {
+        return Some(&[]);
+    };
+    match o.get(seg) {
+        Some(Value::Array(a)) => Some(a.as_slice()),
+        Some(x) => Some(std::slice::from_ref(x)),
+        // maybe a choice stem (`value` for `valueCode`): the general path
+        None => None,
+    }
+}
+
 /// Values at a simple discriminator path (arrays flattened, choice stems matched).
 fn navigate<'v>(v: &'v Value, dpath: &str) -> Vec<&'v Value> {
     let dpath = dpath.strip_prefix("$this.").unwrap_or(dpath);
@@ -2780,7 +2894,7 @@ fn compare_to_limit(
                     return a.compare(&q);
                 }
             };
-            let bound = DateTime::now().add(if is_min { -n } else { n }, cal)?;
+            let bound = DateTime::now().add(if is_min { n.checked_neg()? } else { n }, cal)?;
             a.compare(&bound.with_precision(a.precision))
         }
         _ => None,
@@ -2851,6 +2965,51 @@ mod tests {
         assert!(!pattern_match(&p, &v2));
         assert!(json_equal(&json!(1.0), &json!(1)));
         assert!(!json_equal(&json!({"a": 1, "b": 2}), &json!({"a": 1})));
+    }
+
+    #[test]
+    fn ranges() {
+        use std::cmp::Ordering;
+        let q = |v: &str, u: &str| json!({"value": serde_json::Number::from_string_unchecked(v.into()), "system": "http://unitsofmeasure.org", "code": u});
+        assert_eq!(
+            compare_to_limit(&q("-1", "g"), "Quantity", &q("0", "kg"), true),
+            Some(Ordering::Less)
+        );
+        assert_eq!(
+            compare_to_limit(&q("11000", "g"), "Quantity", &q("10", "kg"), false),
+            Some(Ordering::Greater)
+        );
+        assert_eq!(
+            compare_to_limit(&json!(1000), "Decimal", &json!(999), false),
+            Some(Ordering::Greater)
+        );
+        assert_eq!(
+            compare_to_limit(&json!("2020-01-02"), "Date", &json!("2020-01-01"), true),
+            Some(Ordering::Greater)
+        );
+        let years = |n: &str| json!({"value": serde_json::Number::from_string_unchecked(n.into()), "system": "http://unitsofmeasure.org", "code": "a"});
+        assert_eq!(
+            compare_to_limit(&json!("1850-01-01"), "Duration", &years("100"), true),
+            Some(Ordering::Less)
+        );
+        assert_eq!(
+            compare_to_limit(&json!("2100-01-01"), "Duration", &years("10"), false),
+            Some(Ordering::Greater)
+        );
+        // absurd limits never panic
+        for n in [
+            "-9223372036854775808",
+            "9223372036854775807",
+            "1e400",
+            "-0.5",
+        ] {
+            let _ = compare_to_limit(&json!("2000-01-01"), "Duration", &years(n), true);
+            let _ = compare_to_limit(&json!("2000-01-01"), "Duration", &years(n), false);
+        }
+        assert_eq!(
+            compare_to_limit(&json!("x"), "Date", &json!("2020"), true),
+            None
+        );
     }
 
     #[test]

@@ -297,3 +297,73 @@ fn count_is_capped_and_format_params_are_ignored() {
     let q = check(ResourceType::Patient, "_summary=count").unwrap();
     assert_eq!(q.count, 0);
 }
+
+#[test]
+fn errors_inside_chains_name_the_whole_parameter() {
+    let e = check(
+        ResourceType::MedicationRequest,
+        "patient.organization.partof.partof.name=x",
+    )
+    .unwrap_err();
+    assert_eq!(e.param, "patient.organization.partof.partof.name");
+    let e = check(
+        ResourceType::MedicationRequest,
+        "subject:Patient.family:foo=x",
+    )
+    .unwrap_err();
+    assert_eq!(e.param, "subject:Patient.family:foo");
+    let e = check(ResourceType::Patient, "_has:Observation:subject:code:foo=x").unwrap_err();
+    assert_eq!(e.param, "_has:Observation:subject:code:foo");
+}
+
+#[test]
+fn cursors_must_fit_the_sort() {
+    let text = encode_cursor(&Cursor {
+        backwards: false,
+        keys: vec![KeyValue::Text("smith".into())],
+        id: "a".into(),
+    });
+    let int = encode_cursor(&Cursor {
+        backwards: false,
+        keys: vec![KeyValue::Int(5)],
+        id: "a".into(),
+    });
+    let null = encode_cursor(&Cursor {
+        backwards: true,
+        keys: vec![KeyValue::Null],
+        id: "a".into(),
+    });
+    assert!(check(
+        ResourceType::Patient,
+        &format!("_sort=family&_cursor={text}")
+    )
+    .is_ok());
+    assert!(check(
+        ResourceType::Patient,
+        &format!("_sort=birthdate&_cursor={int}")
+    )
+    .is_ok());
+    assert!(check(
+        ResourceType::Patient,
+        &format!("_sort=birthdate&_cursor={null}")
+    )
+    .is_ok());
+    for bad in [
+        format!("_sort=birthdate&_cursor={text}"),
+        format!("_sort=family&_cursor={int}"),
+        format!("_cursor={text}"),
+        format!("_sort=family,given&_cursor={text}"),
+    ] {
+        let e = check(ResourceType::Patient, &bad).unwrap_err();
+        assert_eq!(e.param, "_cursor", "{bad}");
+    }
+    // Lenient: the cursor is dropped (first page) with a warning.
+    let p = parse(
+        ResourceType::Patient,
+        &pairs(&format!("_sort=birthdate&_cursor={text}")),
+        opts(true),
+    )
+    .unwrap();
+    assert!(p.query.cursor.is_none());
+    assert_eq!(p.warnings.len(), 1);
+}
