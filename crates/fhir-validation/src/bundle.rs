@@ -452,3 +452,86 @@ fn document(bundle: &Value, es: &[Value], out: &mut Vec<Finding>) {
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn doc() -> Value {
+        json!({
+            "resourceType": "Bundle", "type": "document",
+            "link": [{"relation": "self", "url": "a"}, {"relation": "self", "url": "b"}],
+            "entry": [
+                {"fullUrl": "http://x/fhir/Composition/c", "resource": {"resourceType": "Composition", "id": "c",
+                  "subject": {"reference": "Patient/p"}, "author": [{"reference": "Practitioner/missing"}],
+                  "section": [{"entry": [{"reference": "Observation/o/_history/2"}]}]}},
+                {"fullUrl": "http://x/fhir/Patient/p", "resource": {"resourceType": "Patient", "id": "p"}},
+                {"fullUrl": "http://x/fhir/Observation/o", "resource": {"resourceType": "Observation", "id": "o", "meta": {"versionId": "1"}}},
+                {"fullUrl": "http://x/fhir/Observation/o", "resource": {"resourceType": "Observation", "id": "o", "meta": {"versionId": "2"}}},
+                {"fullUrl": "http://x/fhir/Provenance/v", "resource": {"resourceType": "Provenance", "id": "v", "target": [{"reference": "Patient/p"}]}},
+                {"fullUrl": "http://x/fhir/Basic/lonely", "resource": {"resourceType": "Basic", "id": "other"}},
+                {"fullUrl": "Basic/rel", "resource": {"resourceType": "Basic", "id": "rel"}},
+                {"resource": {"resourceType": "Basic"}}
+            ]
+        })
+    }
+
+    #[test]
+    fn resolution() {
+        let b = doc();
+        let comp = &b["entry"][0]["resource"];
+        let url = Some("http://x/fhir/Composition/c");
+        assert!(matches!(
+            resolve(&b, "Patient/p", url, comp),
+            Resolved::One(_)
+        ));
+        assert!(matches!(
+            resolve(&b, "http://x/fhir/Patient/p", None, comp),
+            Resolved::One(_)
+        ));
+        assert!(matches!(
+            resolve(&b, "Observation/o", url, comp),
+            Resolved::Many(2)
+        ));
+        match resolve(&b, "Observation/o/_history/1", url, comp) {
+            Resolved::One(r) => assert_eq!(r["meta"]["versionId"], "1"),
+            _ => panic!("versioned reference not resolved"),
+        }
+        assert!(matches!(
+            resolve(&b, "Patient/p", Some("urn:uuid:1"), comp),
+            Resolved::None
+        ));
+        // no base when the fullUrl does not end with the source's type and id
+        let anon = json!({"resourceType": "Composition"});
+        assert!(matches!(
+            resolve(&b, "Patient/p", url, &anon),
+            Resolved::None
+        ));
+        assert!(matches!(resolve(&b, "#x", url, comp), Resolved::None));
+    }
+
+    #[test]
+    fn rules() {
+        let found = check(&doc());
+        let has = |at: &str, text: &str| found.iter().any(|(a, _, m)| a == at && m.contains(text));
+        assert!(has("link[1]", "'self' can only occur once"));
+        assert!(has("entry[5]", "must end with the correct type and id"));
+        assert!(has("entry[6]", "must be an absolute URL"));
+        assert!(has("entry[7]", "must have a fullUrl"));
+        assert!(has(
+            "entry[0].resource.author[0]",
+            "Can't find 'Practitioner/missing'"
+        ));
+        assert!(has("entry[5]", "isn't reachable"));
+        // the other version of the Observation is not referenced; the
+        // Provenance is reachable backwards
+        assert!(has("entry[2]", "isn't reachable"));
+        assert!(!found
+            .iter()
+            .any(|(a, _, _)| a == "entry[4]" || a == "entry[1]"));
+        assert!(
+            is_absolute("urn:uuid:1") && is_absolute("uin:uuid:1") && !is_absolute("Patient/1")
+        );
+    }
+}
