@@ -25,12 +25,23 @@ fn cpu(c: &mut Criterion) {
         b.iter(|| fhir_structure::check::check_resource(black_box(&value)))
     });
     g.bench_function("extract_index", |b| {
-        b.iter(|| fhirbridge::search::index::extract(ResourceType::Patient, black_box(&value)))
+        b.iter(|| {
+            fhirbridge::search::index::extract(
+                ResourceType::Patient,
+                black_box(&value),
+                "http://localhost/fhir",
+            )
+        })
     });
     g.bench_function("prepare_write(parse+check+index)", |b| {
         b.iter(|| {
             let v = fhir_structure::check::parse_json(black_box(bytes)).expect("parses");
-            prepare_write(ResourceType::Patient, v, WriteTarget::Create)
+            prepare_write(
+                ResourceType::Patient,
+                v,
+                WriteTarget::Create,
+                "http://localhost/fhir",
+            )
         })
     });
     g.bench_function("serialize_json", |b| {
@@ -57,7 +68,13 @@ fn store(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let value = fhir_structure::check::parse_json(PATIENT.as_bytes()).expect("parses");
-    let content = prepare_write(ResourceType::Patient, value, WriteTarget::Create).expect("valid");
+    let content = prepare_write(
+        ResourceType::Patient,
+        value,
+        WriteTarget::Create,
+        "http://localhost/fhir",
+    )
+    .expect("valid");
     let ctx = RequestContext::default();
     let mut g = c.benchmark_group("sqlite");
     g.bench_function("create_patient", |b| {

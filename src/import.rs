@@ -209,15 +209,19 @@ async fn run_work(state: &web::Data<AppState>, base: &str, w: Work) -> (usize, V
         request_id: "import".into(),
     };
     let is_batch = w.bundle.get("type").and_then(Value::as_str) == Some("batch");
-    match process_bundle(state, &ctx, base, w.bundle.clone(), ReturnPref::Minimal).await {
+    let (bundle, retry) = if w.split_on_failure {
+        (w.bundle.clone(), Some(w.bundle))
+    } else {
+        (w.bundle, None)
+    };
+    match process_bundle(state, &ctx, base, bundle, ReturnPref::Minimal).await {
         Ok(resp) if is_batch => {
             let failures = entry_failures(&w.origin, &resp);
             (w.resources - failures.len(), failures)
         }
         Ok(_) => (w.resources, Vec::new()),
-        Err(e) if w.split_on_failure => {
-            let _ = e;
-            let mut b = w.bundle;
+        Err(_) if retry.is_some() => {
+            let mut b = retry.unwrap_or_default();
             b["type"] = json!("batch");
             match process_bundle(state, &ctx, base, b, ReturnPref::Minimal).await {
                 Ok(resp) => {

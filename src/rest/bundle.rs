@@ -916,9 +916,49 @@ fn run_entries(tx: &mut dyn TxOps, input: TxInput) -> Result<Vec<(usize, EntryRe
     let mut order: Vec<usize> = (0..entries.len()).collect();
     order.sort_by_key(|&i| (entries[i].op.rank(), entries[i].index));
     let mut results = Vec::with_capacity(entries.len());
+    let mut bulk_done = false;
     for i in order {
         let e = &entries[i];
         let idx = e.index;
+        if let Op::Create { .. } = e.op {
+            if existing.contains_key(&idx) {
+                // Conditional create that matched: handled one by one below.
+            } else if !bulk_done {
+                // All plain creates go in one multi-row write (they rank together).
+                bulk_done = true;
+                let mut reqs = Vec::new();
+                let mut idxs = Vec::new();
+                for c in &entries {
+                    if let Op::Create {
+                        ty, resource, id, ..
+                    } = &c.op
+                    {
+                        if existing.contains_key(&c.index) {
+                            continue;
+                        }
+                        reqs.push((
+                            CreateRequest {
+                                resource_type: *ty,
+                                content: content(*ty, resource.clone(), &base, &c.indexes),
+                                if_none_exist: None,
+                            },
+                            id.clone(),
+                        ));
+                        idxs.push(c.index);
+                    }
+                }
+                let outs = tx.create_many(reqs).map_err(storage_err)?;
+                for (cidx, out) in idxs.into_iter().zip(outs) {
+                    let s = out
+                        .stored
+                        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no stored resource")))?;
+                    results.push((cidx, write_result(201, &s, ret)?));
+                }
+                continue;
+            } else {
+                continue;
+            }
+        }
         let r = run_one(tx, &state, &base, e, ret, &existing, &deletes)
             .map_err(|x| at_entry(idx, x))?;
         results.push((idx, r));
@@ -1259,7 +1299,11 @@ pub async fn process_bundle(
     if value.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
         return Err(bad("POST to the base takes a batch or transaction Bundle"));
     }
-    let kind = value.get("type").and_then(Value::as_str).unwrap_or("");
+    let kind = value
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     if kind != "batch" && kind != "transaction" {
         return Err(ApiError::BadRequest(vec![OoIssue::error(
             "invalid",
@@ -1267,9 +1311,10 @@ pub async fn process_bundle(
         )
         .at("Bundle.type")]));
     }
-    let raw_entries = match value.get("entry") {
+    let mut value = value;
+    let raw_entries = match value.as_object_mut().and_then(|o| o.shift_remove("entry")) {
         None => Vec::new(),
-        Some(Value::Array(a)) => a.clone(),
+        Some(Value::Array(a)) => a,
         Some(_) => return Err(bad("Bundle.entry must be an array")),
     };
     let max = state.settings.server.max_bundle_entries;
@@ -1280,11 +1325,7 @@ pub async fn process_bundle(
         )));
     }
     // Bundle-level structure (entries are checked one by one below).
-    let mut shell = value.clone();
-    if let Some(obj) = shell.as_object_mut() {
-        obj.shift_remove("entry");
-    }
-    let issues: Vec<_> = fhir_structure::check::check_resource(&shell)
+    let issues: Vec<_> = fhir_structure::check::check_resource(&value)
         .into_iter()
         .filter(|i| i.severity.is_error())
         .collect();

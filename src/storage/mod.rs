@@ -324,6 +324,16 @@ pub trait TxOps {
     /// `id`: a pre-assigned id for the new resource (else one is generated).
     fn create(&mut self, req: CreateRequest, id: Option<LogicalId>) -> StorageResult<WriteOutcome>;
     fn update(&mut self, req: UpdateRequest) -> StorageResult<WriteOutcome>;
+    /// Many unconditional creates with fresh ids, in order (a bulk fast path;
+    /// the default runs them one by one).
+    fn create_many(
+        &mut self,
+        reqs: Vec<(CreateRequest, LogicalId)>,
+    ) -> StorageResult<Vec<WriteOutcome>> {
+        reqs.into_iter()
+            .map(|(r, id)| self.create(r, Some(id)))
+            .collect()
+    }
     fn delete(&mut self, req: DeleteRequest) -> StorageResult<WriteOutcome>;
     fn read(&mut self, ty: ResourceType, id: &LogicalId) -> StorageResult<StoredResource>;
     fn vread(

@@ -810,6 +810,75 @@ fn create_in(
     }
 }
 
+/// Many plain creates (fresh ids, no conditions) with multi-row INSERTs: the
+/// bulk path of transaction Bundles and imports.
+fn create_many_in(
+    conn: &mut Conn,
+    reqs: Vec<(CreateRequest, LogicalId)>,
+) -> StorageResult<Vec<WriteOutcome>> {
+    const ROWS: usize = 100;
+    let at = Instant::now();
+    let mut prepared = Vec::with_capacity(reqs.len());
+    for (req, id) in reqs {
+        let mut resource = req.content.resource;
+        set_id(&mut resource, &id);
+        stamp_meta(&mut resource, 1, at);
+        let content = serialize(&resource)?;
+        prepared.push((req.resource_type, id, content, req.content.indexes));
+    }
+    let d = conn.dialect();
+    for chunk in prepared.chunks(ROWS) {
+        for (table, method) in [("resources", None), ("resource_versions", Some("POST"))] {
+            let mut sql = Sql::new(d);
+            sql.push("INSERT INTO ").push(table);
+            match method {
+                None => {
+                    sql.push(" (res_type, res_id, version, last_updated, deleted, content) VALUES ")
+                }
+                Some(_) => {
+                    sql.push(" (res_type, res_id, version, last_updated, method, content) VALUES ")
+                }
+            };
+            for (i, (ty, id, content, _)) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.push("(")
+                    .text(ty.as_str())
+                    .push(", ")
+                    .text(id.as_str())
+                    .push(", 1, ")
+                    .int(at.0)
+                    .push(", ");
+                match method {
+                    None => sql.push("0"),
+                    Some(m) => sql.text(m),
+                };
+                sql.push(", ").text(content).push(")");
+            }
+            conn.exec(&sql)?;
+        }
+    }
+    let items: Vec<(ResourceType, &LogicalId, &[IndexRow])> = prepared
+        .iter()
+        .map(|(ty, id, _, rows)| (*ty, id, rows.as_slice()))
+        .collect();
+    search::insert_indexes_many(conn, &items)?;
+    Ok(prepared
+        .into_iter()
+        .map(|(ty, id, content, _)| WriteOutcome {
+            kind: WriteKind::Created,
+            stored: Some(StoredResource {
+                resource_type: ty,
+                id,
+                version: 1,
+                last_updated: at,
+                content: Some(content),
+            }),
+        })
+        .collect())
+}
+
 fn set_id(resource: &mut serde_json::Value, id: &LogicalId) {
     if let Some(obj) = resource.as_object_mut() {
         obj.insert("id".into(), serde_json::Value::String(id.to_string()));
@@ -1113,6 +1182,12 @@ impl TxOps for SqlTx<'_> {
     }
     fn update(&mut self, req: UpdateRequest) -> StorageResult<WriteOutcome> {
         update_in(self.conn, req)
+    }
+    fn create_many(
+        &mut self,
+        reqs: Vec<(CreateRequest, LogicalId)>,
+    ) -> StorageResult<Vec<WriteOutcome>> {
+        create_many_in(self.conn, reqs)
     }
     fn delete(&mut self, req: DeleteRequest) -> StorageResult<WriteOutcome> {
         delete_in(self.conn, req)

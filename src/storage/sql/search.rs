@@ -41,6 +41,26 @@ pub(super) fn insert_indexes(
     id: &crate::model::LogicalId,
     indexes: &[IndexRow],
 ) -> StorageResult<()> {
+    insert_indexes_many(conn, &[(ty, id, indexes)])
+}
+
+fn table_index(v: &IndexValue) -> usize {
+    match v {
+        IndexValue::Token { .. } => 0,
+        IndexValue::Date { .. } => 1,
+        IndexValue::Reference { .. } => 2,
+        IndexValue::String { .. } => 3,
+        IndexValue::Number { .. } => 4,
+        IndexValue::Quantity { .. } => 5,
+        IndexValue::Uri { .. } => 6,
+    }
+}
+
+/// Index rows of many resources, in multi-row INSERTs of up to [`CHUNK`] rows.
+pub(super) fn insert_indexes_many(
+    conn: &mut Conn,
+    items: &[(ResourceType, &crate::model::LogicalId, &[IndexRow])],
+) -> StorageResult<()> {
     let d = conn.dialect();
     type Writer = fn(&mut Sql, &IndexValue) -> bool;
     let tables: [(&str, &str, Writer); 7] = [
@@ -125,12 +145,14 @@ pub(super) fn insert_indexes(
             _ => false,
         }),
     ];
-    for (table, columns, write) in tables {
+    for (t, (table, columns, write)) in tables.into_iter().enumerate() {
         let mut pending = 0usize;
         let mut sql = Sql::new(d);
-        for row in indexes {
-            let mut probe = Sql::new(d);
-            if !write(&mut probe, &row.value) {
+        for (ty, id, row) in items
+            .iter()
+            .flat_map(|(ty, id, rows)| rows.iter().map(move |r| (ty, id, r)))
+        {
+            if table_index(&row.value) != t {
                 continue;
             }
             if pending == 0 {
