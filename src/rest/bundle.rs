@@ -20,9 +20,12 @@ use serde_json::{json, Value};
 
 use super::error::{operation_outcome, ApiError, OoIssue};
 use super::format::{self, ReturnPref};
+use super::handlers::structure_issues;
 use super::handlers::{base_url, bundle, ctx, label, parse_type, query_pairs};
-use super::search::{paging, parse_criteria};
+use super::search::{criteria, paging, parse_criteria};
+use super::validate::gate;
 use super::AppState;
+use crate::base64;
 use crate::model::{Instant, LogicalId, ResourceType, VersionId};
 use crate::search::index;
 use crate::search::parse::{self as search_parse, Options};
@@ -32,7 +35,6 @@ use crate::storage::{
     CreateRequest, DeleteRequest, NewContent, Precondition, StorageError, StoredResource, TxOps,
     UpdateRequest, WriteKind,
 };
-use crate::validation::Policy;
 
 type ApiResult = Result<HttpResponse, ApiError>;
 
@@ -208,22 +210,6 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid", msg)
 }
 
-fn structure_issues(issues: Vec<fhir_structure::check::Issue>) -> ApiError {
-    ApiError::BadRequest(issues.iter().map(OoIssue::from_issue).collect())
-}
-
-/// Profile validation as configured (enforce → 422 on errors).
-fn gate(state: &AppState, ty: ResourceType, resource: &Value) -> Result<(), ApiError> {
-    if let Some((Policy::Enforce, report)) = state.validation.check_write(ty, resource) {
-        if !report.is_valid() {
-            return Err(ApiError::Unprocessable(super::validate::to_oo(
-                &report.issues,
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// `[base/]Type[/id[/_history/vid]][?query]` relative to this server.
 fn split_url<'a>(url: &'a str, base: &str) -> (&'a str, Option<&'a str>) {
     let url = url
@@ -237,31 +223,6 @@ fn split_url<'a>(url: &'a str, base: &str) -> (&'a str, Option<&'a str>) {
     }
 }
 
-fn b64_decode_std(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut buf = 0u32;
-    let mut bits = 0;
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            b'=' | b'\n' | b'\r' | b' ' => continue,
-            _ => return None,
-        };
-        buf = (buf << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buf >> bits) as u8);
-            buf &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
 fn patch_doc(resource: &Value) -> Result<PatchDoc, ApiError> {
     match resource.get("resourceType").and_then(Value::as_str) {
         Some("Parameters") => Ok(PatchDoc::FhirPath(resource.clone())),
@@ -273,7 +234,7 @@ fn patch_doc(resource: &Value) -> Result<PatchDoc, ApiError> {
             let data = resource
                 .get("data")
                 .and_then(Value::as_str)
-                .and_then(b64_decode_std)
+                .and_then(|d| base64::decode(d, base64::Alphabet::Standard))
                 .ok_or_else(|| bad("The PATCH Binary has no valid base64 data"))?;
             let doc: Value = serde_json::from_slice(&data)
                 .map_err(|_| bad("The PATCH Binary data is not JSON"))?;
@@ -356,7 +317,7 @@ fn prepare_entry(state: &AppState, base: &str, index: usize, e: &Value) -> Resul
             let resource = body(resource)?;
             let resource =
                 service::check_body(ty, resource, WriteTarget::Create).map_err(structure_issues)?;
-            gate(state, ty, &resource)?;
+            gate(&state.validation, ty, &resource)?;
             let if_none_exist = match request.get("ifNoneExist").and_then(Value::as_str) {
                 Some(q) => Some(parse_criteria(state, base, ty, q, "ifNoneExist")?),
                 None => None,
@@ -389,7 +350,7 @@ fn prepare_entry(state: &AppState, base: &str, index: usize, e: &Value) -> Resul
                 }
             }
             .map_err(structure_issues)?;
-            gate(state, ty, &resource)?;
+            gate(&state.validation, ty, &resource)?;
             let mut precondition = match version_header(request.get("ifMatch"))? {
                 Some(v) => Precondition::VersionIs(v),
                 None => Precondition::None,
@@ -552,6 +513,7 @@ struct TxInput {
 pub struct TxState {
     pub validation: Arc<crate::validation::ValidationService>,
     pub max_conditional_delete: usize,
+    pub paging: search_parse::Paging,
 }
 
 fn stored_json(s: &StoredResource) -> Result<Value, ApiError> {
@@ -870,7 +832,8 @@ fn run_entries(tx: &mut dyn TxOps, input: TxInput) -> Result<Vec<(usize, EntryRe
                 )),
             )
         })?;
-        let query = parse_criteria_inner(&base, ty, q).map_err(|x| at_entry(idx, x))?;
+        let query = criteria(state.paging, &base, ty, q, "Conditional reference")
+            .map_err(|x| at_entry(idx, x))?;
         let found = tx.find(&query, 2).map_err(storage_err)?;
         match found.len() {
             1 => {
@@ -967,27 +930,6 @@ fn run_entries(tx: &mut dyn TxOps, input: TxInput) -> Result<Vec<(usize, EntryRe
     Ok(results)
 }
 
-fn parse_criteria_inner(base: &str, ty: ResourceType, q: &str) -> Result<SearchQuery, ApiError> {
-    let pairs = query_pairs(q)?;
-    let parsed = search_parse::parse(
-        ty,
-        &pairs,
-        Options {
-            lenient: false,
-            paging: search_parse::Paging {
-                default_count: 20,
-                max_count: 1000,
-            },
-            base_url: base,
-        },
-    )
-    .map_err(|e| bad(e.message))?;
-    if parsed.query.predicates.is_empty() {
-        return Err(bad("Conditional reference without criteria"));
-    }
-    Ok(parsed.query)
-}
-
 fn run_one(
     tx: &mut dyn TxOps,
     state: &TxState,
@@ -1079,13 +1021,7 @@ fn run_one(
                     other => other,
                 }
             })?;
-            if let Some((Policy::Enforce, report)) = state.validation.check_write(*ty, &value) {
-                if !report.is_valid() {
-                    return Err(ApiError::Unprocessable(super::validate::to_oo(
-                        &report.issues,
-                    )));
-                }
-            }
+            gate(&state.validation, *ty, &value)?;
             let out = tx
                 .update(UpdateRequest {
                     resource_type: *ty,
@@ -1177,6 +1113,7 @@ fn tx_state(state: &AppState) -> Arc<TxState> {
     Arc::new(TxState {
         validation: state.validation.clone(),
         max_conditional_delete: state.settings.server.max_conditional_delete,
+        paging: paging(state),
     })
 }
 
@@ -1519,7 +1456,7 @@ pub async fn patch(
         json!({
             "resourceType": "Binary",
             "contentType": "application/json-patch+json",
-            "data": b64_encode_std(&serde_json::to_vec(&v).unwrap_or_default()),
+            "data": base64::encode(&serde_json::to_vec(&v).unwrap_or_default(), base64::Alphabet::Standard),
         })
     } else if ct.starts_with("application/fhir+json")
         || ct.starts_with("application/json")
@@ -1537,46 +1474,9 @@ pub async fn patch(
     respond(&req, r, &base_url(&req, &state))
 }
 
-fn b64_encode_std(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_round_trip() {
-        for s in [
-            "",
-            "a",
-            "ab",
-            "abc",
-            "[{\"op\":\"remove\",\"path\":\"/x\"}]",
-        ] {
-            assert_eq!(
-                b64_decode_std(&b64_encode_std(s.as_bytes())).unwrap(),
-                s.as_bytes()
-            );
-        }
-    }
 
     #[test]
     fn rewrites_references_everywhere() {

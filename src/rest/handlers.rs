@@ -91,7 +91,7 @@ pub(crate) fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError
         .map_err(|_| ApiError::bad_request("invalid", "The query string is not valid URL encoding"))
 }
 
-fn structure_issues(issues: Vec<fhir_structure::check::Issue>) -> ApiError {
+pub(crate) fn structure_issues(issues: Vec<fhir_structure::check::Issue>) -> ApiError {
     ApiError::BadRequest(issues.iter().map(OoIssue::from_issue).collect())
 }
 

@@ -49,6 +49,17 @@ pub(crate) fn parse_criteria(
     text: &str,
     what: &str,
 ) -> Result<SearchQuery, ApiError> {
+    criteria(paging(state), base, ty, text, what)
+}
+
+/// [`parse_criteria`] without the application state (inside transactions).
+pub(crate) fn criteria(
+    paging: Paging,
+    base: &str,
+    ty: ResourceType,
+    text: &str,
+    what: &str,
+) -> Result<SearchQuery, ApiError> {
     let text = text.trim_start_matches('?');
     let text = text.strip_prefix(&format!("{ty}?")).unwrap_or(text);
     let pairs = query_pairs(text)?;
@@ -57,7 +68,7 @@ pub(crate) fn parse_criteria(
         &pairs,
         Options {
             lenient: false,
-            paging: paging(state),
+            paging,
             base_url: base,
         },
     )

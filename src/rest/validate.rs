@@ -21,7 +21,17 @@ pub fn to_oo(issues: &[fhir_validation::Issue]) -> Vec<OoIssue> {
 /// Runs the per-type validation policy on a resource about to be written:
 /// 422 listing every issue when the policy is `enforce` and there is an error.
 pub fn gate_write(state: &AppState, ty: ResourceType, resource: &Value) -> Result<(), ApiError> {
-    if let Some((Policy::Enforce, report)) = state.validation.check_write(ty, resource) {
+    gate(&state.validation, ty, resource)
+}
+
+/// Profile validation as configured for `ty`: 422 with every issue under
+/// `enforce`, nothing otherwise.
+pub fn gate(
+    validation: &crate::validation::ValidationService,
+    ty: ResourceType,
+    resource: &Value,
+) -> Result<(), ApiError> {
+    if let Some((Policy::Enforce, report)) = validation.check_write(ty, resource) {
         if !report.is_valid() {
             return Err(ApiError::Unprocessable(to_oo(&report.issues)));
         }

@@ -934,42 +934,6 @@ fn cursor_fits(c: &Cursor, sort: &[SortSpec]) -> bool {
 
 // --- paging cursors: base64url(JSON) of the last row's sort keys -------------
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-fn b64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len() * 4 / 3 + 3);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let chars = chunk.len() + 1;
-        for i in 0..chars {
-            out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
-fn b64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut buf = 0u32;
-    let mut bits = 0;
-    for c in s.bytes() {
-        let v = B64.iter().position(|&b| b == c)? as u32;
-        buf = (buf << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buf >> bits) as u8);
-            buf &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
 pub fn encode_cursor(c: &Cursor) -> String {
     let keys: Vec<serde_json::Value> = c
         .keys
@@ -982,14 +946,14 @@ pub fn encode_cursor(c: &Cursor) -> String {
         })
         .collect();
     let v = serde_json::json!([if c.backwards { "b" } else { "a" }, keys, c.id]);
-    b64_encode(v.to_string().as_bytes())
+    crate::base64::encode(v.to_string().as_bytes(), crate::base64::Alphabet::UrlSafe)
 }
 
 pub fn decode_cursor(s: &str) -> Option<Cursor> {
     if s.len() > 4096 {
         return None;
     }
-    let bytes = b64_decode(s)?;
+    let bytes = crate::base64::decode(s, crate::base64::Alphabet::UrlSafe)?;
     let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     let arr = v.as_array()?;
     let [dir, keys, id] = arr.as_slice() else {

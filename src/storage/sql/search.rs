@@ -511,27 +511,8 @@ fn predicate(sql: &mut Sql, a: &mut Aliases, pred: &Predicate, alias: &str, ty: 
         }
         Predicate::Index { param, test, not } => {
             let (key, table) = index_param_key(param, test);
-            let t = a.next("t");
-            sql.push(alias)
-                .push(if *not {
-                    ".res_id NOT IN (SELECT "
-                } else {
-                    ".res_id IN (SELECT "
-                })
-                .push(&t)
-                .push(".res_id FROM ")
-                .push(table)
-                .push(" ")
-                .push(&t)
-                .push(" WHERE ")
-                .push(&t)
-                .push(".res_type = ")
-                .text(ty.as_str())
-                .push(" AND ")
-                .push(&t)
-                .push(".param = ")
-                .text(&key)
-                .push(" AND ");
+            let t = open_rows(sql, a, "t", alias, *not, table, ty, &key);
+            sql.push(" AND ");
             test_condition(sql, &t, test);
             sql.push(")");
         }
@@ -557,21 +538,8 @@ fn predicate(sql: &mut Sql, a: &mut Aliases, pred: &Predicate, alias: &str, ty: 
             sql.push(")");
         }
         Predicate::Chain { param, targets } => {
-            let x = a.next("x");
-            sql.push(alias)
-                .push(".res_id IN (SELECT ")
-                .push(&x)
-                .push(".res_id FROM idx_reference ")
-                .push(&x)
-                .push(" WHERE ")
-                .push(&x)
-                .push(".res_type = ")
-                .text(ty.as_str())
-                .push(" AND ")
-                .push(&x)
-                .push(".param = ")
-                .text(&param.code)
-                .push(" AND ");
+            let x = open_rows(sql, a, "x", alias, false, "idx_reference", ty, &param.code);
+            sql.push(" AND ");
             or_each(sql, targets, |sql, (target, inner)| {
                 let r = a.next("r");
                 sql.push("(")
@@ -643,9 +611,31 @@ fn has_rows(
     table: &str,
     param: &str,
 ) {
-    let t = a.next("t");
+    open_rows(sql, a, "t", alias, false, table, ty, param);
+    sql.push(")");
+}
+
+/// Opens `alias.res_id [NOT] IN (SELECT t.res_id FROM table t WHERE
+/// t.res_type = ? AND t.param = ?` (the caller adds conditions and the closing
+/// parenthesis) and returns the fresh alias `t`.
+#[allow(clippy::too_many_arguments)]
+fn open_rows(
+    sql: &mut Sql,
+    a: &mut Aliases,
+    prefix: &str,
+    alias: &str,
+    not: bool,
+    table: &str,
+    ty: ResourceType,
+    param: &str,
+) -> String {
+    let t = a.next(prefix);
     sql.push(alias)
-        .push(".res_id IN (SELECT ")
+        .push(if not {
+            ".res_id NOT IN (SELECT "
+        } else {
+            ".res_id IN (SELECT "
+        })
         .push(&t)
         .push(".res_id FROM ")
         .push(table)
@@ -658,8 +648,8 @@ fn has_rows(
         .push(" AND ")
         .push(&t)
         .push(".param = ")
-        .text(param)
-        .push(")");
+        .text(param);
+    t
 }
 
 /// `FROM resources r WHERE <scope> AND r.deleted = 0 AND <predicates>`.
