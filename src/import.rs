@@ -237,6 +237,10 @@ async fn run_work(state: &web::Data<AppState>, base: &str, w: Work) -> (usize, V
 
 fn describe(e: &crate::rest::error::ApiError) -> String {
     use actix_web::ResponseError;
+    if let crate::rest::error::ApiError::Internal(cause) = e {
+        // Over HTTP the middleware logs the cause; here the operator is the client.
+        tracing::error!(error = format!("{cause:#}"), "import: internal error");
+    }
     let issues: Vec<String> = e
         .issues()
         .iter()

@@ -106,6 +106,8 @@ struct Entry {
     /// Index rows extracted before the transaction (valid while no reference
     /// resolution inside the transaction changes the resource).
     indexes: Option<Vec<crate::storage::IndexRow>>,
+    /// Conditional references (`Type?criteria`) in the resource.
+    cond_refs: Vec<String>,
 }
 
 /// `fullUrl` → `Type/id` for everything whose id is known before the
@@ -256,7 +258,13 @@ fn version_header(v: Option<&Value>) -> Result<Option<VersionId>, ApiError> {
 }
 
 /// Parses and checks one entry (everything that needs no database).
-fn prepare_entry(state: &AppState, base: &str, index: usize, e: &Value) -> Result<Entry, ApiError> {
+fn prepare_entry(
+    state: &AppState,
+    base: &str,
+    index: usize,
+    mut e: Value,
+) -> Result<Entry, ApiError> {
+    let resource = e.as_object_mut().and_then(|o| o.shift_remove("resource"));
     let request = e.get("request").ok_or_else(|| {
         ApiError::BadRequest(vec![
             OoIssue::error("required", "Entry has no request").at("request")
@@ -269,7 +277,6 @@ fn prepare_entry(state: &AppState, base: &str, index: usize, e: &Value) -> Resul
         ])
     })?;
     let full_url = e.get("fullUrl").and_then(Value::as_str).map(str::to_owned);
-    let resource = e.get("resource").cloned();
     let (path, query) = split_url(url, base);
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let ty = match segs.first() {
@@ -434,11 +441,16 @@ fn prepare_entry(state: &AppState, base: &str, index: usize, e: &Value) -> Resul
             )))
         }
     };
+    let mut cond_refs = Vec::new();
+    if let Op::Create { resource, .. } | Op::Update { resource, .. } = &op {
+        conditional_refs(resource, &mut cond_refs);
+    }
     Ok(Entry {
         index,
         full_url,
         op,
         indexes: None,
+        cond_refs,
     })
 }
 
@@ -521,7 +533,7 @@ fn stored_json(s: &StoredResource) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::Internal(e.into()))
 }
 
-fn write_result(status: u16, s: &StoredResource, ret: ReturnPref) -> Result<EntryResult, ApiError> {
+fn write_result(status: u16, s: StoredResource, ret: ReturnPref) -> Result<EntryResult, ApiError> {
     let mut r = EntryResult {
         status,
         location: Some(format!(
@@ -530,11 +542,10 @@ fn write_result(status: u16, s: &StoredResource, ret: ReturnPref) -> Result<Entr
         )),
         etag: Some(s.version),
         last_modified: Some(s.last_updated),
-        stored: Some(s.clone()),
         ..Default::default()
     };
     match ret {
-        ReturnPref::Representation if s.content.is_some() => r.resource = Some(stored_json(s)?),
+        ReturnPref::Representation if s.content.is_some() => r.resource = Some(stored_json(&s)?),
         ReturnPref::OperationOutcome => {
             r.outcome = Some(operation_outcome(&[OoIssue {
                 severity: "information",
@@ -545,6 +556,7 @@ fn write_result(status: u16, s: &StoredResource, ret: ReturnPref) -> Result<Entr
         }
         _ => {}
     }
+    r.stored = Some(s);
     Ok(r)
 }
 
@@ -552,10 +564,10 @@ fn content(
     ty: ResourceType,
     resource: Value,
     base: &str,
-    pre: &Option<Vec<crate::storage::IndexRow>>,
+    pre: Option<Vec<crate::storage::IndexRow>>,
 ) -> NewContent {
     let indexes = match pre {
-        Some(rows) => rows.clone(),
+        Some(rows) => rows,
         None => index::extract(ty, &resource, base),
     };
     NewContent { resource, indexes }
@@ -804,24 +816,17 @@ fn run_entries(tx: &mut dyn TxOps, input: TxInput) -> Result<Vec<(usize, EntryRe
     }
 
     // 3. Conditional references, resolved once each.
-    let mut conditional: Vec<String> = Vec::new();
-    for e in &entries {
-        if let Op::Create { resource, .. } | Op::Update { resource, .. } = &e.op {
-            conditional_refs(resource, &mut conditional);
-        }
-    }
+    let mut conditional: Vec<String> = entries
+        .iter()
+        .flat_map(|e| e.cond_refs.iter().cloned())
+        .collect();
     conditional.sort();
     conditional.dedup();
     for r in conditional {
         let (ty_name, q) = r.split_once('?').unwrap_or((&r, ""));
         let idx = entries
             .iter()
-            .find(|e| match &e.op {
-                Op::Create { resource, .. } | Op::Update { resource, .. } => {
-                    resource.to_string().contains(&r)
-                }
-                _ => false,
-            })
+            .find(|e| e.cond_refs.contains(&r))
             .map(|e| e.index)
             .unwrap_or(0);
         let ty: ResourceType = ty_name.parse().map_err(|_| {
@@ -891,10 +896,10 @@ fn run_entries(tx: &mut dyn TxOps, input: TxInput) -> Result<Vec<(usize, EntryRe
                 bulk_done = true;
                 let mut reqs = Vec::new();
                 let mut idxs = Vec::new();
-                for c in &entries {
+                for c in entries.iter_mut() {
                     if let Op::Create {
                         ty, resource, id, ..
-                    } = &c.op
+                    } = &mut c.op
                     {
                         if existing.contains_key(&c.index) {
                             continue;
@@ -902,7 +907,12 @@ fn run_entries(tx: &mut dyn TxOps, input: TxInput) -> Result<Vec<(usize, EntryRe
                         reqs.push((
                             CreateRequest {
                                 resource_type: *ty,
-                                content: content(*ty, resource.clone(), &base, &c.indexes),
+                                content: content(
+                                    *ty,
+                                    std::mem::take(resource),
+                                    &base,
+                                    c.indexes.take(),
+                                ),
                                 if_none_exist: None,
                             },
                             id.clone(),
@@ -915,7 +925,7 @@ fn run_entries(tx: &mut dyn TxOps, input: TxInput) -> Result<Vec<(usize, EntryRe
                     let s = out
                         .stored
                         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no stored resource")))?;
-                    results.push((cidx, write_result(201, &s, ret)?));
+                    results.push((cidx, write_result(201, s, ret)?));
                 }
                 continue;
             } else {
@@ -927,6 +937,10 @@ fn run_entries(tx: &mut dyn TxOps, input: TxInput) -> Result<Vec<(usize, EntryRe
         results.push((idx, r));
     }
     results.sort_by_key(|(i, _)| *i);
+    if entries.len() > 64 {
+        // Freeing thousands of JSON trees takes a while: not under the writer lock.
+        std::thread::spawn(move || drop(entries));
+    }
     Ok(results)
 }
 
@@ -944,13 +958,13 @@ fn run_one(
             ty, resource, id, ..
         } => {
             if let Some(found) = existing.get(&e.index) {
-                return write_result(200, found, ret);
+                return write_result(200, found.clone(), ret);
             }
             let out = tx
                 .create(
                     CreateRequest {
                         resource_type: *ty,
-                        content: content(*ty, resource.clone(), base, &e.indexes),
+                        content: content(*ty, resource.clone(), base, e.indexes.clone()),
                         if_none_exist: None,
                     },
                     Some(id.clone()),
@@ -959,7 +973,7 @@ fn run_one(
             let s = out
                 .stored
                 .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no stored resource")))?;
-            write_result(201, &s, ret)
+            write_result(201, s, ret)
         }
         Op::Update {
             ty,
@@ -976,7 +990,7 @@ fn run_one(
                 .update(UpdateRequest {
                     resource_type: *ty,
                     id: id.clone(),
-                    content: content(*ty, resource.clone(), base, &e.indexes),
+                    content: content(*ty, resource.clone(), base, e.indexes.clone()),
                     precondition: *precondition,
                 })
                 .map_err(storage_err)?;
@@ -989,7 +1003,7 @@ fn run_one(
                 } else {
                     200
                 },
-                &s,
+                s,
                 ret,
             )
         }
@@ -1026,14 +1040,14 @@ fn run_one(
                 .update(UpdateRequest {
                     resource_type: *ty,
                     id: id.clone(),
-                    content: content(*ty, value, base, &None),
+                    content: content(*ty, value, base, None),
                     precondition: Precondition::VersionIs(current.version),
                 })
                 .map_err(storage_err)?;
             let s = out
                 .stored
                 .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no stored resource")))?;
-            write_result(200, &s, ret)
+            write_result(200, s, ret)
         }
         Op::Delete { ty, if_match, .. } => {
             let ids = deletes.get(&e.index).cloned().unwrap_or_default();
@@ -1274,7 +1288,7 @@ pub async fn process_bundle(
         let b = base.to_owned();
         let prepared = web::block(move || {
             let mut entries = raw_entries
-                .iter()
+                .into_iter()
                 .enumerate()
                 .map(|(i, e)| prepare_entry(&st, &b, i, e).map_err(|x| at_entry(i, x)))
                 .collect::<Result<Vec<Entry>, ApiError>>()?;
@@ -1291,7 +1305,7 @@ pub async fn process_bundle(
         bundle("transaction-response", None, vec![], entries)
     } else {
         let mut entries = Vec::with_capacity(raw_entries.len());
-        for (i, e) in raw_entries.iter().enumerate() {
+        for (i, e) in raw_entries.into_iter().enumerate() {
             let prepared = prepare_entry(state, base, i, e).map_err(|x| at_entry(i, x));
             let result = match prepared {
                 Ok(entry) => transact(state, req_ctx, base, vec![entry], ret)
@@ -1317,7 +1331,7 @@ async fn single(
 ) -> Result<EntryResult, ApiError> {
     let base = base_url(req, state);
     let prefer = format::prefer(req.headers());
-    let prepared = prepare_entry(state, &base, 0, &entry)?;
+    let prepared = prepare_entry(state, &base, 0, entry)?;
     let mut results = transact(state, &ctx(req), &base, vec![prepared], prefer.return_pref)
         .await
         .map_err(strip_entry_prefix)?;

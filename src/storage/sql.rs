@@ -27,6 +27,7 @@ use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
 use diesel::sqlite::SqliteConnection;
+use diesel::{Connection as _, RunQueryDsl as _};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use super::*;
@@ -68,8 +69,83 @@ pub struct SqlBackend {
     pools: Pools,
     dialect: Dialect,
     /// Serialises SQLite writers inside this process.
-    write_lock: Arc<Mutex<()>>,
+    write_lock: Arc<WriteGate>,
     capabilities: Capabilities,
+}
+
+/// The SQLite writer gate: one writer at a time in this process, and a nudge to
+/// the background checkpointer after each commit.
+#[derive(Default)]
+struct WriteGate {
+    mutex: Arc<Mutex<()>>,
+    checkpoints: Option<std::sync::mpsc::SyncSender<()>>,
+}
+
+impl WriteGate {
+    fn committed(&self) {
+        if let Some(tx) = &self.checkpoints {
+            // A full channel means a checkpoint is already due.
+            let _ = tx.try_send(());
+        }
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct CheckpointRow {
+    /// Frames in the WAL.
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    log: i32,
+}
+
+/// WAL frames (4 KiB pages) after which the checkpointer briefly holds the
+/// writer gate to finish a checkpoint, so the next writer restarts the WAL.
+const WAL_RESTART_FRAMES: i32 = 8192;
+
+/// Copies the WAL back into the database file on its own thread and connection
+/// (`PRAGMA wal_checkpoint(PASSIVE)`, which never blocks readers or the writer),
+/// so commits do not pay for checkpoints (`wal_autocheckpoint` is off on pool
+/// connections). Runs after commits (at most every 50 ms) and once a second.
+/// Under a steady stream of writes a passive checkpoint never quite catches
+/// up and the WAL would only grow; past [`WAL_RESTART_FRAMES`] the remainder
+/// (small, most was copied concurrently) is copied while holding the writer
+/// gate. The thread ends when the backend is dropped.
+fn spawn_checkpointer(
+    path: String,
+    writers: Arc<Mutex<()>>,
+) -> anyhow::Result<std::sync::mpsc::SyncSender<()>> {
+    use std::sync::mpsc::{sync_channel, RecvTimeoutError};
+    let mut conn = SqliteConnection::establish(&path)
+        .with_context(|| "Failed to open the SQLite database for checkpoints")?;
+    conn.batch_execute("PRAGMA busy_timeout = 1000;")
+        .context("Failed to configure the checkpoint connection")?;
+    let (tx, rx) = sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            while !matches!(
+                rx.recv_timeout(Duration::from_secs(1)),
+                Err(RecvTimeoutError::Disconnected)
+            ) {
+                let mut pass = || {
+                    diesel::sql_query("PRAGMA wal_checkpoint(PASSIVE)")
+                        .load::<CheckpointRow>(&mut conn)
+                        .map(|r| r.first().map_or(0, |r| r.log))
+                };
+                match pass() {
+                    Ok(log) if log > WAL_RESTART_FRAMES => {
+                        let _writer = writers.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Err(e) = pass() {
+                            tracing::warn!(error = %e, "WAL checkpoint failed");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .context("Failed to start the checkpoint thread")?;
+    Ok(tx)
 }
 
 #[derive(Debug)]
@@ -81,7 +157,7 @@ struct SqlitePragmas {
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragmas {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
         let mut pragmas = String::from(
-            "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY; PRAGMA mmap_size = 268435456; PRAGMA wal_autocheckpoint = 10000;",
+            "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY; PRAGMA mmap_size = 268435456; PRAGMA wal_autocheckpoint = 0;",
         );
         if self.wal {
             pragmas.push_str("PRAGMA journal_mode = WAL;");
@@ -100,6 +176,7 @@ impl SqlBackend {
     /// Opens (creating if needed) and migrates the database.
     pub fn open(opts: &SqlOptions) -> anyhow::Result<SqlBackend> {
         let url = opts.url.trim();
+        let mut gate = WriteGate::default();
         let (pools, dialect) = if url.starts_with("postgres://") || url.starts_with("postgresql://")
         {
             let manager = ConnectionManager::<PgConnection>::new(url);
@@ -117,6 +194,7 @@ impl SqlBackend {
             (Pools::Postgres(pool), Dialect::Postgres)
         } else {
             let (target, memory) = sqlite_target(url)?;
+            let target_path = target.clone();
             let manager = ConnectionManager::<SqliteConnection>::new(target);
             let pool = Pool::builder()
                 // A private in-memory database exists per connection: keep exactly one.
@@ -132,6 +210,10 @@ impl SqlBackend {
             conn.run_pending_migrations(SQLITE_MIGRATIONS)
                 .map_err(|e| anyhow::anyhow!("{e}"))
                 .context("Failed to run SQLite migrations")?;
+            if !memory {
+                gate.checkpoints =
+                    Some(spawn_checkpointer(target_path.clone(), gate.mutex.clone())?);
+            }
             (Pools::Sqlite(pool), Dialect::Sqlite)
         };
         let all: BTreeSet<Interaction> = [
@@ -162,7 +244,7 @@ impl SqlBackend {
         Ok(SqlBackend {
             pools,
             dialect,
-            write_lock: Arc::new(Mutex::new(())),
+            write_lock: Arc::new(gate),
             capabilities,
         })
     }
@@ -204,7 +286,7 @@ enum PoolRef {
 enum Conn {
     Sqlite(
         PooledConnection<ConnectionManager<SqliteConnection>>,
-        Arc<Mutex<()>>,
+        Arc<WriteGate>,
     ),
     Postgres(PooledConnection<ConnectionManager<PgConnection>>),
 }
@@ -258,19 +340,33 @@ enum Bind {
     Real(f64),
 }
 
-/// Builds SQL text and its binds together, writing `?` or `$n` per dialect.
+/// Builds SQL text and its binds together. The text holds no placeholders:
+/// `marks` records where each bind goes, and diesel writes `?` or `$n` there.
 struct Sql {
-    dialect: Dialect,
     text: String,
     binds: Vec<Bind>,
+    marks: Vec<usize>,
+    /// Keep the prepared statement in the connection's cache (keyed by the
+    /// text). Only for statements of few shapes (the write path), never for
+    /// search SQL, whose text varies without bound.
+    cache: bool,
 }
 
 impl Sql {
-    fn new(dialect: Dialect) -> Sql {
+    fn new() -> Sql {
         Sql {
-            dialect,
             text: String::with_capacity(256),
             binds: Vec::new(),
+            marks: Vec::new(),
+            cache: false,
+        }
+    }
+
+    /// A statement of a fixed shape, worth keeping prepared.
+    fn prepared() -> Sql {
+        Sql {
+            cache: true,
+            ..Sql::new()
         }
     }
 
@@ -281,13 +377,7 @@ impl Sql {
 
     fn bind(&mut self, b: Bind) -> &mut Sql {
         self.binds.push(b);
-        match self.dialect {
-            Dialect::Sqlite => self.text.push('?'),
-            Dialect::Postgres => {
-                self.text.push('$');
-                self.text.push_str(&self.binds.len().to_string());
-            }
-        }
+        self.marks.push(self.text.len());
         self
     }
 
@@ -409,32 +499,57 @@ macro_rules! sql_ops {
     ($modname:ident, $conn:ty, $db:ty) => {
         mod $modname {
             use super::{rows, Bind, Sql};
-            use diesel::query_builder::BoxedSqlQuery;
-            use diesel::sql_types::{BigInt, Double, Nullable, Text};
+            use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+            use diesel::sql_types::{BigInt, Double, Nullable, Text, Untyped};
             use diesel::{QueryResult, QueryableByName, RunQueryDsl};
 
-            fn boxed(sql: &Sql) -> BoxedSqlQuery<'static, $db, diesel::query_builder::SqlQuery> {
-                let mut q = diesel::sql_query(sql.text.clone()).into_boxed::<$db>();
-                for b in &sql.binds {
-                    q = match b.clone() {
-                        Bind::Text(s) => q.bind::<Text, _>(s),
-                        Bind::OptText(s) => q.bind::<Nullable<Text>, _>(s),
-                        Bind::Int(i) => q.bind::<BigInt, _>(i),
-                        Bind::Real(f) => q.bind::<Double, _>(f),
-                    };
+            /// `sql` as a diesel query, binding its values by reference.
+            struct Stmt<'a>(&'a Sql);
+
+            impl QueryFragment<$db> for Stmt<'_> {
+                fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, $db>) -> QueryResult<()> {
+                    if !self.0.cache {
+                        out.unsafe_to_cache_prepared();
+                    }
+                    let text = &self.0.text;
+                    let mut from = 0;
+                    for (b, &at) in self.0.binds.iter().zip(&self.0.marks) {
+                        out.push_sql(&text[from..at]);
+                        from = at;
+                        match b {
+                            Bind::Text(s) => out.push_bind_param::<Text, String>(s)?,
+                            Bind::OptText(s) => {
+                                out.push_bind_param::<Nullable<Text>, Option<String>>(s)?
+                            }
+                            Bind::Int(i) => out.push_bind_param::<BigInt, i64>(i)?,
+                            Bind::Real(f) => out.push_bind_param::<Double, f64>(f)?,
+                        }
+                    }
+                    out.push_sql(&text[from..]);
+                    Ok(())
                 }
-                q
             }
+
+            impl QueryId for Stmt<'_> {
+                type QueryId = ();
+                const HAS_STATIC_QUERY_ID: bool = false;
+            }
+
+            impl Query for Stmt<'_> {
+                type SqlType = Untyped;
+            }
+
+            impl<C> RunQueryDsl<C> for Stmt<'_> {}
 
             pub fn load<R: QueryableByName<$db> + 'static>(
                 conn: &mut $conn,
                 sql: &Sql,
             ) -> QueryResult<Vec<R>> {
-                boxed(sql).load::<R>(conn)
+                Stmt(sql).load::<R>(conn)
             }
 
             pub fn exec(conn: &mut $conn, sql: &Sql) -> QueryResult<usize> {
-                boxed(sql).execute(conn)
+                Stmt(sql).execute(conn)
             }
 
             pub fn count(conn: &mut $conn, sql: &Sql) -> QueryResult<i64> {
@@ -500,7 +615,7 @@ impl Conn {
         };
         let _guard = lock
             .as_ref()
-            .map(|l| l.lock().unwrap_or_else(|p| p.into_inner()));
+            .map(|l| l.mutex.lock().unwrap_or_else(|p| p.into_inner()));
         let begin = match self.dialect() {
             Dialect::Sqlite => "BEGIN IMMEDIATE",
             Dialect::Postgres => "BEGIN",
@@ -508,7 +623,12 @@ impl Conn {
         self.simple(begin)?;
         match f(self) {
             Ok(v) => match self.simple("COMMIT") {
-                Ok(()) => Ok(v),
+                Ok(()) => {
+                    if let Some(gate) = &lock {
+                        gate.committed();
+                    }
+                    Ok(v)
+                }
                 Err(e) => {
                     let _ = self.simple("ROLLBACK");
                     Err(e)
@@ -564,7 +684,7 @@ fn read_head(
     id: &LogicalId,
     for_update: bool,
 ) -> StorageResult<Option<rows::Head>> {
-    let mut sql = Sql::new(conn.dialect());
+    let mut sql = Sql::new();
     sql.push("SELECT version, last_updated, deleted, content FROM resources r WHERE ");
     scope_filter(&mut sql, "r", ty);
     sql.push(" AND r.res_id = ").text(id.as_str());
@@ -576,7 +696,7 @@ fn read_head(
 
 /// Makes sure a head row exists (a `version = 0` placeholder if new) and locks it.
 fn lock_head(conn: &mut Conn, ty: ResourceType, id: &LogicalId) -> StorageResult<rows::Head> {
-    let mut sql = Sql::new(conn.dialect());
+    let mut sql = Sql::new();
     sql.push("INSERT INTO resources (res_type, res_id, version, last_updated, deleted, content) VALUES (")
         .text(ty.as_str())
         .push(", ")
@@ -606,8 +726,7 @@ fn write_version(
     indexes: &[IndexRow],
     fresh: bool,
 ) -> StorageResult<()> {
-    let d = conn.dialect();
-    let mut sql = Sql::new(d);
+    let mut sql = Sql::prepared();
     if fresh {
         sql.push("INSERT INTO resources (res_type, res_id, version, last_updated, deleted, content) VALUES (")
             .text(w.ty.as_str())
@@ -620,9 +739,26 @@ fn write_version(
             .push(", ")
             .int(i64::from(w.content.is_none()))
             .push(", ")
-            .bind(Bind::OptText(w.content.clone()))
+            .bind(Bind::OptText(w.content))
             .push(")");
     } else {
+        // The version being superseded gets its content: until now it was
+        // only in the head row (see `VERSION_CONTENT`).
+        let mut keep = Sql::prepared();
+        keep.push("UPDATE resource_versions SET content = (SELECT r.content FROM resources r WHERE r.res_type = ")
+            .text(w.ty.as_str())
+            .push(" AND r.res_id = ")
+            .text(w.id.as_str())
+            .push(") WHERE res_type = ")
+            .text(w.ty.as_str())
+            .push(" AND res_id = ")
+            .text(w.id.as_str())
+            .push(" AND content IS NULL AND version = (SELECT r.version FROM resources r WHERE r.res_type = ")
+            .text(w.ty.as_str())
+            .push(" AND r.res_id = ")
+            .text(w.id.as_str())
+            .push(")");
+        conn.exec(&keep)?;
         sql.push("UPDATE resources SET version = ")
             .int(w.version)
             .push(", last_updated = ")
@@ -630,7 +766,7 @@ fn write_version(
             .push(", deleted = ")
             .int(i64::from(w.content.is_none()))
             .push(", content = ")
-            .bind(Bind::OptText(w.content.clone()))
+            .bind(Bind::OptText(w.content))
             .push(" WHERE res_type = ")
             .text(w.ty.as_str())
             .push(" AND res_id = ")
@@ -638,7 +774,7 @@ fn write_version(
     }
     conn.exec(&sql)?;
 
-    let mut sql = Sql::new(d);
+    let mut sql = Sql::prepared();
     sql.push("INSERT INTO resource_versions (res_type, res_id, version, last_updated, method, content) VALUES (")
         .text(w.ty.as_str())
         .push(", ")
@@ -649,14 +785,12 @@ fn write_version(
         .int(w.at.0)
         .push(", ")
         .text(w.method)
-        .push(", ")
-        .bind(Bind::OptText(w.content))
-        .push(")");
+        .push(", NULL)");
     conn.exec(&sql)?;
 
     if !fresh {
         for table in search::INDEX_TABLES {
-            let mut sql = Sql::new(d);
+            let mut sql = Sql::prepared();
             sql.push("DELETE FROM ")
                 .push(table)
                 .push(" WHERE res_type = ")
@@ -668,6 +802,13 @@ fn write_version(
     }
     search::insert_indexes(conn, w.ty, w.id, indexes)
 }
+
+/// The content of version row `v`. A version's content is stored once: the
+/// current version's lives in its head row in `resources` (the version row holds
+/// NULL until the version is superseded, when `write_version` copies it down);
+/// a deletion has none anywhere. Rows written before this rule carry their
+/// content themselves, which the COALESCE also reads.
+const VERSION_CONTENT: &str = "COALESCE(v.content, (SELECT r.content FROM resources r WHERE r.res_type = v.res_type AND r.res_id = v.res_id AND r.version = v.version)) AS content";
 
 fn read_current(
     conn: &mut Conn,
@@ -699,8 +840,10 @@ fn read_version(
     id: &LogicalId,
     version: VersionId,
 ) -> StorageResult<StoredResource> {
-    let mut sql = Sql::new(conn.dialect());
-    sql.push("SELECT seq, res_type, res_id, version, last_updated, method, content FROM resource_versions v WHERE ");
+    let mut sql = Sql::new();
+    sql.push("SELECT seq, res_type, res_id, version, last_updated, method, ")
+        .push(VERSION_CONTENT)
+        .push(" FROM resource_versions v WHERE ");
     scope_filter(&mut sql, "v", ty);
     sql.push(" AND v.res_id = ")
         .text(id.as_str())
@@ -748,7 +891,7 @@ fn create_in(
     {
         if let Some(cond) = &req.if_none_exist {
             if conn.dialect() == Dialect::Postgres {
-                let mut sql = Sql::new(Dialect::Postgres);
+                let mut sql = Sql::new();
                 let key = format!("create:{}:{:?}", req.resource_type, cond.predicates);
                 sql.push("SELECT pg_advisory_xact_lock(")
                     .int(fnv1a(&key))
@@ -810,6 +953,41 @@ fn create_in(
     }
 }
 
+type Serialized = (ResourceType, LogicalId, String, Vec<IndexRow>);
+
+/// Sets id and meta and serialises each resource; large batches on two threads
+/// (the writer holds the write lock meanwhile, so this is on the critical path).
+fn stamp_and_serialize(
+    mut reqs: Vec<(CreateRequest, LogicalId)>,
+    at: Instant,
+) -> StorageResult<Vec<Serialized>> {
+    let run = |reqs: Vec<(CreateRequest, LogicalId)>| -> StorageResult<Vec<Serialized>> {
+        reqs.into_iter()
+            .map(|(req, id)| {
+                let mut resource = req.content.resource;
+                set_id(&mut resource, &id);
+                stamp_meta(&mut resource, 1, at);
+                let content = serialize(&resource)?;
+                Ok((req.resource_type, id, content, req.content.indexes))
+            })
+            .collect()
+    };
+    if reqs.len() < 64 {
+        return run(reqs);
+    }
+    let second = reqs.split_off(reqs.len() / 2);
+    let (mut first, second) = std::thread::scope(|s| {
+        let other = s.spawn(|| run(second));
+        (run(reqs), other.join())
+    });
+    let second = second
+        .map_err(|_| StorageError::Internal(anyhow::anyhow!("serialisation thread panicked")))??;
+    if let Ok(v) = &mut first {
+        v.extend(second);
+    }
+    first
+}
+
 /// Many plain creates (fresh ids, no conditions) with multi-row INSERTs: the
 /// bulk path of transaction Bundles and imports.
 fn create_many_in(
@@ -818,18 +996,10 @@ fn create_many_in(
 ) -> StorageResult<Vec<WriteOutcome>> {
     const ROWS: usize = 100;
     let at = Instant::now();
-    let mut prepared = Vec::with_capacity(reqs.len());
-    for (req, id) in reqs {
-        let mut resource = req.content.resource;
-        set_id(&mut resource, &id);
-        stamp_meta(&mut resource, 1, at);
-        let content = serialize(&resource)?;
-        prepared.push((req.resource_type, id, content, req.content.indexes));
-    }
-    let d = conn.dialect();
+    let mut prepared = stamp_and_serialize(reqs, at)?;
     for chunk in prepared.chunks(ROWS) {
         for (table, method) in [("resources", None), ("resource_versions", Some("POST"))] {
-            let mut sql = Sql::new(d);
+            let mut sql = Sql::prepared();
             sql.push("INSERT INTO ").push(table);
             match method {
                 None => {
@@ -850,11 +1020,12 @@ fn create_many_in(
                     .push(", 1, ")
                     .int(at.0)
                     .push(", ");
+                // The version row's content stays NULL: see `VERSION_CONTENT`.
                 match method {
-                    None => sql.push("0"),
-                    Some(m) => sql.text(m),
+                    None => sql.push("0, ").text(content),
+                    Some(m) => sql.text(m).push(", NULL"),
                 };
-                sql.push(", ").text(content).push(")");
+                sql.push(")");
             }
             conn.exec(&sql)?;
         }
@@ -864,6 +1035,14 @@ fn create_many_in(
         .map(|(ty, id, _, rows)| (*ty, id, rows.as_slice()))
         .collect();
     search::insert_indexes_many(conn, &items)?;
+    // Freeing the index rows is not work for the writer.
+    let rows: Vec<Vec<IndexRow>> = prepared
+        .iter_mut()
+        .map(|p| std::mem::take(&mut p.3))
+        .collect();
+    if rows.len() > 64 {
+        std::thread::spawn(move || drop(rows));
+    }
     Ok(prepared
         .into_iter()
         .map(|(ty, id, content, _)| WriteOutcome {
@@ -1031,12 +1210,14 @@ fn delete_in(conn: &mut Conn, req: DeleteRequest) -> StorageResult<WriteOutcome>
 }
 
 fn do_history(conn: &mut Conn, q: HistoryQuery) -> StorageResult<HistoryPage> {
-    let build = |conn: &Conn, count_only: bool| {
-        let mut sql = Sql::new(conn.dialect());
+    let build = |count_only: bool| {
+        let mut sql = Sql::new();
         if count_only {
             sql.push("SELECT COUNT(*) AS n FROM resource_versions v WHERE 1 = 1");
         } else {
-            sql.push("SELECT seq, res_type, res_id, version, last_updated, method, content FROM resource_versions v WHERE 1 = 1");
+            sql.push("SELECT seq, res_type, res_id, version, last_updated, method, ")
+                .push(VERSION_CONTENT)
+                .push(" FROM resource_versions v WHERE 1 = 1");
         }
         match &q.scope {
             HistoryScope::System => {}
@@ -1062,9 +1243,9 @@ fn do_history(conn: &mut Conn, q: HistoryQuery) -> StorageResult<HistoryPage> {
         }
         sql
     };
-    let sql = build(conn, false);
+    let sql = build(false);
     let mut rows = conn.load::<rows::VersionRow>(&sql)?;
-    let total = conn.count(&build(conn, true))?;
+    let total = conn.count(&build(true))?;
     let next = if rows.len() > q.count {
         rows.truncate(q.count);
         rows.last().map(|r| r.seq)
@@ -1222,7 +1403,7 @@ impl TxOps for SqlTx<'_> {
     }
     fn lock(&mut self, key: &str) -> StorageResult<()> {
         if self.conn.dialect() == Dialect::Postgres {
-            let mut sql = Sql::new(Dialect::Postgres);
+            let mut sql = Sql::new();
             sql.push("SELECT pg_advisory_xact_lock(")
                 .int(fnv1a(key))
                 .push(")");

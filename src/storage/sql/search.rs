@@ -61,7 +61,6 @@ pub(super) fn insert_indexes_many(
     conn: &mut Conn,
     items: &[(ResourceType, &crate::model::LogicalId, &[IndexRow])],
 ) -> StorageResult<()> {
-    let d = conn.dialect();
     type Writer = fn(&mut Sql, &IndexValue) -> bool;
     let tables: [(&str, &str, Writer); 7] = [
         ("idx_token", "system, code, text", |sql, v| match v {
@@ -147,7 +146,7 @@ pub(super) fn insert_indexes_many(
     ];
     for (t, (table, columns, write)) in tables.into_iter().enumerate() {
         let mut pending = 0usize;
-        let mut sql = Sql::new(d);
+        let mut sql = Sql::prepared();
         for (ty, id, row) in items
             .iter()
             .flat_map(|(ty, id, rows)| rows.iter().map(move |r| (ty, id, r)))
@@ -176,7 +175,7 @@ pub(super) fn insert_indexes_many(
             pending += 1;
             if pending == CHUNK {
                 conn.exec(&sql)?;
-                sql = Sql::new(d);
+                sql = Sql::prepared();
                 pending = 0;
             }
         }
@@ -664,7 +663,7 @@ fn push_selection(sql: &mut Sql, a: &mut Aliases, query: &SearchQuery) {
 }
 
 pub(super) fn count(conn: &mut Conn, query: &SearchQuery) -> StorageResult<i64> {
-    let mut sql = Sql::new(conn.dialect());
+    let mut sql = Sql::new();
     let mut a = Aliases(0);
     sql.push("SELECT COUNT(*) AS n");
     push_selection(&mut sql, &mut a, query);
@@ -677,7 +676,7 @@ pub(super) fn matches_for_write(
     query: &SearchQuery,
     limit: usize,
 ) -> StorageResult<Vec<rows::Found>> {
-    let mut sql = Sql::new(conn.dialect());
+    let mut sql = Sql::new();
     let mut a = Aliases(0);
     sql.push("SELECT r.res_id, r.version, r.last_updated, r.content");
     push_selection(&mut sql, &mut a, query);
@@ -846,7 +845,7 @@ fn page(
     sort: &[SortSpec],
 ) -> StorageResult<(Vec<rows::Sorted>, bool)> {
     let backwards = query.cursor.as_ref().is_some_and(|c| c.backwards);
-    let mut sql = Sql::new(conn.dialect());
+    let mut sql = Sql::new();
     let mut a = Aliases(0);
     sql.push("SELECT * FROM (SELECT r.res_id, r.version, r.last_updated, r.content");
     for i in 0..5 {
@@ -969,7 +968,7 @@ fn load_by_ids(
 ) -> StorageResult<Vec<StoredResource>> {
     let mut out = Vec::new();
     for chunk in ids.chunks(CHUNK) {
-        let mut sql = Sql::new(conn.dialect());
+        let mut sql = Sql::new();
         sql.push("SELECT r.res_id, r.version, r.last_updated, r.content FROM resources r WHERE ");
         scope_filter(&mut sql, "r", ty);
         sql.push(" AND r.deleted = 0 AND r.res_id IN (");
@@ -1017,7 +1016,7 @@ fn follow(
                 .map(|r| r.id.as_str())
                 .collect();
             for chunk in ids.chunks(CHUNK) {
-                let mut sql = Sql::new(conn.dialect());
+                let mut sql = Sql::new();
                 sql.push("SELECT DISTINCT x.target_type, x.target_id FROM idx_reference x WHERE x.res_type = ")
                     .text(spec.source.as_str())
                     .push(" AND x.param = ")
@@ -1060,7 +1059,7 @@ fn follow(
             }
             for (ty, ids) in by_type {
                 for chunk in ids.chunks(CHUNK) {
-                    let mut sql = Sql::new(conn.dialect());
+                    let mut sql = Sql::new();
                     sql.push("SELECT r.res_id, r.version, r.last_updated, r.content FROM resources r WHERE ");
                     scope_filter(&mut sql, "r", spec.source);
                     sql.push(" AND r.deleted = 0 AND r.res_id IN (SELECT x.res_id FROM idx_reference x WHERE x.res_type = ")
