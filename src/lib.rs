@@ -10,6 +10,7 @@ pub mod config;
 pub mod import;
 pub mod metrics;
 pub mod model;
+pub mod reindex;
 pub mod rest;
 pub mod search;
 pub mod service;

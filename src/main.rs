@@ -73,6 +73,25 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Rebuild the search index of stored resources from their content (after
+    /// an upgrade that changes what is indexed). Safe while the server runs;
+    /// an interrupted run resumes where it stopped.
+    Reindex {
+        #[command(flatten)]
+        common: Common,
+        /// Only resources of this type; may repeat (default: every type).
+        #[arg(long = "type", value_name = "TYPE")]
+        types: Vec<String>,
+        /// Resources per transaction.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// Start from the beginning even if an earlier run was interrupted.
+        #[arg(long)]
+        restart: bool,
+        /// No progress line (for logs).
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Manage the FHIR package cache.
     Packages {
         #[command(subcommand)]
@@ -191,6 +210,39 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Reindex {
+            common,
+            types,
+            batch,
+            restart,
+            quiet,
+        } => {
+            let settings = load(&common, None)?;
+            fhirbridge::telemetry::init("warn", &settings.telemetry.log_format);
+            let mut parsed = Vec::new();
+            for t in &types {
+                match t.parse::<fhirbridge::model::ResourceType>() {
+                    Ok(ty) => parsed.push(ty),
+                    Err(_) => {
+                        eprintln!("fhirbridge reindex: unknown resource type '{t}'");
+                        return Ok(ExitCode::from(2));
+                    }
+                }
+            }
+            let summary = actix_web::rt::System::new().block_on(fhirbridge::reindex::reindex(
+                &settings, &parsed, batch, restart, !quiet,
+            ))?;
+            if let Some(at) = &summary.resumed_after {
+                println!("resumed an interrupted run after {at} (--restart starts over)");
+            }
+            println!(
+                "reindexed {} resources in {:.1} s ({:.0} resources/s)",
+                summary.resources,
+                summary.seconds,
+                summary.rate()
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Packages {
             command: PackagesCommand::Install { common },

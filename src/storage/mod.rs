@@ -9,6 +9,7 @@
 pub mod sql;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -354,6 +355,46 @@ pub trait TxOps {
 pub type TxWork =
     Box<dyn FnOnce(&mut dyn TxOps) -> StorageResult<Box<dyn std::any::Any + Send>> + Send>;
 
+/// A stored resource's position in reindex order (type, then id).
+pub type ResourceKey = (ResourceType, LogicalId);
+
+/// Computes a resource's index rows (the search layer owns extraction; storage
+/// only stores what it is given).
+pub type Extractor = Arc<dyn Fn(ResourceType, &serde_json::Value) -> Vec<IndexRow> + Send + Sync>;
+
+/// One step of a reindex run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReindexStep {
+    /// Resources whose index rows were rebuilt.
+    pub done: usize,
+    /// The last key done; `None` when nothing was left.
+    pub last: Option<ResourceKey>,
+}
+
+/// Rebuilds the search index of stored resources in resumable batches. A run
+/// is named by `job`; its cursor is saved in the same transaction as each
+/// batch, so an interrupted run resumes where it stopped.
+#[async_trait]
+pub trait Reindex: Send + Sync {
+    /// Current (not deleted) resources of `types` (every type when empty).
+    async fn reindex_total(&self, types: &[ResourceType]) -> StorageResult<u64>;
+    /// Where an earlier run of `job` stopped, if it did not finish.
+    async fn reindex_cursor(&self, job: &str) -> StorageResult<Option<ResourceKey>>;
+    /// In one transaction: the next `limit` current resources of `types` after
+    /// `after` (in key order) get their index rows replaced by `extract`'s,
+    /// and `job`'s cursor moves to the last of them.
+    async fn reindex_batch(
+        &self,
+        job: &str,
+        types: &[ResourceType],
+        after: Option<ResourceKey>,
+        limit: usize,
+        extract: Extractor,
+    ) -> StorageResult<ReindexStep>;
+    /// Forgets `job`'s cursor (the run finished, or starts over).
+    async fn reindex_clear(&self, job: &str) -> StorageResult<()>;
+}
+
 /// Atomic multi-operation units: everything `work` writes commits together, or
 /// (on any error) nothing does.
 #[async_trait]
@@ -375,6 +416,10 @@ pub trait Backend: Send + Sync {
     fn search(&self) -> Option<&dyn Search>;
     /// Multi-operation transactions (bundles, conditional update/delete).
     fn transactions(&self) -> Option<&dyn Transactions> {
+        None
+    }
+    /// Rebuilding the search index of stored resources (`fhirbridge reindex`).
+    fn reindex(&self) -> Option<&dyn Reindex> {
         None
     }
     /// Readiness probe: can the backend serve requests now?

@@ -34,6 +34,7 @@ use super::*;
 use crate::model::{Instant, LogicalId, ResourceType, VersionId};
 use crate::search::types::SearchQuery;
 
+mod reindex;
 mod search;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -1428,6 +1429,9 @@ impl Transactions for SqlBackend {
 #[async_trait]
 impl Backend for SqlBackend {
     fn transactions(&self) -> Option<&dyn Transactions> {
+        Some(self)
+    }
+    fn reindex(&self) -> Option<&dyn Reindex> {
         Some(self)
     }
     fn capabilities(&self) -> &Capabilities {

@@ -35,6 +35,8 @@ pub struct TestApp {
     pub base: String,
     pub client: awc::Client,
     pub backend: &'static str,
+    /// The database URL the server uses (empty for `attach`).
+    pub db_url: String,
     _dir: Option<tempfile::TempDir>,
     pg_schema: Option<(String, String)>,
 }
@@ -123,6 +125,7 @@ impl TestApp {
         dir: Option<tempfile::TempDir>,
         pg_schema: Option<(String, String)>,
     ) -> TestApp {
+        let db_url = settings.storage.database_url.clone();
         let app = fhirbridge::Application::build(settings).expect("server builds");
         let port = app.port();
         actix_rt::spawn(app.run_until_stopped());
@@ -133,6 +136,7 @@ impl TestApp {
             base: format!("http://127.0.0.1:{port}"),
             client,
             backend,
+            db_url,
             _dir: dir,
             pg_schema,
         }
@@ -146,6 +150,7 @@ impl TestApp {
                 .timeout(Duration::from_secs(60))
                 .finish(),
             backend: "attached",
+            db_url: String::new(),
             _dir: None,
             pg_schema: None,
         }
@@ -232,6 +237,22 @@ impl Drop for TestApp {
         if let Some((url, schema)) = &self.pg_schema {
             admin_sql(url, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
         }
+    }
+}
+
+/// Runs SQL directly on the test server's database (to set up states the API
+/// cannot produce, such as index rows written by an older version).
+pub fn db_sql(app: &TestApp, sql: &str) {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    let url = &app.db_url;
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let mut conn = diesel::sqlite::SqliteConnection::establish(path).expect("open SQLite");
+        conn.batch_execute(&format!("PRAGMA busy_timeout = 10000; {sql}"))
+            .expect("SQL");
+    } else {
+        let mut conn = diesel::pg::PgConnection::establish(url).expect("open PostgreSQL");
+        conn.batch_execute(sql).expect("SQL");
     }
 }
 

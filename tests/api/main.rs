@@ -13,6 +13,7 @@ mod examples;
 mod history;
 mod http;
 mod ops;
+mod reindex;
 mod seam;
 mod search;
 mod search_features;
