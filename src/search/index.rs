@@ -26,12 +26,63 @@ pub fn extract(ty: ResourceType, resource: &Value, base_url: &str) -> Vec<IndexR
         let Ok(values) = fhirpath::evaluate(expr, resource, &ctx) else {
             continue;
         };
+        if def.kind == ParamKind::Composite {
+            if !def.resource_level {
+                composite_rows(def, &values, resource, base_url, &mut rows);
+            }
+            continue;
+        }
         for v in &values {
             extract_one(def, v, base_url, &mut rows);
         }
     }
     rows.dedup();
     rows
+}
+
+/// A composite's rows: each component evaluated on each selected element,
+/// stored under the component's code with the element's ordinal as group.
+/// Elements lacking a value for some component contribute nothing (they could
+/// never match).
+fn composite_rows(
+    def: &ParamDef,
+    elements: &[Fp<'_>],
+    resource: &Value,
+    base_url: &str,
+    rows: &mut Vec<IndexRow>,
+) {
+    let ctx = fhirpath::EvalContext::new()
+        .reference_stubs(true)
+        .resource(resource)
+        .root_resource(resource);
+    for (g, element) in elements.iter().enumerate() {
+        let start = rows.len();
+        let mut complete = true;
+        for comp in &def.components {
+            let Some(expr) = &comp.compiled else {
+                complete = false;
+                break;
+            };
+            let before = rows.len();
+            if let Ok(values) = fhirpath::evaluate_values(expr, std::slice::from_ref(element), &ctx)
+            {
+                for v in &values {
+                    extract_one(comp, v, base_url, rows);
+                }
+            }
+            if rows.len() == before {
+                complete = false;
+                break;
+            }
+        }
+        if !complete {
+            rows.truncate(start);
+            continue;
+        }
+        for r in &mut rows[start..] {
+            r.group = Some(g as u32);
+        }
+    }
 }
 
 fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
@@ -62,6 +113,7 @@ fn extract_one(def: &ParamDef, v: &Fp<'_>, base_url: &str, rows: &mut Vec<IndexR
         rows.push(IndexRow {
             param: param.to_owned(),
             value,
+            group: None,
         })
     };
     let code = def.code.as_str();

@@ -361,10 +361,26 @@ fn parse_param(
         if def.is_resource_column() {
             return Err(unsupported("missing"));
         }
-        return Ok(Predicate::Missing {
-            param: def,
-            missing,
-        });
+        if def.resource_level {
+            // Present when every component parameter is.
+            let each = def
+                .components
+                .iter()
+                .map(|c| Predicate::Missing { param: c, missing })
+                .collect();
+            return Ok(if missing {
+                Predicate::AnyOf(each)
+            } else {
+                Predicate::AllOf(each)
+            });
+        }
+        // A composite is present where its first component is (rows exist
+        // only for elements that have every component).
+        let param = match def.components.first() {
+            Some(first) => first,
+            None => def,
+        };
+        return Ok(Predicate::Missing { param, missing });
     }
     let values = values_of(raw_name, value)?;
     if def.code == "_id" {
@@ -392,6 +408,36 @@ fn parse_param(
             .collect::<Result<Vec<_>, _>>()?;
         return Ok(Predicate::LastUpdated(v));
     }
+    if def.kind == ParamKind::Composite {
+        return parse_composite(def, raw_name, modifier, &values, opts);
+    }
+    let (test, not) = kind_test(def, name, raw_name, modifier, &values, opts)?;
+    Ok(Predicate::Index {
+        param: def,
+        test,
+        not,
+    })
+}
+
+/// The test of a non-composite parameter `def` for `values`; `true` with it
+/// for `:not`.
+fn kind_test(
+    def: &'static ParamDef,
+    name: &str,
+    raw_name: &str,
+    modifier: Option<&str>,
+    values: &[String],
+    opts: &Options<'_>,
+) -> Result<(Test, bool), SearchError> {
+    let unsupported = |m: &str| {
+        err(
+            raw_name,
+            format!(
+                "Modifier ':{m}' is not supported on {} parameter '{name}'",
+                def.kind.code()
+            ),
+        )
+    };
     let mut not = false;
     let test = match def.kind {
         ParamKind::Token => match modifier {
@@ -404,7 +450,7 @@ fn parse_param(
             }
             Some("of-type") if def.code == "identifier" => {
                 let mut out = Vec::new();
-                for v in &values {
+                for v in values {
                     let parts = split_escaped(v, '|');
                     match parts.as_slice() {
                         [s, c, val] if !c.is_empty() && !val.is_empty() => {
@@ -505,7 +551,7 @@ fn parse_param(
                     ));
                 }
                 let mut refs = Vec::new();
-                for v in &values {
+                for v in values {
                     let mut r = parse_reference(name, v, &[t], opts.base_url)?;
                     if r.url {
                         return Err(err(
@@ -520,13 +566,77 @@ fn parse_param(
             }
         },
         ParamKind::Composite => {
-            return Err(err(name, "Composite parameters are not supported"));
+            return Err(err(
+                raw_name,
+                format!("'{name}' is a composite parameter; its components cannot nest one"),
+            ))
         }
     };
-    Ok(Predicate::Index {
-        param: def,
-        test,
-        not,
+    Ok((test, not))
+}
+
+/// `code-value-quantity=http://loinc.org|8480-6$gt100,…`: each value is one
+/// tuple, its components separated by an unescaped `$` and parsed as their
+/// own parameter types; a resource matches when one element of the
+/// composite's expression matches every component. Values are OR-ed.
+fn parse_composite(
+    def: &'static ParamDef,
+    raw_name: &str,
+    modifier: Option<&str>,
+    values: &[String],
+    opts: &Options<'_>,
+) -> Result<Predicate, SearchError> {
+    let name = def.code.as_str();
+    if let Some(m) = modifier {
+        return Err(err(
+            raw_name,
+            format!("Modifier ':{m}' is not supported on composite parameter '{name}'"),
+        ));
+    }
+    let mut alternatives = Vec::with_capacity(values.len());
+    for v in values {
+        let parts = split_escaped(v, '$');
+        if parts.len() != def.components.len() || parts.iter().any(|p| p.is_empty()) {
+            return Err(err(
+                raw_name,
+                format!(
+                    "'{name}' takes {} values separated by '$', e.g. {}",
+                    def.components.len(),
+                    def.components
+                        .iter()
+                        .map(|c| c.kind.code())
+                        .collect::<Vec<_>>()
+                        .join("$")
+                ),
+            ));
+        }
+        let mut tests = Vec::with_capacity(parts.len());
+        for (comp, part) in def.components.iter().zip(parts) {
+            let (test, _) = kind_test(comp, name, raw_name, None, &[part], opts)?;
+            tests.push((comp, test));
+        }
+        alternatives.push(if def.resource_level {
+            Predicate::AllOf(
+                tests
+                    .into_iter()
+                    .map(|(comp, test)| Predicate::Index {
+                        param: comp,
+                        test,
+                        not: false,
+                    })
+                    .collect(),
+            )
+        } else {
+            Predicate::Composite {
+                param: def,
+                parts: tests,
+            }
+        });
+    }
+    Ok(if alternatives.len() == 1 {
+        alternatives.remove(0)
+    } else {
+        Predicate::AnyOf(alternatives)
     })
 }
 
@@ -658,6 +768,12 @@ fn parse_sort(ty: ResourceType, value: &str) -> Result<Vec<SortSpec>, SearchErro
             "_id" => SortKey::Id,
             "_lastUpdated" => SortKey::LastUpdated,
             _ => match registry::lookup(ty, code) {
+                Some(def) if def.kind == ParamKind::Composite => {
+                    return Err(err(
+                        "_sort",
+                        format!("Cannot sort {ty} by composite parameter '{code}'"),
+                    ))
+                }
                 Some(def) if def.compiled.is_some() => SortKey::Param(def),
                 _ => {
                     return Err(err(

@@ -79,6 +79,17 @@ pub struct ParamDef {
     /// For references: the allowed target types (empty = any).
     pub targets: Vec<ResourceType>,
     pub description: String,
+    /// For composites: one parameter per component, in order. Each has the
+    /// component's type (from the definition it names), its expression
+    /// (evaluated on each element the composite's expression selects), and the
+    /// code `{composite}${k}` under which its index rows are stored, grouped by
+    /// element.
+    pub components: Vec<ParamDef>,
+    /// A composite over the resource itself (expression `Observation`) whose
+    /// components are parameters of the same type: it matches when those
+    /// parameters all match, so it needs no rows of its own (its components'
+    /// codes are those parameters').
+    pub resource_level: bool,
 }
 
 impl ParamDef {
@@ -98,7 +109,15 @@ struct RawParam {
     #[serde(default)]
     targets: Vec<String>,
     #[serde(default)]
+    components: Vec<RawComponent>,
+    #[serde(default)]
     description: String,
+}
+
+#[derive(Deserialize, Clone)]
+struct RawComponent {
+    definition: String,
+    expression: String,
 }
 
 #[derive(Deserialize)]
@@ -119,7 +138,46 @@ pub struct Registry {
 const SOURCE: &str = include_str!("../../profiles/r4-search-parameters.json");
 const EXCLUDED: [&str; 1] = ["phonetic"];
 
-fn build(raw: RawParam) -> Option<ParamDef> {
+/// Kind and targets of every definition, by canonical URL (what composite
+/// components name).
+type ByUrl = BTreeMap<String, (ParamKind, Vec<ResourceType>)>;
+
+fn targets_of(raw: &[String]) -> Vec<ResourceType> {
+    raw.iter()
+        .filter_map(|t| t.parse::<ResourceType>().ok())
+        .collect()
+}
+
+/// A composite's components; `None` (the composite is left out: a 400, not
+/// advertised) when one names an unknown definition or a composite.
+fn components(raw: &RawParam, by_url: &ByUrl) -> Option<Vec<ParamDef>> {
+    if raw.components.len() < 2 {
+        return None;
+    }
+    raw.components
+        .iter()
+        .enumerate()
+        .map(|(k, c)| {
+            let (kind, targets) = by_url.get(&c.definition)?;
+            if *kind == ParamKind::Composite {
+                return None;
+            }
+            Some(ParamDef {
+                code: format!("{}${k}", raw.code),
+                kind: *kind,
+                url: c.definition.clone(),
+                expression: c.expression.clone(),
+                compiled: Some(fhirpath::parse(&c.expression).ok()?),
+                targets: targets.clone(),
+                description: String::new(),
+                components: Vec::new(),
+                resource_level: false,
+            })
+        })
+        .collect()
+}
+
+fn build(raw: RawParam, by_url: &ByUrl) -> Option<ParamDef> {
     let kind = ParamKind::parse(&raw.kind)?;
     if EXCLUDED.contains(&raw.code.as_str()) {
         return None;
@@ -128,12 +186,14 @@ fn build(raw: RawParam) -> Option<ParamDef> {
         "_id" | "_lastUpdated" => None,
         _ => Some(fhirpath::parse(&raw.expression).ok()?),
     };
-    // Composite parameters are not indexed (yet): leaving them out makes them
-    // a 400 and keeps them out of the CapabilityStatement.
-    if kind == ParamKind::Composite {
-        return None;
-    }
+    let components = if kind == ParamKind::Composite {
+        components(&raw, by_url)?
+    } else {
+        Vec::new()
+    };
     Some(ParamDef {
+        components,
+        resource_level: false,
         kind,
         targets: raw
             .targets
@@ -146,6 +206,35 @@ fn build(raw: RawParam) -> Option<ParamDef> {
         expression: raw.expression,
         description: raw.description,
     })
+}
+
+/// Marks `ty`'s resource-level composites (see `ParamDef::resource_level`) and
+/// points their components at the parameters they are defined by.
+fn share_component_rows(ty: ResourceType, list: &mut [ParamDef]) {
+    let own: BTreeMap<String, (String, ParamKind)> = list
+        .iter()
+        .filter(|p| p.kind != ParamKind::Composite)
+        .map(|p| (p.url.clone(), (p.code.clone(), p.kind)))
+        .collect();
+    for def in list.iter_mut() {
+        if def.kind != ParamKind::Composite || def.expression != ty.as_str() {
+            continue;
+        }
+        let codes: Option<Vec<String>> = def
+            .components
+            .iter()
+            .map(|c| match own.get(&c.url) {
+                Some((code, kind)) if *kind == c.kind => Some(code.clone()),
+                _ => None,
+            })
+            .collect();
+        if let Some(codes) = codes {
+            for (c, code) in def.components.iter_mut().zip(codes) {
+                c.code = code;
+            }
+            def.resource_level = true;
+        }
+    }
 }
 
 /// Sorts by code and keeps one parameter per code. The HL7 package also ships
@@ -172,6 +261,18 @@ impl Registry {
             Ok(r) => r,
             Err(e) => panic!("embedded search parameter table is invalid: {e}"),
         };
+        let by_url: ByUrl = raw
+            .params
+            .values()
+            .flatten()
+            .chain(raw.common.iter())
+            .filter_map(|p| {
+                Some((
+                    p.url.clone(),
+                    (ParamKind::parse(&p.kind)?, targets_of(&p.targets)),
+                ))
+            })
+            .collect();
         let mut per_type: Vec<Vec<ParamDef>> =
             ResourceType::ALL.iter().map(|_| Vec::new()).collect();
         let mut patient_compartment: Vec<Vec<String>> =
@@ -182,18 +283,23 @@ impl Registry {
             };
             let list = &mut per_type[t.index()];
             for p in params {
-                if let Some(def) = build(p) {
+                if let Some(def) = build(p, &by_url) {
                     list.push(def);
                 }
             }
             dedup_codes(list);
+            share_component_rows(t, list);
         }
         for (ty, params) in raw.patient_compartment {
             if let Ok(t) = ty.parse::<ResourceType>() {
                 patient_compartment[t.index()] = params;
             }
         }
-        let mut common: Vec<ParamDef> = raw.common.into_iter().filter_map(build).collect();
+        let mut common: Vec<ParamDef> = raw
+            .common
+            .into_iter()
+            .filter_map(|p| build(p, &by_url))
+            .collect();
         dedup_codes(&mut common);
         Registry {
             per_type,

@@ -159,6 +159,14 @@ pub enum Predicate {
         param: &'static ParamDef,
         inner: Box<Predicate>,
     },
+    /// A composite parameter's tuple: one element of `param`'s expression
+    /// satisfies every component test (`parts`: component, test).
+    Composite {
+        param: &'static ParamDef,
+        parts: Vec<(&'static ParamDef, Test)>,
+    },
+    /// All of several predicates (a resource-level composite's components).
+    AllOf(Vec<Predicate>),
     /// Any of several predicates (compartment membership through several parameters).
     AnyOf(Vec<Predicate>),
 }

@@ -87,6 +87,9 @@ pub struct IndexRow {
     /// `subject:identifier`) for modifier-specific rows.
     pub param: String,
     pub value: IndexValue,
+    /// For a composite's component rows: which element of the composite's
+    /// expression the value came from (components match within one element).
+    pub group: Option<u32>,
 }
 
 /// A resource body ready to store: JSON without server-owned meta, plus its index rows.

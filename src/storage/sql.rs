@@ -338,6 +338,7 @@ enum Bind {
     Text(String),
     OptText(Option<String>),
     Int(i64),
+    OptInt(Option<i64>),
     Real(f64),
 }
 
@@ -523,6 +524,9 @@ macro_rules! sql_ops {
                                 out.push_bind_param::<Nullable<Text>, Option<String>>(s)?
                             }
                             Bind::Int(i) => out.push_bind_param::<BigInt, i64>(i)?,
+                            Bind::OptInt(i) => {
+                                out.push_bind_param::<Nullable<BigInt>, Option<i64>>(i)?
+                            }
                             Bind::Real(f) => out.push_bind_param::<Double, f64>(f)?,
                         }
                     }

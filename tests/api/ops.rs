@@ -87,11 +87,25 @@ async fn capability_statement_is_honest(app: TestApp) {
         let ty = res["type"].as_str().unwrap();
         for p in res["searchParam"].as_array().unwrap() {
             let name = p["name"].as_str().unwrap();
-            let value = match p["type"].as_str().unwrap() {
+            let sample = |kind: &str| match kind {
                 "date" => "2024-01-01",
                 "number" | "quantity" => "1",
                 "uri" => "http://x.org/y",
                 _ => "x",
+            };
+            let value = match p["type"].as_str().unwrap() {
+                // One value per component, joined by '$'.
+                "composite" => {
+                    let t: fhirbridge::model::ResourceType = ty.parse().unwrap();
+                    let def = fhirbridge::search::registry::lookup(t, name).unwrap();
+                    assert!(def.components.len() >= 2, "{ty}?{name}");
+                    def.components
+                        .iter()
+                        .map(|c| sample(c.kind.code()))
+                        .collect::<Vec<_>>()
+                        .join("$")
+                }
+                kind => sample(kind).to_owned(),
             };
             let r = app.get(&format!("/fhir/{ty}?{name}={value}")).await;
             assert_eq!(r.status, 200, "{ty}?{name}: {}", r.text());

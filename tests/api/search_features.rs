@@ -28,6 +28,7 @@ backend_tests!(
     cost_bounds,
     updates_and_deletes_leave_no_stale_matches,
     cursors_are_checked,
+    composites_match_within_one_element,
 );
 
 // --- helpers -----------------------------------------------------------------
@@ -2038,4 +2039,155 @@ async fn cursors_are_checked(app: TestApp) {
     assert_eq!(b["total"], 5);
     assert!(b.get("entry").is_none(), "{b}");
     assert!(link(&b, "next").is_none());
+}
+
+// --- composite ---------------------------------------------------------------
+
+async fn composites_match_within_one_element(app: TestApp) {
+    let loinc = |code: &str| json!({"coding": [{"system": "http://loinc.org", "code": code}]});
+    let qty = |v: f64| json!({"value": v, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"});
+    let obs = |id: &str, code: &str, value: Option<f64>| {
+        let mut o = json!({"resourceType": "Observation", "id": id, "status": "final",
+            "code": loinc(code)});
+        if let Some(v) = value {
+            o["valueQuantity"] = qty(v);
+        }
+        o
+    };
+    let mut panel = obs("bp", "85354-9", None);
+    panel["component"] = json!([
+        {"code": loinc("8480-6"), "valueQuantity": qty(130.0)},
+        {"code": loinc("8462-4"), "valueQuantity": qty(85.0)}
+    ]);
+    let mut smoker = obs("smoker", "72166-2", None);
+    smoker["valueCodeableConcept"] =
+        json!({"coding": [{"system": "http://snomed.info/sct", "code": "77176002"}]});
+    put_all(
+        &app,
+        vec![
+            obs("sys120", "8480-6", Some(120.0)),
+            obs("sys90", "8480-6", Some(90.0)),
+            obs("dia120", "8462-4", Some(120.0)),
+            panel,
+            smoker,
+        ],
+    )
+    .await;
+    let q = |p: &str| format!("/fhir/Observation?{p}");
+    expect(
+        &app,
+        &q("code-value-quantity=http://loinc.org|8480-6$gt100"),
+        &["sys120"],
+    )
+    .await;
+    expect(
+        &app,
+        &q("code-value-quantity=8480-6$le120"),
+        &["sys120", "sys90"],
+    )
+    .await;
+    // OR over whole tuples.
+    expect(
+        &app,
+        &q("code-value-quantity=http://loinc.org|8480-6$gt100,http://loinc.org|8462-4$gt100"),
+        &["sys120", "dia120"],
+    )
+    .await;
+    // AND of two tuples on the same resource.
+    expect(
+        &app,
+        &q("component-code-value-quantity=http://loinc.org|8480-6$gt125&component-code-value-quantity=http://loinc.org|8462-4$lt90"),
+        &["bp"],
+    )
+    .await;
+    expect(
+        &app,
+        &q("component-code-value-quantity=http://loinc.org|8480-6$gt125"),
+        &["bp"],
+    )
+    .await;
+    // 130 belongs to the systolic component, not to the diastolic one.
+    expect(
+        &app,
+        &q("component-code-value-quantity=http://loinc.org|8462-4$gt125"),
+        &[],
+    )
+    .await;
+    // combo: the observation's own code/value or any component's.
+    expect(
+        &app,
+        &q("combo-code-value-quantity=http://loinc.org|8480-6$gt100"),
+        &["sys120", "bp"],
+    )
+    .await;
+    expect(
+        &app,
+        &q("code-value-concept=http://loinc.org|72166-2$http://snomed.info/sct|77176002"),
+        &["smoker"],
+    )
+    .await;
+    expect(
+        &app,
+        &q("code-value-concept=http://loinc.org|72166-2$|1"),
+        &[],
+    )
+    .await;
+    // :missing looks at whole tuples.
+    expect(
+        &app,
+        &q("code-value-quantity:missing=false"),
+        &["sys120", "sys90", "dia120"],
+    )
+    .await;
+    expect(
+        &app,
+        &q("code-value-quantity:missing=true"),
+        &["bp", "smoker"],
+    )
+    .await;
+    // A `\$` is part of a value, not a separator.
+    expect(&app, &q("code-value-quantity=8480\\$6$gt1"), &[]).await;
+
+    expect_400(
+        &app,
+        &q("code-value-quantity=http://loinc.org|8480-6"),
+        "code-value-quantity",
+    )
+    .await;
+    expect_400(
+        &app,
+        &q("code-value-quantity=8480-6$gt1$2"),
+        "code-value-quantity",
+    )
+    .await;
+    expect_400(
+        &app,
+        &q("code-value-quantity=8480-6$big"),
+        "code-value-quantity",
+    )
+    .await;
+    expect_400(
+        &app,
+        &q("code-value-quantity:exact=8480-6$1"),
+        "code-value-quantity:exact",
+    )
+    .await;
+    expect_400(&app, &q("_sort=code-value-quantity"), "_sort").await;
+    // The CapabilityStatement advertises them.
+    let cs = get_ok(&app, "/fhir/metadata").await;
+    let obs_cs = cs["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "Observation")
+        .unwrap()
+        .clone();
+    let composite = obs_cs["searchParam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "code-value-quantity")
+        .unwrap()
+        .clone();
+    assert_eq!(composite["type"], "composite");
 }

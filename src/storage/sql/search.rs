@@ -157,7 +157,7 @@ pub(super) fn insert_indexes_many(
             if pending == 0 {
                 sql.push("INSERT INTO ")
                     .push(table)
-                    .push(" (res_type, res_id, param, ")
+                    .push(" (res_type, res_id, param, grp, ")
                     .push(columns)
                     .push(") VALUES ");
             } else {
@@ -169,6 +169,8 @@ pub(super) fn insert_indexes_many(
                 .text(id.as_str())
                 .push(", ")
                 .text(&row.param)
+                .push(", ")
+                .bind(Bind::OptInt(row.group.map(i64::from)))
                 .push(", ");
             write(&mut sql, &row.value);
             sql.push(")");
@@ -515,6 +517,55 @@ fn predicate(sql: &mut Sql, a: &mut Aliases, pred: &Predicate, alias: &str, ty: 
             test_condition(sql, &t, test);
             sql.push(")");
         }
+        Predicate::Composite { parts, .. } => {
+            // alias.res_id IN (SELECT c0.res_id FROM idx_a c0 JOIN idx_b c1 ON
+            // c1 is the same resource's row of the same element … WHERE tests)
+            let Some(((first, first_test), rest)) = parts.split_first() else {
+                sql.push("1 = 0");
+                return;
+            };
+            let c0 = open_rows(
+                sql,
+                a,
+                "c",
+                alias,
+                false,
+                table_of(first.kind),
+                ty,
+                &first.code,
+            );
+            // open_rows wrote `… FROM idx_a c0 WHERE …`: the joins go in a
+            // correlated EXISTS per further component instead.
+            sql.push(" AND ");
+            test_condition(sql, &c0, first_test);
+            for (comp, test) in rest {
+                let ck = a.next("c");
+                sql.push(" AND EXISTS (SELECT 1 FROM ")
+                    .push(table_of(comp.kind))
+                    .push(" ")
+                    .push(&ck)
+                    .push(" WHERE ")
+                    .push(&ck)
+                    .push(".res_type = ")
+                    .push(&c0)
+                    .push(".res_type AND ")
+                    .push(&ck)
+                    .push(".res_id = ")
+                    .push(&c0)
+                    .push(".res_id AND ")
+                    .push(&ck)
+                    .push(".grp = ")
+                    .push(&c0)
+                    .push(".grp AND ")
+                    .push(&ck)
+                    .push(".param = ")
+                    .text(&comp.code)
+                    .push(" AND ");
+                test_condition(sql, &ck, test);
+                sql.push(")");
+            }
+            sql.push(")");
+        }
         Predicate::Missing { param, missing } => {
             sql.push("(");
             if *missing {
@@ -597,6 +648,16 @@ fn predicate(sql: &mut Sql, a: &mut Aliases, pred: &Predicate, alias: &str, ty: 
         }
         Predicate::AnyOf(preds) => {
             or_each(sql, preds, |sql, p| predicate(sql, a, p, alias, ty));
+        }
+        Predicate::AllOf(preds) => {
+            sql.push("(");
+            for (i, p) in preds.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" AND ");
+                }
+                predicate(sql, a, p, alias, ty);
+            }
+            sql.push(")");
         }
     }
 }
