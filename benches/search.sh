@@ -7,7 +7,8 @@
 # mix of typical searches from a sequential keep-alive python3 client: WARMUP untimed
 # requests, then REQUESTS timed requests per kind (kinds interleaved round-robin,
 # parameter values drawn at random from the population). Latency is client-side
-# (request sent to body read). Prints p50/p95/p99 per kind and size, then the
+# (request sent to body read); a kind that has used 90 s of request time stops early
+# and says so (its percentiles then rest on fewer samples). Prints p50/p95/p99 per kind and size, then the
 # p50 ratio largest/smallest size per kind and its geometric mean over the mix, and
 # checks two targets:
 #   (a) Patient?identifier=nhs-number|... p50 <= 2 ms at the largest size;

@@ -90,6 +90,10 @@ pub struct ParamDef {
     /// parameters all match, so it needs no rows of its own (its components'
     /// codes are those parameters').
     pub resource_level: bool,
+    /// The expression is a plain path (`Patient.birthDate`) through elements
+    /// that never repeat: a resource has at most one value, so AND-ed tests on
+    /// it may be checked against one index row.
+    pub single_valued: bool,
 }
 
 impl ParamDef {
@@ -138,6 +142,31 @@ pub struct Registry {
 const SOURCE: &str = include_str!("../../profiles/r4-search-parameters.json");
 const EXCLUDED: [&str; 1] = ["phonetic"];
 
+/// See `ParamDef::single_valued`. Choice elements (`Observation.effective`)
+/// and anything beyond a dotted path count as possibly repeating.
+fn single_valued(expression: &str) -> bool {
+    let mut steps = expression.split('.');
+    let Some(mut ty) = steps.next().map(str::to_owned) else {
+        return false;
+    };
+    let model = fhir_structure::model::Model::r4();
+    if !model.is_resource_type(&ty) {
+        return false;
+    }
+    let mut any = false;
+    for step in steps {
+        if step.is_empty() || !step.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return false;
+        }
+        match model.element(&ty, step) {
+            Some(e) if !e.is_array && !e.choice => ty = e.type_name.to_owned(),
+            _ => return false,
+        }
+        any = true;
+    }
+    any
+}
+
 /// Kind and targets of every definition, by canonical URL (what composite
 /// components name).
 type ByUrl = BTreeMap<String, (ParamKind, Vec<ResourceType>)>;
@@ -172,6 +201,7 @@ fn components(raw: &RawParam, by_url: &ByUrl) -> Option<Vec<ParamDef>> {
                 description: String::new(),
                 components: Vec::new(),
                 resource_level: false,
+                single_valued: false,
             })
         })
         .collect()
@@ -192,6 +222,7 @@ fn build(raw: RawParam, by_url: &ByUrl) -> Option<ParamDef> {
         Vec::new()
     };
     Some(ParamDef {
+        single_valued: single_valued(&raw.expression),
         components,
         resource_level: false,
         kind,
@@ -370,9 +401,23 @@ mod tests {
             .lookup(ResourceType::MedicationRequest, "patient")
             .expect("patient");
         assert!(mr.targets.contains(&ResourceType::Patient));
-        assert!(r
+        let cvq = r
             .lookup(ResourceType::Observation, "code-value-quantity")
-            .is_none());
+            .expect("composite");
+        assert!(cvq.resource_level);
+        let codes: Vec<_> = cvq.components.iter().map(|c| c.code.as_str()).collect();
+        assert_eq!(codes, ["code", "value-quantity"]);
+        let per_component = r
+            .lookup(ResourceType::Observation, "component-code-value-quantity")
+            .expect("composite");
+        assert!(!per_component.resource_level);
+        assert_eq!(per_component.components[1].kind, ParamKind::Quantity);
+        // Single-valued paths allow one-row range tests.
+        let single = |ty, code| r.lookup(ty, code).expect(code).single_valued;
+        assert!(single(ResourceType::Patient, "birthdate"));
+        assert!(single(ResourceType::Appointment, "date"));
+        assert!(!single(ResourceType::Patient, "family"));
+        assert!(!single(ResourceType::Observation, "date"));
         // Every type has an identifier-like or at least the common parameters.
         for ty in ResourceType::ALL {
             assert!(r.lookup(ty, "_id").is_some(), "{ty}");

@@ -175,7 +175,11 @@ pub enum Predicate {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TotalMode {
     None,
+    /// The default: an exact total while fewer than the storage's cap (1,000
+    /// on SQL) match, no `Bundle.total` beyond; a complete first page is
+    /// counted for free.
     Estimate,
+    /// Always an exact total, however many match (`_summary=count` too).
     Accurate,
 }
 
@@ -247,7 +251,7 @@ impl SearchQuery {
             count: 20,
             cursor: None,
             sort: Vec::new(),
-            total: TotalMode::Accurate,
+            total: TotalMode::Estimate,
             include: Vec::new(),
             revinclude: Vec::new(),
         }

@@ -104,8 +104,8 @@ const WAL_RESTART_FRAMES: i32 = 8192;
 
 /// Copies the WAL back into the database file on its own thread and connection
 /// (`PRAGMA wal_checkpoint(PASSIVE)`, which never blocks readers or the writer),
-/// so commits do not pay for checkpoints (`wal_autocheckpoint` is off on pool
-/// connections). Runs after commits (at most every 50 ms) and once a second.
+/// so commits do not pay for checkpoints (pool connections checkpoint
+/// themselves only as a backstop, past 16,384 frames). Runs after commits (at most every 50 ms) and once a second.
 /// Under a steady stream of writes a passive checkpoint never quite catches
 /// up and the WAL would only grow; past [`WAL_RESTART_FRAMES`] the remainder
 /// (small, most was copied concurrently) is copied while holding the writer
@@ -158,7 +158,7 @@ struct SqlitePragmas {
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragmas {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
         let mut pragmas = String::from(
-            "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY; PRAGMA mmap_size = 268435456; PRAGMA wal_autocheckpoint = 0;",
+            "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY; PRAGMA mmap_size = 268435456; PRAGMA wal_autocheckpoint = 16384;",
         );
         if self.wal {
             pragmas.push_str("PRAGMA journal_mode = WAL;");

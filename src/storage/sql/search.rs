@@ -185,16 +185,66 @@ pub(super) fn insert_indexes_many(
             conn.exec(&sql)?;
         }
     }
+    record_date_widths(conn, items)
+}
+
+/// Keeps `idx_date_width` at least as wide as every stored date range (it
+/// never narrows: a stale, wider value only loosens query bounds).
+fn record_date_widths(
+    conn: &mut Conn,
+    items: &[(ResourceType, &crate::model::LogicalId, &[IndexRow])],
+) -> StorageResult<()> {
+    let mut widest: std::collections::BTreeMap<(ResourceType, &str), i64> = Default::default();
+    for (ty, _, rows) in items {
+        for r in rows.iter() {
+            if let IndexValue::Date { lo, hi } = &r.value {
+                let w = hi.saturating_sub(*lo).max(0);
+                let e = widest.entry((*ty, r.param.as_str())).or_insert(w);
+                *e = (*e).max(w);
+            }
+        }
+    }
+    for ((ty, param), w) in widest {
+        let mut sql = Sql::prepared();
+        sql.push("INSERT INTO idx_date_width (res_type, param, width) VALUES (")
+            .text(ty.as_str())
+            .push(", ")
+            .text(param)
+            .push(", ")
+            .int(w)
+            .push(") ON CONFLICT (res_type, param) DO UPDATE SET width = excluded.width WHERE excluded.width > idx_date_width.width");
+        conn.exec(&sql)?;
+    }
     Ok(())
 }
 
 /// Unique table aliases for nested subqueries.
-struct Aliases(usize);
+/// Unique table aliases for nested subqueries, and how the next index lookup
+/// is written.
+#[derive(Default)]
+struct Aliases {
+    n: usize,
+    /// The next `open_rows` probes the candidate's own rows (`EXISTS … WHERE
+    /// t.res_id = r.res_id`, through the owner index) instead of collecting
+    /// every matching id (`r.res_id IN (SELECT …)`). Set for all but the most
+    /// selective predicate of a search; taken by the first lookup it reaches.
+    correlated: bool,
+    /// SQLite: probes name the owner index (`INDEXED BY`); without
+    /// statistics its planner prefers a covering lookup index and scans it.
+    sqlite: bool,
+}
 
 impl Aliases {
+    fn for_conn(conn: &Conn) -> Aliases {
+        Aliases {
+            sqlite: conn.dialect() == super::Dialect::Sqlite,
+            ..Aliases::default()
+        }
+    }
+
     fn next(&mut self, prefix: &str) -> String {
-        self.0 += 1;
-        format!("{prefix}{}", self.0)
+        self.n += 1;
+        format!("{prefix}{}", self.n)
     }
 }
 
@@ -279,9 +329,52 @@ fn or_each<T>(sql: &mut Sql, items: &[T], mut f: impl FnMut(&mut Sql, &T)) {
 }
 
 /// The FHIR prefix semantics over ranges: the target value covers `[vlo, vhi)`,
-/// the parameter value covers `[lo, hi)`.
-fn date_condition(sql: &mut Sql, vlo: &str, vhi: &str, v: &DateValue) {
+/// the parameter value covers `[lo, hi)`. Each prefix leads with a bound on
+/// `vlo` or `vhi` alone (implied by the rest, as stored ranges are never
+/// empty), so the date indexes (`… lo`, `… hi`) can scan a range.
+///
+/// `width` names the index rows' parameter: their widest stored range
+/// (`idx_date_width`) turns the tests that bound `vhi` from below into a
+/// bound on `vlo` too (`vlo >= vhi - width`), so a window `ge…&lt…` scans
+/// only its own part of the `lo` index.
+fn date_condition(
+    sql: &mut Sql,
+    vlo: &str,
+    vhi: &str,
+    v: &DateValue,
+    width: Option<(ResourceType, &str)>,
+) {
     let (lo, hi) = (v.range.lo, v.range.hi);
+    let floor = match v.prefix {
+        Prefix::Gt => Some(hi),
+        Prefix::Ge => Some(lo),
+        _ => None,
+    };
+    if let (Some(x), Some((ty, param))) = (floor, width) {
+        // Parameters without a recorded width (none stored) get no bound.
+        sql.push(vlo)
+            .push(" > ")
+            .int(x)
+            .push(" - COALESCE((SELECT w.width FROM idx_date_width w WHERE w.res_type = ")
+            .text(ty.as_str())
+            .push(" AND w.param = ")
+            .text(param)
+            .push("), ")
+            .int(i64::MAX / 4)
+            .push(") AND ");
+    }
+    match v.prefix {
+        Prefix::Eq => {
+            sql.push(vlo).push(" < ").int(hi).push(" AND ");
+        }
+        Prefix::Ge => {
+            sql.push(vhi).push(" > ").int(lo).push(" AND ");
+        }
+        Prefix::Le => {
+            sql.push(vlo).push(" < ").int(hi).push(" AND ");
+        }
+        _ => {}
+    }
     let contains = |sql: &mut Sql| {
         sql.push("(")
             .push(vlo)
@@ -372,7 +465,7 @@ fn number_condition(sql: &mut Sql, col: &str, v: &NumberValue) {
 }
 
 /// The condition on one index-table row `t` for a test.
-fn test_condition(sql: &mut Sql, t: &str, test: &Test) {
+fn test_condition(sql: &mut Sql, t: &str, test: &Test, width: Option<(ResourceType, &str)>) {
     let col = |c: &str| format!("{t}.{c}");
     match test {
         Test::Token(values) | Test::ReferenceIdentifier(values) => {
@@ -403,7 +496,7 @@ fn test_condition(sql: &mut Sql, t: &str, test: &Test) {
             }
         }),
         Test::Date(values) => or_each(sql, values, |sql, v| {
-            date_condition(sql, &col("lo"), &col("hi"), v)
+            date_condition(sql, &col("lo"), &col("hi"), v, width)
         }),
         Test::Number(values) => or_each(sql, values, |sql, v| {
             number_condition(sql, &col("value"), v)
@@ -508,13 +601,13 @@ fn predicate(sql: &mut Sql, a: &mut Aliases, pred: &Predicate, alias: &str, ty: 
         Predicate::LastUpdated(values) => {
             let lo = format!("{alias}.last_updated");
             let hi = format!("({alias}.last_updated + 1)");
-            or_each(sql, values, |sql, v| date_condition(sql, &lo, &hi, v));
+            or_each(sql, values, |sql, v| date_condition(sql, &lo, &hi, v, None));
         }
         Predicate::Index { param, test, not } => {
             let (key, table) = index_param_key(param, test);
             let t = open_rows(sql, a, "t", alias, *not, table, ty, &key);
             sql.push(" AND ");
-            test_condition(sql, &t, test);
+            test_condition(sql, &t, test, Some((ty, &key)));
             sql.push(")");
         }
         Predicate::Composite { parts, .. } => {
@@ -537,7 +630,7 @@ fn predicate(sql: &mut Sql, a: &mut Aliases, pred: &Predicate, alias: &str, ty: 
             // open_rows wrote `… FROM idx_a c0 WHERE …`: the joins go in a
             // correlated EXISTS per further component instead.
             sql.push(" AND ");
-            test_condition(sql, &c0, first_test);
+            test_condition(sql, &c0, first_test, None);
             for (comp, test) in rest {
                 let ck = a.next("c");
                 sql.push(" AND EXISTS (SELECT 1 FROM ")
@@ -561,7 +654,7 @@ fn predicate(sql: &mut Sql, a: &mut Aliases, pred: &Predicate, alias: &str, ty: 
                     .push(".param = ")
                     .text(&comp.code)
                     .push(" AND ");
-                test_condition(sql, &ck, test);
+                test_condition(sql, &ck, test, None);
                 sql.push(")");
             }
             sql.push(")");
@@ -615,6 +708,7 @@ fn predicate(sql: &mut Sql, a: &mut Aliases, pred: &Predicate, alias: &str, ty: 
             param,
             inner,
         } => {
+            a.correlated = false;
             let x = a.next("x");
             let r = a.next("r");
             sql.push(alias)
@@ -647,15 +741,25 @@ fn predicate(sql: &mut Sql, a: &mut Aliases, pred: &Predicate, alias: &str, ty: 
             sql.push("))");
         }
         Predicate::AnyOf(preds) => {
-            or_each(sql, preds, |sql, p| predicate(sql, a, p, alias, ty));
+            let correlated = a.correlated;
+            or_each(sql, preds, |sql, p| {
+                a.correlated = correlated;
+                predicate(sql, a, p, alias, ty);
+                a.correlated = false;
+            });
         }
         Predicate::AllOf(preds) => {
+            // Like the predicates of a search: the first may collect, the
+            // others probe.
+            let correlated = a.correlated;
             sql.push("(");
             for (i, p) in preds.iter().enumerate() {
                 if i > 0 {
                     sql.push(" AND ");
                 }
+                a.correlated = correlated || i > 0;
                 predicate(sql, a, p, alias, ty);
+                a.correlated = false;
             }
             sql.push(")");
         }
@@ -690,6 +794,35 @@ fn open_rows(
     param: &str,
 ) -> String {
     let t = a.next(prefix);
+    if std::mem::take(&mut a.correlated) {
+        // `(t.param || '')` keeps the planner on the owner index
+        // (res_type, res_id): the lookup index would walk every row of the
+        // parameter for each candidate.
+        sql.push(if not {
+            "NOT EXISTS (SELECT 1 FROM "
+        } else {
+            "EXISTS (SELECT 1 FROM "
+        })
+        .push(table)
+        .push(" ")
+        .push(&t);
+        if a.sqlite {
+            sql.push(" INDEXED BY ").push(table).push("_owner");
+        }
+        sql.push(" WHERE ")
+            .push(&t)
+            .push(".res_type = ")
+            .push(alias)
+            .push(".res_type AND ")
+            .push(&t)
+            .push(".res_id = ")
+            .push(alias)
+            .push(".res_id AND (")
+            .push(&t)
+            .push(".param || '') = ")
+            .text(param);
+        return t;
+    }
     sql.push(alias)
         .push(if not {
             ".res_id NOT IN (SELECT "
@@ -712,20 +845,149 @@ fn open_rows(
     t
 }
 
-/// `FROM resources r WHERE <scope> AND r.deleted = 0 AND <predicates>`.
+/// One AND-ed condition of a search as it is written into SQL.
+enum Unit<'q> {
+    One(&'q Predicate),
+    /// Several AND-ed date tests on one single-valued parameter (`birthdate=ge…
+    /// &birthdate=lt…`): all checked against the same row, so the index
+    /// range is the intersection rather than each half of the table.
+    DateRange(&'static ParamDef, Vec<&'q DateValue>),
+}
+
+/// How many resources a condition is likely to leave (lower: fewer), without
+/// statistics: it decides which condition collects ids through its index and
+/// which merely check each candidate.
+fn rank(p: &Predicate) -> u8 {
+    const COARSE: [&str; 10] = [
+        "status",
+        "gender",
+        "intent",
+        "active",
+        "category",
+        "priority",
+        "_tag",
+        "_security",
+        "deceased",
+        "use",
+    ];
+    match p {
+        Predicate::Id { not: false, .. } => 0,
+        Predicate::Index { not: true, .. } | Predicate::Missing { .. } => 9,
+        Predicate::Id { not: true, .. } => 9,
+        Predicate::Index { param, test, .. } => match test {
+            Test::Reference(_) | Test::ReferenceIdentifier(_) | Test::OfType(_) => 2,
+            Test::Token(_) if COARSE.contains(&param.code.as_str()) => 7,
+            Test::Token(_) => 2,
+            Test::String(StringMode::Exact, _) => 2,
+            Test::String(StringMode::StartsWith, v) if v.iter().all(|s| s.chars().count() >= 3) => {
+                3
+            }
+            Test::Date(v) if v.iter().all(narrow) => 3,
+            Test::Uri(..) => 3,
+            Test::String(StringMode::Contains, _) | Test::TokenText(_) => 6,
+            _ => 5,
+        },
+        Predicate::Chain { .. } | Predicate::Composite { .. } => 3,
+        Predicate::Has { .. } => 4,
+        Predicate::LastUpdated(_) => 6,
+        Predicate::AllOf(ps) => ps.iter().map(rank).min().unwrap_or(5),
+        Predicate::AnyOf(ps) => ps.iter().map(rank).max().unwrap_or(5).saturating_add(1),
+    }
+}
+
+/// An equality test at day precision or finer.
+fn narrow(d: &DateValue) -> bool {
+    matches!(d.prefix, Prefix::Eq) && d.range.hi - d.range.lo <= 86_400_000
+}
+
+fn units(query: &SearchQuery) -> Vec<(u8, Unit<'_>)> {
+    let mut out: Vec<(u8, Unit<'_>)> = Vec::new();
+    let mut ranges: Vec<(&'static ParamDef, Vec<&DateValue>)> = Vec::new();
+    for p in &query.predicates {
+        if let Predicate::Index {
+            param,
+            test: Test::Date(values),
+            not: false,
+        } = p
+        {
+            if param.single_valued && values.len() == 1 {
+                match ranges.iter_mut().find(|(d, _)| d.code == param.code) {
+                    Some((_, v)) => v.push(&values[0]),
+                    None => ranges.push((param, vec![&values[0]])),
+                }
+                continue;
+            }
+        }
+        out.push((rank(p), Unit::One(p)));
+    }
+    for (param, values) in ranges {
+        let lo = values
+            .iter()
+            .filter(|v| matches!(v.prefix, Prefix::Gt | Prefix::Ge | Prefix::Sa | Prefix::Eq))
+            .map(|v| v.range.lo)
+            .max();
+        let hi = values
+            .iter()
+            .filter(|v| matches!(v.prefix, Prefix::Lt | Prefix::Le | Prefix::Eb | Prefix::Eq))
+            .map(|v| v.range.hi)
+            .min();
+        let r = match (lo, hi) {
+            (Some(lo), Some(hi)) if hi - lo <= 86_400_000 => 1,
+            (Some(lo), Some(hi)) if hi - lo <= 31 * 86_400_000 => 3,
+            (Some(_), Some(_)) => 4,
+            _ => 5,
+        };
+        out.push((r, Unit::DateRange(param, values)));
+    }
+    // Stable: equal ranks keep the client's order.
+    out.sort_by_key(|(r, _)| *r);
+    out
+}
+
+/// From this rank on a condition is checked per candidate rather than
+/// collected (unless it is the only or the most selective one).
+const COARSE_RANK: u8 = 5;
+
+/// `FROM resources r WHERE <scope> AND r.deleted = 0 AND <predicates>`; the
+/// most selective predicate collects candidate ids first.
 fn push_selection(sql: &mut Sql, a: &mut Aliases, query: &SearchQuery) {
     sql.push(" FROM resources r WHERE ");
     scope_filter(sql, "r", query.resource_type);
     sql.push(" AND r.deleted = 0");
-    for p in &query.predicates {
+    let ty = query.resource_type;
+    let units = units(query);
+    let driver = units.first().map_or(COARSE_RANK, |(r, _)| *r);
+    for (i, (rank, unit)) in units.into_iter().enumerate() {
         sql.push(" AND ");
-        predicate(sql, a, p, "r", query.resource_type);
+        // After a very selective first condition (an id, one day) the others
+        // check its few candidates. Otherwise selective conditions collect
+        // their ids, which the planner intersects in memory, and coarse ones
+        // (`status=active`, which would collect most of the table) check.
+        a.correlated = i > 0 && (driver <= 1 || rank >= COARSE_RANK);
+        match unit {
+            Unit::One(p) => predicate(sql, a, p, "r", ty),
+            Unit::DateRange(param, values) => {
+                let t = open_rows(sql, a, "t", "r", false, "idx_date", ty, &param.code);
+                for v in values {
+                    sql.push(" AND ");
+                    date_condition(
+                        sql,
+                        &format!("{t}.lo"),
+                        &format!("{t}.hi"),
+                        v,
+                        Some((ty, &param.code)),
+                    );
+                }
+                sql.push(")");
+            }
+        }
+        a.correlated = false;
     }
 }
 
 pub(super) fn count(conn: &mut Conn, query: &SearchQuery) -> StorageResult<i64> {
     let mut sql = Sql::new();
-    let mut a = Aliases(0);
+    let mut a = Aliases::for_conn(conn);
     sql.push("SELECT COUNT(*) AS n");
     push_selection(&mut sql, &mut a, query);
     conn.count(&sql)
@@ -738,7 +1000,7 @@ pub(super) fn matches_for_write(
     limit: usize,
 ) -> StorageResult<Vec<rows::Found>> {
     let mut sql = Sql::new();
-    let mut a = Aliases(0);
+    let mut a = Aliases::for_conn(conn);
     sql.push("SELECT r.res_id, r.version, r.last_updated, r.content");
     push_selection(&mut sql, &mut a, query);
     sql.push(" ORDER BY r.res_id LIMIT ")
@@ -907,7 +1169,7 @@ fn page(
 ) -> StorageResult<(Vec<rows::Sorted>, bool)> {
     let backwards = query.cursor.as_ref().is_some_and(|c| c.backwards);
     let mut sql = Sql::new();
-    let mut a = Aliases(0);
+    let mut a = Aliases::for_conn(conn);
     sql.push("SELECT * FROM (SELECT r.res_id, r.version, r.last_updated, r.content");
     for i in 0..5 {
         for (suffix, col) in [("t", KeyCol::Text), ("i", KeyCol::Int), ("r", KeyCol::Real)] {
@@ -971,24 +1233,47 @@ fn cursor_of(row: &rows::Sorted, sort: &[SortSpec], backwards: bool) -> Cursor {
     }
 }
 
+/// `_total=estimate` (and the default) counts at most this many matches;
+/// beyond it `Bundle.total` is left out rather than paid for.
+pub const TOTAL_CAP: i64 = 1000;
+
+/// `Some(n)` when fewer than `cap` resources match, else `None`.
+fn count_capped(conn: &mut Conn, query: &SearchQuery, cap: i64) -> StorageResult<Option<i64>> {
+    let mut sql = Sql::new();
+    let mut a = Aliases::for_conn(conn);
+    sql.push("SELECT COUNT(*) AS n FROM (SELECT 1");
+    push_selection(&mut sql, &mut a, query);
+    sql.push(" LIMIT ").int(cap).push(") capped");
+    let n = conn.count(&sql)?;
+    Ok((n < cap).then_some(n))
+}
+
 pub(super) fn run(conn: &mut Conn, query: &SearchQuery) -> StorageResult<SearchPage> {
-    let total = match query.total {
-        TotalMode::Accurate | TotalMode::Estimate => Some(count(conn, query)?),
-        TotalMode::None => None,
-    };
     let mut out = SearchPage {
         resources: Vec::new(),
         included: Vec::new(),
         include_truncated: false,
-        total,
+        total: None,
         next: None,
         previous: None,
     };
     if query.count == 0 {
+        out.total = match query.total {
+            TotalMode::Accurate => Some(count(conn, query)?),
+            TotalMode::Estimate => count_capped(conn, query, TOTAL_CAP)?,
+            TotalMode::None => None,
+        };
         return Ok(out);
     }
     let sort = &query.sort;
     let (found, more) = page(conn, query, sort)?;
+    // A first page that holds every match is its own count.
+    out.total = match query.total {
+        TotalMode::None => None,
+        _ if query.cursor.is_none() && !more => Some(found.len() as i64),
+        TotalMode::Accurate => Some(count(conn, query)?),
+        TotalMode::Estimate => count_capped(conn, query, TOTAL_CAP)?,
+    };
     let backwards = query.cursor.as_ref().is_some_and(|c| c.backwards);
     // Forward: `more` means a next page. Backwards: `more` means a previous one,
     // and there is always a next page (the one we came from).
@@ -1078,9 +1363,15 @@ fn follow(
                 .collect();
             for chunk in ids.chunks(CHUNK) {
                 let mut sql = Sql::new();
-                sql.push("SELECT DISTINCT x.target_type, x.target_id FROM idx_reference x WHERE x.res_type = ")
+                sql.push("SELECT DISTINCT x.target_type, x.target_id FROM idx_reference x");
+                if conn.dialect() == super::Dialect::Sqlite {
+                    // By owner: the covering lookup index would be scanned whole.
+                    sql.push(" INDEXED BY idx_reference_owner");
+                }
+                sql.push(" WHERE x.res_type = ")
                     .text(spec.source.as_str())
-                    .push(" AND x.param = ")
+                    // `(x.param || '')`: look rows up by owner, not by parameter.
+                    .push(" AND (x.param || '') = ")
                     .text(&param.code)
                     .push(" AND x.target_type <> ''");
                 if let Some(t) = spec.target {
