@@ -27,7 +27,7 @@ pub fn extract(ty: ResourceType, resource: &Value, base_url: &str) -> Vec<IndexR
             continue;
         };
         if def.kind == ParamKind::Composite {
-            if !def.resource_level {
+            if !def.resource_level && def.union_of.is_empty() {
                 composite_rows(def, &values, resource, base_url, &mut rows);
             }
             continue;

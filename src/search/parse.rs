@@ -361,26 +361,14 @@ fn parse_param(
         if def.is_resource_column() {
             return Err(unsupported("missing"));
         }
-        if def.resource_level {
-            // Present when every component parameter is.
-            let each = def
-                .components
-                .iter()
-                .map(|c| Predicate::Missing { param: c, missing })
-                .collect();
-            return Ok(if missing {
-                Predicate::AnyOf(each)
-            } else {
-                Predicate::AllOf(each)
-            });
-        }
-        // A composite is present where its first component is (rows exist
-        // only for elements that have every component).
-        let param = match def.components.first() {
-            Some(first) => first,
-            None => def,
-        };
-        return Ok(Predicate::Missing { param, missing });
+        return Ok(if def.kind == ParamKind::Composite {
+            composite_missing(ty, def, missing)
+        } else {
+            Predicate::Missing {
+                param: def,
+                missing,
+            }
+        });
     }
     let values = values_of(raw_name, value)?;
     if def.code == "_id" {
@@ -409,7 +397,7 @@ fn parse_param(
         return Ok(Predicate::LastUpdated(v));
     }
     if def.kind == ParamKind::Composite {
-        return parse_composite(def, raw_name, modifier, &values, opts);
+        return parse_composite(ty, def, raw_name, modifier, &values, opts);
     }
     let (test, not) = kind_test(def, name, raw_name, modifier, &values, opts)?;
     Ok(Predicate::Index {
@@ -575,11 +563,53 @@ fn kind_test(
     Ok((test, not))
 }
 
+/// `:missing` on a composite: present when some element has every component.
+fn composite_missing(ty: ResourceType, def: &'static ParamDef, missing: bool) -> Predicate {
+    let combine = |each: Vec<Predicate>, any_present: bool| {
+        // Present = any/all present; missing is the complement.
+        if any_present != missing {
+            Predicate::AnyOf(each)
+        } else {
+            Predicate::AllOf(each)
+        }
+    };
+    if !def.union_of.is_empty() {
+        let each = def
+            .union_of
+            .iter()
+            .filter_map(|code| registry::lookup(ty, code))
+            .map(|part| composite_missing(ty, part, missing))
+            .collect();
+        return combine(each, true);
+    }
+    if def.resource_level {
+        // Present when every component parameter is.
+        let each = def
+            .components
+            .iter()
+            .map(|c| Predicate::Missing { param: c, missing })
+            .collect();
+        return combine(each, false);
+    }
+    // Rows exist only for elements that have every component.
+    match def.components.first() {
+        Some(first) => Predicate::Missing {
+            param: first,
+            missing,
+        },
+        None => Predicate::Missing {
+            param: def,
+            missing,
+        },
+    }
+}
+
 /// `code-value-quantity=http://loinc.org|8480-6$gt100,…`: each value is one
 /// tuple, its components separated by an unescaped `$` and parsed as their
 /// own parameter types; a resource matches when one element of the
 /// composite's expression matches every component. Values are OR-ed.
 fn parse_composite(
+    ty: ResourceType,
     def: &'static ParamDef,
     raw_name: &str,
     modifier: Option<&str>,
@@ -592,6 +622,16 @@ fn parse_composite(
             raw_name,
             format!("Modifier ':{m}' is not supported on composite parameter '{name}'"),
         ));
+    }
+    if !def.union_of.is_empty() {
+        // `combo-…`: the resource's own tuple or one of its components'.
+        let mut parts = Vec::with_capacity(def.union_of.len());
+        for code in &def.union_of {
+            let part = registry::lookup(ty, code)
+                .ok_or_else(|| err(raw_name, format!("'{name}' is not available")))?;
+            parts.push(parse_composite(ty, part, raw_name, None, values, opts)?);
+        }
+        return Ok(Predicate::AnyOf(parts));
     }
     let mut alternatives = Vec::with_capacity(values.len());
     for v in values {

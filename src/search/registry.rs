@@ -94,6 +94,11 @@ pub struct ParamDef {
     /// that never repeat: a resource has at most one value, so AND-ed tests on
     /// it may be checked against one index row.
     pub single_valued: bool,
+    /// A composite that is the union of other composites of the same type
+    /// (`combo-code-value-quantity` = `code-value-quantity` or
+    /// `component-code-value-quantity`): it is searched as those and has no
+    /// rows of its own.
+    pub union_of: Vec<String>,
 }
 
 impl ParamDef {
@@ -202,6 +207,7 @@ fn components(raw: &RawParam, by_url: &ByUrl) -> Option<Vec<ParamDef>> {
                 components: Vec::new(),
                 resource_level: false,
                 single_valued: false,
+                union_of: Vec::new(),
             })
         })
         .collect()
@@ -222,6 +228,7 @@ fn build(raw: RawParam, by_url: &ByUrl) -> Option<ParamDef> {
         Vec::new()
     };
     Some(ParamDef {
+        union_of: Vec::new(),
         single_valued: single_valued(&raw.expression),
         components,
         resource_level: false,
@@ -264,6 +271,41 @@ fn share_component_rows(ty: ResourceType, list: &mut [ParamDef]) {
                 c.code = code;
             }
             def.resource_level = true;
+        }
+    }
+}
+
+/// R4's `combo-` composites on Observation: the expression `Observation |
+/// Observation.component` is the union of the two composites over
+/// `Observation` and over `Observation.component` with the same value type.
+const UNIONS: [(&str, [&str; 2]); 2] = [
+    (
+        "combo-code-value-quantity",
+        ["code-value-quantity", "component-code-value-quantity"],
+    ),
+    (
+        "combo-code-value-concept",
+        ["code-value-concept", "component-code-value-concept"],
+    ),
+];
+
+/// Sets `union_of` where the parts exist with the same component types.
+fn mark_unions(ty: ResourceType, list: &mut [ParamDef]) {
+    if ty != ResourceType::Observation {
+        return;
+    }
+    for (combo, parts) in UNIONS {
+        let kinds = |code: &str| -> Option<Vec<ParamKind>> {
+            let p = list.iter().find(|p| p.code == code)?;
+            (p.kind == ParamKind::Composite).then(|| p.components.iter().map(|c| c.kind).collect())
+        };
+        let Some(want) = kinds(combo) else {
+            continue;
+        };
+        if parts.iter().all(|p| kinds(p).as_ref() == Some(&want)) {
+            if let Some(def) = list.iter_mut().find(|p| p.code == combo) {
+                def.union_of = parts.iter().map(|p| (*p).to_owned()).collect();
+            }
         }
     }
 }
@@ -320,6 +362,7 @@ impl Registry {
             }
             dedup_codes(list);
             share_component_rows(t, list);
+            mark_unions(t, list);
         }
         for (ty, params) in raw.patient_compartment {
             if let Ok(t) = ty.parse::<ResourceType>() {

@@ -6,7 +6,6 @@ ALTER TABLE idx_string ADD COLUMN grp INTEGER;
 ALTER TABLE idx_number ADD COLUMN grp INTEGER;
 ALTER TABLE idx_quantity ADD COLUMN grp INTEGER;
 ALTER TABLE idx_uri ADD COLUMN grp INTEGER;
-CREATE INDEX idx_date_upper ON idx_date (res_type, param, hi, lo, res_id);
 
 -- The widest stored range per date parameter: turns `ge`/`gt` into a bounded
 -- scan of the `lo` index. Never narrows.

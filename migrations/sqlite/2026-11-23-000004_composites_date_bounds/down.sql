@@ -11,7 +11,6 @@ CREATE INDEX idx_number_lookup ON idx_number (res_type, param, value);
 DROP INDEX idx_uri_lookup;
 CREATE INDEX idx_uri_lookup ON idx_uri (res_type, param, value);
 DROP TABLE idx_date_width;
-DROP INDEX idx_date_upper;
 ALTER TABLE idx_token DROP COLUMN grp;
 ALTER TABLE idx_date DROP COLUMN grp;
 ALTER TABLE idx_reference DROP COLUMN grp;

@@ -147,13 +147,19 @@ pub(super) fn insert_indexes_many(
     for (t, (table, columns, write)) in tables.into_iter().enumerate() {
         let mut pending = 0usize;
         let mut sql = Sql::prepared();
-        for (ty, id, row) in items
+        // In lookup-index order: consecutive inserts land on neighbouring
+        // B-tree pages instead of random ones.
+        let mut rows: Vec<(&ResourceType, &&crate::model::LogicalId, &IndexRow)> = items
             .iter()
             .flat_map(|(ty, id, rows)| rows.iter().map(move |r| (ty, id, r)))
-        {
-            if table_index(&row.value) != t {
-                continue;
-            }
+            .filter(|(_, _, row)| table_index(&row.value) == t)
+            .collect();
+        rows.sort_by(|a, b| {
+            (a.0.as_str(), &a.2.param)
+                .cmp(&(b.0.as_str(), &b.2.param))
+                .then_with(|| lookup_order(&a.2.value, &b.2.value))
+        });
+        for (ty, id, row) in rows {
             if pending == 0 {
                 sql.push("INSERT INTO ")
                     .push(table)
@@ -186,6 +192,21 @@ pub(super) fn insert_indexes_many(
         }
     }
     record_date_widths(conn, items)
+}
+
+/// The leading lookup-index column(s) after (res_type, param).
+fn lookup_order(a: &IndexValue, b: &IndexValue) -> std::cmp::Ordering {
+    use IndexValue as V;
+    match (a, b) {
+        (V::Token { code: x, .. }, V::Token { code: y, .. }) => x.cmp(y),
+        (V::Reference { target_id: x, .. }, V::Reference { target_id: y, .. }) => x.cmp(y),
+        (V::Date { lo: x, .. }, V::Date { lo: y, .. }) => x.cmp(y),
+        (V::String { norm: x, .. }, V::String { norm: y, .. }) => x.cmp(y),
+        (V::Uri { value: x }, V::Uri { value: y }) => x.cmp(y),
+        (V::Number { value: x }, V::Number { value: y })
+        | (V::Quantity { value: x, .. }, V::Quantity { value: y, .. }) => x.total_cmp(y),
+        _ => std::cmp::Ordering::Equal,
+    }
 }
 
 /// Keeps `idx_date_width` at least as wide as every stored date range (it
@@ -331,7 +352,7 @@ fn or_each<T>(sql: &mut Sql, items: &[T], mut f: impl FnMut(&mut Sql, &T)) {
 /// The FHIR prefix semantics over ranges: the target value covers `[vlo, vhi)`,
 /// the parameter value covers `[lo, hi)`. Each prefix leads with a bound on
 /// `vlo` or `vhi` alone (implied by the rest, as stored ranges are never
-/// empty), so the date indexes (`… lo`, `… hi`) can scan a range.
+/// empty), so the `lo` index can scan a range.
 ///
 /// `width` names the index rows' parameter: their widest stored range
 /// (`idx_date_width`) turns the tests that bound `vhi` from below into a
@@ -372,6 +393,9 @@ fn date_condition(
         }
         Prefix::Le => {
             sql.push(vlo).push(" < ").int(hi).push(" AND ");
+        }
+        Prefix::Eb => {
+            sql.push(vlo).push(" < ").int(lo).push(" AND ");
         }
         _ => {}
     }
