@@ -55,6 +55,22 @@ impl Default for ValidationSettings {
     }
 }
 
+impl ServerSettings {
+    /// The configured base URL without a trailing slash, if any.
+    pub fn configured_base(&self) -> Option<String> {
+        self.base_url
+            .as_deref()
+            .map(|b| b.trim_end_matches('/').to_owned())
+    }
+
+    /// The base URL where there is no request to derive it from (`import`,
+    /// `reindex`): the configured one, else `http://{listen}/fhir`.
+    pub fn offline_base(&self) -> String {
+        self.configured_base()
+            .unwrap_or_else(|| format!("http://{}/fhir", self.listen))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {

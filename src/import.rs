@@ -266,11 +266,7 @@ pub async fn import(
     let validation = Arc::new(crate::validation::ValidationService::from_settings(
         &settings.validation,
     )?);
-    let base = settings
-        .server
-        .base_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}/fhir", settings.server.listen));
+    let base = settings.server.offline_base();
     let state = web::Data::new(AppState {
         backend,
         metrics,

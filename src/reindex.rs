@@ -52,11 +52,7 @@ pub async fn reindex(
     let store = backend
         .reindex()
         .ok_or_else(|| anyhow::anyhow!("this storage backend cannot reindex"))?;
-    let base = settings
-        .server
-        .base_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}/fhir", settings.server.listen));
+    let base = settings.server.offline_base();
     let extract: Extractor = Arc::new(move |ty, v| crate::search::index::extract(ty, v, &base));
     let job = job_name(types);
     let mut summary = Summary::default();

@@ -937,10 +937,8 @@ fn run_entries(tx: &mut dyn TxOps, input: TxInput) -> Result<Vec<(usize, EntryRe
         results.push((idx, r));
     }
     results.sort_by_key(|(i, _)| *i);
-    if entries.len() > 64 {
-        // Freeing thousands of JSON trees takes a while: not under the writer lock.
-        std::thread::spawn(move || drop(entries));
-    }
+    let large = entries.len() > 64;
+    crate::storage::drop_off_thread(entries, large);
     Ok(results)
 }
 

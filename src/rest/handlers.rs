@@ -35,8 +35,8 @@ pub(crate) fn ctx(req: &HttpRequest) -> RequestContext {
 
 /// The FHIR base URL (`…/fhir`) as clients see it.
 pub fn base_url(req: &HttpRequest, state: &AppState) -> String {
-    match &state.settings.server.base_url {
-        Some(b) => b.trim_end_matches('/').to_owned(),
+    match state.settings.server.configured_base() {
+        Some(b) => b,
         None => {
             let info = req.connection_info();
             format!("{}://{}/fhir", info.scheme(), info.host())

@@ -343,15 +343,7 @@ fn parse_param(
             format!("Unknown search parameter '{name}' for resource type {ty}"),
         )
     })?;
-    let unsupported = |m: &str| {
-        err(
-            raw_name,
-            format!(
-                "Modifier ':{m}' is not supported on {} parameter '{name}'",
-                def.kind.code()
-            ),
-        )
-    };
+    let unsupported = |m: &str| unsupported_modifier(raw_name, name, def, m);
     if modifier == Some("missing") {
         let missing = match value {
             "true" => true,
@@ -407,6 +399,16 @@ fn parse_param(
     })
 }
 
+fn unsupported_modifier(raw_name: &str, name: &str, def: &ParamDef, m: &str) -> SearchError {
+    err(
+        raw_name,
+        format!(
+            "Modifier ':{m}' is not supported on {} parameter '{name}'",
+            def.kind.code()
+        ),
+    )
+}
+
 /// The test of a non-composite parameter `def` for `values`; `true` with it
 /// for `:not`.
 fn kind_test(
@@ -417,15 +419,7 @@ fn kind_test(
     values: &[String],
     opts: &Options<'_>,
 ) -> Result<(Test, bool), SearchError> {
-    let unsupported = |m: &str| {
-        err(
-            raw_name,
-            format!(
-                "Modifier ':{m}' is not supported on {} parameter '{name}'",
-                def.kind.code()
-            ),
-        )
-    };
+    let unsupported = |m: &str| unsupported_modifier(raw_name, name, def, m);
     let mut not = false;
     let test = match def.kind {
         ParamKind::Token => match modifier {
@@ -618,10 +612,7 @@ fn parse_composite(
 ) -> Result<Predicate, SearchError> {
     let name = def.code.as_str();
     if let Some(m) = modifier {
-        return Err(err(
-            raw_name,
-            format!("Modifier ':{m}' is not supported on composite parameter '{name}'"),
-        ));
+        return Err(unsupported_modifier(raw_name, name, def, m));
     }
     if !def.union_of.is_empty() {
         // `combo-…`: the resource's own tuple or one of its components'.

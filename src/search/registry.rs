@@ -233,11 +233,7 @@ fn build(raw: RawParam, by_url: &ByUrl) -> Option<ParamDef> {
         components,
         resource_level: false,
         kind,
-        targets: raw
-            .targets
-            .iter()
-            .filter_map(|t| t.parse::<ResourceType>().ok())
-            .collect(),
+        targets: targets_of(&raw.targets),
         compiled,
         code: raw.code,
         url: raw.url,

@@ -358,6 +358,14 @@ pub trait TxOps {
 pub type TxWork =
     Box<dyn FnOnce(&mut dyn TxOps) -> StorageResult<Box<dyn std::any::Any + Send>> + Send>;
 
+/// Drops `value` on a short-lived thread when `large`: freeing thousands of
+/// JSON trees or index rows is not work for a writer holding the write lock.
+pub fn drop_off_thread<T: Send + 'static>(value: T, large: bool) {
+    if large {
+        std::thread::spawn(move || drop(value));
+    }
+}
+
 /// A stored resource's position in reindex order (type, then id).
 pub type ResourceKey = (ResourceType, LogicalId);
 

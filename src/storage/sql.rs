@@ -105,7 +105,8 @@ const WAL_RESTART_FRAMES: i32 = 8192;
 /// Copies the WAL back into the database file on its own thread and connection
 /// (`PRAGMA wal_checkpoint(PASSIVE)`, which never blocks readers or the writer),
 /// so commits do not pay for checkpoints (pool connections checkpoint
-/// themselves only as a backstop, past 16,384 frames). Runs after commits (at most every 50 ms) and once a second.
+/// themselves only as a backstop, past 16,384 frames). Runs after commits (at
+/// most every 50 ms) and once a second.
 /// Under a steady stream of writes a passive checkpoint never quite catches
 /// up and the WAL would only grow; past [`WAL_RESTART_FRAMES`] the remainder
 /// (small, most was copied concurrently) is copied while holding the writer
@@ -195,8 +196,7 @@ impl SqlBackend {
             (Pools::Postgres(pool), Dialect::Postgres)
         } else {
             let (target, memory) = sqlite_target(url)?;
-            let target_path = target.clone();
-            let manager = ConnectionManager::<SqliteConnection>::new(target);
+            let manager = ConnectionManager::<SqliteConnection>::new(target.clone());
             let pool = Pool::builder()
                 // A private in-memory database exists per connection: keep exactly one.
                 .max_size(if memory { 1 } else { opts.pool_size.max(2) })
@@ -212,8 +212,7 @@ impl SqlBackend {
                 .map_err(|e| anyhow::anyhow!("{e}"))
                 .context("Failed to run SQLite migrations")?;
             if !memory {
-                gate.checkpoints =
-                    Some(spawn_checkpointer(target_path.clone(), gate.mutex.clone())?);
+                gate.checkpoints = Some(spawn_checkpointer(target, gate.mutex.clone())?);
             }
             (Pools::Sqlite(pool), Dialect::Sqlite)
         };
@@ -794,16 +793,7 @@ fn write_version(
     conn.exec(&sql)?;
 
     if !fresh {
-        for table in search::INDEX_TABLES {
-            let mut sql = Sql::prepared();
-            sql.push("DELETE FROM ")
-                .push(table)
-                .push(" WHERE res_type = ")
-                .text(w.ty.as_str())
-                .push(" AND res_id = ")
-                .text(w.id.as_str());
-            conn.exec(&sql)?;
-        }
+        search::delete_indexes(conn, w.ty, &[w.id])?;
     }
     search::insert_indexes(conn, w.ty, w.id, indexes)
 }
@@ -1040,14 +1030,12 @@ fn create_many_in(
         .map(|(ty, id, _, rows)| (*ty, id, rows.as_slice()))
         .collect();
     search::insert_indexes_many(conn, &items)?;
-    // Freeing the index rows is not work for the writer.
     let rows: Vec<Vec<IndexRow>> = prepared
         .iter_mut()
         .map(|p| std::mem::take(&mut p.3))
         .collect();
-    if rows.len() > 64 {
-        std::thread::spawn(move || drop(rows));
-    }
+    let large = rows.len() > 64;
+    drop_off_thread(rows, large);
     Ok(prepared
         .into_iter()
         .map(|(ty, id, content, _)| WriteOutcome {

@@ -91,24 +91,7 @@ fn batch(
         by_type.entry(*ty).or_default().push(id);
     }
     for (ty, ids) in &by_type {
-        for chunk in ids.chunks(200) {
-            for table in search::INDEX_TABLES {
-                let mut sql = Sql::prepared();
-                sql.push("DELETE FROM ")
-                    .push(table)
-                    .push(" WHERE res_type = ")
-                    .text(ty.as_str())
-                    .push(" AND res_id IN (");
-                for (i, id) in chunk.iter().enumerate() {
-                    if i > 0 {
-                        sql.push(", ");
-                    }
-                    sql.text(id.as_str());
-                }
-                sql.push(")");
-                conn.exec(&sql)?;
-            }
-        }
+        search::delete_indexes(conn, *ty, ids)?;
     }
     let refs: Vec<(ResourceType, &LogicalId, &[IndexRow])> = items
         .iter()

@@ -194,6 +194,34 @@ pub(super) fn insert_indexes_many(
     record_date_widths(conn, items)
 }
 
+/// Removes every index row of the resources `ids` of type `ty` (chunks of
+/// [`CHUNK`] ids per statement and table).
+pub(super) fn delete_indexes(
+    conn: &mut Conn,
+    ty: ResourceType,
+    ids: &[&crate::model::LogicalId],
+) -> StorageResult<()> {
+    for chunk in ids.chunks(CHUNK) {
+        for table in INDEX_TABLES {
+            let mut sql = Sql::prepared();
+            sql.push("DELETE FROM ")
+                .push(table)
+                .push(" WHERE res_type = ")
+                .text(ty.as_str())
+                .push(" AND res_id IN (");
+            for (i, id) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.text(id.as_str());
+            }
+            sql.push(")");
+            conn.exec(&sql)?;
+        }
+    }
+    Ok(())
+}
+
 /// The leading lookup-index column(s) after (res_type, param).
 fn lookup_order(a: &IndexValue, b: &IndexValue) -> std::cmp::Ordering {
     use IndexValue as V;
@@ -239,7 +267,6 @@ fn record_date_widths(
     Ok(())
 }
 
-/// Unique table aliases for nested subqueries.
 /// Unique table aliases for nested subqueries, and how the next index lookup
 /// is written.
 #[derive(Default)]
@@ -250,8 +277,7 @@ struct Aliases {
     /// every matching id (`r.res_id IN (SELECT …)`). Set for all but the most
     /// selective predicate of a search; taken by the first lookup it reaches.
     correlated: bool,
-    /// SQLite: probes name the owner index (`INDEXED BY`); without
-    /// statistics its planner prefers a covering lookup index and scans it.
+    /// The connection is SQLite (see [`by_owner`]).
     sqlite: bool,
 }
 
@@ -371,6 +397,19 @@ fn date_condition(
         Prefix::Ge => Some(lo),
         _ => None,
     };
+    // Bounds implied by the test, for the `lo` index (and `vhi` for `ge`).
+    match v.prefix {
+        Prefix::Eq | Prefix::Le => {
+            sql.push(vlo).push(" < ").int(hi).push(" AND ");
+        }
+        Prefix::Eb => {
+            sql.push(vlo).push(" < ").int(lo).push(" AND ");
+        }
+        Prefix::Ge => {
+            sql.push(vhi).push(" > ").int(lo).push(" AND ");
+        }
+        _ => {}
+    }
     if let (Some(x), Some((ty, param))) = (floor, width) {
         // Parameters without a recorded width (none stored) get no bound.
         sql.push(vlo)
@@ -383,21 +422,6 @@ fn date_condition(
             .push("), ")
             .int(i64::MAX / 4)
             .push(") AND ");
-    }
-    match v.prefix {
-        Prefix::Eq => {
-            sql.push(vlo).push(" < ").int(hi).push(" AND ");
-        }
-        Prefix::Ge => {
-            sql.push(vhi).push(" > ").int(lo).push(" AND ");
-        }
-        Prefix::Le => {
-            sql.push(vlo).push(" < ").int(hi).push(" AND ");
-        }
-        Prefix::Eb => {
-            sql.push(vlo).push(" < ").int(lo).push(" AND ");
-        }
-        _ => {}
     }
     let contains = |sql: &mut Sql| {
         sql.push("(")
@@ -635,8 +659,8 @@ fn predicate(sql: &mut Sql, a: &mut Aliases, pred: &Predicate, alias: &str, ty: 
             sql.push(")");
         }
         Predicate::Composite { parts, .. } => {
-            // alias.res_id IN (SELECT c0.res_id FROM idx_a c0 JOIN idx_b c1 ON
-            // c1 is the same resource's row of the same element … WHERE tests)
+            // alias.res_id IN (SELECT c0.res_id FROM idx_a c0 WHERE <test 0>
+            //   AND EXISTS (<c0's resource's row of component 1, same grp> AND <test 1>) …)
             let Some(((first, first_test), rest)) = parts.split_first() else {
                 sql.push("1 = 0");
                 return;
@@ -651,33 +675,25 @@ fn predicate(sql: &mut Sql, a: &mut Aliases, pred: &Predicate, alias: &str, ty: 
                 ty,
                 &first.code,
             );
-            // open_rows wrote `… FROM idx_a c0 WHERE …`: the joins go in a
-            // correlated EXISTS per further component instead.
             sql.push(" AND ");
             test_condition(sql, &c0, first_test, None);
             for (comp, test) in rest {
                 let ck = a.next("c");
-                sql.push(" AND EXISTS (SELECT 1 FROM ")
-                    .push(table_of(comp.kind))
-                    .push(" ")
-                    .push(&ck)
-                    .push(" WHERE ")
-                    .push(&ck)
-                    .push(".res_type = ")
-                    .push(&c0)
-                    .push(".res_type AND ")
-                    .push(&ck)
-                    .push(".res_id = ")
-                    .push(&c0)
-                    .push(".res_id AND ")
+                sql.push(" AND ");
+                probe_rows(
+                    sql,
+                    a.sqlite,
+                    false,
+                    table_of(comp.kind),
+                    &ck,
+                    &c0,
+                    &comp.code,
+                );
+                sql.push(" AND ")
                     .push(&ck)
                     .push(".grp = ")
                     .push(&c0)
-                    .push(".grp AND ")
-                    .push(&ck)
-                    .push(".param = ")
-                    .text(&comp.code)
-                    .push(" AND ");
+                    .push(".grp AND ");
                 test_condition(sql, &ck, test, None);
                 sql.push(")");
             }
@@ -803,6 +819,49 @@ fn has_rows(
     sql.push(")");
 }
 
+/// `table t`, read through its owner index (res_type, res_id): on SQLite
+/// named outright, as without statistics the planner prefers a covering
+/// lookup index and scans all of it; and the caller compares `param` as
+/// `(t.param || '')`, which no index can serve, so no planner is tempted.
+fn by_owner(sql: &mut Sql, sqlite: bool, table: &str, t: &str) {
+    sql.push(table).push(" ").push(t);
+    if sqlite {
+        sql.push(" INDEXED BY ").push(table).push("_owner");
+    }
+}
+
+/// Opens `[NOT] EXISTS (SELECT 1 FROM table t WHERE t is a row of param of
+/// owner's resource` (the caller adds conditions and the closing parenthesis):
+/// a probe of one candidate's rows.
+fn probe_rows(
+    sql: &mut Sql,
+    sqlite: bool,
+    not: bool,
+    table: &str,
+    t: &str,
+    owner: &str,
+    param: &str,
+) {
+    sql.push(if not {
+        "NOT EXISTS (SELECT 1 FROM "
+    } else {
+        "EXISTS (SELECT 1 FROM "
+    });
+    by_owner(sql, sqlite, table, t);
+    sql.push(" WHERE ")
+        .push(t)
+        .push(".res_type = ")
+        .push(owner)
+        .push(".res_type AND ")
+        .push(t)
+        .push(".res_id = ")
+        .push(owner)
+        .push(".res_id AND (")
+        .push(t)
+        .push(".param || '') = ")
+        .text(param);
+}
+
 /// Opens `alias.res_id [NOT] IN (SELECT t.res_id FROM table t WHERE
 /// t.res_type = ? AND t.param = ?` (the caller adds conditions and the closing
 /// parenthesis) and returns the fresh alias `t`.
@@ -819,32 +878,7 @@ fn open_rows(
 ) -> String {
     let t = a.next(prefix);
     if std::mem::take(&mut a.correlated) {
-        // `(t.param || '')` keeps the planner on the owner index
-        // (res_type, res_id): the lookup index would walk every row of the
-        // parameter for each candidate.
-        sql.push(if not {
-            "NOT EXISTS (SELECT 1 FROM "
-        } else {
-            "EXISTS (SELECT 1 FROM "
-        })
-        .push(table)
-        .push(" ")
-        .push(&t);
-        if a.sqlite {
-            sql.push(" INDEXED BY ").push(table).push("_owner");
-        }
-        sql.push(" WHERE ")
-            .push(&t)
-            .push(".res_type = ")
-            .push(alias)
-            .push(".res_type AND ")
-            .push(&t)
-            .push(".res_id = ")
-            .push(alias)
-            .push(".res_id AND (")
-            .push(&t)
-            .push(".param || '') = ")
-            .text(param);
+        probe_rows(sql, a.sqlite, not, table, &t, alias, param);
         return t;
     }
     sql.push(alias)
@@ -919,9 +953,11 @@ fn rank(p: &Predicate) -> u8 {
     }
 }
 
+const DAY_MS: i64 = 86_400_000;
+
 /// An equality test at day precision or finer.
 fn narrow(d: &DateValue) -> bool {
-    matches!(d.prefix, Prefix::Eq) && d.range.hi - d.range.lo <= 86_400_000
+    matches!(d.prefix, Prefix::Eq) && d.range.hi - d.range.lo <= DAY_MS
 }
 
 fn units(query: &SearchQuery) -> Vec<(u8, Unit<'_>)> {
@@ -956,8 +992,8 @@ fn units(query: &SearchQuery) -> Vec<(u8, Unit<'_>)> {
             .map(|v| v.range.hi)
             .min();
         let r = match (lo, hi) {
-            (Some(lo), Some(hi)) if hi - lo <= 86_400_000 => 1,
-            (Some(lo), Some(hi)) if hi - lo <= 31 * 86_400_000 => 3,
+            (Some(lo), Some(hi)) if hi - lo <= DAY_MS => 1,
+            (Some(lo), Some(hi)) if hi - lo <= 31 * DAY_MS => 3,
             (Some(_), Some(_)) => 4,
             _ => 5,
         };
@@ -1272,6 +1308,15 @@ fn count_capped(conn: &mut Conn, query: &SearchQuery, cap: i64) -> StorageResult
     Ok((n < cap).then_some(n))
 }
 
+/// `Bundle.total` as `_total` asks for it.
+fn total(conn: &mut Conn, query: &SearchQuery) -> StorageResult<Option<i64>> {
+    match query.total {
+        TotalMode::Accurate => Ok(Some(count(conn, query)?)),
+        TotalMode::Estimate => count_capped(conn, query, TOTAL_CAP),
+        TotalMode::None => Ok(None),
+    }
+}
+
 pub(super) fn run(conn: &mut Conn, query: &SearchQuery) -> StorageResult<SearchPage> {
     let mut out = SearchPage {
         resources: Vec::new(),
@@ -1282,11 +1327,7 @@ pub(super) fn run(conn: &mut Conn, query: &SearchQuery) -> StorageResult<SearchP
         previous: None,
     };
     if query.count == 0 {
-        out.total = match query.total {
-            TotalMode::Accurate => Some(count(conn, query)?),
-            TotalMode::Estimate => count_capped(conn, query, TOTAL_CAP)?,
-            TotalMode::None => None,
-        };
+        out.total = total(conn, query)?;
         return Ok(out);
     }
     let sort = &query.sort;
@@ -1295,8 +1336,7 @@ pub(super) fn run(conn: &mut Conn, query: &SearchQuery) -> StorageResult<SearchP
     out.total = match query.total {
         TotalMode::None => None,
         _ if query.cursor.is_none() && !more => Some(found.len() as i64),
-        TotalMode::Accurate => Some(count(conn, query)?),
-        TotalMode::Estimate => count_capped(conn, query, TOTAL_CAP)?,
+        _ => total(conn, query)?,
     };
     let backwards = query.cursor.as_ref().is_some_and(|c| c.backwards);
     // Forward: `more` means a next page. Backwards: `more` means a previous one,
@@ -1387,14 +1427,15 @@ fn follow(
                 .collect();
             for chunk in ids.chunks(CHUNK) {
                 let mut sql = Sql::new();
-                sql.push("SELECT DISTINCT x.target_type, x.target_id FROM idx_reference x");
-                if conn.dialect() == super::Dialect::Sqlite {
-                    // By owner: the covering lookup index would be scanned whole.
-                    sql.push(" INDEXED BY idx_reference_owner");
-                }
+                sql.push("SELECT DISTINCT x.target_type, x.target_id FROM ");
+                by_owner(
+                    &mut sql,
+                    conn.dialect() == super::Dialect::Sqlite,
+                    "idx_reference",
+                    "x",
+                );
                 sql.push(" WHERE x.res_type = ")
                     .text(spec.source.as_str())
-                    // `(x.param || '')`: look rows up by owner, not by parameter.
                     .push(" AND (x.param || '') = ")
                     .text(&param.code)
                     .push(" AND x.target_type <> ''");
