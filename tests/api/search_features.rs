@@ -29,6 +29,7 @@ backend_tests!(
     updates_and_deletes_leave_no_stale_matches,
     cursors_are_checked,
     composites_match_within_one_element,
+    default_total_is_exact_below_the_cap,
 );
 
 // --- helpers -----------------------------------------------------------------
@@ -2190,4 +2191,55 @@ async fn composites_match_within_one_element(app: TestApp) {
         .unwrap()
         .clone();
     assert_eq!(composite["type"], "composite");
+}
+
+// --- default _total ------------------------------------------------------------
+
+async fn default_total_is_exact_below_the_cap(app: TestApp) {
+    // 1,010 `many` and 10 `few`, in one transaction.
+    let entries: Vec<Value> = (0..1020)
+        .map(|i| {
+            let code = if i < 10 { "few" } else { "many" };
+            json!({"resource": {"resourceType": "Basic",
+                    "code": {"coding": [{"system": "urn:cap", "code": code}]}},
+                   "request": {"method": "POST", "url": "Basic"}})
+        })
+        .collect();
+    let r = app
+        .post(
+            "/fhir",
+            &json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Above the cap the default leaves the total out (the pages still go on).
+    let b = get_ok(&app, "/fhir/Basic?code=urn:cap|many&_count=5").await;
+    assert!(b.get("total").is_none(), "{}", b["total"]);
+    assert_eq!(match_ids(&b).len(), 5);
+    assert!(link(&b, "next").is_some());
+    let b = get_ok(
+        &app,
+        "/fhir/Basic?code=urn:cap|many&_count=5&_total=estimate",
+    )
+    .await;
+    assert!(b.get("total").is_none());
+    // Asked for, it is always counted.
+    let b = get_ok(
+        &app,
+        "/fhir/Basic?code=urn:cap|many&_count=5&_total=accurate",
+    )
+    .await;
+    assert_eq!(b["total"], 1010);
+    assert_eq!(
+        app.total("/fhir/Basic?code=urn:cap|many&_summary=count")
+            .await,
+        1010
+    );
+    // Below the cap: exact, over several pages or on one.
+    let b = get_ok(&app, "/fhir/Basic?code=urn:cap|few&_count=3").await;
+    assert_eq!(b["total"], 10);
+    let b = get_ok(&app, "/fhir/Basic?code=urn:cap|few").await;
+    assert_eq!(b["total"], 10);
+    assert_eq!(match_ids(&b).len(), 10);
 }
