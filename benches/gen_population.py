@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """Deterministic synthetic GP-practice population for the search benchmark.
 
-Usage: benches/gen_population.py N OUT.ndjson [--seed S]
+Usage: benches/gen_population.py N OUT.ndjson [--seed S] [--practices scaled|fixed]
 
 Writes FHIR R4 JSON resources, one per line, every one with an explicit `id`
 (so `fhirbridge import` stores it with a `PUT Type/id` and the ids are stable):
 
-- 20 Organization (GP practices, ODS code identifier), `org-01`..`org-20`
-- 50 Practitioner (SDS user id identifier), `prac-001`..`prac-050`
-- 20 Location (one site per practice), `loc-01`..`loc-20`
+- Organization (GP practices, ODS code identifier) `org-01`.., Practitioner
+  (SDS user id identifier) `prac-001`.. and Location (one site per practice)
+  `loc-01`..: with `--practices scaled` (the default) as England has them, one
+  practice per 5,000 patients and one GP per 2,000 (at least one of each: 20
+  practices and 50 GPs at 100,000 patients, 1 and 1 at 1,000), so a practice's
+  list and a GP's diary are the same size whatever N is; with `fixed`, always
+  20 practices and 50 GPs (tiny practices at small N)
 - N Patient `p-000001`.. with a unique NHS number (valid Modulus 11 check
   digit), name, gender, birthDate (1930-2020), address with postcode, telecom
   and a generalPractitioner reference to an Organization
@@ -16,8 +20,8 @@ Writes FHIR R4 JSON resources, one per line, every one with an explicit `id`
   practitioner as accepted participants) and one MedicationRequest `mr-...`
   (active order, SNOMED CT coded medication, requester a practitioner).
 
-The same N and seed always give byte-identical output, and patient i is the same
-person whatever N is (every patient is drawn from its own seeded generator), so
+The same N, seed and practice counts always give byte-identical output, and
+patient i is the same person whatever N is (given the same practice counts) (every patient is drawn from its own seeded generator), so
 a population of 1,000 is the first 1,000 patients of a population of 100,000.
 Python 3 standard library only.
 """
@@ -309,9 +313,15 @@ def main(argv):
     ap.add_argument("n", type=int, help="number of Patients")
     ap.add_argument("out", help="output NDJSON file")
     ap.add_argument("--seed", type=int, default=20260101)
+    ap.add_argument("--practices", choices=("scaled", "fixed"), default="scaled")
     args = ap.parse_args(argv)
     if args.n < 1:
         ap.error("N must be at least 1")
+    global N_ORGS, N_PRACS, N_LOCS
+    if args.practices == "scaled":
+        N_ORGS = max(1, round(args.n / 5000))
+        N_PRACS = max(1, round(args.n / 2000))
+        N_LOCS = N_ORGS
 
     fixed = random.Random(args.seed)
     dump = lambda r: json.dumps(r, separators=(",", ":"), ensure_ascii=False)  # noqa: E731

@@ -15,17 +15,27 @@
 #   (b) geometric-mean p50 ratio over the mix <= 1.5.
 # Responses must be 200, and searches that target one patient must match exactly
 # what the generator wrote (1 match); any violation is listed and fails the run.
-# Usage: [SIZES="1000 100000"] [REQUESTS=300] [WARMUP=50] [PORT=18090] benches/search.sh
+# PRACTICES=scaled (default) sizes the practices and GPs with the population as England
+# has them (one practice per 5,000 patients, one GP per 2,000: a practice's list and a
+# GP's diary are the same size at every N, and 100,000 patients get 20 practices and 50
+# GPs); PRACTICES=fixed always makes 20 practices and 50 GPs, so at 1,000 patients
+# practice and practitioner searches return 50x fewer matches than at 100,000.
+# BENCH_DIR=dir keeps the generated populations and databases there and reuses them on
+# the next run (skipping generation and import), for iterating on query speed.
+# Usage: [SIZES="1000 100000"] [REQUESTS=300] [WARMUP=50] [PORT=18090] [PRACTICES=scaled|fixed]
+#        [BENCH_DIR=dir] benches/search.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZES="${SIZES:-1000 100000}"
 REQUESTS="${REQUESTS:-300}"
 WARMUP="${WARMUP:-50}"
 PORT="${PORT:-18090}"
+PRACTICES="${PRACTICES:-scaled}"
 BASE="http://127.0.0.1:$PORT"
 cargo build --release --quiet
 BIN="${CARGO_TARGET_DIR:-target}/release/fhirbridge"
-WORK=$(mktemp -d)
+KEEP="${BENCH_DIR:-}"
+if [ -n "$KEEP" ]; then mkdir -p "$KEEP"; WORK=$(cd "$KEEP" && pwd); else WORK=$(mktemp -d); fi
 SERVER=""
 stop_server() {
   if [ -n "$SERVER" ]; then
@@ -34,7 +44,7 @@ stop_server() {
     SERVER=""
   fi
 }
-trap 'stop_server; rm -rf "$WORK"' EXIT
+trap 'stop_server; [ -n "$KEEP" ] || rm -rf "$WORK"' EXIT
 printf '[validation]\nenabled = false\n' > "$WORK/bench.toml"
 
 if curl -sf "$BASE/health/live" >/dev/null 2>&1; then
@@ -289,14 +299,18 @@ if __name__ == "__main__":
 PY
 
 echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(awk '/MemTotal/{printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "sizes: $SIZES; $REQUESTS timed requests per kind after $WARMUP warm-up requests; sequential keep-alive client; SQLite"
+echo "sizes: $SIZES; practices $PRACTICES; $REQUESTS timed requests per kind after $WARMUP warm-up requests; sequential keep-alive client; SQLite"
 RESULTS=()
 for N in $SIZES; do
-  D="$WORK/n$N"
+  D="$WORK/n$N-$PRACTICES"
   mkdir -p "$D"
   echo
   echo "== $N patients"
-  python3 benches/gen_population.py "$N" "$D/population.ndjson"
+  if [ -n "$KEEP" ] && [ -f "$D/meta.json" ] && [ -f "$D/fhir.db" ]; then
+    echo "  reusing $D (generated and imported by an earlier run)"
+  else
+  rm -f "$D"/fhir.db*
+  python3 benches/gen_population.py "$N" "$D/population.ndjson" --practices "$PRACTICES"
   RESOURCES=$(wc -l < "$D/population.ndjson")
   T0=$(date +%s.%N)
   "$BIN" import --quiet --config "$WORK/bench.toml" --database "sqlite://$D/fhir.db" "$D/population.ndjson" \
@@ -306,6 +320,9 @@ for N in $SIZES; do
   RATE=$(echo "$RESOURCES $LOAD_S" | awk '{printf "%.0f", $1 / $2}')
   DB_BYTES=$(du -cb "$D"/fhir.db* | tail -1 | cut -f1)
   echo "  loaded $RESOURCES resources ($(du -h "$D/population.ndjson" | cut -f1) NDJSON) in $LOAD_S s wall ($RATE resources/s); database $(awk -v b="$DB_BYTES" 'BEGIN{printf "%.1f MiB", b/1048576}') ($(cd "$D" && echo fhir.db*))"
+  printf '{"resources": %s, "load_s": %s, "rate": %s, "db_bytes": %s, "rss_kib": 0}\n' \
+    "$RESOURCES" "$LOAD_S" "$RATE" "$DB_BYTES" > "$D/meta.json"
+  fi
 
   RUST_LOG=warn "$BIN" serve --listen "127.0.0.1:$PORT" --database "sqlite://$D/fhir.db" --config "$WORK/bench.toml" &
   SERVER=$!
@@ -320,9 +337,11 @@ for N in $SIZES; do
   RSS_KIB=$(awk '/VmHWM/{print $2}' "/proc/$SERVER/status")
   echo "  server peak RSS $((RSS_KIB / 1024)) MiB"
   stop_server
-  printf '{"resources": %s, "load_s": %s, "rate": %s, "db_bytes": %s, "rss_kib": %s}\n' \
-    "$RESOURCES" "$LOAD_S" "$RATE" "$DB_BYTES" "$RSS_KIB" > "$D/meta.json"
-  rm -f "$D"/fhir.db* "$D/population.ndjson"
+  python3 - "$D/meta.json" "$RSS_KIB" <<'PY2'
+import json, sys
+m = json.load(open(sys.argv[1])); m["rss_kib"] = int(sys.argv[2]); json.dump(m, open(sys.argv[1], "w"))
+PY2
+  [ -n "$KEEP" ] || rm -f "$D"/fhir.db* "$D/population.ndjson"
   RESULTS+=("$D/result.json")
 done
 

@@ -389,6 +389,32 @@ impl Sql {
     fn int(&mut self, i: i64) -> &mut Sql {
         self.bind(Bind::Int(i))
     }
+
+    /// The text with `?` where the binds go: for `fhirbridge::sql=trace`
+    /// diagnostics only. Bound values (patient data) are never shown.
+    fn shown(&self) -> String {
+        let mut out = String::with_capacity(self.text.len() + self.marks.len());
+        let mut at = 0;
+        for &m in &self.marks {
+            out.push_str(&self.text[at..m]);
+            out.push('?');
+            at = m;
+        }
+        out.push_str(&self.text[at..]);
+        out
+    }
+}
+
+/// Runs `f`, and with `RUST_LOG=fhirbridge::sql=trace` logs the statement's
+/// shape (placeholders, no values) and how long it took.
+fn traced<T>(sql: &Sql, f: impl FnOnce() -> T) -> T {
+    if !tracing::enabled!(target: "fhirbridge::sql", tracing::Level::TRACE) {
+        return f();
+    }
+    let t0 = std::time::Instant::now();
+    let out = f();
+    tracing::trace!(target: "fhirbridge::sql", us = t0.elapsed().as_micros() as u64, sql = %sql.shown());
+    out
 }
 
 mod rows {
@@ -587,10 +613,10 @@ impl Conn {
             + diesel::QueryableByName<diesel::pg::Pg>
             + 'static,
     {
-        match self {
+        traced(sql, || match self {
             Conn::Sqlite(c, _) => sqlite_ops::load::<R>(c, sql),
             Conn::Postgres(c) => pg_ops::load::<R>(c, sql),
-        }
+        })
         .map_err(internal)
     }
 
@@ -603,10 +629,10 @@ impl Conn {
     }
 
     fn count(&mut self, sql: &Sql) -> StorageResult<i64> {
-        match self {
+        traced(sql, || match self {
             Conn::Sqlite(c, _) => sqlite_ops::count(c, sql),
             Conn::Postgres(c) => pg_ops::count(c, sql),
-        }
+        })
         .map_err(internal)
     }
 

@@ -277,6 +277,10 @@ struct Aliases {
     /// every matching id (`r.res_id IN (SELECT …)`). Set for all but the most
     /// selective predicate of a search; taken by the first lookup it reaches.
     correlated: bool,
+    /// The next `open_rows` is the search's driving row source: it opens
+    /// `(SELECT DISTINCT t.res_type, t.res_id FROM table t WHERE …` (see
+    /// [`push_selection`]).
+    source: bool,
     /// The connection is SQLite (see [`by_owner`]).
     sqlite: bool,
 }
@@ -881,6 +885,25 @@ fn open_rows(
         probe_rows(sql, a.sqlite, not, table, &t, alias, param);
         return t;
     }
+    if std::mem::take(&mut a.source) {
+        sql.push("(SELECT DISTINCT ")
+            .push(&t)
+            .push(".res_type, ")
+            .push(&t)
+            .push(".res_id FROM ")
+            .push(table)
+            .push(" ")
+            .push(&t)
+            .push(" WHERE ")
+            .push(&t)
+            .push(".res_type = ")
+            .text(ty.as_str())
+            .push(" AND ")
+            .push(&t)
+            .push(".param = ")
+            .text(param);
+        return t;
+    }
     sql.push(alias)
         .push(if not {
             ".res_id NOT IN (SELECT "
@@ -1008,17 +1031,78 @@ fn units(query: &SearchQuery) -> Vec<(u8, Unit<'_>)> {
 /// collected (unless it is the only or the most selective one).
 const COARSE_RANK: u8 = 5;
 
-/// `FROM resources r WHERE <scope> AND r.deleted = 0 AND <predicates>`; the
-/// most selective predicate collects candidate ids first.
-fn push_selection(sql: &mut Sql, a: &mut Aliases, query: &SearchQuery) {
-    sql.push(" FROM resources r WHERE ");
-    scope_filter(sql, "r", query.resource_type);
-    sql.push(" AND r.deleted = 0");
+/// Where a search's candidate rows come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// `resources r`: every column of the head row is at hand.
+    Resources,
+    /// The driving predicate's own index rows (`res_type`, `res_id` only).
+    /// Index rows exist only for live current versions (they are deleted with
+    /// the version they were extracted from), so no candidate has to be looked
+    /// up in `resources` until the page is read.
+    Index,
+}
+
+/// Whether `p` reads a column only `resources` has.
+fn needs_head(p: &Predicate) -> bool {
+    match p {
+        Predicate::LastUpdated(_) => true,
+        Predicate::AnyOf(ps) | Predicate::AllOf(ps) => ps.iter().any(needs_head),
+        _ => false,
+    }
+}
+
+/// `FROM … r WHERE <predicates>` over current, live resources of the type;
+/// the most selective predicate drives. With `allow_index`, and when the
+/// driver is a plain lookup of index rows and nothing needs the head row, the
+/// rows come from that lookup (`FROM (SELECT DISTINCT t.res_type, t.res_id …)
+/// r`), so counting or ordering candidates never touches `resources`.
+/// Otherwise `FROM resources r WHERE <scope> AND r.deleted = 0 AND …`.
+fn push_selection(
+    sql: &mut Sql,
+    a: &mut Aliases,
+    query: &SearchQuery,
+    allow_index: bool,
+) -> Source {
     let ty = query.resource_type;
     let units = units(query);
     let driver = units.first().map_or(COARSE_RANK, |(r, _)| *r);
+    let indexed = allow_index
+        && !query.predicates.iter().any(needs_head)
+        && !query
+            .sort
+            .iter()
+            .any(|s| matches!(s.key, SortKey::LastUpdated))
+        && match units.first() {
+            Some((_, Unit::DateRange(..))) => true,
+            Some((_, Unit::One(p))) => matches!(
+                p,
+                Predicate::Index { not: false, .. }
+                    | Predicate::Chain { .. }
+                    | Predicate::Composite { .. }
+            ),
+            None => false,
+        };
+    if indexed {
+        sql.push(" FROM ");
+        a.source = true;
+    } else {
+        sql.push(" FROM resources r WHERE ");
+        scope_filter(sql, "r", ty);
+        sql.push(" AND r.deleted = 0");
+    }
+    let n = units.len();
     for (i, (rank, unit)) in units.into_iter().enumerate() {
-        sql.push(" AND ");
+        match (indexed, i) {
+            // The driver, as the row source.
+            (true, 0) => {}
+            (true, 1) => {
+                sql.push(" r WHERE ");
+            }
+            _ => {
+                sql.push(" AND ");
+            }
+        }
         // After a very selective first condition (an id, one day) the others
         // check its few candidates. Otherwise selective conditions collect
         // their ids, which the planner intersects in memory, and coarse ones
@@ -1042,14 +1126,22 @@ fn push_selection(sql: &mut Sql, a: &mut Aliases, query: &SearchQuery) {
             }
         }
         a.correlated = false;
+        a.source = false;
     }
+    if !indexed {
+        return Source::Resources;
+    }
+    if n == 1 {
+        sql.push(" r");
+    }
+    Source::Index
 }
 
 pub(super) fn count(conn: &mut Conn, query: &SearchQuery) -> StorageResult<i64> {
     let mut sql = Sql::new();
     let mut a = Aliases::for_conn(conn);
     sql.push("SELECT COUNT(*) AS n");
-    push_selection(&mut sql, &mut a, query);
+    push_selection(&mut sql, &mut a, query, true);
     conn.count(&sql)
 }
 
@@ -1062,7 +1154,7 @@ pub(super) fn matches_for_write(
     let mut sql = Sql::new();
     let mut a = Aliases::for_conn(conn);
     sql.push("SELECT r.res_id, r.version, r.last_updated, r.content");
-    push_selection(&mut sql, &mut a, query);
+    push_selection(&mut sql, &mut a, query, false);
     sql.push(" ORDER BY r.res_id LIMIT ")
         .int(i64::try_from(limit).unwrap_or(i64::MAX));
     conn.load::<rows::Found>(&sql)
@@ -1221,6 +1313,27 @@ fn key_value(row: &rows::Sorted, i: usize, col: KeyCol) -> KeyValue {
     .unwrap_or(KeyValue::Null)
 }
 
+/// `ORDER BY` terms over the key columns of `q`: the sort keys (nulls last
+/// in forward order, first when walking backwards), then the id.
+fn push_order(sql: &mut Sql, sort: &[SortSpec], backwards: bool, q: &str) {
+    for (i, spec) in sort.iter().enumerate() {
+        let suffix = match key_col(spec.key) {
+            KeyCol::Text => "t",
+            KeyCol::Int => "i",
+            KeyCol::Real => "r",
+        };
+        let c = format!("{q}.k{i}_{suffix}");
+        let desc = spec.descending ^ backwards;
+        sql.push(&format!(
+            "(CASE WHEN {c} IS NULL THEN 1 ELSE 0 END){}, {c}{}, ",
+            if backwards { " DESC" } else { "" },
+            if desc { " DESC" } else { "" }
+        ));
+    }
+    sql.push(q)
+        .push(if backwards { ".res_id DESC" } else { ".res_id" });
+}
+
 /// One page of matches in sort order, plus whether more rows exist beyond it.
 fn page(
     conn: &mut Conn,
@@ -1230,7 +1343,16 @@ fn page(
     let backwards = query.cursor.as_ref().is_some_and(|c| c.backwards);
     let mut sql = Sql::new();
     let mut a = Aliases::for_conn(conn);
-    sql.push("SELECT * FROM (SELECT r.res_id, r.version, r.last_updated, r.content");
+    // The page's ids and sort keys are found first; only its rows are then
+    // read from `resources` (a candidate's content is never read to be
+    // dropped by the LIMIT).
+    sql.push("SELECT h.res_id AS res_id, h.version AS version, h.last_updated AS last_updated, h.content AS content");
+    for i in 0..5 {
+        for suffix in ["t", "i", "r"] {
+            sql.push(&format!(", p.k{i}_{suffix} AS k{i}_{suffix}"));
+        }
+    }
+    sql.push(" FROM (SELECT * FROM (SELECT r.res_id AS res_id");
     for i in 0..5 {
         for (suffix, col) in [("t", KeyCol::Text), ("i", KeyCol::Int), ("r", KeyCol::Real)] {
             sql.push(", ");
@@ -1243,35 +1365,20 @@ fn page(
             sql.push(&format!(" AS k{i}_{suffix}"));
         }
     }
-    push_selection(&mut sql, &mut a, query);
+    push_selection(&mut sql, &mut a, query, true);
     sql.push(") q");
     if let Some(c) = &query.cursor {
         sql.push(" WHERE ");
         push_keyset(&mut sql, sort, c);
     }
     sql.push(" ORDER BY ");
-    for (i, spec) in sort.iter().enumerate() {
-        let suffix = match key_col(spec.key) {
-            KeyCol::Text => "t",
-            KeyCol::Int => "i",
-            KeyCol::Real => "r",
-        };
-        let c = format!("q.k{i}_{suffix}");
-        let desc = spec.descending ^ backwards;
-        // Nulls last in forward order (first when walking backwards).
-        sql.push(&format!(
-            "(CASE WHEN {c} IS NULL THEN 1 ELSE 0 END){}, {c}{}, ",
-            if backwards { " DESC" } else { "" },
-            if desc { " DESC" } else { "" }
-        ));
-    }
-    sql.push(if backwards {
-        "q.res_id DESC"
-    } else {
-        "q.res_id"
-    });
+    push_order(&mut sql, sort, backwards, "q");
     sql.push(" LIMIT ")
         .int(i64::try_from(query.count + 1).unwrap_or(i64::MAX));
+    sql.push(") p JOIN resources h ON ");
+    scope_filter(&mut sql, "h", query.resource_type);
+    sql.push(" AND h.res_id = p.res_id AND h.deleted = 0 ORDER BY ");
+    push_order(&mut sql, sort, backwards, "p");
     let mut found = conn.load::<rows::Sorted>(&sql)?;
     let more = found.len() > query.count;
     found.truncate(query.count);
@@ -1302,7 +1409,7 @@ fn count_capped(conn: &mut Conn, query: &SearchQuery, cap: i64) -> StorageResult
     let mut sql = Sql::new();
     let mut a = Aliases::for_conn(conn);
     sql.push("SELECT COUNT(*) AS n FROM (SELECT 1");
-    push_selection(&mut sql, &mut a, query);
+    push_selection(&mut sql, &mut a, query, true);
     sql.push(" LIMIT ").int(cap).push(") capped");
     let n = conn.count(&sql)?;
     Ok((n < cap).then_some(n))
