@@ -886,23 +886,26 @@ fn open_rows(
         return t;
     }
     if std::mem::take(&mut a.source) {
-        sql.push("(SELECT DISTINCT ")
-            .push(&t)
-            .push(".res_type, ")
-            .push(&t)
-            .push(".res_id FROM ")
-            .push(table)
-            .push(" ")
-            .push(&t)
-            .push(" WHERE ")
-            .push(&t)
+        // The search's own row source: `table alias WHERE (…` (the caller's
+        // conditions and closing parenthesis follow), so the other
+        // predicates test `alias` directly and SQLite can read the lookup
+        // index in id order.
+        sql.push(table).push(" ").push(alias);
+        if a.sqlite {
+            // Without statistics SQLite may walk the owner index in id order
+            // to honour `ORDER BY r.res_id LIMIT n` and filter every row of the
+            // type; the lookup index ends in res_id and is never worse.
+            sql.push(" INDEXED BY ").push(table).push("_lookup");
+        }
+        sql.push(" WHERE (")
+            .push(alias)
             .push(".res_type = ")
             .text(ty.as_str())
             .push(" AND ")
-            .push(&t)
+            .push(alias)
             .push(".param = ")
             .text(param);
-        return t;
+        return alias.to_owned();
     }
     sql.push(alias)
         .push(if not {
@@ -1036,11 +1039,22 @@ const COARSE_RANK: u8 = 5;
 enum Source {
     /// `resources r`: every column of the head row is at hand.
     Resources,
-    /// The driving predicate's own index rows (`res_type`, `res_id` only).
-    /// Index rows exist only for live current versions (they are deleted with
-    /// the version they were extracted from), so no candidate has to be looked
-    /// up in `resources` until the page is read.
+    /// The driving predicate's own index rows, as `r` (`res_type`, `res_id`
+    /// only; select `DISTINCT r.res_id`, as a resource may have several
+    /// matching rows). Index rows exist only for live current versions (they
+    /// are deleted with the version they were extracted from), so candidates
+    /// are counted and ordered without reading `resources` at all.
     Index,
+}
+
+impl Source {
+    /// `SELECT ` or `SELECT DISTINCT `.
+    fn select(self) -> &'static str {
+        match self {
+            Source::Resources => "SELECT ",
+            Source::Index => "SELECT DISTINCT ",
+        }
+    }
 }
 
 /// Whether `p` reads a column only `resources` has.
@@ -1052,21 +1066,11 @@ fn needs_head(p: &Predicate) -> bool {
     }
 }
 
-/// `FROM … r WHERE <predicates>` over current, live resources of the type;
-/// the most selective predicate drives. With `allow_index`, and when the
-/// driver is a plain lookup of index rows and nothing needs the head row, the
-/// rows come from that lookup (`FROM (SELECT DISTINCT t.res_type, t.res_id …)
-/// r`), so counting or ordering candidates never touches `resources`.
-/// Otherwise `FROM resources r WHERE <scope> AND r.deleted = 0 AND …`.
-fn push_selection(
-    sql: &mut Sql,
-    a: &mut Aliases,
-    query: &SearchQuery,
-    allow_index: bool,
-) -> Source {
-    let ty = query.resource_type;
+/// The index rows of the driving predicate when it is a plain lookup and
+/// nothing needs the head row; `resources` otherwise (or without
+/// `allow_index`).
+fn source_of(query: &SearchQuery, allow_index: bool) -> Source {
     let units = units(query);
-    let driver = units.first().map_or(COARSE_RANK, |(r, _)| *r);
     let indexed = allow_index
         && !query.predicates.iter().any(needs_head)
         && !query
@@ -1075,6 +1079,16 @@ fn push_selection(
             .any(|s| matches!(s.key, SortKey::LastUpdated))
         && match units.first() {
             Some((_, Unit::DateRange(..))) => true,
+            // Absolute-URL references are found through their own partial
+            // index, not the lookup index the row source reads.
+            Some((
+                _,
+                Unit::One(Predicate::Index {
+                    test: Test::Reference(values),
+                    not: false,
+                    ..
+                }),
+            )) => !values.iter().any(|v| v.url),
             Some((_, Unit::One(p))) => matches!(
                 p,
                 Predicate::Index { not: false, .. }
@@ -1084,24 +1098,33 @@ fn push_selection(
             None => false,
         };
     if indexed {
-        sql.push(" FROM ");
-        a.source = true;
+        Source::Index
     } else {
-        sql.push(" FROM resources r WHERE ");
+        Source::Resources
+    }
+}
+
+/// `FROM … r WHERE <predicates>` over current, live resources of the type;
+/// the most selective predicate drives. From [`Source::Index`]: `FROM
+/// idx_… r WHERE (<driver>) AND <others>`; from [`Source::Resources`]: `FROM
+/// resources r WHERE <scope> AND r.deleted = 0 AND <predicates>`.
+fn push_selection(sql: &mut Sql, a: &mut Aliases, query: &SearchQuery, source: Source) {
+    let ty = query.resource_type;
+    let units = units(query);
+    let driver = units.first().map_or(COARSE_RANK, |(r, _)| *r);
+    let indexed = source == Source::Index;
+    sql.push(" FROM ");
+    if !indexed {
+        sql.push("resources r WHERE ");
         scope_filter(sql, "r", ty);
         sql.push(" AND r.deleted = 0");
     }
-    let n = units.len();
     for (i, (rank, unit)) in units.into_iter().enumerate() {
-        match (indexed, i) {
+        if indexed && i == 0 {
             // The driver, as the row source.
-            (true, 0) => {}
-            (true, 1) => {
-                sql.push(" r WHERE ");
-            }
-            _ => {
-                sql.push(" AND ");
-            }
+            a.source = true;
+        } else {
+            sql.push(" AND ");
         }
         // After a very selective first condition (an id, one day) the others
         // check its few candidates. Otherwise selective conditions collect
@@ -1128,20 +1151,17 @@ fn push_selection(
         a.correlated = false;
         a.source = false;
     }
-    if !indexed {
-        return Source::Resources;
-    }
-    if n == 1 {
-        sql.push(" r");
-    }
-    Source::Index
 }
 
 pub(super) fn count(conn: &mut Conn, query: &SearchQuery) -> StorageResult<i64> {
     let mut sql = Sql::new();
     let mut a = Aliases::for_conn(conn);
-    sql.push("SELECT COUNT(*) AS n");
-    push_selection(&mut sql, &mut a, query, true);
+    let source = source_of(query, true);
+    sql.push(match source {
+        Source::Resources => "SELECT COUNT(*) AS n",
+        Source::Index => "SELECT COUNT(DISTINCT r.res_id) AS n",
+    });
+    push_selection(&mut sql, &mut a, query, source);
     conn.count(&sql)
 }
 
@@ -1154,7 +1174,7 @@ pub(super) fn matches_for_write(
     let mut sql = Sql::new();
     let mut a = Aliases::for_conn(conn);
     sql.push("SELECT r.res_id, r.version, r.last_updated, r.content");
-    push_selection(&mut sql, &mut a, query, false);
+    push_selection(&mut sql, &mut a, query, Source::Resources);
     sql.push(" ORDER BY r.res_id LIMIT ")
         .int(i64::try_from(limit).unwrap_or(i64::MAX));
     conn.load::<rows::Found>(&sql)
@@ -1352,27 +1372,50 @@ fn page(
             sql.push(&format!(", p.k{i}_{suffix} AS k{i}_{suffix}"));
         }
     }
-    sql.push(" FROM (SELECT * FROM (SELECT r.res_id AS res_id");
-    for i in 0..5 {
-        for (suffix, col) in [("t", KeyCol::Text), ("i", KeyCol::Int), ("r", KeyCol::Real)] {
-            sql.push(", ");
-            match sort.get(i) {
-                Some(spec) if key_col(spec.key) == col => push_key_expr(&mut sql, spec),
-                _ => {
-                    sql.push("NULL");
-                }
+    let source = source_of(query, true);
+    sql.push(" FROM (");
+    if sort.is_empty() {
+        // Id order only: one flat SELECT, so SQLite can walk a lookup index
+        // in id order and stop at the LIMIT instead of sorting every match.
+        sql.push(source.select()).push("r.res_id AS res_id");
+        for i in 0..5 {
+            for suffix in ["t", "i", "r"] {
+                sql.push(&format!(", NULL AS k{i}_{suffix}"));
             }
-            sql.push(&format!(" AS k{i}_{suffix}"));
         }
+        push_selection(&mut sql, &mut a, query, source);
+        if let Some(c) = &query.cursor {
+            sql.push(" AND r.res_id")
+                .push(if c.backwards { " < " } else { " > " })
+                .text(&c.id);
+        }
+        sql.push(" ORDER BY ");
+        push_order(&mut sql, sort, backwards, "r");
+    } else {
+        sql.push("SELECT * FROM (")
+            .push(source.select())
+            .push("r.res_id AS res_id");
+        for i in 0..5 {
+            for (suffix, col) in [("t", KeyCol::Text), ("i", KeyCol::Int), ("r", KeyCol::Real)] {
+                sql.push(", ");
+                match sort.get(i) {
+                    Some(spec) if key_col(spec.key) == col => push_key_expr(&mut sql, spec),
+                    _ => {
+                        sql.push("NULL");
+                    }
+                }
+                sql.push(&format!(" AS k{i}_{suffix}"));
+            }
+        }
+        push_selection(&mut sql, &mut a, query, source);
+        sql.push(") q");
+        if let Some(c) = &query.cursor {
+            sql.push(" WHERE ");
+            push_keyset(&mut sql, sort, c);
+        }
+        sql.push(" ORDER BY ");
+        push_order(&mut sql, sort, backwards, "q");
     }
-    push_selection(&mut sql, &mut a, query, true);
-    sql.push(") q");
-    if let Some(c) = &query.cursor {
-        sql.push(" WHERE ");
-        push_keyset(&mut sql, sort, c);
-    }
-    sql.push(" ORDER BY ");
-    push_order(&mut sql, sort, backwards, "q");
     sql.push(" LIMIT ")
         .int(i64::try_from(query.count + 1).unwrap_or(i64::MAX));
     sql.push(") p JOIN resources h ON ");
@@ -1408,8 +1451,11 @@ pub const TOTAL_CAP: i64 = 1000;
 fn count_capped(conn: &mut Conn, query: &SearchQuery, cap: i64) -> StorageResult<Option<i64>> {
     let mut sql = Sql::new();
     let mut a = Aliases::for_conn(conn);
-    sql.push("SELECT COUNT(*) AS n FROM (SELECT 1");
-    push_selection(&mut sql, &mut a, query, true);
+    let source = source_of(query, true);
+    sql.push("SELECT COUNT(*) AS n FROM (")
+        .push(source.select())
+        .push("r.res_id");
+    push_selection(&mut sql, &mut a, query, source);
     sql.push(" LIMIT ").int(cap).push(") capped");
     let n = conn.count(&sql)?;
     Ok((n < cap).then_some(n))
