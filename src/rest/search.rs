@@ -259,16 +259,25 @@ async fn run_search(
     }
 
     let shape = Shape { summary, elements };
+    // Plain JSON with every element: the stored text of each resource goes
+    // into the Bundle as it is, never parsed and serialised again.
+    let verbatim = out.format == format::Format::Json && !out.pretty && shape.is_identity();
     let mut entries = Vec::with_capacity(page.resources.len() + page.included.len() + 1);
+    let mut raw_entries: Vec<String> = Vec::new();
     for (r, mode) in page
         .resources
         .iter()
         .map(|r| (r, "match"))
         .chain(page.included.iter().map(|r| (r, "include")))
     {
-        if let Some(resource) = shape.apply(r)? {
+        let full_url = format!("{base}/{}/{}", r.resource_type, r.id);
+        if verbatim {
+            if let Some(content) = &r.content {
+                raw_entries.push(raw_entry(&full_url, content, mode)?);
+            }
+        } else if let Some(resource) = shape.apply(r)? {
             entries.push(json!({
-                "fullUrl": format!("{base}/{}/{}", r.resource_type, r.id),
+                "fullUrl": full_url,
                 "resource": resource,
                 "search": {"mode": mode},
             }));
@@ -295,14 +304,63 @@ async fn run_search(
         });
     }
     if !notes.is_empty() {
-        entries.push(json!({
+        let outcome = json!({
             "resource": operation_outcome(&notes),
             "search": {"mode": "outcome"},
-        }));
+        });
+        if verbatim {
+            raw_entries
+                .push(serde_json::to_string(&outcome).map_err(|e| ApiError::Internal(e.into()))?);
+        } else {
+            entries.push(outcome);
+        }
     }
     let bundle = bundle("searchset", page.total, links, entries);
-    let (body, ct) = format::encode(&bundle, out)?;
+    let (body, ct) = if verbatim {
+        (with_raw_entries(&bundle, &raw_entries)?, format::FHIR_JSON)
+    } else {
+        format::encode(&bundle, out)?
+    };
     Ok(HttpResponse::Ok().content_type(ct).body(body))
+}
+
+/// `{"fullUrl":…,"resource":<stored JSON>,"search":{"mode":…}}`.
+fn raw_entry(full_url: &str, content: &str, mode: &str) -> Result<String, ApiError> {
+    let url = serde_json::to_string(full_url).map_err(|e| ApiError::Internal(e.into()))?;
+    let mut e = String::with_capacity(content.len() + url.len() + 64);
+    e.push_str("{\"fullUrl\":");
+    e.push_str(&url);
+    e.push_str(",\"resource\":");
+    e.push_str(content);
+    e.push_str(",\"search\":{\"mode\":\"");
+    e.push_str(mode);
+    e.push_str("\"}}");
+    Ok(e)
+}
+
+/// The Bundle (which has no `entry` yet) as JSON text with `entry` appended,
+/// made of already serialised entries.
+fn with_raw_entries(bundle: &Value, entries: &[String]) -> Result<String, ApiError> {
+    let mut text = serde_json::to_string(bundle).map_err(|e| ApiError::Internal(e.into()))?;
+    if entries.is_empty() {
+        return Ok(text);
+    }
+    if text.pop() != Some('}') {
+        return Err(ApiError::Internal(anyhow::anyhow!(
+            "a Bundle did not serialise to a JSON object"
+        )));
+    }
+    let len: usize = entries.iter().map(|e| e.len() + 1).sum();
+    text.reserve(len + 12);
+    text.push_str(",\"entry\":[");
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(e);
+    }
+    text.push_str("]}");
+    Ok(text)
 }
 
 /// `_summary` / `_elements` applied to each returned resource.
@@ -314,6 +372,11 @@ struct Shape {
 const SUBSETTED: &str = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue";
 
 impl Shape {
+    /// Every element of every resource, unchanged.
+    fn is_identity(&self) -> bool {
+        matches!(self.summary, None | Some(Summary::False)) && self.elements.is_none()
+    }
+
     fn apply(&self, r: &StoredResource) -> Result<Option<Value>, ApiError> {
         let Some(content) = &r.content else {
             return Ok(None);
