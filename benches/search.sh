@@ -20,6 +20,9 @@
 # GP's diary are the same size at every N, and 100,000 patients get 20 practices and 50
 # GPs); PRACTICES=fixed always makes 20 practices and 50 GPs, so at 1,000 patients
 # practice and practitioner searches return 50x fewer matches than at 100,000.
+# On PostgreSQL with FHIRBRIDGE_BENCH_POSTGRES_URL=postgres://user@host:port (a server
+# where the user may create databases): each size gets its own database,
+# fhirbridge_bench_<N>_<practices>, created afresh unless BENCH_DIR reuses it.
 # BENCH_DIR=dir keeps the generated populations and databases there and reuses them on
 # the next run (skipping generation and import), for iterating on query speed.
 # Usage: [SIZES="1000 100000"] [REQUESTS=300] [WARMUP=50] [PORT=18090] [PRACTICES=scaled|fixed]
@@ -299,32 +302,51 @@ if __name__ == "__main__":
 PY
 
 echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(awk '/MemTotal/{printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "sizes: $SIZES; practices $PRACTICES; $REQUESTS timed requests per kind after $WARMUP warm-up requests; sequential keep-alive client; SQLite"
+PG="${FHIRBRIDGE_BENCH_POSTGRES_URL:-}"
+PG="${PG%/}"
+BACKEND=SQLite
+[ -z "$PG" ] || BACKEND=PostgreSQL
+echo "sizes: $SIZES; practices $PRACTICES; $REQUESTS timed requests per kind after $WARMUP warm-up requests; sequential keep-alive client; $BACKEND"
 RESULTS=()
 for N in $SIZES; do
-  D="$WORK/n$N-$PRACTICES"
+  if [ -n "$PG" ]; then
+    D="$WORK/n$N-$PRACTICES-pg"
+    DBNAME="fhirbridge_bench_${N}_$PRACTICES"
+    URL="$PG/$DBNAME"
+  else
+    D="$WORK/n$N-$PRACTICES"
+    URL="sqlite://$D/fhir.db"
+  fi
   mkdir -p "$D"
   echo
   echo "== $N patients"
-  if [ -n "$KEEP" ] && [ -f "$D/meta.json" ] && [ -f "$D/fhir.db" ]; then
+  if [ -n "$KEEP" ] && [ -f "$D/meta.json" ] && { [ -n "$PG" ] || [ -f "$D/fhir.db" ]; }; then
     echo "  reusing $D (generated and imported by an earlier run)"
   else
   rm -f "$D"/fhir.db*
+  if [ -n "$PG" ]; then
+    psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $DBNAME" -c "CREATE DATABASE $DBNAME" >/dev/null
+  fi
   python3 benches/gen_population.py "$N" "$D/population.ndjson" --practices "$PRACTICES"
   RESOURCES=$(wc -l < "$D/population.ndjson")
   T0=$(date +%s.%N)
-  "$BIN" import --quiet --config "$WORK/bench.toml" --database "sqlite://$D/fhir.db" "$D/population.ndjson" \
+  "$BIN" import --quiet --config "$WORK/bench.toml" --database "$URL" "$D/population.ndjson" \
     | tee "$D/import.txt"
   T1=$(date +%s.%N)
   LOAD_S=$(echo "$T1 $T0" | awk '{printf "%.2f", $1 - $2}')
   RATE=$(echo "$RESOURCES $LOAD_S" | awk '{printf "%.0f", $1 / $2}')
-  DB_BYTES=$(du -cb "$D"/fhir.db* | tail -1 | cut -f1)
-  echo "  loaded $RESOURCES resources ($(du -h "$D/population.ndjson" | cut -f1) NDJSON) in $LOAD_S s wall ($RATE resources/s); database $(awk -v b="$DB_BYTES" 'BEGIN{printf "%.1f MiB", b/1048576}') ($(cd "$D" && echo fhir.db*))"
+  if [ -n "$PG" ]; then
+    psql -q "$URL" -c "VACUUM ANALYZE" >/dev/null
+    DB_BYTES=$(psql -qtA "$URL" -c "SELECT pg_database_size(current_database())")
+  else
+    DB_BYTES=$(du -cb "$D"/fhir.db* | tail -1 | cut -f1)
+  fi
+  echo "  loaded $RESOURCES resources ($(du -h "$D/population.ndjson" | cut -f1) NDJSON) in $LOAD_S s wall ($RATE resources/s); database $(awk -v b="$DB_BYTES" 'BEGIN{printf "%.1f MiB", b/1048576}')"
   printf '{"resources": %s, "load_s": %s, "rate": %s, "db_bytes": %s, "rss_kib": 0}\n' \
     "$RESOURCES" "$LOAD_S" "$RATE" "$DB_BYTES" > "$D/meta.json"
   fi
 
-  RUST_LOG=warn "$BIN" serve --listen "127.0.0.1:$PORT" --database "sqlite://$D/fhir.db" --config "$WORK/bench.toml" &
+  RUST_LOG=warn "$BIN" serve --listen "127.0.0.1:$PORT" --database "$URL" --config "$WORK/bench.toml" &
   SERVER=$!
   for _ in $(seq 1 300); do
     curl -sf "$BASE/health/ready" >/dev/null 2>&1 && break

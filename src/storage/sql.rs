@@ -464,6 +464,15 @@ mod rows {
     }
 
     #[derive(QueryableByName, Debug)]
+    pub struct IdList {
+        /// Comma-separated (ids never contain a comma).
+        #[diesel(sql_type = Nullable<Text>)]
+        pub ids: Option<String>,
+        #[diesel(sql_type = BigInt)]
+        pub n: i64,
+    }
+
+    #[derive(QueryableByName, Debug)]
     pub struct Target {
         #[diesel(sql_type = Text)]
         pub target_type: String,

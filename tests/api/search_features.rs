@@ -30,6 +30,7 @@ backend_tests!(
     cursors_are_checked,
     composites_match_within_one_element,
     default_total_is_exact_below_the_cap,
+    and_of_several_lookups,
 );
 
 // --- helpers -----------------------------------------------------------------
@@ -2242,4 +2243,128 @@ async fn default_total_is_exact_below_the_cap(app: TestApp) {
     let b = get_ok(&app, "/fhir/Basic?code=urn:cap|few").await;
     assert_eq!(b["total"], 10);
     assert_eq!(match_ids(&b).len(), 10);
+}
+
+// --- AND of several selective lookups (intersected in memory) -----------------
+
+fn appointment(id: &str, start: &str, status: &str, actors: &[&str]) -> Value {
+    let participant: Vec<Value> = actors
+        .iter()
+        .map(|a| json!({"actor": {"reference": a}, "status": "accepted"}))
+        .collect();
+    json!({"resourceType": "Appointment", "id": id, "status": status, "start": start,
+           "end": start.replace(":00:00Z", ":10:00Z"), "participant": participant})
+}
+
+async fn and_of_several_lookups(app: TestApp) {
+    put_all(
+        &app,
+        vec![
+            json!({"resourceType": "Practitioner", "id": "gp1"}),
+            json!({"resourceType": "Practitioner", "id": "gp2"}),
+            json!({"resourceType": "Patient", "id": "pa"}),
+            json!({"resourceType": "Patient", "id": "pb"}),
+            // gp1 twice in one appointment: two matching index rows, one match.
+            appointment(
+                "a1",
+                "2026-03-02T09:00:00Z",
+                "booked",
+                &["Patient/pa", "Practitioner/gp1", "Practitioner/gp1"],
+            ),
+            appointment(
+                "a2",
+                "2026-03-03T09:00:00Z",
+                "booked",
+                &["Patient/pb", "Practitioner/gp1"],
+            ),
+            appointment(
+                "a3",
+                "2026-03-04T09:00:00Z",
+                "cancelled",
+                &["Patient/pa", "Practitioner/gp1"],
+            ),
+            appointment(
+                "a4",
+                "2026-03-12T09:00:00Z",
+                "booked",
+                &["Patient/pa", "Practitioner/gp1"],
+            ),
+            appointment(
+                "a5",
+                "2026-03-03T10:00:00Z",
+                "booked",
+                &["Patient/pa", "Practitioner/gp2"],
+            ),
+        ],
+    )
+    .await;
+    let week = "date=ge2026-03-01&date=lt2026-03-08";
+    expect(
+        &app,
+        &format!("/fhir/Appointment?actor=Practitioner/gp1&{week}"),
+        &["a1", "a2", "a3"],
+    )
+    .await;
+    // Three lookups, and a coarse condition checked per candidate.
+    expect(
+        &app,
+        &format!("/fhir/Appointment?actor=Practitioner/gp1&patient=Patient/pa&{week}"),
+        &["a1", "a3"],
+    )
+    .await;
+    expect(
+        &app,
+        &format!("/fhir/Appointment?actor=Practitioner/gp1&{week}&status=booked"),
+        &["a1", "a2"],
+    )
+    .await;
+    // OR inside one lookup, AND across lookups.
+    expect(
+        &app,
+        &format!(
+            "/fhir/Appointment?actor=Practitioner/gp1,Practitioner/gp2&patient=Patient/pa&{week}"
+        ),
+        &["a1", "a3", "a5"],
+    )
+    .await;
+    // Nothing in common: no match, total 0.
+    let b = get_ok(
+        &app,
+        "/fhir/Appointment?actor=Practitioner/gp2&patient=Patient/pb",
+    )
+    .await;
+    assert_eq!(b["total"], 0, "[{}] {b}", app.backend);
+    assert!(match_ids(&b).is_empty());
+    // Paging both ways over an intersection, in id order and sorted by date.
+    let all: Vec<String> = ["a1", "a2", "a3"].iter().map(|s| s.to_string()).collect();
+    walk_both_ways(
+        &app,
+        &format!("/fhir/Appointment?actor=Practitioner/gp1&{week}&_count=1"),
+        &all,
+        1,
+    )
+    .await;
+    let by_date_desc: Vec<String> = ["a3", "a2", "a1"].iter().map(|s| s.to_string()).collect();
+    walk_both_ways(
+        &app,
+        &format!("/fhir/Appointment?actor=Practitioner/gp1&{week}&_sort=-date&_count=2"),
+        &by_date_desc,
+        2,
+    )
+    .await;
+    // Counting only.
+    let b = get_ok(
+        &app,
+        &format!("/fhir/Appointment?actor=Practitioner/gp1&{week}&_summary=count"),
+    )
+    .await;
+    assert_eq!(b["total"], 3, "[{}] {b}", app.backend);
+    // A deleted match leaves the intersection.
+    assert_eq!(app.delete("/fhir/Appointment/a2").await.status, 204);
+    expect(
+        &app,
+        &format!("/fhir/Appointment?actor=Practitioner/gp1&{week}"),
+        &["a1", "a3"],
+    )
+    .await;
 }

@@ -636,6 +636,9 @@ fn index_param_key(param: &ParamDef, test: &Test) -> (String, &'static str) {
 /// `ty`) satisfy `pred`?
 fn predicate(sql: &mut Sql, a: &mut Aliases, pred: &Predicate, alias: &str, ty: ResourceType) {
     match pred {
+        Predicate::Id { ids, not } if ids.is_empty() => {
+            sql.push(if *not { "1 = 1" } else { "1 = 0" });
+        }
         Predicate::Id { ids, not } => {
             sql.push(alias).push(if *not {
                 ".res_id NOT IN ("
@@ -1066,6 +1069,27 @@ fn needs_head(p: &Predicate) -> bool {
     }
 }
 
+/// A plain lookup of one parameter's index rows, which can be a search's row
+/// source (read through the parameter table's lookup index).
+fn lookup(unit: &Unit<'_>) -> bool {
+    match unit {
+        Unit::DateRange(..) => true,
+        // Absolute-URL references are found through their own partial index,
+        // not the lookup index the row source reads.
+        Unit::One(Predicate::Index {
+            test: Test::Reference(values),
+            not: false,
+            ..
+        }) => !values.iter().any(|v| v.url),
+        Unit::One(p) => matches!(
+            p,
+            Predicate::Index { not: false, .. }
+                | Predicate::Chain { .. }
+                | Predicate::Composite { .. }
+        ),
+    }
+}
+
 /// The index rows of the driving predicate when it is a plain lookup and
 /// nothing needs the head row; `resources` otherwise (or without
 /// `allow_index`).
@@ -1077,26 +1101,7 @@ fn source_of(query: &SearchQuery, allow_index: bool) -> Source {
             .sort
             .iter()
             .any(|s| matches!(s.key, SortKey::LastUpdated))
-        && match units.first() {
-            Some((_, Unit::DateRange(..))) => true,
-            // Absolute-URL references are found through their own partial
-            // index, not the lookup index the row source reads.
-            Some((
-                _,
-                Unit::One(Predicate::Index {
-                    test: Test::Reference(values),
-                    not: false,
-                    ..
-                }),
-            )) => !values.iter().any(|v| v.url),
-            Some((_, Unit::One(p))) => matches!(
-                p,
-                Predicate::Index { not: false, .. }
-                    | Predicate::Chain { .. }
-                    | Predicate::Composite { .. }
-            ),
-            None => false,
-        };
+        && units.first().is_some_and(|(_, u)| lookup(u));
     if indexed {
         Source::Index
     } else {
@@ -1470,7 +1475,109 @@ fn total(conn: &mut Conn, query: &SearchQuery) -> StorageResult<Option<i64>> {
     }
 }
 
+/// At most this many ids of one condition are read to be intersected in
+/// memory (see [`intersect_lookups`]).
+const INTERSECT_CAP: usize = 10_000;
+
+/// The predicates of `query` that make up `unit`.
+fn unit_predicates<'q>(query: &'q SearchQuery, unit: &Unit<'_>) -> Vec<&'q Predicate> {
+    query
+        .predicates
+        .iter()
+        .filter(|p| match unit {
+            Unit::One(u) => std::ptr::eq(*p, *u),
+            // Mirrors `units`: every single-valued date test on the parameter.
+            Unit::DateRange(param, _) => matches!(
+                p,
+                Predicate::Index { param: q, test: Test::Date(v), not: false }
+                    if q.code == param.code && q.single_valued && v.len() == 1
+            ),
+        })
+        .collect()
+}
+
+/// Several selective lookups AND-ed (`actor=…&date=ge…&date=lt…`) would be
+/// intersected by SQLite through temporary b-trees at about a microsecond a
+/// row. Instead each one's ids are read from its covering lookup index (at
+/// most [`INTERSECT_CAP`]; a lookup with more stays a condition, checked per
+/// candidate) and intersected here; the search goes on as `_id` in the
+/// intersection AND the remaining conditions. `None`: nothing to intersect
+/// (one condition, or a very selective driver such as `_id` or one day).
+fn intersect_lookups(conn: &mut Conn, query: &SearchQuery) -> StorageResult<Option<SearchQuery>> {
+    let units = units(query);
+    if units.len() < 2 || units[0].0 <= 1 {
+        return Ok(None);
+    }
+    let candidates: Vec<&Unit<'_>> = units
+        .iter()
+        .filter(|(rank, u)| *rank < COARSE_RANK && lookup(u))
+        .map(|(_, u)| u)
+        .collect();
+    if candidates.len() < 2 {
+        return Ok(None);
+    }
+    let mut ids: Option<std::collections::HashSet<String>> = None;
+    let mut resolved: Vec<&Predicate> = Vec::new();
+    for unit in candidates {
+        let preds = unit_predicates(query, unit);
+        let mut sub = SearchQuery::new(query.resource_type);
+        sub.predicates = preds.iter().map(|p| (*p).clone()).collect();
+        let mut sql = Sql::new();
+        let mut a = Aliases::for_conn(conn);
+        // One row with the ids joined (a row per id costs more to fetch than
+        // to find); duplicates (a resource with several matching rows) are
+        // merged in the set.
+        sql.push(if a.sqlite {
+            "SELECT group_concat(x.res_id, ',') AS ids, COUNT(*) AS n FROM (SELECT r.res_id"
+        } else {
+            "SELECT string_agg(x.res_id, ',') AS ids, COUNT(*) AS n FROM (SELECT r.res_id"
+        });
+        push_selection(&mut sql, &mut a, &sub, Source::Index);
+        sql.push(" LIMIT ")
+            .int(i64::try_from(INTERSECT_CAP + 1).unwrap_or(i64::MAX))
+            .push(") x");
+        let Some(found) = conn.load::<rows::IdList>(&sql)?.pop() else {
+            continue;
+        };
+        if usize::try_from(found.n).map_or(true, |n| n > INTERSECT_CAP) {
+            continue;
+        }
+        resolved.extend(preds);
+        let text = found.ids.unwrap_or_default();
+        let these = text.split(',').filter(|s| !s.is_empty());
+        let now = match ids.take() {
+            None => these.map(str::to_owned).collect(),
+            Some(mut have) => {
+                let these: std::collections::HashSet<&str> = these.collect();
+                have.retain(|id| these.contains(id.as_str()));
+                have
+            }
+        };
+        let empty = now.is_empty();
+        ids = Some(now);
+        if empty {
+            break;
+        }
+    }
+    let Some(ids) = ids else {
+        return Ok(None);
+    };
+    let mut ids: Vec<String> = ids.into_iter().collect();
+    ids.sort_unstable();
+    let mut out = query.clone();
+    out.predicates = query
+        .predicates
+        .iter()
+        .filter(|p| !resolved.iter().any(|r| std::ptr::eq(*r, *p)))
+        .cloned()
+        .collect();
+    out.predicates.push(Predicate::Id { ids, not: false });
+    Ok(Some(out))
+}
+
 pub(super) fn run(conn: &mut Conn, query: &SearchQuery) -> StorageResult<SearchPage> {
+    let intersected = intersect_lookups(conn, query)?;
+    let query = intersected.as_ref().unwrap_or(query);
     let mut out = SearchPage {
         resources: Vec::new(),
         included: Vec::new(),
