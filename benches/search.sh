@@ -20,8 +20,9 @@
 # GP's diary are the same size at every N, and 100,000 patients get 20 practices and 50
 # GPs); PRACTICES=fixed always makes 20 practices and 50 GPs, so at 1,000 patients
 # practice and practitioner searches return 50x fewer matches than at 100,000.
-# On PostgreSQL with FHIRBRIDGE_BENCH_POSTGRES_URL=postgres://user@host:port (a server
-# where the user may create databases): each size gets its own database,
+# On PostgreSQL with FHIRBRIDGE_BENCH_POSTGRES_URL (as for ingest.sh, e.g.
+# postgres://postgres@127.0.0.1:5432/test; the user must be allowed to create
+# databases): each size gets its own database on that server,
 # fhirbridge_bench_<N>_<practices>, created afresh unless BENCH_DIR reuses it.
 # BENCH_DIR=dir keeps the generated populations and databases there and reuses them on
 # the next run (skipping generation and import), for iterating on query speed.
@@ -304,6 +305,8 @@ PY
 echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(awk '/MemTotal/{printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 PG="${FHIRBRIDGE_BENCH_POSTGRES_URL:-}"
 PG="${PG%/}"
+# The server: the URL without its database.
+case "${PG#*://}" in */*) PG="${PG%/*}" ;; esac
 BACKEND=SQLite
 [ -z "$PG" ] || BACKEND=PostgreSQL
 echo "sizes: $SIZES; practices $PRACTICES; $REQUESTS timed requests per kind after $WARMUP warm-up requests; sequential keep-alive client; $BACKEND"

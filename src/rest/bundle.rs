@@ -11,7 +11,7 @@
 //! whose expressions point into the request Bundle. A batch runs every entry as
 //! its own one-entry transaction and reports each outcome in place.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use actix_web::http::StatusCode;
@@ -32,8 +32,8 @@ use crate::search::parse::{self as search_parse, Options};
 use crate::search::types::SearchQuery;
 use crate::service::{self, WriteTarget};
 use crate::storage::{
-    CreateRequest, DeleteRequest, NewContent, Precondition, StorageError, StoredResource, TxOps,
-    UpdateRequest, WriteKind,
+    CreateMethod, CreateRequest, DeleteRequest, NewContent, Precondition, StorageError,
+    StoredResource, TxOps, UpdateRequest, WriteKind,
 };
 
 type ApiResult = Result<HttpResponse, ApiError>;
@@ -885,6 +885,8 @@ fn run_entries(tx: &mut dyn TxOps, input: TxInput) -> Result<Vec<(usize, EntryRe
     order.sort_by_key(|&i| (entries[i].op.rank(), entries[i].index));
     let mut results = Vec::with_capacity(entries.len());
     let mut bulk_done = false;
+    let mut put_bulk_done = false;
+    let mut put_created: HashSet<usize> = HashSet::new();
     for i in order {
         let e = &entries[i];
         let idx = e.index;
@@ -920,7 +922,9 @@ fn run_entries(tx: &mut dyn TxOps, input: TxInput) -> Result<Vec<(usize, EntryRe
                         idxs.push(c.index);
                     }
                 }
-                let outs = tx.create_many(reqs).map_err(storage_err)?;
+                let outs = tx
+                    .create_many(reqs, CreateMethod::Post)
+                    .map_err(storage_err)?;
                 for (cidx, out) in idxs.into_iter().zip(outs) {
                     let s = out
                         .stored
@@ -932,6 +936,22 @@ fn run_entries(tx: &mut dyn TxOps, input: TxInput) -> Result<Vec<(usize, EntryRe
                 continue;
             }
         }
+        if let Op::Update { .. } = e.op {
+            if !put_bulk_done {
+                // PUTs to ids that do not exist yet (a GP system or an import
+                // pushing records under its own ids) are creates: one
+                // multi-row write for all of them (they rank together).
+                put_bulk_done = true;
+                for (cidx, r) in put_creates(tx, &mut entries, &base, ret)? {
+                    put_created.insert(cidx);
+                    results.push((cidx, r));
+                }
+            }
+            if put_created.contains(&idx) {
+                continue;
+            }
+        }
+        let e = &entries[i];
         let r = run_one(tx, &state, &base, e, ret, &existing, &deletes)
             .map_err(|x| at_entry(idx, x))?;
         results.push((idx, r));
@@ -940,6 +960,80 @@ fn run_entries(tx: &mut dyn TxOps, input: TxInput) -> Result<Vec<(usize, EntryRe
     let large = entries.len() > 64;
     crate::storage::drop_off_thread(entries, large);
     Ok(results)
+}
+
+/// The unconditional PUTs (no `If-Match`) of `entries` whose ids have no head
+/// row yet, created in one multi-row write per type; (entry index, result).
+fn put_creates(
+    tx: &mut dyn TxOps,
+    entries: &mut [Entry],
+    base: &str,
+    ret: ReturnPref,
+) -> Result<Vec<(usize, EntryResult)>, ApiError> {
+    let mut by_type: BTreeMap<ResourceType, Vec<usize>> = BTreeMap::new();
+    for (pos, e) in entries.iter().enumerate() {
+        if let Op::Update {
+            ty,
+            target: Target::Id(_),
+            precondition: Precondition::None | Precondition::MustNotExist,
+            ..
+        } = &e.op
+        {
+            by_type.entry(*ty).or_default().push(pos);
+        }
+    }
+    let mut out = Vec::new();
+    for (ty, positions) in by_type {
+        let ids: Vec<&LogicalId> = positions
+            .iter()
+            .filter_map(|&p| match &entries[p].op {
+                Op::Update {
+                    target: Target::Id(id),
+                    ..
+                } => Some(id),
+                _ => None,
+            })
+            .collect();
+        let existing = tx.existing_ids(ty, &ids).map_err(storage_err)?;
+        let mut reqs = Vec::new();
+        let mut idxs = Vec::new();
+        for &p in &positions {
+            let e = &mut entries[p];
+            if let Op::Update {
+                target: Target::Id(id),
+                resource,
+                ..
+            } = &mut e.op
+            {
+                if existing.contains(id.as_str()) {
+                    continue;
+                }
+                let resource = std::mem::take(resource);
+                reqs.push((
+                    CreateRequest {
+                        resource_type: ty,
+                        content: content(ty, resource, base, e.indexes.take()),
+                        if_none_exist: None,
+                    },
+                    id.clone(),
+                ));
+                idxs.push(e.index);
+            }
+        }
+        if reqs.is_empty() {
+            continue;
+        }
+        let outs = tx
+            .create_many(reqs, CreateMethod::Put)
+            .map_err(storage_err)?;
+        for (cidx, o) in idxs.into_iter().zip(outs) {
+            let s = o
+                .stored
+                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no stored resource")))?;
+            out.push((cidx, write_result(201, s, ret)?));
+        }
+    }
+    Ok(out)
 }
 
 fn run_one(

@@ -322,21 +322,57 @@ pub trait Search: Send + Sync {
     async fn search(&self, ctx: &RequestContext, query: &SearchQuery) -> StorageResult<SearchPage>;
 }
 
+/// How [`TxOps::create_many`] records its creates in history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateMethod {
+    Post,
+    Put,
+}
+
 /// Operations available inside one storage transaction (all synchronous: the
 /// work runs on a blocking thread while the transaction is open).
 pub trait TxOps {
     /// `id`: a pre-assigned id for the new resource (else one is generated).
     fn create(&mut self, req: CreateRequest, id: Option<LogicalId>) -> StorageResult<WriteOutcome>;
     fn update(&mut self, req: UpdateRequest) -> StorageResult<WriteOutcome>;
-    /// Many unconditional creates with fresh ids, in order (a bulk fast path;
-    /// the default runs them one by one).
+    /// Many unconditional creates with ids that have no head row yet, in
+    /// order (a bulk fast path; the default runs them one by one). `method`
+    /// is what history records: `POST`, or `PUT` for an update that creates.
     fn create_many(
         &mut self,
         reqs: Vec<(CreateRequest, LogicalId)>,
+        method: CreateMethod,
     ) -> StorageResult<Vec<WriteOutcome>> {
         reqs.into_iter()
-            .map(|(r, id)| self.create(r, Some(id)))
+            .map(|(r, id)| match method {
+                CreateMethod::Post => self.create(r, Some(id)),
+                CreateMethod::Put => self.update(UpdateRequest {
+                    resource_type: r.resource_type,
+                    id,
+                    content: r.content,
+                    precondition: Precondition::None,
+                }),
+            })
             .collect()
+    }
+    /// Which of `ids` have a head row (current, deleted or being created):
+    /// the others can be created by [`TxOps::create_many`].
+    fn existing_ids(
+        &mut self,
+        ty: ResourceType,
+        ids: &[&LogicalId],
+    ) -> StorageResult<std::collections::HashSet<String>> {
+        let mut out = std::collections::HashSet::new();
+        for id in ids {
+            match self.read(ty, id) {
+                Err(StorageError::NotFound) => {}
+                Ok(_) | Err(StorageError::Gone { .. }) => {
+                    out.insert(id.to_string());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
     fn delete(&mut self, req: DeleteRequest) -> StorageResult<WriteOutcome>;
     fn read(&mut self, ty: ResourceType, id: &LogicalId) -> StorageResult<StoredResource>;

@@ -327,6 +327,9 @@ fn internal(e: diesel::result::Error) -> StorageError {
         Error::DatabaseError(_, info) if info.message().contains("database is locked") => {
             StorageError::Busy
         }
+        // Another transaction created the same id first (a bulk create of
+        // client-chosen ids): a retry finds it and updates it.
+        Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => StorageError::Busy,
         _ => StorageError::Internal(anyhow::Error::new(e)),
     }
 }
@@ -461,6 +464,12 @@ mod rows {
         pub method: String,
         #[diesel(sql_type = Nullable<Text>)]
         pub content: Option<String>,
+    }
+
+    #[derive(QueryableByName, Debug)]
+    pub struct ResId {
+        #[diesel(sql_type = Text)]
+        pub res_id: String,
     }
 
     #[derive(QueryableByName, Debug)]
@@ -1023,12 +1032,17 @@ fn stamp_and_serialize(
 fn create_many_in(
     conn: &mut Conn,
     reqs: Vec<(CreateRequest, LogicalId)>,
+    method: CreateMethod,
 ) -> StorageResult<Vec<WriteOutcome>> {
+    let method = match method {
+        CreateMethod::Post => "POST",
+        CreateMethod::Put => "PUT",
+    };
     const ROWS: usize = 100;
     let at = Instant::now();
     let mut prepared = stamp_and_serialize(reqs, at)?;
     for chunk in prepared.chunks(ROWS) {
-        for (table, method) in [("resources", None), ("resource_versions", Some("POST"))] {
+        for (table, method) in [("resources", None), ("resource_versions", Some(method))] {
             let mut sql = Sql::prepared();
             sql.push("INSERT INTO ").push(table);
             match method {
@@ -1395,8 +1409,36 @@ impl TxOps for SqlTx<'_> {
     fn create_many(
         &mut self,
         reqs: Vec<(CreateRequest, LogicalId)>,
+        method: CreateMethod,
     ) -> StorageResult<Vec<WriteOutcome>> {
-        create_many_in(self.conn, reqs)
+        create_many_in(self.conn, reqs, method)
+    }
+    fn existing_ids(
+        &mut self,
+        ty: ResourceType,
+        ids: &[&LogicalId],
+    ) -> StorageResult<std::collections::HashSet<String>> {
+        let mut out = std::collections::HashSet::new();
+        for chunk in ids.chunks(500) {
+            let mut sql = Sql::new();
+            sql.push("SELECT r.res_id AS res_id FROM resources r WHERE ");
+            scope_filter(&mut sql, "r", ty);
+            sql.push(" AND r.res_id IN (");
+            for (i, id) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.text(id.as_str());
+            }
+            sql.push(")");
+            out.extend(
+                self.conn
+                    .load::<rows::ResId>(&sql)?
+                    .into_iter()
+                    .map(|r| r.res_id),
+            );
+        }
+        Ok(out)
     }
     fn delete(&mut self, req: DeleteRequest) -> StorageResult<WriteOutcome> {
         delete_in(self.conn, req)

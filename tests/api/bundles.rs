@@ -18,6 +18,7 @@ backend_tests!(
     json_patch_and_fhirpath_patch,
     large_transaction_does_not_block_reads,
     synthea_ingest,
+    transaction_puts_create_and_update,
 );
 
 fn tx(entries: Vec<Value>) -> Value {
@@ -567,4 +568,107 @@ async fn synthea_ingest(app: TestApp) {
             .await
             > 0
     );
+}
+
+/// PUTs to new ids (created together, recorded as PUT) mixed with PUTs to
+/// existing, deleted and unchanged resources, and `If-None-Match: *`.
+async fn transaction_puts_create_and_update(app: TestApp) {
+    let put = |id: &str, family: &str, n: u32| {
+        let mut p = patient(&nhs_number(n), family);
+        p["id"] = json!(id);
+        json!({"resource": p, "request": {"method": "PUT", "url": format!("Patient/{id}")}})
+    };
+    app.put("/fhir/Patient/old", &{
+        let mut p = patient(&nhs_number(40), "Old");
+        p["id"] = json!("old");
+        p
+    })
+    .await;
+    app.put("/fhir/Patient/gone", &{
+        let mut p = patient(&nhs_number(41), "Gone");
+        p["id"] = json!("gone");
+        p
+    })
+    .await;
+    assert_eq!(app.delete("/fhir/Patient/gone").await.status, 204);
+    let mut guarded = put("guarded", "Guarded", 44);
+    guarded["request"]["ifNoneMatch"] = json!("*");
+    let r = app
+        .post(
+            "/fhir",
+            &tx(vec![
+                put("new1", "New", 42),
+                put("old", "Older", 40),
+                put("gone", "Back", 41),
+                put("new2", "New", 43),
+                guarded,
+            ]),
+        )
+        .await;
+    assert_eq!(r.status, 200, "[{}] {}", app.backend, r.text());
+    let b = r.json();
+    let statuses: Vec<&str> = b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "201 Created",
+            "200 OK",
+            "201 Created",
+            "201 Created",
+            "201 Created"
+        ],
+        "[{}] {b}",
+        app.backend
+    );
+    let etags: Vec<&str> = b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["etag"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        etags,
+        ["W/\"1\"", "W/\"2\"", "W/\"3\"", "W/\"1\"", "W/\"1\""],
+        "[{}]",
+        app.backend
+    );
+    assert_eq!(
+        b["entry"][0]["response"]["location"], "Patient/new1/_history/1",
+        "[{}] {b}",
+        app.backend
+    );
+    // Readable, searchable, and in history as a PUT.
+    let p = app.get("/fhir/Patient/new2").await.json();
+    assert_eq!(p["meta"]["versionId"], "1");
+    assert_eq!(app.total("/fhir/Patient?family=New").await, 2);
+    let h = app.get("/fhir/Patient/new1/_history").await.json();
+    assert_eq!(
+        h["entry"][0]["request"]["method"], "PUT",
+        "[{}] {h}",
+        app.backend
+    );
+    // The same Bundle again: everything exists now; If-None-Match: * fails
+    // and takes the whole transaction with it.
+    let mut again = vec![put("new1", "New", 42), put("new2", "Newer", 43)];
+    let r = app.post("/fhir", &tx(again.clone())).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["entry"][0]["response"]["status"], "200 OK");
+    assert_eq!(
+        b["entry"][0]["response"]["etag"], "W/\"1\"",
+        "unchanged content keeps its version"
+    );
+    assert_eq!(b["entry"][1]["response"]["etag"], "W/\"2\"");
+    let mut guarded = put("guarded", "Guarded", 44);
+    guarded["request"]["ifNoneMatch"] = json!("*");
+    again.push(guarded);
+    again.push(put("new3", "New", 45));
+    let r = app.post("/fhir", &tx(again)).await;
+    assert_eq!(r.status, 412, "[{}] {}", app.backend, r.text());
+    assert_eq!(app.get("/fhir/Patient/new3").await.status, 404);
 }
