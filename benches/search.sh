@@ -125,6 +125,10 @@ def kinds(patients, orgs, pracs):
         ("gp&_count=20", True, "some", lambda r: q("Patient", gp(r))),
         ("gp&_total=accurate", False, "some", lambda r: q("Patient", gp(r) + [("_total", "accurate")])),
         ("gp&_total=none", False, "some", lambda r: q("Patient", gp(r) + [("_total", "none")])),
+        ("family&_sort=birthdate", False, "some",
+         lambda r: q("Patient", [("family", P(r)[2]), ("_sort", "birthdate"), ("_count", "20")])),
+        ("_sort=-birthdate (all)", False, "some",
+         lambda r: q("Patient", [("_sort", "-birthdate"), ("_count", "20"), ("_total", "none")])),
     ]
 
 

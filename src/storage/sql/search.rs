@@ -1206,7 +1206,7 @@ fn key_col(key: SortKey) -> KeyCol {
 }
 
 /// The SQL of one sort key over the `r` row.
-fn push_key_expr(sql: &mut Sql, spec: &SortSpec) {
+fn push_key_expr(sql: &mut Sql, spec: &SortSpec, sqlite: bool) {
     match spec.key {
         SortKey::Id => {
             sql.push("r.res_id");
@@ -1224,15 +1224,20 @@ fn push_key_expr(sql: &mut Sql, spec: &SortSpec) {
                 ParamKind::Reference => ("target_id", "idx_reference"),
                 ParamKind::Uri | ParamKind::Composite => ("value", "idx_uri"),
             };
+            // The candidate's own rows, through the owner index: a covering
+            // lookup index would tempt SQLite into scanning every row of the
+            // parameter for each candidate.
             sql.push("(SELECT ")
                 .push(if spec.descending { "MAX(" } else { "MIN(" })
                 .push("s.")
                 .push(col)
-                .push(") FROM ")
-                .push(table)
-                .push(" s WHERE s.res_type = r.res_type AND s.res_id = r.res_id AND s.param = ")
-                .text(&p.code)
-                .push(")");
+                .push(") FROM ");
+            by_owner(sql, sqlite, table, "s");
+            sql.push(
+                " WHERE s.res_type = r.res_type AND s.res_id = r.res_id AND (s.param || '') = ",
+            )
+            .text(&p.code)
+            .push(")");
         }
     }
 }
@@ -1349,10 +1354,12 @@ fn push_order(sql: &mut Sql, sort: &[SortSpec], backwards: bool, q: &str) {
         };
         let c = format!("{q}.k{i}_{suffix}");
         let desc = spec.descending ^ backwards;
+        // `NULLS …` rather than a CASE over the key: the key is a correlated
+        // subquery, which every mention would evaluate again.
         sql.push(&format!(
-            "(CASE WHEN {c} IS NULL THEN 1 ELSE 0 END){}, {c}{}, ",
-            if backwards { " DESC" } else { "" },
-            if desc { " DESC" } else { "" }
+            "{c}{} NULLS {}, ",
+            if desc { " DESC" } else { "" },
+            if backwards { "FIRST" } else { "LAST" }
         ));
     }
     sql.push(q)
@@ -1404,7 +1411,9 @@ fn page(
             for (suffix, col) in [("t", KeyCol::Text), ("i", KeyCol::Int), ("r", KeyCol::Real)] {
                 sql.push(", ");
                 match sort.get(i) {
-                    Some(spec) if key_col(spec.key) == col => push_key_expr(&mut sql, spec),
+                    Some(spec) if key_col(spec.key) == col => {
+                        push_key_expr(&mut sql, spec, a.sqlite)
+                    }
                     _ => {
                         sql.push("NULL");
                     }
