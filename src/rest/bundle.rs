@@ -922,15 +922,7 @@ fn run_entries(tx: &mut dyn TxOps, input: TxInput) -> Result<Vec<(usize, EntryRe
                         idxs.push(c.index);
                     }
                 }
-                let outs = tx
-                    .create_many(reqs, CreateMethod::Post)
-                    .map_err(storage_err)?;
-                for (cidx, out) in idxs.into_iter().zip(outs) {
-                    let s = out
-                        .stored
-                        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no stored resource")))?;
-                    results.push((cidx, write_result(201, s, ret)?));
-                }
+                results.extend(bulk_create(tx, reqs, idxs, CreateMethod::Post, ret)?);
                 continue;
             } else {
                 continue;
@@ -1023,17 +1015,30 @@ fn put_creates(
         if reqs.is_empty() {
             continue;
         }
-        let outs = tx
-            .create_many(reqs, CreateMethod::Put)
-            .map_err(storage_err)?;
-        for (cidx, o) in idxs.into_iter().zip(outs) {
+        out.extend(bulk_create(tx, reqs, idxs, CreateMethod::Put, ret)?);
+    }
+    Ok(out)
+}
+
+/// Runs [`TxOps::create_many`] and pairs each entry index in `idxs` with its
+/// `201 Created` result.
+fn bulk_create(
+    tx: &mut dyn TxOps,
+    reqs: Vec<(CreateRequest, LogicalId)>,
+    idxs: Vec<usize>,
+    method: CreateMethod,
+    ret: ReturnPref,
+) -> Result<Vec<(usize, EntryResult)>, ApiError> {
+    let outs = tx.create_many(reqs, method).map_err(storage_err)?;
+    idxs.into_iter()
+        .zip(outs)
+        .map(|(idx, o)| {
             let s = o
                 .stored
                 .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no stored resource")))?;
-            out.push((cidx, write_result(201, s, ret)?));
-        }
-    }
-    Ok(out)
+            Ok((idx, write_result(201, s, ret)?))
+        })
+        .collect()
 }
 
 fn run_one(

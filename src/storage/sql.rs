@@ -393,6 +393,17 @@ impl Sql {
         self.bind(Bind::Int(i))
     }
 
+    /// `?, ?, …`: one text bind per item, comma-separated (for `IN (…)`).
+    fn text_list<S: AsRef<str>>(&mut self, items: impl IntoIterator<Item = S>) -> &mut Sql {
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.text(item.as_ref());
+        }
+        self
+    }
+
     /// The text with `?` where the binds go: for `fhirbridge::sql=trace`
     /// diagnostics only. Bound values (patient data) are never shown.
     fn shown(&self) -> String {
@@ -1423,14 +1434,9 @@ impl TxOps for SqlTx<'_> {
             let mut sql = Sql::new();
             sql.push("SELECT r.res_id AS res_id FROM resources r WHERE ");
             scope_filter(&mut sql, "r", ty);
-            sql.push(" AND r.res_id IN (");
-            for (i, id) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.text(id.as_str());
-            }
-            sql.push(")");
+            sql.push(" AND r.res_id IN (")
+                .text_list(chunk.iter().map(|id| id.as_str()))
+                .push(")");
             out.extend(
                 self.conn
                     .load::<rows::ResId>(&sql)?

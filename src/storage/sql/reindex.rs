@@ -32,14 +32,9 @@ fn types_filter(sql: &mut Sql, types: &[ResourceType]) {
     if types.is_empty() {
         return;
     }
-    sql.push(" AND r.res_type IN (");
-    for (i, t) in types.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.text(t.as_str());
-    }
-    sql.push(")");
+    sql.push(" AND r.res_type IN (")
+        .text_list(types.iter().map(|t| t.as_str()))
+        .push(")");
 }
 
 fn batch(

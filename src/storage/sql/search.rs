@@ -208,14 +208,9 @@ pub(super) fn delete_indexes(
                 .push(table)
                 .push(" WHERE res_type = ")
                 .text(ty.as_str())
-                .push(" AND res_id IN (");
-            for (i, id) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.text(id.as_str());
-            }
-            sql.push(")");
+                .push(" AND res_id IN (")
+                .text_list(chunk.iter().map(|id| id.as_str()))
+                .push(")");
             conn.exec(&sql)?;
         }
     }
@@ -645,13 +640,7 @@ fn predicate(sql: &mut Sql, a: &mut Aliases, pred: &Predicate, alias: &str, ty: 
             } else {
                 ".res_id IN ("
             });
-            for (i, id) in ids.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.text(id);
-            }
-            sql.push(")");
+            sql.text_list(ids).push(")");
         }
         Predicate::LastUpdated(values) => {
             let lo = format!("{alias}.last_updated");
@@ -1091,12 +1080,10 @@ fn lookup(unit: &Unit<'_>) -> bool {
 }
 
 /// The index rows of the driving predicate when it is a plain lookup and
-/// nothing needs the head row; `resources` otherwise (or without
-/// `allow_index`).
-fn source_of(query: &SearchQuery, allow_index: bool) -> Source {
+/// nothing needs the head row; `resources` otherwise.
+fn source_of(query: &SearchQuery) -> Source {
     let units = units(query);
-    let indexed = allow_index
-        && !query.predicates.iter().any(needs_head)
+    let indexed = !query.predicates.iter().any(needs_head)
         && !query
             .sort
             .iter()
@@ -1161,7 +1148,7 @@ fn push_selection(sql: &mut Sql, a: &mut Aliases, query: &SearchQuery, source: S
 pub(super) fn count(conn: &mut Conn, query: &SearchQuery) -> StorageResult<i64> {
     let mut sql = Sql::new();
     let mut a = Aliases::for_conn(conn);
-    let source = source_of(query, true);
+    let source = source_of(query);
     sql.push(match source {
         Source::Resources => "SELECT COUNT(*) AS n",
         Source::Index => "SELECT COUNT(DISTINCT r.res_id) AS n",
@@ -1343,6 +1330,23 @@ fn key_value(row: &rows::Sorted, i: usize, col: KeyCol) -> KeyValue {
     .unwrap_or(KeyValue::Null)
 }
 
+/// `, <key> AS k0_t, …, k4_r`: each sort key's expression over `r` in the
+/// column of its type, NULL in every other column.
+fn push_key_columns(sql: &mut Sql, sort: &[SortSpec], sqlite: bool) {
+    for i in 0..5 {
+        for (suffix, col) in [("t", KeyCol::Text), ("i", KeyCol::Int), ("r", KeyCol::Real)] {
+            sql.push(", ");
+            match sort.get(i) {
+                Some(spec) if key_col(spec.key) == col => push_key_expr(sql, spec, sqlite),
+                _ => {
+                    sql.push("NULL");
+                }
+            }
+            sql.push(&format!(" AS k{i}_{suffix}"));
+        }
+    }
+}
+
 /// `ORDER BY` terms over the key columns of `q`: the sort keys (nulls last
 /// in forward order, first when walking backwards), then the id.
 fn push_order(sql: &mut Sql, sort: &[SortSpec], backwards: bool, q: &str) {
@@ -1384,17 +1388,13 @@ fn page(
             sql.push(&format!(", p.k{i}_{suffix} AS k{i}_{suffix}"));
         }
     }
-    let source = source_of(query, true);
+    let source = source_of(query);
     sql.push(" FROM (");
     if sort.is_empty() {
         // Id order only: one flat SELECT, so SQLite can walk a lookup index
         // in id order and stop at the LIMIT instead of sorting every match.
         sql.push(source.select()).push("r.res_id AS res_id");
-        for i in 0..5 {
-            for suffix in ["t", "i", "r"] {
-                sql.push(&format!(", NULL AS k{i}_{suffix}"));
-            }
-        }
+        push_key_columns(&mut sql, sort, a.sqlite);
         push_selection(&mut sql, &mut a, query, source);
         if let Some(c) = &query.cursor {
             sql.push(" AND r.res_id")
@@ -1407,20 +1407,7 @@ fn page(
         sql.push("SELECT * FROM (")
             .push(source.select())
             .push("r.res_id AS res_id");
-        for i in 0..5 {
-            for (suffix, col) in [("t", KeyCol::Text), ("i", KeyCol::Int), ("r", KeyCol::Real)] {
-                sql.push(", ");
-                match sort.get(i) {
-                    Some(spec) if key_col(spec.key) == col => {
-                        push_key_expr(&mut sql, spec, a.sqlite)
-                    }
-                    _ => {
-                        sql.push("NULL");
-                    }
-                }
-                sql.push(&format!(" AS k{i}_{suffix}"));
-            }
-        }
+        push_key_columns(&mut sql, sort, a.sqlite);
         push_selection(&mut sql, &mut a, query, source);
         sql.push(") q");
         if let Some(c) = &query.cursor {
@@ -1465,7 +1452,7 @@ pub const TOTAL_CAP: i64 = 1000;
 fn count_capped(conn: &mut Conn, query: &SearchQuery, cap: i64) -> StorageResult<Option<i64>> {
     let mut sql = Sql::new();
     let mut a = Aliases::for_conn(conn);
-    let source = source_of(query, true);
+    let source = source_of(query);
     sql.push("SELECT COUNT(*) AS n FROM (")
         .push(source.select())
         .push("r.res_id");
@@ -1651,14 +1638,9 @@ fn load_by_ids(
         let mut sql = Sql::new();
         sql.push("SELECT r.res_id, r.version, r.last_updated, r.content FROM resources r WHERE ");
         scope_filter(&mut sql, "r", ty);
-        sql.push(" AND r.deleted = 0 AND r.res_id IN (");
-        for (i, id) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.text(id);
-        }
-        sql.push(") ORDER BY r.res_id");
+        sql.push(" AND r.deleted = 0 AND r.res_id IN (")
+            .text_list(chunk)
+            .push(") ORDER BY r.res_id");
         for f in conn.load::<rows::Found>(&sql)? {
             out.push(stored(ty, &f.res_id, f.version, f.last_updated, f.content)?);
         }
@@ -1712,14 +1694,7 @@ fn follow(
                 if let Some(t) = spec.target {
                     sql.push(" AND x.target_type = ").text(t.as_str());
                 }
-                sql.push(" AND x.res_id IN (");
-                for (i, id) in chunk.iter().enumerate() {
-                    if i > 0 {
-                        sql.push(", ");
-                    }
-                    sql.text(id);
-                }
-                sql.push(")");
+                sql.push(" AND x.res_id IN (").text_list(chunk).push(")");
                 let targets = conn.load::<rows::Target>(&sql)?;
                 let mut by_type: std::collections::BTreeMap<ResourceType, Vec<String>> =
                     Default::default();
@@ -1755,14 +1730,9 @@ fn follow(
                         .text(&param.code)
                         .push(" AND x.target_type = ")
                         .text(ty.as_str())
-                        .push(" AND x.target_id IN (");
-                    for (i, id) in chunk.iter().enumerate() {
-                        if i > 0 {
-                            sql.push(", ");
-                        }
-                        sql.text(id);
-                    }
-                    sql.push(")) ORDER BY r.res_id LIMIT ")
+                        .push(" AND x.target_id IN (")
+                        .text_list(chunk)
+                        .push(")) ORDER BY r.res_id LIMIT ")
                         .int((MAX_INCLUDED + 1) as i64);
                     for f in conn.load::<rows::Found>(&sql)? {
                         out.push(stored(
