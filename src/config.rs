@@ -91,6 +91,14 @@ pub struct ServerSettings {
     pub workers: usize,
     /// Seconds to let in-flight requests finish on shutdown.
     pub shutdown_timeout_secs: u64,
+    /// Seconds a client has to send a request's head (request line and headers).
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a request's whole body (then 408).
+    pub body_timeout_secs: u64,
+    /// Seconds an idle keep-alive connection stays open (announced in `Keep-Alive`).
+    pub keep_alive_secs: u64,
+    /// Responses at least this large are compressed (gzip or br) when the client accepts it.
+    pub compress_min_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -137,6 +145,10 @@ impl Default for ServerSettings {
             max_conditional_delete: 100,
             workers: 0,
             shutdown_timeout_secs: 30,
+            header_timeout_secs: 10,
+            body_timeout_secs: 60,
+            keep_alive_secs: 75,
+            compress_min_bytes: 1024,
         }
     }
 }

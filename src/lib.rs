@@ -20,9 +20,11 @@ pub mod validation;
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::{middleware::from_fn, web, App, HttpServer};
+use actix_web::middleware::{from_fn, NormalizePath, TrailingSlash};
+use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
 use config::Settings;
@@ -73,15 +75,24 @@ impl Application {
         });
         let limit = settings.server.body_limit_bytes;
         let bundle_limit = settings.server.bundle_body_limit_bytes.max(limit);
+        let server_settings = &settings.server;
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(limit))
                 .wrap(from_fn(rest::middleware::fhir_middleware))
+                // Outermost: `/fhir/` and `/fhir/Patient/` are the same endpoints as
+                // `/fhir` and `/fhir/Patient` (FHIR clients add the slash).
+                .wrap(NormalizePath::new(TrailingSlash::Trim))
                 .configure(|cfg| rest::configure(cfg, bundle_limit))
         })
+        .keep_alive(Duration::from_secs(server_settings.keep_alive_secs.max(1)))
+        .client_request_timeout(Duration::from_secs(
+            server_settings.header_timeout_secs.max(1),
+        ))
+        .client_disconnect_timeout(Duration::from_secs(2))
         .listen(listener)?
-        .shutdown_timeout(settings.server.shutdown_timeout_secs);
+        .shutdown_timeout(server_settings.shutdown_timeout_secs);
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }

@@ -208,6 +208,47 @@ fn at_entry(index: usize, e: ApiError) -> ApiError {
     }
 }
 
+/// Most issues one transaction answer lists; the rest are counted.
+const MAX_REPORTED_ISSUES: usize = 1000;
+
+/// The errors of several failing transaction entries as one answer: the first
+/// failing entry decides the status; when it is a 400 or 422, the issues of every
+/// failing entry are listed (at most [`MAX_REPORTED_ISSUES`], then a count).
+fn combine_entry_errors(mut errors: Vec<ApiError>) -> ApiError {
+    if errors.len() == 1 {
+        return errors.remove(0);
+    }
+    let first = errors.remove(0);
+    let mut issues = match &first {
+        ApiError::BadRequest(i) | ApiError::Unprocessable(i) => i.clone(),
+        _ => return first,
+    };
+    for e in &errors {
+        issues.extend(e.issues());
+    }
+    if issues.len() > MAX_REPORTED_ISSUES {
+        let rest = issues.len() - MAX_REPORTED_ISSUES;
+        issues.truncate(MAX_REPORTED_ISSUES);
+        issues.push(OoIssue {
+            severity: "information",
+            code: "too-costly",
+            diagnostics: format!("{rest} further issues are not listed"),
+            expression: None,
+        });
+    }
+    let failing = errors.len() + 1;
+    issues.push(OoIssue {
+        severity: "information",
+        code: "informational",
+        diagnostics: format!("{failing} entries of the transaction failed; nothing was written"),
+        expression: None,
+    });
+    match first {
+        ApiError::Unprocessable(_) => ApiError::Unprocessable(issues),
+        _ => ApiError::BadRequest(issues),
+    }
+}
+
 fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid", msg)
 }
@@ -436,9 +477,13 @@ fn prepare_entry(
             .at("request.method")]))
         }
         m => {
-            return Err(ApiError::NotImplemented(format!(
-                "Method '{m}' is not supported in a Bundle entry"
-            )))
+            return Err(ApiError::BadRequest(vec![OoIssue::error(
+                "value",
+                format!(
+                    "Entry request method '{m}' is not an HTTP verb of FHIR R4 (GET, HEAD, POST, PUT, DELETE, PATCH; upper case)"
+                ),
+            )
+            .at("request.method")]))
         }
     };
     let mut cond_refs = Vec::new();
@@ -1326,8 +1371,9 @@ pub async fn system_post(
     body: web::Bytes,
 ) -> ApiResult {
     label(&req, "transaction", None);
+    super::strict::only(&req, "batch/transaction", &[], &[])?;
     let out = format::negotiate(&req)?;
-    let prefer = format::prefer(req.headers());
+    let prefer = format::prefer(req.headers())?;
     let base = base_url(&req, &state);
     let value = format::decode_body(&req, &body)?;
     let response = process_bundle(&state, &ctx(&req), &base, value, prefer.return_pref).await?;
@@ -1384,11 +1430,18 @@ pub async fn process_bundle(
         let st = state.clone();
         let b = base.to_owned();
         let prepared = web::block(move || {
-            let mut entries = raw_entries
-                .into_iter()
-                .enumerate()
-                .map(|(i, e)| prepare_entry(&st, &b, i, e).map_err(|x| at_entry(i, x)))
-                .collect::<Result<Vec<Entry>, ApiError>>()?;
+            // Every entry is checked, so one answer names every failing entry.
+            let mut entries = Vec::with_capacity(raw_entries.len());
+            let mut errors = Vec::new();
+            for (i, e) in raw_entries.into_iter().enumerate() {
+                match prepare_entry(&st, &b, i, e) {
+                    Ok(entry) => entries.push(entry),
+                    Err(x) => errors.push(at_entry(i, x)),
+                }
+            }
+            if !errors.is_empty() {
+                return Err(combine_entry_errors(errors));
+            }
             pre_extract(&mut entries, &b);
             Ok::<_, ApiError>(entries)
         })
@@ -1427,7 +1480,7 @@ async fn single(
     entry: Value,
 ) -> Result<EntryResult, ApiError> {
     let base = base_url(req, state);
-    let prefer = format::prefer(req.headers());
+    let prefer = format::prefer(req.headers())?;
     let prepared = prepare_entry(state, &base, 0, entry)?;
     let mut results = transact(state, &ctx(req), &base, vec![prepared], prefer.return_pref)
         .await
@@ -1510,6 +1563,7 @@ pub async fn conditional_update(
     let ty = parse_type(&path.into_inner(), &state)?;
     label(&req, "update-conditional", Some(ty));
     super::handlers::require(&state, ty, crate::storage::Interaction::Update)?;
+    super::strict::preconditions(&req, "conditional update", &["if-match"])?;
     if req.query_string().is_empty() {
         return Err(ApiError::MethodNotAllowed(
             "PUT on a type needs search criteria (conditional update)".into(),
@@ -1530,6 +1584,7 @@ pub async fn conditional_delete(
     let ty = parse_type(&path.into_inner(), &state)?;
     label(&req, "delete-conditional", Some(ty));
     super::handlers::require(&state, ty, crate::storage::Interaction::Delete)?;
+    super::strict::preconditions(&req, "conditional delete", &["if-match"])?;
     if req.query_string().is_empty() {
         return Err(ApiError::MethodNotAllowed(
             "DELETE on a type needs search criteria (conditional delete)".into(),
@@ -1551,6 +1606,7 @@ pub async fn patch(
     let ty = parse_type(&type_name, &state)?;
     label(&req, "patch", Some(ty));
     super::handlers::require(&state, ty, crate::storage::Interaction::Update)?;
+    super::strict::only(&req, "patch", &[], &["if-match"])?;
     let ct = req
         .headers()
         .get(actix_web::http::header::CONTENT_TYPE)

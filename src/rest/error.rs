@@ -12,6 +12,7 @@
 //! | 409 | version conflict without `If-Match` | `conflict` |
 //! | 410 | resource deleted | `deleted` |
 //! | 412 | `If-Match` / `If-None-Exist` / `If-None-Match` precondition failed | `conflict` / `duplicate` |
+//! | 408 | request body not received within `server.body_timeout_secs` | `timeout` |
 //! | 413 | body over the configured limit | `too-costly` |
 //! | 415 | unsupported request media type | `not-supported` |
 //! | 501 | interaction not implemented | `not-supported` |
@@ -72,7 +73,14 @@ impl OoIssue {
 }
 
 /// An `OperationOutcome` resource with these issues.
+/// `OperationOutcome.issue` is 1..*: with nothing to report it says so.
 pub fn operation_outcome(issues: &[OoIssue]) -> Value {
+    if issues.is_empty() {
+        return json!({
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "information", "code": "informational", "diagnostics": "No issues found"}],
+        });
+    }
     json!({
         "resourceType": "OperationOutcome",
         "issue": issues.iter().map(OoIssue::to_json).collect::<Vec<_>>(),
@@ -89,12 +97,17 @@ pub enum ApiError {
     Gone(String),
     #[error("method not allowed")]
     MethodNotAllowed(String),
+    /// 405 with an `Allow` header naming the one method the endpoint takes.
+    #[error("method not allowed")]
+    MethodNotAllowedOnly(&'static str, String),
     #[error("not acceptable")]
     NotAcceptable(String),
     #[error("conflict")]
     Conflict(String),
     #[error("precondition failed")]
     PreconditionFailed(String),
+    #[error("request timeout")]
+    RequestTimeout(String),
     #[error("payload too large")]
     PayloadTooLarge(String),
     #[error("unsupported media type")]
@@ -120,6 +133,7 @@ impl ApiError {
             ApiError::NotFound(m) => vec![OoIssue::error("not-found", m.clone())],
             ApiError::Gone(m) => vec![OoIssue::error("deleted", m.clone())],
             ApiError::MethodNotAllowed(m)
+            | ApiError::MethodNotAllowedOnly(_, m)
             | ApiError::NotAcceptable(m)
             | ApiError::UnsupportedMediaType(m)
             | ApiError::NotImplemented(m) => vec![OoIssue::error("not-supported", m.clone())],
@@ -127,6 +141,7 @@ impl ApiError {
                 vec![OoIssue::error("conflict", m.clone())]
             }
             ApiError::PayloadTooLarge(m) => vec![OoIssue::error("too-costly", m.clone())],
+            ApiError::RequestTimeout(m) => vec![OoIssue::error("timeout", m.clone())],
             ApiError::Unavailable(m) => vec![OoIssue::error("transient", m.clone())],
             ApiError::Internal(_) => vec![OoIssue::error(
                 "exception",
@@ -142,11 +157,14 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Gone(_) => StatusCode::GONE,
-            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed(_) | ApiError::MethodNotAllowedOnly(..) => {
+                StatusCode::METHOD_NOT_ALLOWED
+            }
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
@@ -160,6 +178,9 @@ impl ResponseError for ApiError {
         builder.content_type(super::format::FHIR_JSON);
         if let ApiError::Unavailable(_) = self {
             builder.insert_header(("Retry-After", "1"));
+        }
+        if let ApiError::MethodNotAllowedOnly(allow, _) = self {
+            builder.insert_header(("Allow", *allow));
         }
         builder.body(operation_outcome(&self.issues()).to_string())
     }

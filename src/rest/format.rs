@@ -201,24 +201,75 @@ pub struct Prefer {
     pub lenient: bool,
 }
 
-pub fn prefer(headers: &HeaderMap) -> Prefer {
+/// `Prefer` (RFC 7240). `return` and `handling` are understood; a bad value of
+/// either, `respond-async` (not supported) and, under the default
+/// `handling=strict`, any preference the server does not know are 400s rather
+/// than silently ignored.
+pub fn prefer(headers: &HeaderMap) -> Result<Prefer, ApiError> {
     let mut p = Prefer {
         return_pref: ReturnPref::Representation,
         lenient: false,
     };
-    for value in headers.get_all("prefer").filter_map(|v| v.to_str().ok()) {
-        for token in value.split([',', ';']) {
-            match token.trim().replace(' ', "").as_str() {
-                "return=minimal" => p.return_pref = ReturnPref::Minimal,
-                "return=representation" => p.return_pref = ReturnPref::Representation,
-                "return=OperationOutcome" => p.return_pref = ReturnPref::OperationOutcome,
-                "handling=lenient" => p.lenient = true,
-                "handling=strict" => p.lenient = false,
-                _ => {}
+    let mut unknown: Vec<String> = Vec::new();
+    for value in headers.get_all("prefer") {
+        let value = value.to_str().map_err(|_| {
+            ApiError::bad_request("invalid", "The Prefer header is not valid ASCII")
+        })?;
+        for pref in value.split(',') {
+            let main = pref.split(';').next().unwrap_or("").trim();
+            if main.is_empty() {
+                continue;
+            }
+            let (name, val) = match main.split_once('=') {
+                Some((n, v)) => (n.trim(), v.trim().trim_matches('"')),
+                None => (main, ""),
+            };
+            match name.to_ascii_lowercase().as_str() {
+                "return" => {
+                    p.return_pref = match val {
+                        "minimal" => ReturnPref::Minimal,
+                        "representation" => ReturnPref::Representation,
+                        "OperationOutcome" => ReturnPref::OperationOutcome,
+                        _ => {
+                            return Err(ApiError::bad_request(
+                                "invalid",
+                                "Prefer: return must be minimal, representation or OperationOutcome",
+                            ))
+                        }
+                    }
+                }
+                "handling" => {
+                    p.lenient = match val {
+                        "lenient" => true,
+                        "strict" => false,
+                        _ => {
+                            return Err(ApiError::bad_request(
+                                "invalid",
+                                "Prefer: handling must be strict or lenient",
+                            ))
+                        }
+                    }
+                }
+                "respond-async" => {
+                    return Err(ApiError::bad_request(
+                        "not-supported",
+                        "Prefer: respond-async is not supported: this server answers every request synchronously",
+                    ))
+                }
+                _ => unknown.push(name.to_owned()),
             }
         }
     }
-    p
+    if !unknown.is_empty() && !p.lenient {
+        return Err(ApiError::bad_request(
+            "not-supported",
+            format!(
+                "Unsupported Prefer preference(s): {}; this server understands return= and handling= (add handling=lenient to have others ignored)",
+                unknown.join(", ")
+            ),
+        ));
+    }
+    Ok(p)
 }
 
 pub fn etag(version: VersionId) -> String {
@@ -317,8 +368,23 @@ mod tests {
         let req = TestRequest::default()
             .insert_header(("Prefer", "return=minimal, handling=lenient"))
             .to_http_request();
-        let p = prefer(req.headers());
+        let p = prefer(req.headers()).unwrap();
         assert_eq!(p.return_pref, ReturnPref::Minimal);
         assert!(p.lenient);
+        for bad in [
+            "return=everything",
+            "handling=loose",
+            "respond-async",
+            "wait=10",
+        ] {
+            let req = TestRequest::default()
+                .insert_header(("Prefer", bad))
+                .to_http_request();
+            assert!(prefer(req.headers()).is_err(), "{bad}");
+        }
+        let req = TestRequest::default()
+            .insert_header(("Prefer", "wait=10; x=1, handling=lenient"))
+            .to_http_request();
+        assert!(prefer(req.headers()).unwrap().lenient);
     }
 }

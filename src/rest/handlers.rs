@@ -6,6 +6,8 @@ use serde_json::{json, Value};
 
 use super::error::{operation_outcome, ApiError, OoIssue};
 use super::format::{self, Output, Prefer, ReturnPref};
+use super::shape::Shape;
+use super::strict;
 use super::{AppState, InteractionLabel, RequestId};
 use crate::model::{Instant, LogicalId, ResourceType, VersionId};
 use crate::service::{self, WriteTarget};
@@ -142,6 +144,22 @@ fn resource_response(
 
 pub async fn metadata(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
     label(&req, "capabilities", None);
+    let pairs = strict::only(
+        &req,
+        "capabilities",
+        &["_summary", "_elements", "mode"],
+        &[],
+    )?;
+    if let Some((_, mode)) = pairs.iter().find(|(k, _)| k == "mode") {
+        if mode != "full" {
+            return Err(ApiError::BadRequest(vec![OoIssue::error(
+                "not-supported",
+                "Only mode=full is supported on metadata (no TerminologyCapabilities or normative subset)",
+            )
+            .at("mode")]));
+        }
+    }
+    let shape = Shape::from_params("CapabilityStatement", &pairs)?;
     let out = format::negotiate(&req)?;
     let cs = crate::capability::capability_statement(
         state.backend.capabilities(),
@@ -149,6 +167,11 @@ pub async fn metadata(req: HttpRequest, state: web::Data<AppState>) -> ApiResult
         Some(&base_url(&req, &state)),
         &state.validation,
     );
+    let cs = if shape.is_identity() {
+        cs
+    } else {
+        shape.apply_value("CapabilityStatement", cs)
+    };
     let (body, ct) = format::encode(&cs, out)?;
     Ok(HttpResponse::Ok().content_type(ct).body(body))
 }
@@ -162,6 +185,13 @@ pub async fn read(
     let ty = parse_type(&type_name, &state)?;
     label(&req, "read", Some(ty));
     require(&state, ty, Interaction::Read)?;
+    let pairs = strict::only(
+        &req,
+        "read",
+        &["_summary", "_elements"],
+        &["if-none-match", "if-modified-since"],
+    )?;
+    let shape = Shape::from_params(ty.as_str(), &pairs)?;
     let id = parse_id(&id)?;
     let out = format::negotiate(&req)?;
     let reader = state
@@ -194,6 +224,7 @@ pub async fn read(
             }
         }
     }
+    let stored = shaped(stored, &shape)?;
     resource_response(
         StatusCode::OK,
         &stored,
@@ -201,6 +232,15 @@ pub async fn read(
         ReturnPref::Representation,
         None,
     )
+}
+
+/// The stored resource with `_summary`/`_elements` applied to its content.
+fn shaped(stored: StoredResource, shape: &Shape) -> Result<StoredResource, ApiError> {
+    if shape.is_identity() {
+        return Ok(stored);
+    }
+    let content = shape.apply(&stored)?.map(|v| v.to_string());
+    Ok(StoredResource { content, ..stored })
 }
 
 fn not_modified(stored: &StoredResource) -> HttpResponse {
@@ -219,6 +259,8 @@ pub async fn vread(
     let ty = parse_type(&type_name, &state)?;
     label(&req, "vread", Some(ty));
     require(&state, ty, Interaction::Vread)?;
+    let pairs = strict::only(&req, "vread", &["_summary", "_elements"], &[])?;
+    let shape = Shape::from_params(ty.as_str(), &pairs)?;
     let id = parse_id(&id)?;
     let version: VersionId = vid.parse().ok().filter(|v| *v > 0).ok_or_else(|| {
         ApiError::bad_request("value", "The version id must be a positive integer")
@@ -240,6 +282,7 @@ pub async fn vread(
             }
             other => other.into(),
         })?;
+    let stored = shaped(stored, &shape)?;
     resource_response(
         StatusCode::OK,
         &stored,
@@ -258,8 +301,9 @@ pub async fn create(
     let ty = parse_type(&path.into_inner(), &state)?;
     label(&req, "create", Some(ty));
     require(&state, ty, Interaction::Create)?;
+    strict::only(&req, "create", &[], &["if-none-exist"])?;
     let out = format::negotiate(&req)?;
-    let prefer = format::prefer(req.headers());
+    let prefer = format::prefer(req.headers())?;
     let base = base_url(&req, &state);
     let if_none_exist = match req.headers().get("if-none-exist") {
         None => None,
@@ -316,9 +360,10 @@ pub async fn update(
     let ty = parse_type(&type_name, &state)?;
     label(&req, "update", Some(ty));
     require(&state, ty, Interaction::Update)?;
+    strict::only(&req, "update", &[], &["if-match", "if-none-match"])?;
     let id = parse_id(&id)?;
     let out = format::negotiate(&req)?;
-    let prefer = format::prefer(req.headers());
+    let prefer = format::prefer(req.headers())?;
     let mut precondition = match format::if_match(req.headers())? {
         Some(v) => Precondition::VersionIs(v),
         None => Precondition::None,
@@ -380,9 +425,10 @@ pub async fn delete(
     let ty = parse_type(&type_name, &state)?;
     label(&req, "delete", Some(ty));
     require(&state, ty, Interaction::Delete)?;
+    strict::only(&req, "delete", &[], &["if-match"])?;
     let id = parse_id(&id)?;
     let out = format::negotiate(&req)?;
-    let prefer = format::prefer(req.headers());
+    let prefer = format::prefer(req.headers())?;
     let precondition = match format::if_match(req.headers())? {
         Some(v) => Precondition::VersionIs(v),
         None => Precondition::None,
@@ -443,7 +489,10 @@ pub(crate) fn bundle(
     if let Some(t) = total {
         b.insert("total".into(), json!(t));
     }
-    b.insert("link".into(), Value::Array(links));
+    // FHIR JSON has no empty arrays: no links, no `link`; no entries, no `entry`.
+    if !links.is_empty() {
+        b.insert("link".into(), Value::Array(links));
+    }
     if !entries.is_empty() {
         b.insert("entry".into(), Value::Array(entries));
     }
@@ -486,7 +535,8 @@ pub async fn history_instance(
 
 async fn history(req: &HttpRequest, state: &AppState, scope: HistoryScope) -> ApiResult {
     let out = format::negotiate(req)?;
-    let Prefer { lenient, .. } = format::prefer(req.headers());
+    let Prefer { lenient, .. } = format::prefer(req.headers())?;
+    strict::preconditions(req, "history", &[])?;
     let pairs = query_pairs(req.query_string())?;
     let mut q = HistoryQuery {
         scope: scope.clone(),
@@ -632,7 +682,6 @@ pub async fn not_implemented(req: HttpRequest) -> ApiResult {
         ("PATCH", _) => "PATCH is",
         ("PUT", _) => "conditional update is",
         ("DELETE", _) => "conditional delete is",
-        ("GET", Some("/fhir")) => "system-level search is",
         _ => "this interaction is",
     };
     Err(ApiError::NotImplemented(format!(
@@ -640,7 +689,44 @@ pub async fn not_implemented(req: HttpRequest) -> ApiResult {
     )))
 }
 
-pub async fn method_not_allowed(req: HttpRequest) -> ApiResult {
+/// `GET [base]`: system-level search is not supported; say what is.
+pub async fn base_get(req: HttpRequest) -> ApiResult {
+    label(&req, "search-system", None);
+    Err(ApiError::MethodNotAllowedOnly(
+        "POST",
+        "GET [base] is system-level search, which this server does not support. Search one \
+         type with GET [base]/[type]?..., read the CapabilityStatement at [base]/metadata, and \
+         POST batch or transaction Bundles to [base]"
+            .into(),
+    ))
+}
+
+/// `GET /`: a small page that points at the FHIR base and the operational endpoints.
+pub async fn landing(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    label(&req, "landing", None);
+    let base = base_url(&req, &state);
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let base = esc(&base);
+    let body = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>fhirbridge</title></head>\n\
+         <body><h1>fhirbridge</h1>\n<p>A FHIR R4 server. The FHIR base URL is <code>{base}</code>.</p>\n<ul>\n\
+         <li><a href=\"{base}/metadata\">CapabilityStatement</a> (<code>{base}/metadata</code>; \
+         <a href=\"{base}/metadata?_summary=true\">summary</a>)</li>\n\
+         <li><a href=\"/health/live\">/health/live</a> and <a href=\"/health/ready\">/health/ready</a></li>\n\
+         <li><a href=\"/metrics\">/metrics</a> (Prometheus)</li>\n</ul></body></html>\n"
+    );
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(body)
+}
+
+/// The body (if any) is read first so that the connection stays usable after the 405.
+pub async fn method_not_allowed(req: HttpRequest, _body: web::Bytes) -> ApiResult {
     label(&req, "unsupported", None);
     Err(ApiError::MethodNotAllowed(format!(
         "Method {} is not allowed on this endpoint",
@@ -648,7 +734,8 @@ pub async fn method_not_allowed(req: HttpRequest) -> ApiResult {
     )))
 }
 
-pub async fn not_found(req: HttpRequest) -> ApiResult {
+/// The body (if any) is read first so that the connection stays usable after the 404.
+pub async fn not_found(req: HttpRequest, _body: web::Bytes) -> ApiResult {
     label(&req, "unknown", None);
     Err(ApiError::NotFound("No such endpoint".into()))
 }

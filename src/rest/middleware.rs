@@ -1,7 +1,8 @@
 //! Per-request cross-cutting work: request and correlation ids, the request span,
-//! metrics, one log line per request, and the guarantee that every error leaves as
-//! an `OperationOutcome` in the negotiated format (including errors raised by
-//! actix itself, such as 413 from the body limit).
+//! metrics, one access-log line per request, the body read deadline (408), request
+//! `Content-Encoding` (415 unless the server decodes it), response compression, and
+//! the guarantee that every error leaves as an `OperationOutcome` in the negotiated
+//! format (including errors raised by actix itself, such as 413 from the body limit).
 
 use std::time::Instant as StdInstant;
 
@@ -35,6 +36,10 @@ fn generic_message(status: u16, limit: usize) -> (&'static str, String) {
             "too-costly",
             format!("The request body exceeds the limit of {limit} bytes"),
         ),
+        408 => (
+            "timeout",
+            "The request body was not received in time".into(),
+        ),
         415 => ("not-supported", "Unsupported media type".into()),
         s if s >= 500 => ("exception", "An internal error occurred".into()),
         _ => ("processing", "The request could not be processed".into()),
@@ -42,7 +47,7 @@ fn generic_message(status: u16, limit: usize) -> (&'static str, String) {
 }
 
 pub async fn fhir_middleware(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let started = StdInstant::now();
@@ -72,8 +77,78 @@ pub async fn fhir_middleware(
         duration_ms = tracing::field::Empty,
     );
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let res = next.call(req).instrument(span.clone()).await?;
+    let accept_encoding = req
+        .headers()
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(problem) = super::transfer::unsupported_content_encoding(req.headers()) {
+        let err = ApiError::UnsupportedMediaType(problem);
+        let (http_req, _) = req.into_parts();
+        let res = ServiceResponse::new(http_req, actix_web::ResponseError::error_response(&err));
+        return Ok(finish(
+            res,
+            started,
+            &span,
+            &request_id,
+            correlation_id,
+            state.as_ref(),
+            None,
+        )
+        .await);
+    }
+    let expired = match state.as_ref() {
+        Some(s) if super::transfer::has_body(req.headers()) => {
+            let secs = s.settings.server.body_timeout_secs.max(1);
+            Some(super::transfer::deadline_payload(
+                &mut req,
+                std::time::Duration::from_secs(secs),
+            ))
+        }
+        _ => None,
+    };
+    let res = next
+        .call(req)
+        .instrument(span.clone())
+        .await?
+        .map_into_boxed_body();
+    let res = match expired {
+        Some(flag) if flag.load(std::sync::atomic::Ordering::Relaxed) => {
+            let err = ApiError::RequestTimeout(
+                "The request body was not received within the body timeout".into(),
+            );
+            let (http_req, _) = res.into_parts();
+            let mut response = actix_web::ResponseError::error_response(&err);
+            response
+                .head_mut()
+                .set_connection_type(actix_web::http::ConnectionType::Close);
+            ServiceResponse::new(http_req, response)
+        }
+        _ => res,
+    };
+    Ok(finish(
+        res,
+        started,
+        &span,
+        &request_id,
+        correlation_id,
+        state.as_ref(),
+        accept_encoding.as_deref(),
+    )
+    .await)
+}
 
+/// Everything after the handler: the OperationOutcome guarantee, ids, compression,
+/// metrics and the access-log line.
+async fn finish(
+    res: ServiceResponse<impl MessageBody + 'static>,
+    started: StdInstant,
+    span: &tracing::Span,
+    request_id: &str,
+    correlation_id: Option<String>,
+    state: Option<&web::Data<AppState>>,
+    accept_encoding: Option<&str>,
+) -> ServiceResponse<BoxBody> {
     let status = res.status();
     let label = res
         .request()
@@ -104,7 +179,6 @@ pub async fn fhir_middleware(
         && format::negotiate(res.request()).ok().map(|o| o.format) == Some(Format::Xml);
     let mut res = if status.as_u16() >= 400 && (!is_fhir || wants_xml) {
         let limit = state
-            .as_ref()
             .map(|s| s.settings.server.body_limit_bytes)
             .unwrap_or(0);
         let (req, response) = res.into_parts();
@@ -138,8 +212,20 @@ pub async fn fhir_middleware(
         res.map_into_boxed_body()
     };
 
+    if let (Some(state), Some(accept)) = (state, accept_encoding) {
+        res =
+            super::transfer::compress(res, accept, state.settings.server.compress_min_bytes).await;
+    }
     let headers = res.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
+    if let Some(state) = state {
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "timeout={}",
+            state.settings.server.keep_alive_secs.max(1)
+        )) {
+            headers.insert(header::HeaderName::from_static("keep-alive"), v);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert(HeaderName::from_static(X_REQUEST_ID), v);
     }
     if let Some(c) = correlation_id.and_then(|c| HeaderValue::from_str(&c).ok()) {
@@ -147,7 +233,7 @@ pub async fn fhir_middleware(
     }
 
     let elapsed = started.elapsed();
-    if let Some(state) = &state {
+    if let Some(state) = state {
         state.metrics.observe(
             label.interaction,
             label.resource_type,
@@ -159,6 +245,12 @@ pub async fn fhir_middleware(
     span.record("fhir.resource_type", label.resource_type);
     span.record("http.status", status.as_u16());
     span.record("duration_ms", elapsed.as_secs_f64() * 1000.0);
-    span.in_scope(|| tracing::debug!("request completed"));
-    Ok(res)
+    span.in_scope(|| {
+        tracing::info!(
+            status = status.as_u16(),
+            latency_ms = (elapsed.as_secs_f64() * 1000.0 * 10.0).round() / 10.0,
+            "request"
+        )
+    });
+    res
 }

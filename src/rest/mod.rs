@@ -7,6 +7,9 @@ pub mod format;
 pub mod handlers;
 pub mod middleware;
 pub mod search;
+pub mod shape;
+pub(crate) mod strict;
+pub mod transfer;
 pub mod validate;
 
 use std::sync::Arc;
@@ -41,7 +44,8 @@ pub struct InteractionLabel {
 /// Declares every route.
 pub fn configure(cfg: &mut web::ServiceConfig, bundle_limit: usize) {
     use handlers as h;
-    cfg.service(web::resource("/health/live").route(web::get().to(h::health_live)))
+    cfg.service(web::resource("/").route(web::get().to(h::landing)))
+        .service(web::resource("/health/live").route(web::get().to(h::health_live)))
         .service(web::resource("/health/ready").route(web::get().to(h::health_ready)))
         .service(web::resource("/metrics").route(web::get().to(h::metrics)))
         .service(
@@ -50,7 +54,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, bundle_limit: usize) {
                     web::resource("")
                         .app_data(web::PayloadConfig::new(bundle_limit))
                         .route(web::post().to(bundle::system_post))
-                        .route(web::get().to(h::not_implemented))
+                        .route(web::get().to(h::base_get))
                         .default_service(web::to(h::method_not_allowed)),
                 )
                 .service(

@@ -9,12 +9,13 @@ use serde_json::{json, Value};
 use super::error::{operation_outcome, ApiError, OoIssue};
 use super::format::{self, Prefer};
 use super::handlers::{base_url, bundle, ctx, label, parse_type, query_pairs, require};
+use super::shape::Shape;
 use super::AppState;
 use crate::model::{LogicalId, ResourceType};
-use crate::search::parse::{self as search_parse, Options, Paging, ParsedSearch, Summary};
+use crate::search::parse::{self as search_parse, Options, Paging, ParsedSearch};
 use crate::search::registry::{self, ParamKind};
 use crate::search::types::{Predicate, ReferenceValue, SearchQuery, Test};
-use crate::storage::{Interaction, StoredResource};
+use crate::storage::Interaction;
 
 type ApiResult = Result<HttpResponse, ApiError>;
 
@@ -89,6 +90,7 @@ pub async fn search(
 ) -> ApiResult {
     let ty = parse_type(&path.into_inner(), &state)?;
     label(&req, "search-type", Some(ty));
+    super::strict::preconditions(&req, "search", &[])?;
     let pairs = query_pairs(req.query_string())?;
     run_search(&req, &state, ty, pairs, None).await
 }
@@ -103,6 +105,7 @@ pub async fn search_post(
 ) -> ApiResult {
     let ty = parse_type(&path.into_inner(), &state)?;
     label(&req, "search-type", Some(ty));
+    super::strict::preconditions(&req, "search", &[])?;
     let ct = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -131,6 +134,7 @@ pub async fn compartment_search(
     let comp_ty = parse_type(&comp, &state)?;
     let ty = parse_type(&target, &state)?;
     label(&req, "search-compartment", Some(ty));
+    super::strict::preconditions(&req, "search", &[])?;
     if comp_ty != ResourceType::Patient {
         return Err(ApiError::bad_request(
             "not-supported",
@@ -201,7 +205,7 @@ async fn run_search(
 ) -> ApiResult {
     require(state, ty, Interaction::SearchType)?;
     let out = format::negotiate(req)?;
-    let Prefer { lenient, .. } = format::prefer(req.headers());
+    let Prefer { lenient, .. } = format::prefer(req.headers())?;
     let base = base_url(req, state);
     let ParsedSearch {
         mut query,
@@ -361,109 +365,4 @@ fn with_raw_entries(bundle: &Value, entries: &[String]) -> Result<String, ApiErr
     }
     text.push_str("]}");
     Ok(text)
-}
-
-/// `_summary` / `_elements` applied to each returned resource.
-struct Shape {
-    summary: Option<Summary>,
-    elements: Option<Vec<String>>,
-}
-
-const SUBSETTED: &str = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue";
-
-impl Shape {
-    /// Every element of every resource, unchanged.
-    fn is_identity(&self) -> bool {
-        matches!(self.summary, None | Some(Summary::False)) && self.elements.is_none()
-    }
-
-    fn apply(&self, r: &StoredResource) -> Result<Option<Value>, ApiError> {
-        let Some(content) = &r.content else {
-            return Ok(None);
-        };
-        let mut resource: Value =
-            serde_json::from_str(content).map_err(|e| ApiError::Internal(e.into()))?;
-        let keep: Option<Vec<String>> = match (self.summary, &self.elements) {
-            (Some(Summary::True), _) => Some(summary_elements(r.resource_type)),
-            (Some(Summary::Text), _) => {
-                let mut k = mandatory_elements(r.resource_type);
-                k.push("text".into());
-                Some(k)
-            }
-            (Some(Summary::Data), _) => {
-                if let Some(obj) = resource.as_object_mut() {
-                    obj.shift_remove("text");
-                }
-                mark_subsetted(&mut resource);
-                None
-            }
-            (_, Some(list)) => {
-                let mut k = mandatory_elements(r.resource_type);
-                k.extend(list.iter().cloned());
-                Some(k)
-            }
-            _ => None,
-        };
-        if let Some(keep) = keep {
-            if let Some(obj) = resource.as_object_mut() {
-                obj.retain(|k, _| {
-                    let name = k.strip_prefix('_').unwrap_or(k);
-                    k == "resourceType"
-                        || k == "id"
-                        || k == "meta"
-                        || keep.iter().any(|e| {
-                            e == name
-                                || (name.starts_with(e.as_str())
-                                    && is_choice_of(r.resource_type, e, name))
-                        })
-                });
-            }
-            mark_subsetted(&mut resource);
-        }
-        Ok(Some(resource))
-    }
-}
-
-fn is_choice_of(ty: ResourceType, base: &str, json_name: &str) -> bool {
-    fhir_structure::model::Model::r4()
-        .element(ty.as_str(), json_name)
-        .is_some_and(|e| e.choice && e.def.name.strip_suffix("[x]") == Some(base))
-}
-
-fn element_base_name(name: &str) -> String {
-    name.strip_suffix("[x]").unwrap_or(name).to_owned()
-}
-
-fn summary_elements(ty: ResourceType) -> Vec<String> {
-    fhir_structure::model::Model::r4()
-        .all_elements(ty.as_str())
-        .into_iter()
-        .filter(|e| e.summary || e.min > 0)
-        .map(|e| element_base_name(&e.name))
-        .collect()
-}
-
-fn mandatory_elements(ty: ResourceType) -> Vec<String> {
-    fhir_structure::model::Model::r4()
-        .all_elements(ty.as_str())
-        .into_iter()
-        .filter(|e| e.min > 0)
-        .map(|e| element_base_name(&e.name))
-        .collect()
-}
-
-fn mark_subsetted(resource: &mut Value) {
-    let Some(obj) = resource.as_object_mut() else {
-        return;
-    };
-    let meta = obj
-        .entry("meta")
-        .or_insert_with(|| json!({}))
-        .as_object_mut();
-    if let Some(meta) = meta {
-        let tags = meta.entry("tag").or_insert_with(|| json!([]));
-        if let Some(arr) = tags.as_array_mut() {
-            arr.push(json!({"system": SUBSETTED, "code": "SUBSETTED"}));
-        }
-    }
 }

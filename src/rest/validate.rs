@@ -172,6 +172,7 @@ pub async fn validate_type(
 ) -> ApiResult {
     let ty = parse_type(&path.into_inner(), &state)?;
     label(&req, "operation-validate", Some(ty));
+    super::strict::preconditions(&req, "$validate", &[])?;
     let params = read_parameters(&req, &body)?;
     if params.mode.as_deref() == Some("delete") {
         return outcome(&req, Vec::new());
@@ -193,6 +194,7 @@ pub async fn validate_instance(
     let (type_name, id) = path.into_inner();
     let ty = parse_type(&type_name, &state)?;
     label(&req, "operation-validate", Some(ty));
+    super::strict::preconditions(&req, "$validate", &[])?;
     let id = parse_id(&id)?;
     let params = read_parameters(&req, &body)?;
     if params.mode.as_deref() == Some("delete") {

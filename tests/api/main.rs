@@ -12,6 +12,7 @@ mod errors;
 mod examples;
 mod history;
 mod http;
+mod interop;
 mod ops;
 mod reindex;
 mod seam;
