@@ -273,6 +273,13 @@ fn readme_examples_run_as_written() {
         )),
         "start-up log:\n{text}"
     );
+    if validating {
+        assert!(
+            text.contains("validation profiles loaded")
+                && text.contains("hl7.fhir.r4.examples#4.0.1"),
+            "the start-up log names the core package it uses:\n{text}"
+        );
+    }
 }
 
 #[test]
