@@ -67,7 +67,8 @@ fn serve(cwd: &Path, args: &[&str], log: &Path) -> (Proc, u16) {
         .spawn()
         .unwrap();
     let mut p = Proc(child);
-    for _ in 0..400 {
+    let until = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < until {
         if let Some(status) = p.0.try_wait().unwrap() {
             panic!(
                 "serve exited ({status}):\n{}",
