@@ -189,19 +189,117 @@ pub struct Overrides {
     pub database_url: Option<String>,
 }
 
+/// Every problem found in the settings, one per line when displayed.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.len();
+        write!(
+            f,
+            "invalid settings ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.0 {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Parses a TOML settings file, reporting every bad section, key and value
+/// (serde stops at the first): each key is tried on its own, and the keys
+/// that are good still apply, so `validate` can report on the rest too.
+fn parse_file(text: &str) -> (Settings, Vec<String>) {
+    let table: toml::Table = match toml::from_str(text) {
+        Ok(t) => t,
+        // A syntax error: nothing after it can be trusted.
+        Err(e) => {
+            return (
+                Settings::default(),
+                vec![e.to_string().trim_end().to_owned()],
+            )
+        }
+    };
+    if let Ok(s) = toml::from_str::<Settings>(text) {
+        return (s, Vec::new());
+    }
+    let one_line = |e: toml::de::Error| e.message().trim_end().replace('\n', " ");
+    let try_table = |t: toml::Table| Settings::deserialize(toml::Value::Table(t));
+    let mut problems = Vec::new();
+    let mut good = toml::Table::new();
+    for (section, value) in &table {
+        let Some(keys) = value.as_table() else {
+            let mut t = toml::Table::new();
+            t.insert(section.clone(), value.clone());
+            match try_table(t) {
+                Err(e) => problems.push(format!("{section}: {}", one_line(e))),
+                Ok(_) => problems.push(format!("{section}: expected a [{section}] table")),
+            }
+            continue;
+        };
+        let mut probe = toml::Table::new();
+        probe.insert(section.clone(), toml::Value::Table(toml::Table::new()));
+        if let Err(e) = try_table(probe) {
+            problems.push(format!("[{section}]: {}", one_line(e)));
+            continue;
+        }
+        let mut good_keys = toml::Table::new();
+        for (key, v) in keys {
+            let mut inner = toml::Table::new();
+            inner.insert(key.clone(), v.clone());
+            let mut t = toml::Table::new();
+            t.insert(section.clone(), toml::Value::Table(inner));
+            match try_table(t) {
+                Ok(_) => {
+                    good_keys.insert(key.clone(), v.clone());
+                }
+                Err(e) => problems.push(format!("{section}.{key}: {}", one_line(e))),
+            }
+        }
+        good.insert(section.clone(), toml::Value::Table(good_keys));
+    }
+    match try_table(good) {
+        Ok(s) => {
+            if problems.is_empty() {
+                // Not expected: every key passed alone; report serde's own message.
+                if let Err(e) = toml::from_str::<Settings>(text) {
+                    problems.push(one_line(e));
+                }
+            }
+            (s, problems)
+        }
+        Err(e) => {
+            problems.push(one_line(e));
+            (Settings::default(), problems)
+        }
+    }
+}
+
 impl Settings {
     /// Defaults ← file (if any) ← environment ← flags, then validation.
+    /// Every problem is reported at once ([`ConfigErrors`]): each bad key or
+    /// value in the file and each setting that fails [`Settings::validate`].
     pub fn load(
         file: Option<&Path>,
         env: &dyn Fn(&str) -> Option<String>,
         flags: &Overrides,
     ) -> anyhow::Result<Settings> {
+        let mut problems = Vec::new();
         let mut settings = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("Failed to read config file {}", path.display()))?;
-                toml::from_str::<Settings>(&text)
-                    .with_context(|| format!("Invalid config file {}", path.display()))?
+                let (settings, file_problems) = parse_file(&text);
+                problems.extend(
+                    file_problems
+                        .into_iter()
+                        .map(|p| format!("{}: {p}", path.display())),
+                );
+                settings
             }
             None => Settings::default(),
         };
@@ -223,8 +321,12 @@ impl Settings {
         if let Some(v) = &flags.database_url {
             settings.storage.database_url = v.clone();
         }
-        settings.validate()?;
-        Ok(settings)
+        problems.extend(settings.problems());
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(ConfigErrors(problems).into())
+        }
     }
 
     /// Settings for tests: in-memory SQLite, an ephemeral port, quiet logs.
@@ -239,50 +341,70 @@ impl Settings {
         s
     }
 
+    /// Checks every setting; the error lists every problem found.
     pub fn validate(&self) -> anyhow::Result<()> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(problems).into())
+        }
+    }
+
+    /// Every problem with these settings, each naming the key at fault.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
         if self.server.listen.parse::<std::net::SocketAddr>().is_err()
             && !self.server.listen.contains(':')
         {
-            anyhow::bail!("server.listen: '{}' is not HOST:PORT", self.server.listen);
+            out.push(format!(
+                "server.listen: '{}' is not HOST:PORT",
+                self.server.listen
+            ));
         }
         if self.server.body_limit_bytes < 1024 {
-            anyhow::bail!("server.body_limit_bytes must be at least 1024");
+            out.push("server.body_limit_bytes must be at least 1024".into());
         }
         let url = &self.storage.database_url;
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")
             || url.starts_with("postgresql://"))
         {
-            anyhow::bail!(
+            out.push(
                 "storage.database_url must start with sqlite://, sqlite::memory: or postgres://"
+                    .into(),
             );
         }
         if self.storage.pool_size == 0 || self.storage.pool_size > 256 {
-            anyhow::bail!("storage.pool_size must be between 1 and 256");
+            out.push("storage.pool_size must be between 1 and 256".into());
         }
         if self.search.default_count == 0 || self.search.default_count > self.search.max_count {
-            anyhow::bail!("search.default_count must be between 1 and search.max_count");
+            out.push("search.default_count must be between 1 and search.max_count".into());
         }
         if !matches!(self.validation.nhs_number.as_str(), "error" | "warning") {
-            anyhow::bail!("validation.nhs_number must be 'error' or 'warning'");
+            out.push("validation.nhs_number must be 'error' or 'warning'".into());
         }
         for (ty, policy) in &self.validation.policy {
             if ty.parse::<crate::model::ResourceType>().is_err() {
-                anyhow::bail!("validation.policy: '{ty}' is not a supported resource type");
+                out.push(format!(
+                    "validation.policy: '{ty}' is not a supported resource type"
+                ));
             }
             if !matches!(policy.as_str(), "off" | "warn" | "enforce") {
-                anyhow::bail!("validation.policy.{ty} must be off, warn or enforce");
+                out.push(format!(
+                    "validation.policy.{ty} must be off, warn or enforce"
+                ));
             }
         }
         if !matches!(self.telemetry.log_format.as_str(), "pretty" | "json") {
-            anyhow::bail!("telemetry.log_format must be 'pretty' or 'json'");
+            out.push("telemetry.log_format must be 'pretty' or 'json'".into());
         }
         if let Some(base) = &self.server.base_url {
             if !(base.starts_with("http://") || base.starts_with("https://")) {
-                anyhow::bail!("server.base_url must be an http(s) URL");
+                out.push("server.base_url must be an http(s) URL".into());
             }
         }
-        Ok(())
+        out
     }
 
     /// The database URL with a safe TLS default: a remote PostgreSQL server gets
@@ -359,6 +481,48 @@ mod tests {
         };
         let e = Settings::load(None, &no_env, &flags).unwrap_err();
         assert!(e.to_string().contains("storage.database_url"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[server]\nlisten_addr = \"x\"\nbody_limit_bytes = \"lots\"\nworkers = 2\n\
+             [storage]\npool_size = 0\n\
+             [serch]\ndefault_count = 5\n\
+             [telemetry]\nlog_format = \"xml\"\ncolour = true\n",
+        )
+        .unwrap();
+        let flags = Overrides {
+            listen: None,
+            database_url: Some("mysql://x".into()),
+        };
+        let e = Settings::load(Some(&file), &no_env, &flags).unwrap_err();
+        let problems = &e.downcast_ref::<ConfigErrors>().unwrap().0;
+        let msg = e.to_string();
+        for needle in [
+            "server.listen_addr: unknown field `listen_addr`",
+            "server.body_limit_bytes: invalid type: string \"lots\"",
+            "[serch]: unknown field `serch`",
+            "telemetry.colour: unknown field `colour`",
+            // Values that parse but fail validation, from the file and from flags.
+            "storage.pool_size must be between 1 and 256",
+            "telemetry.log_format must be 'pretty' or 'json'",
+            "storage.database_url must start with",
+        ] {
+            assert!(msg.contains(needle), "{needle:?} missing from:\n{msg}");
+        }
+        assert_eq!(problems.len(), 7, "{msg}");
+        assert!(
+            msg.starts_with("invalid settings (7 problems):\n  - "),
+            "{msg}"
+        );
+        // A syntax error is reported alone, with its position.
+        std::fs::write(&file, "[server\nlisten = 1\n").unwrap();
+        let e = Settings::load(Some(&file), &no_env, &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("line 1"), "{e}");
     }
 
     #[test]

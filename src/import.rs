@@ -8,7 +8,7 @@
 //!   a chunk that fails is retried entry by entry as a batch, so one bad
 //!   resource costs only itself and is reported with its reason.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -254,6 +254,9 @@ fn describe(e: &crate::rest::error::ApiError) -> String {
     format!("{}: {}", e.status_code().as_u16(), issues.join("; "))
 }
 
+/// How often the progress line is printed when stderr is not a terminal.
+const PLAIN_PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Imports `files` into the store configured by `settings`.
 pub async fn import(
     settings: Settings,
@@ -299,6 +302,10 @@ pub async fn import(
     }))
     .buffer_unordered(2);
     let mut files_done = 0;
+    // A redrawn bar on a terminal; elsewhere (a log file, a pipe) a plain line
+    // every few seconds, so a log does not get one endless line of redraws.
+    let tty = std::io::stderr().is_terminal();
+    let mut last_line = Instant::now();
     while let Some((n, count, ok, failures)) = results.next().await {
         summary.resources += ok;
         summary.failed += count - ok.min(count);
@@ -306,25 +313,34 @@ pub async fn import(
         files_done = files_done.max(n + 1);
         if progress {
             let secs = started.elapsed().as_secs_f64();
-            let width = 30;
-            let done = files_done * width / total_files.max(1);
-            eprint!(
-                "\r[{}{}] {}/{} files, {} resources, {} failed, {:.0} resources/s   ",
-                "#".repeat(done),
-                " ".repeat(width - done),
-                files_done,
-                total_files,
-                summary.resources,
-                summary.failed,
-                summary.resources as f64 / secs.max(1e-9)
-            );
-            let _ = std::io::stderr().flush();
+            let rate = summary.resources as f64 / secs.max(1e-9);
+            if tty {
+                let width = 30;
+                let done = files_done * width / total_files.max(1);
+                eprint!(
+                    "\r[{}{}] {}/{} files, {} resources, {} failed, {:.0} resources/s   ",
+                    "#".repeat(done),
+                    " ".repeat(width - done),
+                    files_done,
+                    total_files,
+                    summary.resources,
+                    summary.failed,
+                    rate
+                );
+                let _ = std::io::stderr().flush();
+            } else if last_line.elapsed() >= PLAIN_PROGRESS_EVERY {
+                last_line = Instant::now();
+                eprintln!(
+                    "import: {}/{} files, {} resources, {} failed, {:.0} resources/s",
+                    files_done, total_files, summary.resources, summary.failed, rate
+                );
+            }
         }
     }
     drop(results);
     summary.failed += read_errors.len();
     summary.failures.extend(read_errors);
-    if progress {
+    if progress && tty {
         eprintln!();
     }
     summary.seconds = started.elapsed().as_secs_f64();

@@ -14,6 +14,7 @@ pub mod reindex;
 pub mod rest;
 pub mod search;
 pub mod service;
+pub mod startup;
 pub mod storage;
 pub mod telemetry;
 pub mod validation;
@@ -33,12 +34,14 @@ use storage::Backend;
 
 /// Opens the configured storage backend (creating and migrating the database).
 pub fn open_backend(settings: &Settings) -> anyhow::Result<Arc<dyn Backend>> {
+    let before = startup::DatabaseBefore::probe(&settings.storage.database_url);
     let backend = SqlBackend::open(&SqlOptions {
         url: settings.effective_database_url(),
         pool_size: settings.storage.pool_size,
         acquire_timeout: settings.acquire_timeout(),
         sqlite_synchronous_full: settings.storage.sqlite_synchronous_full,
     })?;
+    tracing::info!("{}", before.describe(backend.migrations_applied()));
     Ok(Arc::new(backend))
 }
 

@@ -17,24 +17,51 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// Settings without a flag of their own, listed under `--help`.
+const SETTINGS_HELP: &str = "\
+Settings come from built-in defaults, then the --config file, then environment
+variables, then flags (later layers win). Other environment variables:
+  FHIRBRIDGE_BASE_URL      public base URL (server.base_url) [default: derived from the request]
+  FHIRBRIDGE_PROFILES_DIR  UK Core profiles (validation.profiles_dir) [default: profiles/ukcore]
+  FHIR_PACKAGE_CACHE       FHIR package cache (validation.package_cache) [default: ~/.fhir/packages]
+  RUST_LOG                 log filter (telemetry.log_filter) [default: info]
+Every other setting is a TOML key; README.md lists them all with their defaults.";
+
 #[derive(clap::Args, Clone, Default)]
 struct Common {
-    /// TOML settings file.
-    #[arg(long, value_name = "FILE")]
+    /// TOML settings file (see README.md, Configuration)
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "FHIRBRIDGE_CONFIG",
+        hide_env_values = true
+    )]
     config: Option<PathBuf>,
-    /// Database URL: sqlite://PATH, sqlite::memory: or postgres://… [env: FHIRBRIDGE_DATABASE_URL]
-    #[arg(long, value_name = "URL")]
+    /// Database URL: sqlite://PATH, sqlite::memory: or postgres://USER@HOST:PORT/DB
+    /// (storage.database_url) [default: sqlite://data/fhirbridge.db]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "FHIRBRIDGE_DATABASE_URL",
+        hide_env_values = true
+    )]
     database: Option<String>,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Start the FHIR server (the default command).
+    #[command(after_help = SETTINGS_HELP)]
     Serve {
         #[command(flatten)]
         common: Common,
-        /// Address to listen on, e.g. 127.0.0.1:8080 [env: FHIRBRIDGE_LISTEN]
-        #[arg(long, value_name = "ADDR")]
+        /// Address to listen on, HOST:PORT (server.listen) [default: 127.0.0.1:8080]
+        #[arg(
+            long,
+            value_name = "ADDR",
+            env = "FHIRBRIDGE_LISTEN",
+            hide_env_values = true
+        )]
         listen: Option<String>,
     },
     /// Create the database if needed and apply pending migrations, then exit.
@@ -116,12 +143,15 @@ enum ReportFormat {
 
 fn load(common: &Common, listen: Option<String>) -> anyhow::Result<Settings> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    // clap also fills flags from their environment variables; an empty one means unset.
+    let set = |v: Option<String>| v.filter(|v| !v.is_empty());
+    let config = common.config.clone().filter(|p| !p.as_os_str().is_empty());
     Settings::load(
-        common.config.as_deref(),
+        config.as_deref(),
         &env,
         &Overrides {
-            listen,
-            database_url: common.database.clone(),
+            listen: set(listen),
+            database_url: set(common.database.clone()),
         },
     )
 }
@@ -138,14 +168,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &settings.telemetry.log_format,
             );
             let app = fhirbridge::Application::build(settings.clone())?;
+            let base = fhirbridge::startup::base_url(&settings.server, app.port());
             tracing::info!(
                 listen = %settings.server.listen,
                 port = app.port(),
-                "fhirbridge listening; FHIR base is /fhir"
+                "fhirbridge listening; FHIR base URL {base}"
             );
-            actix_web::rt::System::new().block_on(app.run_until_stopped())?;
-            tracing::info!("fhirbridge stopped");
-            Ok(ExitCode::SUCCESS)
+            let timeout = std::time::Duration::from_secs(settings.server.shutdown_timeout_secs);
+            let result = actix_web::rt::System::new().block_on(async move {
+                actix_web::rt::spawn(fhirbridge::startup::bound_shutdown(timeout));
+                app.run_until_stopped().await
+            });
+            let code = match result {
+                Ok(()) => {
+                    tracing::info!("fhirbridge stopped");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("fhirbridge: {e}");
+                    1
+                }
+            };
+            // Exit here: dropping the runtimes would wait for any blocking
+            // database call still running, past the shutdown timeout.
+            std::process::exit(code)
         }
         Command::Migrate { common } => {
             let settings = load(&common, None)?;
@@ -153,8 +199,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &settings.telemetry.log_filter,
                 &settings.telemetry.log_format,
             );
+            // open_backend logs where the database is and what was applied.
             fhirbridge::open_backend(&settings)?;
-            tracing::info!("migrations applied");
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate {

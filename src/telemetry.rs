@@ -2,6 +2,8 @@
 //! and resource types, never patient data: no bodies, identifiers, names, dates
 //! of birth or raw query strings.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{fmt, EnvFilter};
 
 /// Installs the global subscriber (`RUST_LOG` overrides `filter`). Safe to call
@@ -18,6 +20,8 @@ pub fn init(filter: &str, format: &str) {
     } else {
         fmt()
             .with_env_filter(env_filter)
+            // Colour codes only on a terminal, not in log files.
+            .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .try_init()
     };

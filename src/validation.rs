@@ -104,6 +104,7 @@ impl ValidationService {
         let started = std::time::Instant::now();
         let registry = build_registry(&core, Path::new(&settings.profiles_dir))?;
         tracing::info!(
+            core = %core.display(),
             profiles = registry.profile_urls().len(),
             duration_ms = started.elapsed().as_millis() as u64,
             "validation profiles loaded"
@@ -223,7 +224,11 @@ pub fn locate_core_package(settings: &ValidationSettings) -> Result<PathBuf, Str
     }
     if settings.auto_install {
         tracing::info!(cache = %cache.display(), "installing the FHIR R4 core package (first start)");
-        return fhir_validation::package::install_core(&cache);
+        let installed = fhir_validation::package::install_core(&cache);
+        if let Ok(dir) = &installed {
+            tracing::info!("FHIR R4 core package installed in {}", dir.display());
+        }
+        return installed;
     }
     Err(format!(
         "the FHIR R4 core package is not installed in {}; run `fhirbridge packages install`",

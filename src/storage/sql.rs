@@ -72,6 +72,8 @@ pub struct SqlBackend {
     /// Serialises SQLite writers inside this process.
     write_lock: Arc<WriteGate>,
     capabilities: Capabilities,
+    /// Migrations `open` applied (0: the schema was up to date).
+    migrations_applied: usize,
 }
 
 /// The SQLite writer gate: one writer at a time in this process, and a nudge to
@@ -179,6 +181,7 @@ impl SqlBackend {
     pub fn open(opts: &SqlOptions) -> anyhow::Result<SqlBackend> {
         let url = opts.url.trim();
         let mut gate = WriteGate::default();
+        let migrations_applied;
         let (pools, dialect) = if url.starts_with("postgres://") || url.starts_with("postgresql://")
         {
             let manager = ConnectionManager::<PgConnection>::new(url);
@@ -190,9 +193,11 @@ impl SqlBackend {
             let mut conn = pool
                 .get()
                 .context("Failed to get a PostgreSQL connection")?;
-            conn.run_pending_migrations(PG_MIGRATIONS)
+            migrations_applied = conn
+                .run_pending_migrations(PG_MIGRATIONS)
                 .map_err(|e| anyhow::anyhow!("{e}"))
-                .context("Failed to run PostgreSQL migrations")?;
+                .context("Failed to run PostgreSQL migrations")?
+                .len();
             (Pools::Postgres(pool), Dialect::Postgres)
         } else {
             let (target, memory) = sqlite_target(url)?;
@@ -208,9 +213,11 @@ impl SqlBackend {
                 .build(manager)
                 .context("Failed to open the SQLite database")?;
             let mut conn = pool.get().context("Failed to get a SQLite connection")?;
-            conn.run_pending_migrations(SQLITE_MIGRATIONS)
+            migrations_applied = conn
+                .run_pending_migrations(SQLITE_MIGRATIONS)
                 .map_err(|e| anyhow::anyhow!("{e}"))
-                .context("Failed to run SQLite migrations")?;
+                .context("Failed to run SQLite migrations")?
+                .len();
             if !memory {
                 gate.checkpoints = Some(spawn_checkpointer(target, gate.mutex.clone())?);
             }
@@ -246,11 +253,17 @@ impl SqlBackend {
             dialect,
             write_lock: Arc::new(gate),
             capabilities,
+            migrations_applied,
         })
     }
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// How many migrations `open` applied (0 when the schema was up to date).
+    pub fn migrations_applied(&self) -> usize {
+        self.migrations_applied
     }
 
     async fn blocking<T, F>(&self, f: F) -> StorageResult<T>

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod bundles;
+mod cli;
 mod concurrency;
 mod crud;
 mod durability;
