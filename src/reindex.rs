@@ -4,7 +4,7 @@
 //! is one write transaction). Resumable: the cursor is committed with each
 //! batch, so a run that is interrupted continues where it stopped.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -65,6 +65,9 @@ pub async fn reindex(
     }
     let total = store.reindex_total(types).await?;
     let started = Instant::now();
+    // A redrawn line on a terminal; elsewhere a plain line every few seconds.
+    let tty = std::io::stderr().is_terminal();
+    let mut last_line = Instant::now();
     loop {
         let step = store
             .reindex_batch(&job, types, after.clone(), batch, extract.clone())
@@ -76,17 +79,24 @@ pub async fn reindex(
         after = step.last;
         if progress {
             let secs = started.elapsed().as_secs_f64();
-            eprint!(
-                "\r{} of {} resources reindexed, {:.0} resources/s   ",
-                summary.resources,
-                total,
-                summary.resources as f64 / secs.max(1e-9)
-            );
-            let _ = std::io::stderr().flush();
+            let rate = summary.resources as f64 / secs.max(1e-9);
+            if tty {
+                eprint!(
+                    "\r{} of {} resources reindexed, {rate:.0} resources/s   ",
+                    summary.resources, total
+                );
+                let _ = std::io::stderr().flush();
+            } else if last_line.elapsed() >= std::time::Duration::from_secs(5) {
+                last_line = Instant::now();
+                eprintln!(
+                    "reindex: {} of {} resources, {rate:.0} resources/s",
+                    summary.resources, total
+                );
+            }
         }
     }
     store.reindex_clear(&job).await?;
-    if progress {
+    if progress && tty {
         eprintln!();
     }
     summary.seconds = started.elapsed().as_secs_f64();
