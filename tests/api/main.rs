@@ -13,6 +13,7 @@ mod examples;
 mod history;
 mod http;
 mod ops;
+mod realdata;
 mod reindex;
 mod seam;
 mod search;
