@@ -290,6 +290,37 @@ async fn primitive_with_extension_only(app: TestApp) {
         "unknown"
     );
     assert_eq!(got["_birthDate"]["id"], "b1");
+    // the same as XML, in a transaction, and by PUT
+    let xml = r#"<Patient xmlns="http://hl7.org/fhir"><name><family value="Cox"/><given value="Richard"/><given><extension url="http://hl7.org/fhir/StructureDefinition/data-absent-reason"><valueCode value="unknown"/></extension></given></name></Patient>"#;
+    let r = app
+        .request(
+            "POST",
+            "/fhir/Patient",
+            &[
+                ("Content-Type", "application/fhir+xml"),
+                ("Accept", "application/fhir+json"),
+            ],
+            Some(xml.as_bytes().to_vec()),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["name"][0]["given"], json!(["Richard", null]));
+    let mut with_id = p.clone();
+    with_id["id"] = json!(id);
+    let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": p, "request": {"method": "POST", "url": "Patient"}},
+        {"resource": with_id, "request": {"method": "PUT", "url": format!("Patient/{id}")}}
+    ]});
+    let r = app.post("/fhir", &tx).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = app
+        .get_with(
+            &format!("/fhir/Patient/{id}"),
+            &[("Accept", "application/fhir+xml")],
+        )
+        .await;
+    assert_eq!(got.status, 200);
+    assert!(got.text().contains("data-absent-reason"), "{}", got.text());
     // still errors: mismatched lengths, null on both sides
     let mut bad = p.clone();
     bad["name"][0]["_given"] = json!([null]);

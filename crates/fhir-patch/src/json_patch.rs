@@ -60,7 +60,14 @@ struct Budget<'l> {
     bytes: usize,
     /// An upper bound of the document's nesting depth.
     depth: usize,
+    /// Bytes copied so far (`copy` into the same place over and over keeps
+    /// the size but not the time bounded).
+    copied: usize,
 }
+
+/// Most bytes all `copy` operations of one patch may copy, in multiples of
+/// the size limit.
+const COPY_FACTOR: usize = 4;
 
 impl<'l> Budget<'l> {
     fn new(doc: &Value, limits: &'l Limits) -> Result<Budget<'l>, String> {
@@ -72,6 +79,7 @@ impl<'l> Budget<'l> {
             limits,
             bytes: m.bytes,
             depth: m.depth,
+            copied: 0,
         })
     }
 
@@ -113,6 +121,15 @@ impl<'l> Budget<'l> {
         };
         let room = limits.max_bytes.saturating_sub(self.bytes);
         let m = measure(added, room, limits.max_depth);
+        if let Op::Copy { .. } = op {
+            self.copied = self.copied.saturating_add(m.bytes);
+            if self.copied > limits.max_bytes.saturating_mul(COPY_FACTOR) {
+                return Err(format!(
+                    "the patch copies more than {} bytes in all (the limit for one patch)",
+                    limits.max_bytes.saturating_mul(COPY_FACTOR)
+                ));
+            }
+        }
         // what the operation replaces: an existing member, or the whole document
         let replaced = match (op, split_last(path)) {
             (_, None) => Some(self.bytes),
@@ -471,12 +488,28 @@ mod tests {
     }
 
     #[test]
+    fn copying_over_and_over_is_bounded_in_time() {
+        // the size stays the same, but each copy costs the whole subtree
+        let mut doc = json!({"a": "x".repeat(1000), "b": 1});
+        let ops: Vec<Value> = (0..100)
+            .map(|_| json!({"op": "copy", "from": "/a", "path": "/b"}))
+            .collect();
+        let e = apply(&mut doc, &Value::Array(ops), &limits(10_000)).unwrap_err();
+        assert!(e.message().contains("copies more than 40000 bytes"), "{e}");
+        assert_eq!(e.expression(), Some("/39"));
+    }
+
+    #[test]
     fn the_size_follows_removals_and_replacements() {
         // growing and shrinking again stays within a limit the net result fits
         let mut doc = json!({"a": "x".repeat(600)});
         let mut ops = Vec::new();
-        for _ in 0..100 {
-            ops.push(json!({"op": "copy", "from": "/a", "path": "/b"}));
+        for i in 0..100 {
+            if i < 5 {
+                ops.push(json!({"op": "copy", "from": "/a", "path": "/b"}));
+            } else {
+                ops.push(json!({"op": "add", "path": "/b", "value": "b".repeat(600)}));
+            }
             ops.push(json!({"op": "remove", "path": "/b"}));
             ops.push(json!({"op": "replace", "path": "/a", "value": "y".repeat(600)}));
             ops.push(json!({"op": "add", "path": "/a", "value": "z".repeat(600)}));

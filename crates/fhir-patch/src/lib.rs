@@ -130,7 +130,9 @@ impl std::error::Error for PatchError {}
 pub struct Limits {
     /// Largest result, as compact JSON, in bytes (default 10 MiB). JSON Patch
     /// checks it before each operation (a `copy` cannot double the document
-    /// past it); FHIRPath Patch, which cannot duplicate content, at the end.
+    /// past it, and all copies of one patch together copy at most four times
+    /// this, so time is bounded too); FHIRPath Patch, which cannot duplicate
+    /// content, at the end.
     pub max_bytes: usize,
     /// Arrays and objects nested in the result: it must be less than this
     /// (default `fhir_structure::check::MAX_JSON_DEPTH`, as for a body).
