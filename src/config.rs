@@ -368,6 +368,29 @@ mod tests {
     }
 
     #[test]
+    fn validation_settings_from_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let s = Settings::load(None, &no_env, &Overrides::default()).unwrap();
+        assert_eq!(s.validation.unknown_extensions, "warning");
+        assert_eq!(s.validation.profiles_dir, None);
+        std::fs::write(
+            &file,
+            "[validation]\nunknown_extensions = \"error\"\nprofiles_dir = \"/x\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file), &no_env, &Overrides::default()).unwrap();
+        assert_eq!(s.validation.unknown_extensions, "error");
+        assert_eq!(s.validation.profiles_dir.as_deref(), Some("/x"));
+        std::fs::write(&file, "[validation]\nunknown_extensions = \"ignore\"\n").unwrap();
+        let e = Settings::load(Some(&file), &no_env, &Overrides::default()).unwrap_err();
+        assert!(
+            e.to_string().contains("validation.unknown_extensions"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn remote_postgres_defaults_to_verify_full() {
         let mut s = Settings::default();
         s.storage.database_url = "postgres://u@db.example.org:5432/fhir".into();

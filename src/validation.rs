@@ -276,3 +276,31 @@ pub fn build_registry(core: &Path, profiles_dir: Option<&Path>) -> anyhow::Resul
         .map_err(|e| anyhow::anyhow!(e))
         .context("Failed to build profile snapshots")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_uk_core_definition_is_built_in() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/ukcore");
+        let on_disk = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .count();
+        assert_eq!(EMBEDDED_PROFILES.len(), on_disk);
+        let urls: Vec<String> = EMBEDDED_PROFILES
+            .iter()
+            .map(|(name, text)| {
+                let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+                v["url"].as_str().unwrap_or_default().to_owned()
+            })
+            .collect();
+        for ty in ResourceType::ALL {
+            if let Some(url) = uk_core_profile(ty) {
+                assert!(urls.iter().any(|u| u == url), "{url} is not built in");
+            }
+        }
+    }
+}
