@@ -32,10 +32,21 @@ pub struct ValidationSettings {
     pub core_package_dir: Option<String>,
     /// Install the core package into the cache on first start if it is missing (uses npm).
     pub auto_install: bool,
-    /// Directory of our profiles, extensions, ValueSets and CodeSystems (`FHIRBRIDGE_PROFILES_DIR`).
-    pub profiles_dir: String,
+    /// A directory of further profiles, extensions, ValueSets and CodeSystems
+    /// (`*.json`, `*.xml`) loaded in addition to the UK Core definitions built
+    /// into the binary; one with the same canonical URL replaces the built-in one
+    /// (`FHIRBRIDGE_PROFILES_DIR`). Unset by default; a directory that is set but
+    /// cannot be loaded is a startup error.
+    pub profiles_dir: Option<String>,
     /// `error` (default) or `warning`: how an NHS number failing Modulus 11 is reported.
     pub nhs_number: String,
+    /// `warning` (default) or `error`: how an extension the server has no
+    /// definition for (from a domain none of its definitions come from) is
+    /// reported. UK Core's extension slicing is open, so vendors' and
+    /// generators' own extensions are accepted with a warning; `error` is the
+    /// HL7 Java validator's strict behaviour. Unknown modifierExtensions are
+    /// always errors, and known extensions are always fully validated.
+    pub unknown_extensions: String,
     /// Per-type policy `off | warn | enforce`; default `enforce` for Patient,
     /// Appointment, MedicationRequest and Consent, `warn` for the others.
     pub policy: std::collections::BTreeMap<String, String>,
@@ -48,8 +59,9 @@ impl Default for ValidationSettings {
             package_cache: None,
             core_package_dir: None,
             auto_install: true,
-            profiles_dir: "profiles/ukcore".into(),
+            profiles_dir: None,
             nhs_number: "error".into(),
+            unknown_extensions: "warning".into(),
             policy: std::collections::BTreeMap::new(),
         }
     }
@@ -310,7 +322,7 @@ impl Settings {
             settings.storage.database_url = v;
         }
         if let Some(v) = env("FHIRBRIDGE_PROFILES_DIR") {
-            settings.validation.profiles_dir = v;
+            settings.validation.profiles_dir = Some(v);
         }
         if let Some(v) = env("FHIRBRIDGE_BASE_URL") {
             settings.server.base_url = Some(v);
@@ -365,6 +377,15 @@ impl Settings {
         if self.server.body_limit_bytes < 1024 {
             out.push("server.body_limit_bytes must be at least 1024".into());
         }
+        for (key, v) in [
+            ("header_timeout_secs", self.server.header_timeout_secs),
+            ("body_timeout_secs", self.server.body_timeout_secs),
+            ("keep_alive_secs", self.server.keep_alive_secs),
+        ] {
+            if v == 0 || v > 3600 {
+                out.push(format!("server.{key} must be between 1 and 3600"));
+            }
+        }
         let url = &self.storage.database_url;
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")
@@ -383,6 +404,12 @@ impl Settings {
         }
         if !matches!(self.validation.nhs_number.as_str(), "error" | "warning") {
             out.push("validation.nhs_number must be 'error' or 'warning'".into());
+        }
+        if !matches!(
+            self.validation.unknown_extensions.as_str(),
+            "error" | "warning"
+        ) {
+            out.push("validation.unknown_extensions must be 'warning' or 'error'".into());
         }
         for (ty, policy) in &self.validation.policy {
             if ty.parse::<crate::model::ResourceType>().is_err() {
@@ -523,6 +550,29 @@ mod tests {
         std::fs::write(&file, "[server\nlisten = 1\n").unwrap();
         let e = Settings::load(Some(&file), &no_env, &Overrides::default()).unwrap_err();
         assert!(e.to_string().contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn validation_settings_from_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let s = Settings::load(None, &no_env, &Overrides::default()).unwrap();
+        assert_eq!(s.validation.unknown_extensions, "warning");
+        assert_eq!(s.validation.profiles_dir, None);
+        std::fs::write(
+            &file,
+            "[validation]\nunknown_extensions = \"error\"\nprofiles_dir = \"/x\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file), &no_env, &Overrides::default()).unwrap();
+        assert_eq!(s.validation.unknown_extensions, "error");
+        assert_eq!(s.validation.profiles_dir.as_deref(), Some("/x"));
+        std::fs::write(&file, "[validation]\nunknown_extensions = \"ignore\"\n").unwrap();
+        let e = Settings::load(Some(&file), &no_env, &Overrides::default()).unwrap_err();
+        assert!(
+            e.to_string().contains("validation.unknown_extensions"),
+            "{e}"
+        );
     }
 
     #[test]

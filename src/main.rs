@@ -221,7 +221,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let registry = fhirbridge::validation::build_registry(
                 &core,
-                std::path::Path::new(&settings.validation.profiles_dir),
+                settings
+                    .validation
+                    .profiles_dir
+                    .as_deref()
+                    .map(std::path::Path::new),
             )?;
             let cli = fhirbridge::cli::ValidateCli::new(registry, &settings.validation);
             Ok(cli.run(&files, &profile, matches!(format, ReportFormat::Json)))

@@ -91,6 +91,9 @@ impl ValidationService {
         }
         let core = match locate_core_package(settings) {
             Ok(dir) => dir,
+            // An explicitly configured core package must be there: a server
+            // that was asked to validate never silently stops validating.
+            Err(reason) if settings.core_package_dir.is_some() => anyhow::bail!(reason),
             Err(reason) => {
                 tracing::warn!(%reason, "profile validation unavailable; structural checks only");
                 return Ok(ValidationService {
@@ -102,24 +105,20 @@ impl ValidationService {
             }
         };
         let started = std::time::Instant::now();
-        let registry = build_registry(&core, Path::new(&settings.profiles_dir))?;
+        let registry = build_registry(&core, settings.profiles_dir.as_deref().map(Path::new))?;
         tracing::info!(
             core = %core.display(),
             profiles = registry.profile_urls().len(),
             duration_ms = started.elapsed().as_millis() as u64,
             "validation profiles loaded"
         );
-        let loaded_uk_core: Vec<&'static str> = ResourceType::ALL
-            .iter()
-            .filter_map(|t| uk_core_profile(*t))
-            .filter(|url| {
-                let found = registry.profile(url).is_some();
-                if !found {
-                    tracing::warn!(profile = %url, "UK Core profile not found in the profile directory");
-                }
-                found
-            })
-            .collect();
+        let mut loaded_uk_core: Vec<&'static str> = Vec::new();
+        for url in ResourceType::ALL.iter().filter_map(|t| uk_core_profile(*t)) {
+            if registry.profile(url).is_none() {
+                anyhow::bail!("UK Core profile {url} could not be loaded");
+            }
+            loaded_uk_core.push(url);
+        }
         let options = validator_options(settings);
         Ok(ValidationService {
             validator: Some(Validator::new(Arc::new(registry), options)),
@@ -196,6 +195,11 @@ pub fn validator_options(settings: &ValidationSettings) -> ValidatorOptions {
         } else {
             Severity::Error
         },
+        unknown_extensions: if settings.unknown_extensions == "error" {
+            Severity::Error
+        } else {
+            Severity::Warning
+        },
         ..ValidatorOptions::default()
     }
 }
@@ -236,21 +240,72 @@ pub fn locate_core_package(settings: &ValidationSettings) -> Result<PathBuf, Str
     ))
 }
 
-/// Core definitions plus every profile, extension, ValueSet and CodeSystem in `profiles_dir`.
-pub fn build_registry(core: &Path, profiles_dir: &Path) -> anyhow::Result<Registry> {
+include!(concat!(env!("OUT_DIR"), "/ukcore_profiles.rs"));
+
+/// Core definitions, the UK Core definitions built into the binary
+/// ([`EMBEDDED_PROFILES`]), then every profile, extension, ValueSet and
+/// CodeSystem in `profiles_dir` (which replace built-in ones with the same
+/// canonical URL). A `profiles_dir` that cannot be read or holds no
+/// definitions is an error.
+pub fn build_registry(core: &Path, profiles_dir: Option<&Path>) -> anyhow::Result<Registry> {
     let mut builder = Registry::from_core_package(core)
         .map_err(|e| anyhow::anyhow!(e))
         .with_context(|| format!("Failed to index the core package at {}", core.display()))?;
-    if profiles_dir.is_dir() {
+    for (name, text) in EMBEDDED_PROFILES {
+        let value: Value = serde_json::from_str(text)
+            .with_context(|| format!("built-in profile {name} is not JSON"))?;
         builder
-            .add_dir(profiles_dir)
+            .add_resource(value)
             .map_err(|e| anyhow::anyhow!(e))
-            .with_context(|| format!("Failed to load profiles from {}", profiles_dir.display()))?;
-    } else {
-        tracing::warn!(dir = %profiles_dir.display(), "profile directory not found; UK Core profiles not loaded");
+            .with_context(|| format!("built-in profile {name}"))?;
+    }
+    if let Some(dir) = profiles_dir {
+        let n = builder
+            .add_dir(dir)
+            .map_err(|e| anyhow::anyhow!(e))
+            .with_context(|| {
+                format!(
+                    "validation.profiles_dir: failed to load profiles from {}",
+                    dir.display()
+                )
+            })?;
+        if n == 0 {
+            anyhow::bail!(
+                "validation.profiles_dir: {} holds no StructureDefinition, ValueSet or CodeSystem",
+                dir.display()
+            );
+        }
     }
     builder
         .build()
         .map_err(|e| anyhow::anyhow!(e))
         .context("Failed to build profile snapshots")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_uk_core_definition_is_built_in() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/ukcore");
+        let on_disk = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .count();
+        assert_eq!(EMBEDDED_PROFILES.len(), on_disk);
+        let urls: Vec<String> = EMBEDDED_PROFILES
+            .iter()
+            .map(|(name, text)| {
+                let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+                v["url"].as_str().unwrap_or_default().to_owned()
+            })
+            .collect();
+        for ty in ResourceType::ALL {
+            if let Some(url) = uk_core_profile(ty) {
+                assert!(urls.iter().any(|u| u == url), "{url} is not built in");
+            }
+        }
+    }
 }

@@ -571,6 +571,8 @@ pub struct TxState {
     pub validation: Arc<crate::validation::ValidationService>,
     pub max_conditional_delete: usize,
     pub paging: search_parse::Paging,
+    /// Largest patch result (`server.body_limit_bytes`).
+    pub max_patch_result_bytes: usize,
 }
 
 fn stored_json(s: &StoredResource) -> Result<Value, ApiError> {
@@ -618,10 +620,14 @@ fn content(
     NewContent { resource, indexes }
 }
 
-fn apply_patch(current: &mut Value, patch: &PatchDoc) -> Result<(), ApiError> {
+/// Applies a patch; its result is bounded like a request body (`max_bytes`).
+fn apply_patch(current: &mut Value, patch: &PatchDoc, max_bytes: usize) -> Result<(), ApiError> {
+    let limits = fhir_patch::Limits::with_max_bytes(max_bytes);
     let r = match patch {
-        PatchDoc::Json(doc) => fhir_patch::apply_json_patch(current, doc),
-        PatchDoc::FhirPath(params) => fhir_patch::apply_fhirpath_patch(current, params),
+        PatchDoc::Json(doc) => fhir_patch::apply_json_patch_within(current, doc, &limits),
+        PatchDoc::FhirPath(params) => {
+            fhir_patch::apply_fhirpath_patch_within(current, params, &limits)
+        }
     };
     r.map_err(|e| {
         let invalid = matches!(e, fhir_patch::PatchError::Invalid { .. });
@@ -1170,7 +1176,7 @@ fn run_one(
                 }
             }
             let mut value = stored_json(&current)?;
-            apply_patch(&mut value, patch)?;
+            apply_patch(&mut value, patch, state.max_patch_result_bytes)?;
             let value = service::check_body(*ty, value, WriteTarget::Update(id)).map_err(|i| {
                 match structure_issues(i) {
                     ApiError::BadRequest(issues) => ApiError::Unprocessable(issues),
@@ -1270,6 +1276,7 @@ fn tx_state(state: &AppState) -> Arc<TxState> {
         validation: state.validation.clone(),
         max_conditional_delete: state.settings.server.max_conditional_delete,
         paging: paging(state),
+        max_patch_result_bytes: state.settings.server.body_limit_bytes,
     })
 }
 

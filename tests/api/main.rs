@@ -15,6 +15,7 @@ mod history;
 mod http;
 mod interop;
 mod ops;
+mod realdata;
 mod reindex;
 mod seam;
 mod search;

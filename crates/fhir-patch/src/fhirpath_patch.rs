@@ -188,8 +188,15 @@ fn parse_operation(p: &Json, expression: String) -> Result<Operation, String> {
     let Some(path_src) = path else {
         return Err("the operation has no \"path\" part".into());
     };
-    let path = fhirpath::parse(&path_src)
-        .map_err(|e| format!("the path \"{path_src}\" is not valid FHIRPath: {e}"))?;
+    let path = fhirpath::parse(&path_src).map_err(|e| {
+        let shown: String = path_src.chars().take(80).collect();
+        let more = if shown.len() < path_src.len() {
+            "..."
+        } else {
+            ""
+        };
+        format!("the path \"{shown}{more}\" is not valid FHIRPath: {e}")
+    })?;
     let need = |present: bool, part: &str| -> Result<(), String> {
         if present {
             Ok(())
@@ -933,7 +940,11 @@ fn build_item(v: &PValue, target: Option<&str>) -> Result<Item, String> {
 
 // ------------------------------------------------------------------ operations
 
-pub(crate) fn apply(target: &mut Json, params: &Json) -> Result<(), PatchError> {
+pub(crate) fn apply(
+    target: &mut Json,
+    params: &Json,
+    limits: &crate::Limits,
+) -> Result<(), PatchError> {
     let ops = parse_operations(params)?;
     if ops.is_empty() {
         return Ok(());
@@ -942,6 +953,12 @@ pub(crate) fn apply(target: &mut Json, params: &Json) -> Result<(), PatchError> 
     for op in &ops {
         apply_operation(&mut work, op)
             .map_err(|m| PatchError::cannot_apply(m, Some(op.expression.clone())))?;
+    }
+    // Values come from the patch itself (no operation duplicates content),
+    // so the result grows by at most the patch's size: checked once.
+    let m = crate::size::measure(&work, limits.max_bytes, limits.max_depth);
+    if let Some(message) = crate::over_limits(m, limits) {
+        return Err(PatchError::cannot_apply(message, None));
     }
     *target = work;
     Ok(())

@@ -47,6 +47,7 @@
 mod fhirpath_patch;
 mod json_eq;
 mod json_patch;
+mod size;
 
 use std::fmt;
 
@@ -122,7 +123,43 @@ impl fmt::Display for PatchError {
 
 impl std::error::Error for PatchError {}
 
-/// Applies an RFC 6902 JSON Patch (a JSON array of operations) to `target`.
+/// Bounds on the result of a patch, like the bounds on a request body: a
+/// patch whose result would exceed them fails with [`PatchError::CannotApply`]
+/// and leaves the target untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest result, as compact JSON, in bytes (default 10 MiB). JSON Patch
+    /// checks it before each operation (a `copy` cannot double the document
+    /// past it, and all copies of one patch together copy at most four times
+    /// this, so time is bounded too); FHIRPath Patch, which cannot duplicate
+    /// content, at the end.
+    pub max_bytes: usize,
+    /// Arrays and objects nested in the result: it must be less than this
+    /// (default `fhir_structure::check::MAX_JSON_DEPTH`, as for a body).
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: 10 * 1024 * 1024,
+            max_depth: fhir_structure::check::MAX_JSON_DEPTH,
+        }
+    }
+}
+
+impl Limits {
+    /// The default depth with a size limit of `max_bytes`.
+    pub fn with_max_bytes(max_bytes: usize) -> Limits {
+        Limits {
+            max_bytes,
+            ..Limits::default()
+        }
+    }
+}
+
+/// Applies an RFC 6902 JSON Patch (a JSON array of operations) to `target`,
+/// within the default [`Limits`].
 ///
 /// All operations are applied in order to a copy of `target`; `target` is
 /// replaced only if all of them succeed.
@@ -130,11 +167,21 @@ pub fn apply_json_patch(
     target: &mut serde_json::Value,
     patch: &serde_json::Value,
 ) -> Result<(), PatchError> {
-    json_patch::apply(target, patch)
+    json_patch::apply(target, patch, &Limits::default())
+}
+
+/// [`apply_json_patch`] within `limits`.
+pub fn apply_json_patch_within(
+    target: &mut serde_json::Value,
+    patch: &serde_json::Value,
+    limits: &Limits,
+) -> Result<(), PatchError> {
+    json_patch::apply(target, patch, limits)
 }
 
 /// Applies a FHIRPath Patch (a FHIR R4 `Parameters` resource in JSON form whose
-/// parameters are all named `operation`) to the FHIR JSON resource `target`.
+/// parameters are all named `operation`) to the FHIR JSON resource `target`,
+/// within the default [`Limits`].
 ///
 /// All operations are applied in order to a copy of `target`; `target` is
 /// replaced only if all of them succeed.
@@ -142,5 +189,31 @@ pub fn apply_fhirpath_patch(
     target: &mut serde_json::Value,
     parameters: &serde_json::Value,
 ) -> Result<(), PatchError> {
-    fhirpath_patch::apply(target, parameters)
+    fhirpath_patch::apply(target, parameters, &Limits::default())
+}
+
+/// [`apply_fhirpath_patch`] within `limits`.
+pub fn apply_fhirpath_patch_within(
+    target: &mut serde_json::Value,
+    parameters: &serde_json::Value,
+    limits: &Limits,
+) -> Result<(), PatchError> {
+    fhirpath_patch::apply(target, parameters, limits)
+}
+
+/// The error for a result over `limits`, if `m` is.
+pub(crate) fn over_limits(m: size::Measure, limits: &Limits) -> Option<String> {
+    if m.bytes > limits.max_bytes {
+        Some(format!(
+            "the patched resource would be larger than the limit of {} bytes",
+            limits.max_bytes
+        ))
+    } else if m.depth >= limits.max_depth {
+        Some(format!(
+            "the patched resource would be nested too deeply (limit {} levels)",
+            limits.max_depth
+        ))
+    } else {
+        None
+    }
 }

@@ -1035,3 +1035,41 @@ fn targets_that_are_not_resources() {
         assert!(matches!(err, PatchError::CannotApply { .. }), "{err:?}");
     }
 }
+
+#[test]
+fn results_over_the_limits_are_refused_and_leave_the_resource_untouched() {
+    let resource = json!({"resourceType": "Patient", "active": true});
+    let ops = vec![op(
+        "add",
+        "Patient",
+        &[
+            ("name", json!({"valueString": "birthDate"})),
+            ("value", json!({"valueDate": "1970-01-02"})),
+        ],
+    )];
+    let mut r = resource.clone();
+    let limits = fhir_patch::Limits::with_max_bytes(40);
+    let e =
+        fhir_patch::apply_fhirpath_patch_within(&mut r, &params(ops.clone()), &limits).unwrap_err();
+    assert!(!e.is_invalid());
+    assert!(e.message().contains("limit of 40 bytes"), "{e}");
+    assert_eq!(r, resource);
+    let limits = fhir_patch::Limits::with_max_bytes(100);
+    fhir_patch::apply_fhirpath_patch_within(&mut r, &params(ops), &limits).unwrap();
+    assert_eq!(r["birthDate"], "1970-01-02");
+    // a deeply nested path expression is an invalid patch, not a stack overflow
+    let deep = format!("{}Patient{}", "(".repeat(10_000), ")".repeat(10_000));
+    let e = failing(
+        resource,
+        vec![op(
+            "add",
+            &deep,
+            &[
+                ("name", json!({"valueString": "gender"})),
+                ("value", json!({"valueCode": "male"})),
+            ],
+        )],
+    );
+    assert!(e.is_invalid(), "{e}");
+    assert!(e.message().len() < 300, "{e}");
+}

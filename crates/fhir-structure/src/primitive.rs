@@ -254,6 +254,10 @@ fn check_regex(p: Prim, s: &str) -> Result<(), PrimError> {
 /// Quote a value for a message, truncated to keep messages short.
 pub(crate) fn quote(s: &str) -> String {
     const MAX: usize = 60;
+    if s.chars().any(char::is_control) {
+        let escaped: String = s.chars().flat_map(char::escape_debug).collect();
+        return quote(&escaped);
+    }
     if s.len() <= MAX {
         return format!("\"{s}\"");
     }
@@ -319,6 +323,17 @@ fn check_string(p: Prim, s: &str) -> Result<(), PrimError> {
     if s.is_empty() {
         return Err(value_err(format!(
             "{} must not be an empty string",
+            p.name()
+        )));
+    }
+    // R4 string: `[ \r\n\t\S]+`, and XML 1.0 allows no other C0 control
+    // characters (PostgreSQL's jsonb cannot even hold U+0000)
+    if let Some(b) = s
+        .bytes()
+        .find(|&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
+    {
+        return Err(value_err(format!(
+            "{} must not contain the control character U+{b:04X} (only tab, CR and LF are allowed)",
             p.name()
         )));
     }

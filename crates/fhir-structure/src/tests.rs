@@ -1197,3 +1197,77 @@ fn xml_schema_regex_translation() {
     assert!(code.is_match("a\u{a0}b"));
     assert!(!code.is_match("a  b"));
 }
+
+#[test]
+fn primitive_extension_forms_with_ids_and_nulls() {
+    let ext = r#"{"id":"e1","extension":[{"url":"http://example.org/x","valueString":"y"}]}"#;
+    // values with ids and extensions, nulls on either side
+    check(
+        &patient(&format!(
+            r#""name":[{{"given":["a",null,"c"],"_given":[{{"id":"g0"}},{ext},null]}}]"#
+        )),
+        &[],
+    );
+    // _x alone, for single and repeating elements
+    check(
+        &patient(&format!(
+            r#""_gender":{ext},"name":[{{"_given":[{ext},{ext}]}}]"#
+        )),
+        &[],
+    );
+    // a null in _given where given has no item at all
+    check(
+        &patient(&format!(r#""name":[{{"_given":[{ext},null]}}]"#)),
+        &["Patient.name[0].given[1]"],
+    );
+    // longer _given than given
+    check(
+        &patient(&format!(
+            r#""name":[{{"given":["a"],"_given":[null,{ext}]}}]"#
+        )),
+        &["Patient.name[0].given"],
+    );
+    // an id alone is not content
+    check(
+        &patient(r#""name":[{"given":[null],"_given":[{"id":"x"}]}]"#),
+        &["Patient.name[0].given[0]"],
+    );
+}
+
+#[test]
+fn control_characters_in_strings_are_rejected() {
+    for (json, at) in [
+        (patient(r#""gender":"fe\u0000male""#), "Patient.gender"),
+        (
+            patient(r#""name":[{"given":["a","b\u0001"]}]"#),
+            "Patient.name[0].given[1]",
+        ),
+        (
+            patient(
+                r#""name":[{"_given":[{"extension":[{"url":"http://x","valueString":"\u001f"}]}]}]"#,
+            ),
+            "Patient.name[0].given[0].extension[0].valueString",
+        ),
+        (
+            patient(
+                r#""text":{"status":"generated","div":"<div xmlns=\"http://www.w3.org/1999/xhtml\">\u0000</div>"}"#,
+            ),
+            "Patient.text.div",
+        ),
+        (patient(r#""birthDate":"1970\u0000""#), "Patient.birthDate"),
+    ] {
+        check(&json, &[at]);
+        let issues = issues_of(&json);
+        assert!(
+            issues[0].message.contains("control character"),
+            "{}",
+            issues[0]
+        );
+    }
+    // tab, CR and LF are allowed in strings
+    check(&patient(r#""name":[{"text":"a\tb\r\nc"}]"#), &[]);
+    // keys with control characters are unknown elements, quoted safely
+    let issues = issues_of(&patient(r#""gen\u0000der":"x""#));
+    assert!(issues[0].message.contains("\\0"), "{}", issues[0]);
+    assert!(!issues[0].message.contains('\u{0}'));
+}

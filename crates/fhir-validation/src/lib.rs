@@ -62,6 +62,12 @@ pub struct ValidatorOptions {
     /// when false, uri/url/canonical values naming example.org are errors and
     /// unknown example.org extensions are not tolerated.
     pub allow_example_urls: bool,
+    /// Severity of an extension whose definition is not loaded and whose URL
+    /// is from a domain no loaded definition comes from (default `Error`, as
+    /// the HL7 Java validator does; `Warning` for open extension slicing, as
+    /// UK Core has). Unknown extensions from known domains are always
+    /// warnings, and unknown modifierExtensions always errors.
+    pub unknown_extensions: Severity,
 }
 
 impl Default for ValidatorOptions {
@@ -74,6 +80,7 @@ impl Default for ValidatorOptions {
             allow_html_in_markdown: true,
             validate_contained: true,
             allow_example_urls: true,
+            unknown_extensions: Severity::Error,
         }
     }
 }

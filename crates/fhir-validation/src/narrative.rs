@@ -242,4 +242,19 @@ mod tests {
         assert!(bad[0].contains("#nowhere"));
         assert!(bad[1].contains("'urn'"));
     }
+
+    #[test]
+    fn deeply_nested_xhtml_is_scanned_without_recursion() {
+        // every check here is a linear scan: nesting depth costs no stack
+        let n = 10_000;
+        let div = format!(
+            "<div xmlns=\"http://www.w3.org/1999/xhtml\">{}<a href=\"#nowhere\">x</a>{}</div>",
+            "<div lang=\"en\"><span>".repeat(n),
+            "</span></div>".repeat(n)
+        );
+        assert!(has_content(&div));
+        assert_eq!(undeclared_entity(&div), None);
+        assert_eq!(language_sections(&div), vec!["en"]);
+        assert_eq!(bad_links(&div, &[]).len(), 1);
+    }
 }

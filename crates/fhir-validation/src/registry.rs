@@ -236,6 +236,8 @@ pub struct Registry {
 pub struct RegistryBuilder {
     core: Vec<(IndexEntry, PathBuf)>,
     added: Vec<Value>,
+    /// (resourceType, url, version) → index in `added`.
+    added_ix: HashMap<(String, String, Option<String>), usize>,
     globals: Vec<(String, String)>,
 }
 
@@ -452,10 +454,26 @@ impl RegistryBuilder {
             .unwrap_or("");
         match rt {
             "StructureDefinition" | "ValueSet" | "CodeSystem" => {
-                if resource.get("url").and_then(Value::as_str).is_none() {
+                let Some(url) = resource.get("url").and_then(Value::as_str) else {
                     return Err(format!("{rt} has no url"));
+                };
+                // a later definition with the same canonical URL and version
+                // replaces the earlier one
+                let key = (
+                    rt.to_string(),
+                    url.to_string(),
+                    resource
+                        .get("version")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                );
+                match self.added_ix.get(&key).and_then(|&i| self.added.get_mut(i)) {
+                    Some(slot) => *slot = resource,
+                    None => {
+                        self.added_ix.insert(key, self.added.len());
+                        self.added.push(resource);
+                    }
                 }
-                self.added.push(resource);
                 Ok(())
             }
             "ImplementationGuide" => {
@@ -592,6 +610,7 @@ impl Registry {
         Ok(RegistryBuilder {
             core,
             added: Vec::new(),
+            added_ix: HashMap::new(),
             globals: Vec::new(),
         })
     }

@@ -1617,6 +1617,13 @@ impl<'r> Run<'r> {
                             path,
                             format!("Unknown modifierExtension {url}: modifier extensions must be understood"),
                         );
+                    } else if self.opts.unknown_extensions != Severity::Error {
+                        self.push(
+                            self.opts.unknown_extensions,
+                            "extension",
+                            path,
+                            format!("Unknown extension {url} (its definition is not loaded, so it was not checked)"),
+                        );
                     } else if self.known_domain(url) {
                         self.push(
                             Severity::Warning,

@@ -133,7 +133,38 @@ fn strip_declaration(xml: &str) -> &str {
     }
 }
 
+/// Most nested XML elements accepted by [`xml_to_json`] (outside narrative
+/// `div`s, which are carried verbatim). fhirbolt's conversion recurses once
+/// per level, so deeper documents are rejected before it runs; 128 element
+/// levels are more than the JSON limit (`fhir_structure::check::MAX_JSON_DEPTH`,
+/// 128 arrays and objects) allows a resource in JSON.
+pub const MAX_XML_DEPTH: usize = 128;
+
+/// Rejects documents nested [`MAX_XML_DEPTH`] elements deep or more, without
+/// recursion. Malformed documents pass (fhirbolt reports them).
+fn check_depth(xml: &str) -> Result<(), ConvertError> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut depth = 0usize;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(_)) => {
+                depth += 1;
+                if depth >= MAX_XML_DEPTH {
+                    return Err(ConvertError(format!(
+                        "invalid FHIR XML: elements nested too deeply (limit {MAX_XML_DEPTH} levels)"
+                    )));
+                }
+            }
+            Ok(Event::End(_)) => depth = depth.saturating_sub(1),
+            Ok(Event::Eof) | Err(_) => return Ok(()),
+            Ok(_) => {}
+        }
+    }
+}
+
 /// Convert a FHIR XML resource into FHIR JSON (as a `serde_json::Value`).
+/// Documents nested [`MAX_XML_DEPTH`] levels or more are rejected.
 pub fn xml_to_json(xml: &str) -> Result<serde_json::Value, ConvertError> {
     let xml = strip_declaration(xml);
     let ranges = xhtml_div_ranges(xml).unwrap_or_default();
@@ -147,6 +178,7 @@ pub fn xml_to_json(xml: &str) -> Result<serde_json::Value, ConvertError> {
         last = *end;
     }
     rewritten.push_str(xml.get(last..).unwrap_or(""));
+    check_depth(&rewritten)?;
     let mut json = guarded("XML", || {
         let element: R4Element = fhirbolt::xml::from_str(&rewritten, strict())
             .map_err(|e| format!("invalid FHIR XML: {e}"))?;
@@ -259,8 +291,63 @@ mod tests {
     }
 
     #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let n = 10_000;
+        for (open, close) in [
+            ("<extension url=\"http://x\">", "</extension>"),
+            ("<a>", "</a>"),
+        ] {
+            let xml = format!(
+                "<Patient xmlns=\"http://hl7.org/fhir\">{}{}</Patient>",
+                open.repeat(n),
+                close.repeat(n)
+            );
+            let e = xml_to_json(&xml).unwrap_err();
+            assert!(e.0.contains("nested too deeply"), "{e}");
+        }
+        // just under the limit is converted (and then judged on its content)
+        let ok = format!(
+            "<Patient xmlns=\"http://hl7.org/fhir\">{}<valueString value=\"v\"/>{}</Patient>",
+            "<extension url=\"http://x\">".repeat(MAX_XML_DEPTH - 3),
+            "</extension>".repeat(MAX_XML_DEPTH - 3)
+        );
+        assert!(xml_to_json(&ok).is_ok());
+        // a deep narrative is carried verbatim, not converted, so it does not count
+        let div = format!(
+            "<div xmlns=\"http://www.w3.org/1999/xhtml\">{}x{}</div>",
+            "<span>".repeat(500),
+            "</span>".repeat(500)
+        );
+        let xml = format!(
+            "<Patient xmlns=\"http://hl7.org/fhir\"><text><status value=\"generated\"/>{div}</text></Patient>"
+        );
+        assert_eq!(
+            xml_to_json(&xml).unwrap()["text"]["div"],
+            serde_json::json!(div)
+        );
+    }
+
+    #[test]
     fn empty_arrays_do_not_panic() {
         let json = serde_json::json!({"resourceType": "Patient", "name": []});
         let _ = json_to_xml(&json);
+    }
+}
+
+#[cfg(test)]
+mod primitive_extension_tests {
+    use super::*;
+
+    #[test]
+    fn primitives_with_only_an_extension_round_trip() {
+        let ext = serde_json::json!([{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown"}]);
+        let json = serde_json::json!({
+            "resourceType": "Patient",
+            "name": [{"family": "Cox", "given": ["Richard", null], "_given": [null, {"extension": ext}]}],
+            "_birthDate": {"id": "b1", "extension": ext}
+        });
+        let xml = json_to_xml(&json).expect("to xml");
+        let back = xml_to_json(&xml).expect("from xml");
+        assert_eq!(back, json, "{xml}");
     }
 }
