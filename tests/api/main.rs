@@ -10,6 +10,7 @@ mod crud;
 mod durability;
 mod errors;
 mod examples;
+mod fidelity_search;
 mod history;
 mod http;
 mod ops;
