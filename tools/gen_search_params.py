@@ -8,6 +8,13 @@ it with the part of the FHIRPath expression that concerns that type (R4 shares
 one SearchParameter between many types and joins their expressions with `|`),
 plus the parameters common to all resources and the patient compartment.
 Stdlib only; the output is embedded in the server binary.
+
+A token parameter (or composite component) whose every expression part is a
+plain path to a `code` element with a required binding to a ValueSet drawn from
+exactly one CodeSystem gets `codeSystem`: that system is implicit in the code
+(`Patient.gender` -> http://hl7.org/fhir/administrative-gender), so it is
+indexed with the code and `system|code` and `|code` search behave as for a
+Coding (HAPI does the same).
 """
 
 import glob
@@ -47,6 +54,74 @@ def head_type(part):
     return m.group(1) if m else None
 
 
+class CodeSystems:
+    """Element path -> the one CodeSystem of its required binding (code elements only)."""
+
+    def __init__(self, pkg):
+        self.elements = {}
+        for path in glob.glob(os.path.join(pkg, "StructureDefinition-*.json")):
+            sd = json.load(open(path, encoding="utf-8"))
+            if sd.get("derivation") != "specialization":
+                continue
+            for e in sd.get("snapshot", {}).get("element", []):
+                self.elements.setdefault(e["path"], e)
+        self.valuesets = {}
+        for path in glob.glob(os.path.join(pkg, "ValueSet-*.json")):
+            vs = json.load(open(path, encoding="utf-8"))
+            self.valuesets.setdefault(vs.get("url"), vs)
+
+    def element(self, path):
+        """The definition at a dotted path, following datatypes and contentReference."""
+        steps = path.split(".")
+        cur, i = steps[0], 1
+        while i < len(steps):
+            e = self.elements.get(cur + "." + steps[i])
+            if e is None:
+                return None
+            i += 1
+            if i == len(steps):
+                return e
+            if e.get("contentReference"):
+                cur = e["contentReference"].lstrip("#")
+                continue
+            types = [t["code"] for t in e.get("type", [])]
+            if types in (["BackboneElement"], ["Element"]):
+                cur = e["path"]
+            elif len(types) == 1:
+                cur = types[0]
+            else:
+                return None
+        return None
+
+    def of_valueset(self, url):
+        vs = self.valuesets.get(url.split("|")[0])
+        if not vs:
+            return None
+        compose = vs.get("compose", {})
+        inc = compose.get("include", [])
+        if len(inc) != 1 or compose.get("exclude"):
+            return None
+        if inc[0].get("valueSet") or not inc[0].get("system"):
+            return None
+        return inc[0]["system"]
+
+    def of_path(self, path):
+        if not re.fullmatch(r"[A-Za-z]+(\.[A-Za-z]+)+", path):
+            return None
+        e = self.element(path)
+        if e is None or [t["code"] for t in e.get("type", [])] != ["code"]:
+            return None
+        b = e.get("binding") or {}
+        if b.get("strength") != "required" or not b.get("valueSet"):
+            return None
+        return self.of_valueset(b["valueSet"])
+
+    def of_expression(self, expr):
+        """The system when every `|` part of `expr` has the same one, else None."""
+        systems = {self.of_path(p) for p in split_top(expr)}
+        return systems.pop() if len(systems) == 1 else None
+
+
 def describe(sp, ty):
     desc = sp.get("description", "")
     for line in desc.splitlines():
@@ -71,6 +146,7 @@ def main():
             types.append(sd["type"])
     types = sorted(set(types))
     tset = set(types)
+    code_systems = CodeSystems(pkg)
 
     common, params = [], {t: [] for t in types}
     for path in sorted(glob.glob(os.path.join(pkg, "SearchParameter-*.json"))):
@@ -108,6 +184,19 @@ def main():
                 continue
             e = dict(entry)
             e["expression"] = " | ".join(mine)
+            if kind == "token":
+                system = code_systems.of_expression(e["expression"])
+                if system:
+                    e["codeSystem"] = system
+            if kind == "composite" and len(mine) == 1:
+                comps = []
+                for c in entry["components"]:
+                    c = dict(c)
+                    system = code_systems.of_path(mine[0] + "." + c["expression"])
+                    if system:
+                        c["codeSystem"] = system
+                    comps.append(c)
+                e["components"] = comps
             e["description"] = describe(sp, ty)
             params[ty].append(e)
     for ty in params:
@@ -127,7 +216,8 @@ def main():
 
     doc = {
         "fhirVersion": "4.0.1",
-        "source": "hl7.fhir.r4.examples 4.0.1 (SearchParameter-*.json, CompartmentDefinition-patient.json)",
+        "source": "hl7.fhir.r4.examples 4.0.1 (SearchParameter-*.json, CompartmentDefinition-patient.json;"
+                  " codeSystem from StructureDefinition-*.json required bindings and ValueSet-*.json)",
         "resourceTypes": types,
         "common": common,
         "params": params,

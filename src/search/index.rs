@@ -11,11 +11,18 @@ use super::registry::{self, ParamDef, ParamKind};
 use crate::model::{LogicalId, ResourceType};
 use crate::storage::{IndexRow, IndexValue};
 
-/// Longest string value indexed (longer values are cut at a char boundary).
-const MAX_STRING: usize = 512;
+/// Longest normalised string indexed for string and `:text` search, in bytes
+/// (longer values are cut at a char boundary: prefix and substring search see
+/// their first 512 bytes). Exact values are kept whole: storage bounds them
+/// (`storage::index_key`).
+pub const MAX_STRING: usize = 512;
 
 /// Every index row for `resource` (a resource of type `ty`). `base_url` is
 /// this server's base: absolute references under it are local.
+///
+/// Linear in the size of the resource: a union expression is evaluated operand
+/// by operand (see `ParamDef::parts`), composites that have no rows of their
+/// own are not evaluated, and each parameter's rows are deduplicated by sorting.
 pub fn extract(ty: ResourceType, resource: &Value, base_url: &str) -> Vec<IndexRow> {
     let mut rows = Vec::new();
     let ctx = fhirpath::EvalContext::new().reference_stubs(true);
@@ -23,21 +30,117 @@ pub fn extract(ty: ResourceType, resource: &Value, base_url: &str) -> Vec<IndexR
         let Some(expr) = &def.compiled else {
             continue;
         };
-        let Ok(values) = fhirpath::evaluate(expr, resource, &ctx) else {
+        if def.kind == ParamKind::Composite && (def.resource_level || !def.union_of.is_empty()) {
+            continue;
+        }
+        let values = if def.parts.is_empty() {
+            fhirpath::evaluate(expr, resource, &ctx)
+        } else {
+            def.parts
+                .iter()
+                .map(|part| fhirpath::evaluate(part, resource, &ctx))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|all| all.into_iter().flatten().collect())
+        };
+        let Ok(values) = values else {
             continue;
         };
+        let start = rows.len();
         if def.kind == ParamKind::Composite {
-            if !def.resource_level && def.union_of.is_empty() {
-                composite_rows(def, &values, resource, base_url, &mut rows);
+            composite_rows(def, &values, resource, base_url, &mut rows);
+        } else {
+            for v in &values {
+                extract_one(def, v, base_url, &mut rows);
             }
-            continue;
         }
-        for v in &values {
-            extract_one(def, v, base_url, &mut rows);
+        dedup_rows(&mut rows, start);
+    }
+    rows
+}
+
+/// Removes duplicate rows from `rows[start..]` (one parameter's), keeping
+/// the first of each; O(n log n).
+fn dedup_rows(rows: &mut Vec<IndexRow>, start: usize) {
+    if rows.len() - start < 2 {
+        return;
+    }
+    let mut tail = rows.split_off(start);
+    tail.sort_by(row_order);
+    tail.dedup();
+    rows.append(&mut tail);
+}
+
+/// A total order on rows (for deduplication; numbers by `total_cmp`).
+fn row_order(a: &IndexRow, b: &IndexRow) -> std::cmp::Ordering {
+    use IndexValue as V;
+    fn rank(v: &IndexValue) -> u8 {
+        match v {
+            V::Token { .. } => 0,
+            V::Date { .. } => 1,
+            V::Reference { .. } => 2,
+            V::String { .. } => 3,
+            V::Number { .. } => 4,
+            V::Quantity { .. } => 5,
+            V::Uri { .. } => 6,
         }
     }
-    rows.dedup();
-    rows
+    let value = || match (&a.value, &b.value) {
+        (
+            V::Token {
+                system: s1,
+                code: c1,
+                text: t1,
+            },
+            V::Token {
+                system: s2,
+                code: c2,
+                text: t2,
+            },
+        ) => (c1, s1, t1).cmp(&(c2, s2, t2)),
+        (V::Date { lo: l1, hi: h1 }, V::Date { lo: l2, hi: h2 }) => (l1, h1).cmp(&(l2, h2)),
+        (
+            V::Reference {
+                target_type: t1,
+                target_id: i1,
+                url: u1,
+            },
+            V::Reference {
+                target_type: t2,
+                target_id: i2,
+                url: u2,
+            },
+        ) => (i1, t1, u1).cmp(&(i2, t2, u2)),
+        (
+            V::String {
+                norm: n1,
+                exact: e1,
+            },
+            V::String {
+                norm: n2,
+                exact: e2,
+            },
+        ) => (n1, e1).cmp(&(n2, e2)),
+        (V::Number { value: x }, V::Number { value: y }) => x.total_cmp(y),
+        (
+            V::Quantity {
+                system: s1,
+                code: c1,
+                unit: u1,
+                value: x,
+            },
+            V::Quantity {
+                system: s2,
+                code: c2,
+                unit: u2,
+                value: y,
+            },
+        ) => x.total_cmp(y).then_with(|| (s1, c1, u1).cmp(&(s2, c2, u2))),
+        (V::Uri { value: x }, V::Uri { value: y }) => x.cmp(y),
+        _ => rank(&a.value).cmp(&rank(&b.value)),
+    };
+    (&a.param, a.group)
+        .cmp(&(&b.param, b.group))
+        .then_with(value)
 }
 
 /// A composite's rows: each component evaluated on each selected element,
@@ -100,6 +203,11 @@ fn cut(s: &str) -> String {
     s[..end].to_owned()
 }
 
+/// The `:text` form of a display: normalised, cut like string values.
+fn norm_cut(s: &str) -> String {
+    cut(&normalize(s))
+}
+
 fn number(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64().filter(|f| f.is_finite()),
@@ -138,7 +246,7 @@ fn extract_one(def: &ParamDef, v: &Fp<'_>, base_url: &str, rows: &mut Vec<IndexR
                 ParamKind::Token => push(
                     code,
                     IndexValue::Token {
-                        system: None,
+                        system: def.code_system.clone(),
                         code: x.clone(),
                         text: None,
                     },
@@ -147,7 +255,7 @@ fn extract_one(def: &ParamDef, v: &Fp<'_>, base_url: &str, rows: &mut Vec<IndexR
                     code,
                     IndexValue::String {
                         norm: cut(&normalize(x)),
-                        exact: cut(x),
+                        exact: x.clone(),
                     },
                 ),
                 ParamKind::Uri => push(code, IndexValue::Uri { value: x.clone() }),
@@ -162,7 +270,7 @@ fn extract_one(def: &ParamDef, v: &Fp<'_>, base_url: &str, rows: &mut Vec<IndexR
         _ => return,
     };
     match def.kind {
-        ParamKind::Token => token_rows(code, node, ty, &mut push),
+        ParamKind::Token => token_rows(code, def.code_system.as_deref(), node, ty, &mut push),
         ParamKind::String => string_rows(code, node, ty, &mut push),
         ParamKind::Date => date_rows(code, node, ty, &mut push),
         ParamKind::Reference => reference_rows(def, node, ty, base_url, &mut push),
@@ -186,7 +294,15 @@ fn extract_one(def: &ParamDef, v: &Fp<'_>, base_url: &str, rows: &mut Vec<IndexR
     }
 }
 
-fn token_rows(code: &str, node: &Value, ty: &str, push: &mut impl FnMut(&str, IndexValue)) {
+/// `code_system`: the implicit system of a `code` element's values (see
+/// `ParamDef::code_system`).
+fn token_rows(
+    code: &str,
+    code_system: Option<&str>,
+    node: &Value,
+    ty: &str,
+    push: &mut impl FnMut(&str, IndexValue),
+) {
     let coding = |c: &Value, text: Option<String>, push: &mut dyn FnMut(&str, IndexValue)| {
         if let Some(k) = s(c, "code") {
             push(
@@ -194,7 +310,7 @@ fn token_rows(code: &str, node: &Value, ty: &str, push: &mut impl FnMut(&str, In
                 IndexValue::Token {
                     system: s(c, "system").map(str::to_owned),
                     code: k.to_owned(),
-                    text: text.or_else(|| s(c, "display").map(normalize)),
+                    text: text.or_else(|| s(c, "display").map(norm_cut)),
                 },
             );
         }
@@ -203,7 +319,7 @@ fn token_rows(code: &str, node: &Value, ty: &str, push: &mut impl FnMut(&str, In
         (_, Value::String(x)) => push(
             code,
             IndexValue::Token {
-                system: None,
+                system: code_system.map(str::to_owned),
                 code: x.clone(),
                 text: None,
             },
@@ -218,7 +334,7 @@ fn token_rows(code: &str, node: &Value, ty: &str, push: &mut impl FnMut(&str, In
         ),
         ("Coding", c) => coding(c, None, push),
         ("CodeableConcept", cc) => {
-            let text = s(cc, "text").map(normalize);
+            let text = s(cc, "text").map(norm_cut);
             if let Some(Value::Array(codings)) = cc.get("coding") {
                 for c in codings {
                     coding(c, text.clone(), push);
@@ -227,7 +343,7 @@ fn token_rows(code: &str, node: &Value, ty: &str, push: &mut impl FnMut(&str, In
         }
         ("Identifier", id) => {
             if let Some(value) = s(id, "value") {
-                let ty_text = id.get("type").and_then(|t| s(t, "text")).map(normalize);
+                let ty_text = id.get("type").and_then(|t| s(t, "text")).map(norm_cut);
                 push(
                     code,
                     IndexValue::Token {
@@ -274,7 +390,7 @@ fn string_rows(code: &str, node: &Value, ty: &str, push: &mut impl FnMut(&str, I
             code,
             IndexValue::String {
                 norm: cut(&normalize(x)),
-                exact: cut(x),
+                exact: x.to_owned(),
             },
         )
     };
@@ -435,7 +551,7 @@ fn reference_rows(
                     IndexValue::Reference {
                         target_type: String::new(),
                         target_id: String::new(),
-                        url: Some(cut(reference)),
+                        url: Some(reference.to_owned()),
                     },
                 );
             }

@@ -10,10 +10,19 @@
 //! Cost bounds: at most [`MAX_PARAMS`] parameters, [`MAX_VALUES`] OR-ed values
 //! each, chains and `_has` nested at most [`MAX_DEPTH`] levels, at most
 //! [`MAX_INCLUDES`] include specifications.
+//!
+//! Values are bounded by what the index stores: a string (or `:text`) value
+//! longer than the indexed [`MAX_STRING`] bytes, or a `:below`/`:above` URI
+//! longer than the verbatim [`INDEX_PREFIX`], could not be matched exactly and
+//! is an error; equality tests take values of any length (see
+//! `storage::index_key`). A value with a control character (other than tab,
+//! CR and LF, which FHIR strings may hold) is an error too.
 
+use super::index::MAX_STRING;
 use super::registry::{self, ParamDef, ParamKind};
 use super::types::*;
 use crate::model::{LogicalId, ResourceType};
+use crate::storage::INDEX_PREFIX;
 
 pub const MAX_VALUES: usize = 100;
 pub const MAX_PARAMS: usize = 30;
@@ -115,6 +124,42 @@ pub fn normalize(s: &str) -> String {
         .filter(|c| !is_combining_mark(*c))
         .flat_map(char::to_lowercase)
         .collect()
+}
+
+/// A string-search value (normalised) no longer than the indexed prefix.
+fn indexable(raw_name: &str, v: String) -> Result<String, SearchError> {
+    if v.len() > MAX_STRING {
+        return Err(err(
+            raw_name,
+            format!(
+                "A value of '{raw_name}' is longer than the {MAX_STRING} bytes that string \
+                 search indexes (use :exact for a whole long value)"
+            ),
+        ));
+    }
+    Ok(v)
+}
+
+/// Rejects a name or value holding a control character other than tab, CR
+/// and LF (PostgreSQL cannot even store NUL in text).
+fn no_controls(raw_name: &str, value: &str) -> Result<(), SearchError> {
+    let bad = |s: &str| {
+        s.chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    };
+    if bad(raw_name) {
+        return Err(err(
+            "",
+            "A search parameter name contains a control character",
+        ));
+    }
+    if bad(value) {
+        return Err(err(
+            raw_name,
+            format!("The value of '{raw_name}' contains a control character"),
+        ));
+    }
+    Ok(())
 }
 
 fn split_prefix(raw: &str) -> (Prefix, &str) {
@@ -427,9 +472,12 @@ fn kind_test(
                 not = modifier.is_some();
                 Test::Token(values.iter().map(|v| parse_token(v)).collect())
             }
-            Some("text") => {
-                Test::TokenText(values.iter().map(|v| normalize(&unescape(v))).collect())
-            }
+            Some("text") => Test::TokenText(
+                values
+                    .iter()
+                    .map(|v| indexable(raw_name, normalize(&unescape(v))))
+                    .collect::<Result<_, _>>()?,
+            ),
             Some("of-type") if def.code == "identifier" => {
                 let mut out = Vec::new();
                 for v in values {
@@ -462,12 +510,12 @@ fn kind_test(
                 .map(|v| {
                     let v = unescape(v);
                     if mode == StringMode::Exact {
-                        v
+                        Ok(v)
                     } else {
-                        normalize(&v)
+                        indexable(raw_name, normalize(&v))
                     }
                 })
-                .collect();
+                .collect::<Result<_, _>>()?;
             Test::String(mode, vals)
         }
         ParamKind::Date => {
@@ -510,7 +558,17 @@ fn kind_test(
                 Some("above") => UriMode::Above,
                 Some(m) => return Err(unsupported(m)),
             };
-            Test::Uri(mode, values.iter().map(|v| unescape(v)).collect())
+            let values: Vec<String> = values.iter().map(|v| unescape(v)).collect();
+            if mode != UriMode::Equals && values.iter().any(|v| v.len() > INDEX_PREFIX) {
+                return Err(err(
+                    raw_name,
+                    format!(
+                        "A value of '{raw_name}' is longer than the {INDEX_PREFIX} bytes \
+                         that :below and :above can match"
+                    ),
+                ));
+            }
+            Test::Uri(mode, values)
         }
         ParamKind::Reference => match modifier {
             Some("identifier") => {
@@ -944,6 +1002,7 @@ pub fn parse(
             continue;
         }
         let result: Result<bool, SearchError> = (|| {
+            no_controls(raw_name, value)?;
             let q = &mut out.query;
             match name {
                 "_count" => {

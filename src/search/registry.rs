@@ -76,8 +76,18 @@ pub struct ParamDef {
     pub expression: String,
     /// `None` for `_id` and `_lastUpdated`, which live on the resource row.
     pub compiled: Option<fhirpath::Expr>,
+    /// When the expression is a union (`A.x | A.y`) at its top level: each
+    /// operand, compiled. Index extraction evaluates them one by one and keeps
+    /// every value (its rows are deduplicated instead): FHIRPath's `|` removes
+    /// duplicates by comparing each value with all before it, which is
+    /// quadratic in the values (15 s for an Observation of 4,000 components).
+    pub parts: Vec<fhirpath::Expr>,
     /// For references: the allowed target types (empty = any).
     pub targets: Vec<ResourceType>,
+    /// For tokens over `code` elements with a required binding to a ValueSet
+    /// of one CodeSystem: that system, indexed with each code (so `system|code`
+    /// matches and `|code` does not, as for a Coding).
+    pub code_system: Option<String>,
     pub description: String,
     /// For composites: one parameter per component, in order. Each has the
     /// component's type (from the definition it names), its expression
@@ -119,6 +129,8 @@ struct RawParam {
     targets: Vec<String>,
     #[serde(default)]
     components: Vec<RawComponent>,
+    #[serde(default, rename = "codeSystem")]
+    code_system: Option<String>,
     #[serde(default)]
     description: String,
 }
@@ -127,6 +139,8 @@ struct RawParam {
 struct RawComponent {
     definition: String,
     expression: String,
+    #[serde(default, rename = "codeSystem")]
+    code_system: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -172,6 +186,71 @@ fn single_valued(expression: &str) -> bool {
     any
 }
 
+/// The operands of a union at the top level of `expression`, compiled; empty
+/// when it is not one. Conservative: an expression with any operator that
+/// binds looser than `|` at its top level (comparisons, `and`, `or`, `xor`,
+/// `implies`, `in`, `contains`) is left whole, and so is one whose operands
+/// do not all compile.
+pub fn union_parts(expression: &str) -> Vec<fhirpath::Expr> {
+    const LOOSER: [&str; 6] = ["and", "or", "xor", "implies", "in", "contains"];
+    let mut parts = Vec::new();
+    let mut depth = 0i32;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let mut start = 0;
+    let mut word = String::new();
+    let mut word_after_space = false;
+    let mut prev = ' ';
+    for (i, c) in expression.char_indices() {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            prev = c;
+            continue;
+        }
+        if c.is_alphanumeric() || c == '_' {
+            if word.is_empty() {
+                word_after_space = prev.is_whitespace();
+            }
+            word.push(c);
+        } else {
+            if depth == 0 && word_after_space && LOOSER.contains(&word.as_str()) {
+                return Vec::new();
+            }
+            word.clear();
+        }
+        match c {
+            '\'' | '"' | '`' => quote = Some(c),
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth -= 1,
+            '=' | '<' | '>' | '~' | '!' if depth == 0 => return Vec::new(),
+            '|' if depth == 0 => {
+                parts.push(&expression[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        prev = c;
+    }
+    if depth == 0 && word_after_space && LOOSER.contains(&word.as_str()) {
+        return Vec::new();
+    }
+    if parts.is_empty() {
+        return Vec::new();
+    }
+    parts.push(&expression[start..]);
+    parts
+        .iter()
+        .map(|p| fhirpath::parse(p.trim()).ok())
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default()
+}
+
 /// Kind and targets of every definition, by canonical URL (what composite
 /// components name).
 type ByUrl = BTreeMap<String, (ParamKind, Vec<ResourceType>)>;
@@ -202,7 +281,9 @@ fn components(raw: &RawParam, by_url: &ByUrl) -> Option<Vec<ParamDef>> {
                 url: c.definition.clone(),
                 expression: c.expression.clone(),
                 compiled: Some(fhirpath::parse(&c.expression).ok()?),
+                parts: union_parts(&c.expression),
                 targets: targets.clone(),
+                code_system: c.code_system.clone(),
                 description: String::new(),
                 components: Vec::new(),
                 resource_level: false,
@@ -228,12 +309,18 @@ fn build(raw: RawParam, by_url: &ByUrl) -> Option<ParamDef> {
         Vec::new()
     };
     Some(ParamDef {
+        parts: if compiled.is_some() {
+            union_parts(&raw.expression)
+        } else {
+            Vec::new()
+        },
         union_of: Vec::new(),
         single_valued: single_valued(&raw.expression),
         components,
         resource_level: false,
         kind,
         targets: targets_of(&raw.targets),
+        code_system: raw.code_system,
         compiled,
         code: raw.code,
         url: raw.url,
@@ -474,10 +561,50 @@ mod tests {
             assert!(codes.windows(2).all(|w| w[0] < w[1]), "{ty}");
         }
         assert!(r.patient_compartment(ResourceType::Organization).is_empty());
+        // Codes with one implicit system (generated from required bindings).
+        let system = |ty, code| r.lookup(ty, code).expect(code).code_system.as_deref();
+        assert_eq!(
+            system(ResourceType::Patient, "gender"),
+            Some("http://hl7.org/fhir/administrative-gender")
+        );
+        assert_eq!(
+            system(ResourceType::Appointment, "status"),
+            Some("http://hl7.org/fhir/appointmentstatus")
+        );
+        assert_eq!(system(ResourceType::Observation, "code"), None);
+        assert_eq!(system(ResourceType::Task, "intent"), None);
+        // Unions are evaluated operand by operand.
+        let combo = r
+            .lookup(ResourceType::Observation, "combo-code")
+            .expect("combo");
+        assert_eq!(combo.parts.len(), 2);
+        assert!(r
+            .lookup(ResourceType::Patient, "family")
+            .expect("family")
+            .parts
+            .is_empty());
         let total: usize = ResourceType::ALL
             .iter()
             .map(|t| r.for_type(*t).count())
             .sum();
         assert!(total > 1600, "{total}");
+    }
+
+    #[test]
+    fn union_operands() {
+        let n = |e: &str| union_parts(e).len();
+        assert_eq!(n("Observation.code | Observation.component.code"), 2);
+        assert_eq!(
+            n("(Observation.value as Quantity) | (Observation.value as SampledData) | Observation.component.value"),
+            3
+        );
+        assert_eq!(n("Patient.name"), 0);
+        assert_eq!(n("(A.x | A.y)"), 0);
+        assert_eq!(n("A.x.where(y = 'a|b') | A.z"), 2);
+        assert_eq!(n("A.x | A.y = A.z"), 0);
+        assert_eq!(n("A.x | A.y and A.z"), 0);
+        assert_eq!(n("A.x | A.y contains 'q'"), 0);
+        assert_eq!(n("A.x.contains('q') | A.y"), 2);
+        assert_eq!(n("A.x | 'a\\'|b' | A.y"), 3);
     }
 }

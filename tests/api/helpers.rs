@@ -10,9 +10,27 @@ use serde_json::Value;
 
 pub const PG_ENV: &str = "FHIRBRIDGE_TEST_POSTGRES_URL";
 
-/// Runs each named `async fn(TestApp)` once per backend.
+/// Runs each named `async fn(TestApp)` once per backend. `with adjust;` first
+/// starts each server with `adjust(&mut Settings)` applied (a `fn` in the
+/// calling module).
 #[macro_export]
 macro_rules! backend_tests {
+    (with $adjust:ident; $($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[actix_rt::test]
+                async fn sqlite() {
+                    super::$name($crate::helpers::TestApp::sqlite_with(super::$adjust).await).await
+                }
+                #[actix_rt::test]
+                async fn postgres() {
+                    if let Some(app) = $crate::helpers::TestApp::postgres_with(super::$adjust).await {
+                        super::$name(app).await
+                    }
+                }
+            }
+        )*
+    };
     ($($name:ident),* $(,)?) => {
         $(
             mod $name {
@@ -102,6 +120,12 @@ impl TestApp {
     /// None (with a message) when PostgreSQL tests are not configured; panics when
     /// they are configured but the server is unreachable.
     pub async fn postgres() -> Option<TestApp> {
+        TestApp::postgres_with(|_| {}).await
+    }
+
+    /// PostgreSQL with adjusted settings (None when not configured, as
+    /// [`TestApp::postgres`]).
+    pub async fn postgres_with(adjust: impl FnOnce(&mut Settings)) -> Option<TestApp> {
         init_logs();
         let Ok(base_url) = std::env::var(PG_ENV) else {
             eprintln!("skipping PostgreSQL run: {PG_ENV} is not set");
@@ -111,8 +135,10 @@ impl TestApp {
         admin_sql(&base_url, &format!("CREATE SCHEMA {schema}"));
         let sep = if base_url.contains('?') { '&' } else { '?' };
         let url = format!("{base_url}{sep}options=-csearch_path%3D{schema}");
+        let mut settings = settings_with(&url);
+        adjust(&mut settings);
         Some(TestApp::start(
-            settings_with(&url),
+            settings,
             "postgres",
             None,
             Some((base_url, schema)),

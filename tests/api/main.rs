@@ -11,6 +11,7 @@ mod crud;
 mod durability;
 mod errors;
 mod examples;
+mod fidelity_search;
 mod history;
 mod http;
 mod interop;

@@ -12,7 +12,9 @@ use super::{rows, scope_filter, stored, Bind, Conn, Sql};
 use crate::model::{Instant, ResourceType};
 use crate::search::registry::{self, ParamDef, ParamKind};
 use crate::search::types::*;
-use crate::storage::{IndexRow, IndexValue, SearchPage, StorageResult, StoredResource};
+use crate::storage::{
+    index_key, opt_index_key, IndexRow, IndexValue, SearchPage, StorageResult, StoredResource,
+};
 
 /// Every index table (rewritten with each version).
 pub(super) const INDEX_TABLES: [&str; 7] = [
@@ -65,9 +67,9 @@ pub(super) fn insert_indexes_many(
     let tables: [(&str, &str, Writer); 7] = [
         ("idx_token", "system, code, text", |sql, v| match v {
             IndexValue::Token { system, code, text } => {
-                sql.bind(Bind::OptText(system.clone()))
+                sql.bind(Bind::OptText(opt_index_key(system)))
                     .push(", ")
-                    .text(code)
+                    .text(&index_key(code))
                     .push(", ")
                     .bind(Bind::OptText(text.clone()));
                 true
@@ -94,7 +96,7 @@ pub(super) fn insert_indexes_many(
                         .push(", ")
                         .text(target_id)
                         .push(", ")
-                        .bind(Bind::OptText(url.clone()));
+                        .bind(Bind::OptText(opt_index_key(url)));
                     true
                 }
                 _ => false,
@@ -102,7 +104,7 @@ pub(super) fn insert_indexes_many(
         ),
         ("idx_string", "norm, exact", |sql, v| match v {
             IndexValue::String { norm, exact } => {
-                sql.text(norm).push(", ").text(exact);
+                sql.text(norm).push(", ").text(&index_key(exact));
                 true
             }
             _ => false,
@@ -124,11 +126,11 @@ pub(super) fn insert_indexes_many(
                     unit,
                     value,
                 } => {
-                    sql.bind(Bind::OptText(system.clone()))
+                    sql.bind(Bind::OptText(opt_index_key(system)))
                         .push(", ")
-                        .bind(Bind::OptText(code.clone()))
+                        .bind(Bind::OptText(opt_index_key(code)))
                         .push(", ")
-                        .bind(Bind::OptText(unit.clone()))
+                        .bind(Bind::OptText(opt_index_key(unit)))
                         .push(", ")
                         .bind(Bind::Real(*value));
                     true
@@ -138,7 +140,7 @@ pub(super) fn insert_indexes_many(
         ),
         ("idx_uri", "value", |sql, v| match v {
             IndexValue::Uri { value } => {
-                sql.text(value);
+                sql.text(&index_key(value));
                 true
             }
             _ => false,
@@ -337,7 +339,7 @@ fn token_condition(sql: &mut Sql, t: &str, v: &TokenValue) {
     sql.push("(");
     let mut first = true;
     if let Some(code) = &v.code {
-        sql.push(t).push(".code = ").text(code);
+        sql.push(t).push(".code = ").text(&index_key(code));
         first = false;
     }
     match v.system.as_deref() {
@@ -353,7 +355,7 @@ fn token_condition(sql: &mut Sql, t: &str, v: &TokenValue) {
             if !first {
                 sql.push(" AND ");
             }
-            sql.push(t).push(".system = ").text(system);
+            sql.push(t).push(".system = ").text(&index_key(system));
             first = false;
         }
     }
@@ -523,17 +525,17 @@ fn test_condition(sql: &mut Sql, t: &str, test: &Test, width: Option<(ResourceTy
             sql.push("(")
                 .push(&col("system"))
                 .push(" = ")
-                .text(system)
+                .text(&index_key(system))
                 .push(" AND ")
                 .push(&col("code"))
                 .push(" = ")
-                .text(&format!("{code}|{value}"))
+                .text(&index_key(&format!("{code}|{value}")))
                 .push(")");
         }),
         Test::String(mode, values) => or_each(sql, values, |sql, v| match mode {
             StringMode::StartsWith => starts_with(sql, &col("norm"), v),
             StringMode::Exact => {
-                sql.push(&col("exact")).push(" = ").text(v);
+                sql.push(&col("exact")).push(" = ").text(&index_key(v));
             }
             StringMode::Contains => {
                 sql.push(&col("norm"))
@@ -556,25 +558,29 @@ fn test_condition(sql: &mut Sql, t: &str, test: &Test, width: Option<(ResourceTy
                     sql.push(" AND ")
                         .push(&col("system"))
                         .push(" = ")
-                        .text(s)
+                        .text(&index_key(s))
                         .push(" AND ")
                         .push(&col("code"))
                         .push(" = ")
-                        .text(c);
+                        .text(&index_key(c));
                 }
                 (None, Some(c)) => {
+                    let c = index_key(c);
                     sql.push(" AND (")
                         .push(&col("code"))
                         .push(" = ")
-                        .text(c)
+                        .text(&c)
                         .push(" OR ")
                         .push(&col("unit"))
                         .push(" = ")
-                        .text(c)
+                        .text(&c)
                         .push(")");
                 }
                 (Some(s), None) => {
-                    sql.push(" AND ").push(&col("system")).push(" = ").text(s);
+                    sql.push(" AND ")
+                        .push(&col("system"))
+                        .push(" = ")
+                        .text(&index_key(s));
                 }
                 (None, None) => {}
             }
@@ -582,8 +588,11 @@ fn test_condition(sql: &mut Sql, t: &str, test: &Test, width: Option<(ResourceTy
         }),
         Test::Uri(mode, values) => or_each(sql, values, |sql, v| match mode {
             UriMode::Equals => {
-                sql.push(&col("value")).push(" = ").text(v);
+                sql.push(&col("value")).push(" = ").text(&index_key(v));
             }
+            // Exact for values up to `INDEX_PREFIX` bytes (longer ones are
+            // rejected when parsed): a longer stored value keeps at least that
+            // much of itself verbatim.
             UriMode::Below => starts_with(sql, &col("value"), v),
             UriMode::Above => {
                 sql.push("(")
@@ -601,7 +610,7 @@ fn test_condition(sql: &mut Sql, t: &str, test: &Test, width: Option<(ResourceTy
         }),
         Test::Reference(values) => or_each(sql, values, |sql, v| {
             if v.url {
-                sql.push(&col("url")).push(" = ").text(&v.id);
+                sql.push(&col("url")).push(" = ").text(&index_key(&v.id));
             } else {
                 sql.push("(")
                     .push(&col("target_id"))
