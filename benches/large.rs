@@ -79,8 +79,8 @@ fn validator() -> Option<fhir_validation::Validator> {
         eprintln!("no R4 core package (FHIRBRIDGE_R4_EXAMPLES_DIR): validation is not measured");
         return None;
     };
-    let profiles = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/ukcore");
-    let registry = fhirbridge::validation::build_registry(&core, &profiles).expect("registry");
+    // UK Core is built in; no extra profile directory.
+    let registry = fhirbridge::validation::build_registry(&core, None).expect("registry");
     Some(fhir_validation::Validator::new(
         Arc::new(registry),
         Default::default(),
