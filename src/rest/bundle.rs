@@ -664,32 +664,28 @@ fn run_entries(tx: &mut dyn TxOps, input: TxInput) -> Result<Vec<(usize, EntryRe
         .iter()
         .filter_map(|e| match &e.op {
             Op::Create {
-                ty,
                 if_none_exist: Some(q),
                 ..
-            } => Some(format!("{ty}:{:?}", q.predicates)),
-            Op::Update {
-                ty,
+            }
+            | Op::Update {
                 target: Target::Criteria(q),
                 ..
             }
             | Op::Delete {
-                ty,
                 target: Target::Criteria(q),
                 ..
             }
             | Op::Patch {
-                ty,
                 target: Target::Criteria(q),
                 ..
-            } => Some(format!("{ty}:{:?}", q.predicates)),
+            } => Some(crate::storage::conditional_lock_key(q)),
             _ => None,
         })
         .collect();
     keys.sort();
     keys.dedup();
     for k in &keys {
-        tx.lock(&format!("cond:{k}")).map_err(storage_err)?;
+        tx.lock(k).map_err(storage_err)?;
     }
 
     let before = premap(&entries);

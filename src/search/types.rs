@@ -256,16 +256,90 @@ impl SearchQuery {
             revinclude: Vec::new(),
         }
     }
-
-    /// A stable description of the selection (for lock keys), without values'
-    /// formatting noise.
-    pub fn selection_key(&self) -> String {
-        format!("{}:{:?}", self.resource_type, self.predicates)
-    }
 }
 
 impl PartialEq for ParamDef {
     fn eq(&self, other: &ParamDef) -> bool {
         self.url == other.url && self.code == other.code
+    }
+}
+
+impl SearchQuery {
+    /// The normalised selection of a conditional interaction: the type and the
+    /// sorted, de-duplicated (parameter, modifier, values) tuples, values sorted
+    /// within each OR list. Criteria that select the same way give the same key
+    /// whatever their order or the interaction that carries them (conditional
+    /// create, update, delete, patch, a bundle's `ifNoneExist`), so one lock on it
+    /// serialises them all. Parameters are named by their code, never by a print
+    /// of their definition.
+    pub fn selection_key(&self) -> String {
+        let mut parts: Vec<String> = self.predicates.iter().map(predicate_key).collect();
+        parts.sort();
+        parts.dedup();
+        format!("{}?{}", self.resource_type, parts.join("&"))
+    }
+}
+
+fn sorted_values<T: std::fmt::Debug>(tag: &str, values: &[T]) -> String {
+    let mut v: Vec<String> = values.iter().map(|x| format!("{x:?}")).collect();
+    v.sort();
+    v.dedup();
+    format!("{tag}[{}]", v.join(","))
+}
+
+fn test_key(t: &Test) -> String {
+    match t {
+        Test::Token(v) => sorted_values("token", v),
+        Test::TokenText(v) => sorted_values("text", v),
+        Test::OfType(v) => sorted_values("of-type", v),
+        Test::String(m, v) => sorted_values(&format!("string:{m:?}"), v),
+        Test::Date(v) => sorted_values("date", v),
+        Test::Number(v) => sorted_values("number", v),
+        Test::Quantity(v) => sorted_values("quantity", v),
+        Test::Uri(m, v) => sorted_values(&format!("uri:{m:?}"), v),
+        Test::Reference(v) => sorted_values("reference", v),
+        Test::ReferenceIdentifier(v) => sorted_values("identifier", v),
+    }
+}
+
+fn predicate_key(p: &Predicate) -> String {
+    let not = |n: bool| if n { ":not" } else { "" };
+    let all = |ps: &[Predicate], sep: &str| {
+        let mut v: Vec<String> = ps.iter().map(predicate_key).collect();
+        v.sort();
+        v.dedup();
+        format!("({})", v.join(sep))
+    };
+    match p {
+        Predicate::Id { ids, not: n } => format!("_id{}={}", not(*n), sorted_values("", ids)),
+        Predicate::LastUpdated(v) => format!("_lastUpdated={}", sorted_values("", v)),
+        Predicate::Index {
+            param,
+            test,
+            not: n,
+        } => format!("{}{}={}", param.code, not(*n), test_key(test)),
+        Predicate::Missing { param, missing } => format!("{}:missing={missing}", param.code),
+        Predicate::Chain { param, targets } => {
+            let mut v: Vec<String> = targets
+                .iter()
+                .map(|(t, inner)| format!("{t}.{}", predicate_key(inner)))
+                .collect();
+            v.sort();
+            format!("{}:chain({})", param.code, v.join("|"))
+        }
+        Predicate::Has {
+            source,
+            param,
+            inner,
+        } => format!("_has:{source}:{}:{}", param.code, predicate_key(inner)),
+        Predicate::Composite { param, parts } => {
+            let v: Vec<String> = parts
+                .iter()
+                .map(|(c, t)| format!("{}={}", c.code, test_key(t)))
+                .collect();
+            format!("{}$({})", param.code, v.join("$"))
+        }
+        Predicate::AllOf(ps) => all(ps, "&"),
+        Predicate::AnyOf(ps) => all(ps, "|"),
     }
 }

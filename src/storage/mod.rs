@@ -568,6 +568,13 @@ pub fn strip_server_meta(resource: &mut serde_json::Value) {
     }
 }
 
+/// The lock key of a conditional write: every conditional path (create, update,
+/// delete, patch, a bundle entry or not) takes [`TxOps::lock`] (or the backend's
+/// equivalent) on this key for its criteria, so they serialise with each other.
+pub fn conditional_lock_key(criteria: &crate::search::types::SearchQuery) -> String {
+    format!("cond:{}", criteria.selection_key())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

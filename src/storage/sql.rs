@@ -955,7 +955,8 @@ fn create_in(
         if let Some(cond) = &req.if_none_exist {
             if conn.dialect() == Dialect::Postgres {
                 let mut sql = Sql::new();
-                let key = format!("create:{}:{:?}", req.resource_type, cond.predicates);
+                // The one key of every conditional path (see `SearchQuery::selection_key`).
+                let key = super::conditional_lock_key(cond);
                 sql.push("SELECT pg_advisory_xact_lock(")
                     .int(fnv1a(&key))
                     .push(")");
