@@ -186,12 +186,16 @@ def slow_clients(base, stats, stop):
 
 
 def rss_sampler(pid, peak, stop):
+    """peak[0]: VmRSS; peak[2]: RssAnon (the heap; VmRSS also counts the SQLite
+    database pages mapped with mmap, which the kernel can drop at will)."""
     while not stop.is_set():
         try:
             with open(f"/proc/{pid}/status") as f:
                 for line in f:
                     if line.startswith("VmRSS:"):
                         peak[0] = max(peak[0], int(line.split()[1]))
+                    if line.startswith("RssAnon:"):
+                        peak[2] = max(peak[2], int(line.split()[1]))
         except OSError:
             peak[1] = "server process gone"
             return
@@ -204,11 +208,17 @@ def main():
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--pid", type=int)
+    ap.add_argument("--only", help="comma-separated kinds (to find what costs memory or time)")
+    ap.add_argument("--no-slow", action="store_true", help="without the slow-body clients")
     args = ap.parse_args()
     base = args.base.rstrip("/")
     u = urllib.parse.urlparse(base)
     assert u.hostname in ("127.0.0.1", "localhost", "::1"), "loopback only"
     kinds_, doubling = kinds(1)
+    if args.only:
+        wanted = args.only.split(",")
+        kinds_ = [k for k in kinds_ if k[0] in wanted]
+        assert kinds_, f"no such kinds: {args.only}"
     c = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
     c.request("POST", "/fhir/Patient", json.dumps(patient(1)), JSON)
     r = c.getresponse()
@@ -217,8 +227,8 @@ def main():
     patch_target = r.getheader("Location").split("/_history")[0].rsplit("/", 1)[1]
     stats = Stats()
     stop = threading.Event()
-    peak = [0, None]
-    side = [threading.Thread(target=slow_clients, args=(base, stats, stop), daemon=True) for _ in range(2)]
+    peak = [0, None, 0]
+    side = [] if args.no_slow else [threading.Thread(target=slow_clients, args=(base, stats, stop), daemon=True) for _ in range(2)]
     if args.pid:
         side.append(threading.Thread(target=rss_sampler, args=(args.pid, peak, stop), daemon=True))
     for t in side:
@@ -243,7 +253,7 @@ def main():
         print(f"  {kind:22} {dict(counter)}  slowest {stats.slowest[kind]:.2f} s")
     print(f"5xx: {five}; connection failures: {sum(stats.conn_errors.values())} {dict(stats.conn_errors)}; stalls (> {STALL_S:.0f} s): {stats.stalls}; server alive after: {alive}")
     if args.pid:
-        print(f"peak RSS: {peak[0] / 1024:.0f} MiB{' (' + peak[1] + ')' if peak[1] else ''}")
+        print(f"peak RSS: {peak[0] / 1024:.0f} MiB, of it anonymous (heap) at most {peak[2] / 1024:.0f} MiB{' (' + peak[1] + ')' if peak[1] else ''}")
     bad = five or stats.conn_errors or stats.stalls or not alive
     raise SystemExit(1 if bad else 0)
 

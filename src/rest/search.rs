@@ -92,7 +92,66 @@ pub async fn search(
     label(&req, "search-type", Some(ty));
     super::strict::preconditions(&req, "search", &[])?;
     let pairs = query_pairs(req.query_string())?;
-    run_search(&req, &state, ty, pairs, None).await
+    if pairs.iter().any(|(k, _)| k == PAGE_PARAM) {
+        let pairs = page_token_pairs(&req, &state, ty, &pairs).await?;
+        return run_search(&req, &state, ty, pairs, None, true).await;
+    }
+    run_search(&req, &state, ty, pairs, None, false).await
+}
+
+/// The query parameter of an opaque page link.
+const PAGE_PARAM: &str = "_page";
+
+/// How long the page links of a `POST _search` stay valid.
+const PAGE_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The stored parameters behind `?_page=TOKEN` (only `_format`/`_pretty` may go with it).
+async fn page_token_pairs(
+    req: &HttpRequest,
+    state: &AppState,
+    ty: ResourceType,
+    pairs: &[(String, String)],
+) -> Result<Vec<(String, String)>, ApiError> {
+    let mut token = None;
+    for (k, v) in pairs {
+        match k.as_str() {
+            PAGE_PARAM if token.is_none() => token = Some(v.as_str()),
+            "_format" | "_pretty" => {}
+            other => {
+                return Err(ApiError::BadRequest(vec![OoIssue::error(
+                    "invalid",
+                    format!(
+                        "A page link (_page) takes no other search parameters ('{other}' given)"
+                    ),
+                )
+                .at(other.to_owned())]))
+            }
+        }
+    }
+    let token = token.unwrap_or_default();
+    let store = state
+        .backend
+        .page_tokens()
+        .ok_or_else(|| ApiError::NotImplemented("page tokens are not supported".into()))?;
+    match store.get_page(&ctx(req), token).await? {
+        Some((t, params)) if t == ty => {
+            let mut stored = query_pairs(&params)?;
+            stored.extend(
+                pairs
+                    .iter()
+                    .filter(|(k, _)| k == "_format" || k == "_pretty")
+                    .cloned(),
+            );
+            Ok(stored)
+        }
+        Some(_) => Err(ApiError::bad_request(
+            "invalid",
+            "This page link belongs to a search of another resource type",
+        )),
+        None => Err(ApiError::Gone(
+            "This page link is unknown or has expired; repeat the search".into(),
+        )),
+    }
 }
 
 /// `POST [type]/_search` with an `application/x-www-form-urlencoded` body; the
@@ -120,7 +179,8 @@ pub async fn search_post(
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("invalid", "The form body is not UTF-8"))?;
     pairs.extend(query_pairs(text)?);
-    run_search(&req, &state, ty, pairs, None).await
+    // The body's parameters stay out of URLs: page links are opaque tokens.
+    run_search(&req, &state, ty, pairs, None, true).await
 }
 
 /// `GET [base]/Patient/[id]/[type]`: a search of `type` restricted to the
@@ -181,6 +241,7 @@ pub async fn compartment_search(
         ty,
         pairs,
         Some((Predicate::AnyOf(any), prefix)),
+        false,
     )
     .await
 }
@@ -202,6 +263,7 @@ async fn run_search(
     ty: ResourceType,
     pairs: Vec<(String, String)>,
     compartment: Option<(Predicate, String)>,
+    opaque_links: bool,
 ) -> ApiResult {
     require(state, ty, Interaction::SearchType)?;
     let out = format::negotiate(req)?;
@@ -251,16 +313,41 @@ async fn run_search(
         Some(c) => with_cursor(c),
         None => applied.clone(),
     };
-    let mut links = vec![json!({"relation": "self", "url": link(&base, &path, &self_pairs)})];
+    let mut relations = vec![("self", self_pairs)];
     if query.count > 0 {
-        links.push(json!({"relation": "first", "url": link(&base, &path, &paged)}));
+        relations.push(("first", paged.clone()));
     }
     if let Some(prev) = &page.previous {
-        links.push(json!({"relation": "previous", "url": link(&base, &path, &with_cursor(prev))}));
+        relations.push(("previous", with_cursor(prev)));
     }
     if let Some(next) = &page.next {
-        links.push(json!({"relation": "next", "url": link(&base, &path, &with_cursor(next))}));
+        relations.push(("next", with_cursor(next)));
     }
+    let links: Vec<Value> = if opaque_links {
+        let store = state
+            .backend
+            .page_tokens()
+            .ok_or_else(|| ApiError::NotImplemented("page tokens are not supported".into()))?;
+        let params = relations
+            .iter()
+            .map(|(_, p)| serde_urlencoded::to_string(p).unwrap_or_default())
+            .collect();
+        let tokens = store
+            .put_pages(&ctx(req), ty, params, PAGE_TOKEN_TTL)
+            .await?;
+        relations
+            .iter()
+            .zip(tokens)
+            .map(|((rel, _), token)| {
+                json!({"relation": rel, "url": format!("{base}/{ty}?{PAGE_PARAM}={token}")})
+            })
+            .collect()
+    } else {
+        relations
+            .iter()
+            .map(|(rel, p)| json!({"relation": rel, "url": link(&base, &path, p)}))
+            .collect()
+    };
 
     let shape = Shape { summary, elements };
     // Plain JSON with every element: the stored text of each resource goes

@@ -364,6 +364,27 @@ pub trait Search: Send + Sync {
     async fn search(&self, ctx: &RequestContext, query: &SearchQuery) -> StorageResult<SearchPage>;
 }
 
+/// Opaque page tokens for searches whose parameters must not appear in URLs
+/// (`POST [type]/_search` keeps an NHS number out of URLs and logs): the
+/// parameters of each page link are kept server-side under a random token.
+#[async_trait]
+pub trait PageTokens: Send + Sync {
+    /// Stores each of `params` (opaque text) for `ttl`; returns one new token each.
+    async fn put_pages(
+        &self,
+        ctx: &RequestContext,
+        ty: ResourceType,
+        params: Vec<String>,
+        ttl: std::time::Duration,
+    ) -> StorageResult<Vec<String>>;
+    /// The type and parameters of a token that has not expired.
+    async fn get_page(
+        &self,
+        ctx: &RequestContext,
+        token: &str,
+    ) -> StorageResult<Option<(ResourceType, String)>>;
+}
+
 /// How [`TxOps::create_many`] records its creates in history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CreateMethod {
@@ -509,6 +530,10 @@ pub trait Backend: Send + Sync {
     }
     /// Rebuilding the search index of stored resources (`fhirbridge reindex`).
     fn reindex(&self) -> Option<&dyn Reindex> {
+        None
+    }
+    /// Server-side page tokens (`POST [type]/_search` links).
+    fn page_tokens(&self) -> Option<&dyn PageTokens> {
         None
     }
     /// Readiness probe: can the backend serve requests now?

@@ -449,6 +449,14 @@ mod rows {
     use diesel::QueryableByName;
 
     #[derive(QueryableByName, Debug)]
+    pub struct PageToken {
+        #[diesel(sql_type = Text)]
+        pub res_type: String,
+        #[diesel(sql_type = Text)]
+        pub params: String,
+    }
+
+    #[derive(QueryableByName, Debug)]
     pub struct Head {
         #[diesel(sql_type = BigInt)]
         pub version: i64,
@@ -1419,6 +1427,74 @@ impl Search for SqlBackend {
     }
 }
 
+#[async_trait]
+impl PageTokens for SqlBackend {
+    async fn put_pages(
+        &self,
+        _ctx: &RequestContext,
+        ty: ResourceType,
+        params: Vec<String>,
+        ttl: std::time::Duration,
+    ) -> StorageResult<Vec<String>> {
+        let now = Instant::now().0;
+        let expires = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let tokens: Vec<String> = params
+            .iter()
+            .map(|_| uuid::Uuid::new_v4().simple().to_string())
+            .collect();
+        let out = tokens.clone();
+        self.blocking(move |mut conn| {
+            conn.write_tx(|conn| {
+                let mut sweep = Sql::prepared();
+                sweep
+                    .push("DELETE FROM page_tokens WHERE expires_at < ")
+                    .int(now);
+                conn.exec(&sweep)?;
+                for (token, p) in tokens.iter().zip(&params) {
+                    let mut sql = Sql::prepared();
+                    sql.push(
+                        "INSERT INTO page_tokens (token, res_type, params, expires_at) VALUES (",
+                    )
+                    .text(token)
+                    .push(", ")
+                    .text(ty.as_str())
+                    .push(", ")
+                    .text(p)
+                    .push(", ")
+                    .int(expires)
+                    .push(")");
+                    conn.exec(&sql)?;
+                }
+                Ok(())
+            })
+        })
+        .await?;
+        Ok(out)
+    }
+
+    async fn get_page(
+        &self,
+        _ctx: &RequestContext,
+        token: &str,
+    ) -> StorageResult<Option<(ResourceType, String)>> {
+        let token = token.to_owned();
+        let now = Instant::now().0;
+        self.blocking(move |mut conn| {
+            let mut sql = Sql::new();
+            sql.push("SELECT res_type, params FROM page_tokens WHERE token = ")
+                .text(&token)
+                .push(" AND expires_at >= ")
+                .int(now);
+            Ok(conn
+                .load::<rows::PageToken>(&sql)?
+                .into_iter()
+                .next()
+                .and_then(|r| Some((r.res_type.parse().ok()?, r.params))))
+        })
+        .await
+    }
+}
+
 /// [`TxOps`] over one connection with an open write transaction.
 struct SqlTx<'c> {
     conn: &'c mut Conn,
@@ -1518,6 +1594,9 @@ impl Transactions for SqlBackend {
 #[async_trait]
 impl Backend for SqlBackend {
     fn transactions(&self) -> Option<&dyn Transactions> {
+        Some(self)
+    }
+    fn page_tokens(&self) -> Option<&dyn PageTokens> {
         Some(self)
     }
     fn reindex(&self) -> Option<&dyn Reindex> {

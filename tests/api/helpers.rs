@@ -328,3 +328,28 @@ pub fn without_server_meta(mut v: Value) -> Value {
     fhirbridge::storage::strip_server_meta(&mut v);
     v
 }
+
+/// A minimal Patient valid against UK Core.
+pub fn uk_patient(nhs: &str) -> Value {
+    serde_json::json!({
+        "resourceType": "Patient",
+        "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": nhs}],
+        "name": [{"use": "official", "family": "Smith", "given": ["Jane"]}],
+        "gender": "female",
+        "birthDate": "1968-07-24"
+    })
+}
+
+/// OperationOutcome issues as one line each, for assertion messages.
+pub fn messages(issues: &[Value]) -> String {
+    issues
+        .iter()
+        .map(|i| {
+            format!(
+                "{} @ {}: {}",
+                i["severity"], i["expression"][0], i["diagnostics"]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

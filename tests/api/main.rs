@@ -16,6 +16,7 @@ mod history;
 mod http;
 mod interop;
 mod ops;
+mod page_tokens;
 mod realdata;
 mod reindex;
 mod seam;

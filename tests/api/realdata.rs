@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::backend_tests;
 use crate::examples::EXAMPLES_ENV;
-use crate::helpers::TestApp;
+use crate::helpers::{messages, uk_patient, TestApp};
 
 fn core_dir() -> Option<String> {
     let dir = std::env::var(EXAMPLES_ENV).ok();
@@ -33,29 +33,6 @@ async fn validating_app(adjust: impl FnOnce(&mut fhirbridge::config::Settings)) 
         })
         .await,
     )
-}
-
-fn uk_patient(nhs: &str) -> Value {
-    json!({
-        "resourceType": "Patient",
-        "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": nhs}],
-        "name": [{"use": "official", "family": "Smith", "given": ["Jane"]}],
-        "gender": "female",
-        "birthDate": "1968-07-24"
-    })
-}
-
-fn messages(issues: &[Value]) -> String {
-    issues
-        .iter()
-        .map(|i| {
-            format!(
-                "{} @ {}: {}",
-                i["severity"], i["expression"][0], i["diagnostics"]
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 const VENDOR_EXT: &str = "https://fhir.example-gp-supplier.co.uk/StructureDefinition/record-source";

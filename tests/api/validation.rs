@@ -7,7 +7,7 @@ use std::process::Command;
 use serde_json::{json, Value};
 
 use crate::examples::EXAMPLES_ENV;
-use crate::helpers::TestApp;
+use crate::helpers::{messages, uk_patient, TestApp};
 
 fn core_dir() -> Option<String> {
     let dir = std::env::var(EXAMPLES_ENV).ok();
@@ -29,29 +29,6 @@ async fn validating_app(policy: Option<(&str, &str)>) -> Option<TestApp> {
         })
         .await,
     )
-}
-
-fn uk_patient(nhs: &str) -> Value {
-    json!({
-        "resourceType": "Patient",
-        "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": nhs}],
-        "name": [{"use": "official", "family": "Smith", "given": ["Jane"]}],
-        "gender": "female",
-        "birthDate": "1968-07-24"
-    })
-}
-
-fn messages(issues: &[Value]) -> String {
-    issues
-        .iter()
-        .map(|i| {
-            format!(
-                "{} @ {}: {}",
-                i["severity"], i["expression"][0], i["diagnostics"]
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[actix_rt::test]
