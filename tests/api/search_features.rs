@@ -1773,10 +1773,11 @@ async fn post_search_with_form_body_and_url_parameters(app: TestApp) {
     let b = r.json();
     assert_eq!(b["total"], 2);
     assert_eq!(match_ids(&b), ["f2"]);
-    // The links are GET links carrying both the URL's and the body's parameters.
+    // The links are GET links to an opaque token holding both the URL's and the
+    // body's parameters: the body's values never appear in a URL (issue 11).
     let s = link(&b, "self").unwrap();
     assert!(
-        s.contains("gender=female") && s.contains("family=smith"),
+        s.contains("_page=") && !s.contains("family") && !s.contains("smith"),
         "{s}"
     );
     let n = link(&b, "next").unwrap();
