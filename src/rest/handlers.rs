@@ -159,7 +159,7 @@ pub async fn metadata(req: HttpRequest, state: web::Data<AppState>) -> ApiResult
             .at("mode")]));
         }
     }
-    let shape = Shape::from_params("CapabilityStatement", &pairs)?;
+    let shape = Shape::from_params(ResourceType::CapabilityStatement, &pairs)?;
     let out = format::negotiate(&req)?;
     let cs = crate::capability::capability_statement(
         state.backend.capabilities(),
@@ -191,7 +191,7 @@ pub async fn read(
         &["_summary", "_elements"],
         &["if-none-match", "if-modified-since"],
     )?;
-    let shape = Shape::from_params(ty.as_str(), &pairs)?;
+    let shape = Shape::from_params(ty, &pairs)?;
     let id = parse_id(&id)?;
     let out = format::negotiate(&req)?;
     let reader = state
@@ -260,7 +260,7 @@ pub async fn vread(
     label(&req, "vread", Some(ty));
     require(&state, ty, Interaction::Vread)?;
     let pairs = strict::only(&req, "vread", &["_summary", "_elements"], &[])?;
-    let shape = Shape::from_params(ty.as_str(), &pairs)?;
+    let shape = Shape::from_params(ty, &pairs)?;
     let id = parse_id(&id)?;
     let version: VersionId = vid.parse().ok().filter(|v| *v > 0).ok_or_else(|| {
         ApiError::bad_request("value", "The version id must be a positive integer")
@@ -672,21 +672,6 @@ async fn history(req: &HttpRequest, state: &AppState, scope: HistoryScope) -> Ap
     let bundle = bundle("history", Some(page.total), links, entries);
     let (body, ct) = format::encode(&bundle, out)?;
     Ok(HttpResponse::Ok().content_type(ct).body(body))
-}
-
-/// Interactions this server does not implement yet: explicit 501, never advertised.
-pub async fn not_implemented(req: HttpRequest) -> ApiResult {
-    label(&req, "unsupported", None);
-    let what = match (req.method().as_str(), req.match_pattern().as_deref()) {
-        ("POST", Some("/fhir")) => "batch and transaction Bundles are",
-        ("PATCH", _) => "PATCH is",
-        ("PUT", _) => "conditional update is",
-        ("DELETE", _) => "conditional delete is",
-        _ => "this interaction is",
-    };
-    Err(ApiError::NotImplemented(format!(
-        "{what} not supported by this server"
-    )))
 }
 
 /// `GET [base]`: system-level search is not supported; say what is.

@@ -82,49 +82,39 @@ pub async fn fhir_middleware(
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    if let Some(problem) = super::transfer::unsupported_content_encoding(req.headers()) {
-        let err = ApiError::UnsupportedMediaType(problem);
-        let (http_req, _) = req.into_parts();
-        let res = ServiceResponse::new(http_req, actix_web::ResponseError::error_response(&err));
-        return Ok(finish(
-            res,
-            started,
-            &span,
-            &request_id,
-            correlation_id,
-            state.as_ref(),
-            None,
-        )
-        .await);
-    }
-    let expired = match state.as_ref() {
-        Some(s) if super::transfer::has_body(req.headers()) => {
-            let secs = s.settings.server.body_timeout_secs.max(1);
-            Some(super::transfer::deadline_payload(
-                &mut req,
-                std::time::Duration::from_secs(secs),
-            ))
+    let res = if let Some(problem) = super::transfer::unsupported_content_encoding(req.headers()) {
+        error_response(req.into_parts().0, ApiError::UnsupportedMediaType(problem))
+    } else {
+        let expired = match state.as_ref() {
+            Some(s) if super::transfer::has_body(req.headers()) => {
+                let secs = s.settings.server.body_timeout_secs.max(1);
+                Some(super::transfer::deadline_payload(
+                    &mut req,
+                    std::time::Duration::from_secs(secs),
+                ))
+            }
+            _ => None,
+        };
+        let res = next
+            .call(req)
+            .instrument(span.clone())
+            .await?
+            .map_into_boxed_body();
+        match expired {
+            Some(flag) if flag.load(std::sync::atomic::Ordering::Relaxed) => {
+                let mut res = error_response(
+                    res.into_parts().0,
+                    ApiError::RequestTimeout(
+                        "The request body was not received within the body timeout".into(),
+                    ),
+                );
+                res.response_mut()
+                    .head_mut()
+                    .set_connection_type(actix_web::http::ConnectionType::Close);
+                res
+            }
+            _ => res,
         }
-        _ => None,
-    };
-    let res = next
-        .call(req)
-        .instrument(span.clone())
-        .await?
-        .map_into_boxed_body();
-    let res = match expired {
-        Some(flag) if flag.load(std::sync::atomic::Ordering::Relaxed) => {
-            let err = ApiError::RequestTimeout(
-                "The request body was not received within the body timeout".into(),
-            );
-            let (http_req, _) = res.into_parts();
-            let mut response = actix_web::ResponseError::error_response(&err);
-            response
-                .head_mut()
-                .set_connection_type(actix_web::http::ConnectionType::Close);
-            ServiceResponse::new(http_req, response)
-        }
-        _ => res,
     };
     Ok(finish(
         res,
@@ -136,6 +126,12 @@ pub async fn fhir_middleware(
         accept_encoding.as_deref(),
     )
     .await)
+}
+
+/// An error answered by the middleware itself (the handler did not run, or its
+/// answer is replaced).
+fn error_response(req: actix_web::HttpRequest, err: ApiError) -> ServiceResponse<BoxBody> {
+    ServiceResponse::new(req, actix_web::ResponseError::error_response(&err))
 }
 
 /// Everything after the handler: the OperationOutcome guarantee, ids, compression,

@@ -26,7 +26,7 @@ pub(crate) fn paging(state: &AppState) -> Paging {
     }
 }
 
-fn search_error(e: search_parse::SearchError) -> ApiError {
+pub(crate) fn search_error(e: search_parse::SearchError) -> ApiError {
     let mut issue = OoIssue::error(
         if e.param.is_empty() {
             "too-costly"
@@ -105,6 +105,13 @@ const PAGE_PARAM: &str = "_page";
 /// How long the page links of a `POST _search` stay valid.
 const PAGE_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
+fn page_store(state: &AppState) -> Result<&dyn crate::storage::PageTokens, ApiError> {
+    state
+        .backend
+        .page_tokens()
+        .ok_or_else(|| ApiError::NotImplemented("page tokens are not supported".into()))
+}
+
 /// The stored parameters behind `?_page=TOKEN` (only `_format`/`_pretty` may go with it).
 async fn page_token_pairs(
     req: &HttpRequest,
@@ -129,10 +136,7 @@ async fn page_token_pairs(
         }
     }
     let token = token.unwrap_or_default();
-    let store = state
-        .backend
-        .page_tokens()
-        .ok_or_else(|| ApiError::NotImplemented("page tokens are not supported".into()))?;
+    let store = page_store(state)?;
     match store.get_page(&ctx(req), token).await? {
         Some((t, params)) if t == ty => {
             let mut stored = query_pairs(&params)?;
@@ -324,10 +328,7 @@ async fn run_search(
         relations.push(("next", with_cursor(next)));
     }
     let links: Vec<Value> = if opaque_links {
-        let store = state
-            .backend
-            .page_tokens()
-            .ok_or_else(|| ApiError::NotImplemented("page tokens are not supported".into()))?;
+        let store = page_store(state)?;
         let params = relations
             .iter()
             .map(|(_, p)| serde_urlencoded::to_string(p).unwrap_or_default())

@@ -5,7 +5,8 @@
 use serde_json::{json, Value};
 
 use super::error::{ApiError, OoIssue};
-use crate::search::parse::Summary;
+use crate::model::ResourceType;
+use crate::search::parse::{self as search_parse, Summary};
 use crate::storage::StoredResource;
 
 /// `_summary` / `_elements` applied to each returned resource.
@@ -19,47 +20,28 @@ const SUBSETTED: &str = "http://terminology.hl7.org/CodeSystem/v3-ObservationVal
 impl Shape {
     /// Reads `_summary` (true, text, data, false) and `_elements` for a single
     /// resource of type `ty` (read, vread, metadata); `_summary=count` is a search-only value.
-    pub fn from_params(ty: &str, pairs: &[(String, String)]) -> Result<Shape, ApiError> {
+    pub fn from_params(ty: ResourceType, pairs: &[(String, String)]) -> Result<Shape, ApiError> {
         let mut shape = Shape {
             summary: None,
             elements: None,
         };
         for (name, value) in pairs {
             match name.as_str() {
-                "_summary" => {
-                    shape.summary = Some(match value.as_str() {
-                        "true" => Summary::True,
-                        "text" => Summary::Text,
-                        "data" => Summary::Data,
-                        "false" => Summary::False,
-                        _ => {
-                            return Err(ApiError::BadRequest(vec![OoIssue::error(
-                                "value",
-                                "Parameter '_summary' must be true, text, data or false here",
-                            )
-                            .at("_summary")]))
-                        }
-                    })
-                }
-                "_elements" => {
-                    let model = fhir_structure::model::Model::r4();
-                    let known: Vec<String> = model
-                        .all_elements(ty)
-                        .into_iter()
-                        .map(|e| element_base_name(&e.name))
-                        .collect();
-                    let mut list = Vec::new();
-                    for e in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-                        if !known.iter().any(|k| k == e) {
-                            return Err(ApiError::BadRequest(vec![OoIssue::error(
-                                "value",
-                                format!("'{e}' is not an element of {ty}"),
-                            )
-                            .at("_elements")]));
-                        }
-                        list.push(e.to_owned());
+                "_summary" => match Summary::parse(value) {
+                    Some(Summary::Count) | None => {
+                        return Err(ApiError::BadRequest(vec![OoIssue::error(
+                            "value",
+                            "Parameter '_summary' must be true, text, data or false here",
+                        )
+                        .at("_summary")]))
                     }
-                    shape.elements = Some(list);
+                    s => shape.summary = s,
+                },
+                "_elements" => {
+                    shape.elements = Some(
+                        search_parse::parse_elements(ty, value)
+                            .map_err(super::search::search_error)?,
+                    )
                 }
                 _ => {}
             }

@@ -26,12 +26,8 @@ const DECODED: [&str; 5] = ["identity", "gzip", "x-gzip", "deflate", "br"];
 
 /// Why the request's `Content-Encoding` cannot be accepted, if it cannot.
 pub fn unsupported_content_encoding(headers: &HeaderMap) -> Option<String> {
-    let values: Vec<&header::HeaderValue> = headers.get_all(header::CONTENT_ENCODING).collect();
-    if values.is_empty() {
-        return None;
-    }
-    let codings: Vec<String> = values
-        .iter()
+    let codings: Vec<String> = headers
+        .get_all(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("\u{fffd}"))
         .flat_map(|v| v.split(','))
         .map(|c| c.trim().to_ascii_lowercase())

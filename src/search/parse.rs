@@ -53,6 +53,20 @@ pub enum Summary {
     False,
 }
 
+impl Summary {
+    /// The value of a `_summary` parameter.
+    pub fn parse(value: &str) -> Option<Summary> {
+        match value {
+            "true" => Some(Summary::True),
+            "text" => Some(Summary::Text),
+            "data" => Some(Summary::Data),
+            "count" => Some(Summary::Count),
+            "false" => Some(Summary::False),
+            _ => None,
+        }
+    }
+}
+
 /// The outcome of parsing: the query, the parameters that were applied (for the
 /// `self` link, in canonical form), and warnings for ignored parameters.
 #[derive(Debug, Clone)]
@@ -958,7 +972,8 @@ fn parse_include(
     })
 }
 
-fn parse_elements(ty: ResourceType, value: &str) -> Result<Vec<String>, SearchError> {
+/// `_elements`: element names of `ty` (optionally `Type.`-prefixed), comma-separated.
+pub fn parse_elements(ty: ResourceType, value: &str) -> Result<Vec<String>, SearchError> {
     let model = fhir_structure::model::Model::r4();
     let elements = model.all_elements(ty.as_str());
     let mut out = Vec::new();
@@ -1025,18 +1040,11 @@ pub fn parse(
                     }
                 }
                 "_summary" => {
-                    let s = match value.as_str() {
-                        "true" => Summary::True,
-                        "text" => Summary::Text,
-                        "data" => Summary::Data,
-                        "count" => Summary::Count,
-                        "false" => Summary::False,
-                        _ => {
-                            return Err(err(
-                                name,
-                                "Parameter '_summary' must be true, text, data, count or false",
-                            ))
-                        }
+                    let Some(s) = Summary::parse(value) else {
+                        return Err(err(
+                            name,
+                            "Parameter '_summary' must be true, text, data, count or false",
+                        ));
                     };
                     if s == Summary::Count {
                         q.count = 0;

@@ -353,3 +353,12 @@ pub fn messages(issues: &[Value]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// A TCP port free on loopback now (for servers started as separate processes).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
