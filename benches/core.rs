@@ -75,7 +75,7 @@ fn store(c: &mut Criterion) {
         "http://localhost/fhir",
     )
     .expect("valid");
-    let ctx = RequestContext::default();
+    let ctx = RequestContext::system("bench", std::sync::Arc::new(fhirbridge::policy::AllowAll));
     let mut g = c.benchmark_group("sqlite");
     g.bench_function("create_patient", |b| {
         b.iter(|| {

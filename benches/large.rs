@@ -102,7 +102,7 @@ fn large(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    let ctx = RequestContext::default();
+    let ctx = RequestContext::system("bench", std::sync::Arc::new(fhirbridge::policy::AllowAll));
     for (name, resource) in [
         ("observation_10mb_14k_components", full_components(14_000)),
         (

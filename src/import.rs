@@ -205,9 +205,7 @@ fn entry_failures(origin: &str, response: &Value) -> Vec<String> {
 }
 
 async fn run_work(state: &web::Data<AppState>, base: &str, w: Work) -> (usize, Vec<String>) {
-    let ctx = RequestContext {
-        request_id: "import".into(),
-    };
+    let ctx = RequestContext::system("import", state.policy.clone());
     let is_batch = w.bundle.get("type").and_then(Value::as_str) == Some("batch");
     let (bundle, retry) = if w.split_on_failure {
         (w.bundle.clone(), Some(w.bundle))
@@ -275,6 +273,7 @@ pub async fn import(
         metrics,
         validation,
         settings: Arc::new(settings),
+        policy: Arc::new(crate::policy::AllowAll),
     });
     let started = Instant::now();
     let mut summary = Summary::default();

@@ -7,9 +7,11 @@ pub mod base64;
 pub mod capability;
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod import;
 pub mod metrics;
 pub mod model;
+pub mod policy;
 pub mod reindex;
 pub mod rest;
 pub mod search;
@@ -62,6 +64,16 @@ impl Application {
         settings: Settings,
         backend: Arc<dyn Backend>,
     ) -> anyhow::Result<Application> {
+        Application::build_with(settings, backend, Arc::new(policy::AllowAll))
+    }
+
+    /// Builds the server on `backend` under an access `policy` (tests install
+    /// their own; the server runs [`policy::AllowAll`] until access control lands).
+    pub fn build_with(
+        settings: Settings,
+        backend: Arc<dyn Backend>,
+        policy: Arc<dyn policy::Policy>,
+    ) -> anyhow::Result<Application> {
         let listener = TcpListener::bind(&settings.server.listen)
             .with_context(|| format!("Failed to bind {}", settings.server.listen))?;
         let port = listener.local_addr()?.port();
@@ -75,6 +87,7 @@ impl Application {
             metrics,
             validation,
             settings: settings.clone(),
+            policy,
         });
         let limit = settings.server.body_limit_bytes;
         let bundle_limit = settings.server.bundle_body_limit_bytes.max(limit);

@@ -435,6 +435,24 @@ impl Instant {
     }
 }
 
+/// One stored version of a resource. `content` is the exact JSON served to clients
+/// (with `meta.versionId` and `meta.lastUpdated` already stamped); it is `None`
+/// for a deletion.
+#[derive(Debug, Clone)]
+pub struct StoredResource {
+    pub resource_type: ResourceType,
+    pub id: LogicalId,
+    pub version: VersionId,
+    pub last_updated: Instant,
+    pub content: Option<String>,
+}
+
+impl StoredResource {
+    pub fn is_deleted(&self) -> bool {
+        self.content.is_none()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,13 +26,16 @@ pub(crate) fn label(req: &HttpRequest, interaction: &'static str, ty: Option<Res
 }
 
 pub(crate) fn ctx(req: &HttpRequest) -> RequestContext {
-    RequestContext {
-        request_id: req
-            .extensions()
-            .get::<RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_default(),
-    }
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let policy: std::sync::Arc<dyn crate::policy::Policy> = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.policy.clone())
+        .unwrap_or_else(|| std::sync::Arc::new(crate::policy::DenyAll));
+    RequestContext::new(request_id, crate::context::Principal::Anonymous, policy)
 }
 
 /// The FHIR base URL (`…/fhir`) as clients see it.

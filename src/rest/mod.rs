@@ -27,6 +27,8 @@ pub struct AppState {
     pub metrics: Arc<InstanceMetrics>,
     pub validation: Arc<ValidationService>,
     pub settings: Arc<Settings>,
+    /// The access policy every request is decided by.
+    pub policy: Arc<dyn crate::policy::Policy>,
 }
 
 /// The request id (from `X-Request-ID` or generated), stored in request extensions.

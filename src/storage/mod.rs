@@ -16,30 +16,8 @@ use async_trait::async_trait;
 use crate::model::{Instant, LogicalId, ResourceType, VersionId};
 use crate::search::types::SearchQuery;
 
-/// Who is asking and in which scope. Every storage call takes one.
-#[derive(Debug, Clone, Default)]
-pub struct RequestContext {
-    /// Opaque request id, for log correlation only.
-    pub request_id: String,
-}
-
-/// One stored version of a resource. `content` is the exact JSON served to clients
-/// (with `meta.versionId` and `meta.lastUpdated` already stamped); it is `None`
-/// for a deletion.
-#[derive(Debug, Clone)]
-pub struct StoredResource {
-    pub resource_type: ResourceType,
-    pub id: LogicalId,
-    pub version: VersionId,
-    pub last_updated: Instant,
-    pub content: Option<String>,
-}
-
-impl StoredResource {
-    pub fn is_deleted(&self) -> bool {
-        self.content.is_none()
-    }
-}
+pub use crate::context::RequestContext;
+pub use crate::model::StoredResource;
 
 /// Longest index value (in bytes) stored verbatim in an equality-matched
 /// column (token system and code, URI, reference URL, exact string,

@@ -1,0 +1,138 @@
+//! The access policy: the one place an access rule goes. Every resource that
+//! leaves the service for a caller passes [`Policy::admit`]; every set a
+//! caller reads (search matches and totals, `_include`/`_revinclude`, history
+//! at all three levels and its totals, conditional-write matches) is computed
+//! under [`Policy::restrict`], which storage ANDs into the query in its one
+//! scope chokepoint. Fail closed: a policy that cannot decide denies.
+//!
+//! Shipped here: [`AllowAll`] (the server's policy until access control lands)
+//! and [`DenyResources`] (a test policy hiding chosen resources).
+
+use std::collections::HashSet;
+
+use crate::context::RequestContext;
+use crate::model::StoredResource;
+use crate::model::{LogicalId, ResourceType};
+use crate::search::types::Predicate;
+
+/// Whether one resource may reach the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Permit,
+    /// The resource is treated as absent: the caller sees exactly what it
+    /// would see if the resource did not exist (404, not 403; not counted).
+    Deny,
+}
+
+/// What part of one resource type a caller may see.
+#[derive(Debug, Clone)]
+pub enum Restriction {
+    /// Everything.
+    None,
+    /// Nothing of this type.
+    Everything,
+    /// Only resources matching the predicate (a search predicate on the
+    /// type, e.g. patient-compartment membership or `_id:not`).
+    Where(Predicate),
+}
+
+impl Restriction {
+    pub fn is_none(&self) -> bool {
+        matches!(self, Restriction::None)
+    }
+}
+
+/// An access policy. Implementations must be consistent: a resource that
+/// [`Policy::restrict`] excludes must also be denied by [`Policy::admit`].
+pub trait Policy: Send + Sync {
+    fn restrict(&self, ctx: &RequestContext, ty: ResourceType) -> Restriction;
+    fn admit(&self, ctx: &RequestContext, resource: &StoredResource) -> Decision;
+    /// True when this policy restricts nothing for `ctx` (lets callers skip work).
+    fn unrestricted(&self, _ctx: &RequestContext) -> bool {
+        false
+    }
+}
+
+/// Every caller sees everything: the server's policy until the access-control
+/// issue replaces it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AllowAll;
+
+impl Policy for AllowAll {
+    fn restrict(&self, _: &RequestContext, _: ResourceType) -> Restriction {
+        Restriction::None
+    }
+    fn admit(&self, _: &RequestContext, _: &StoredResource) -> Decision {
+        Decision::Permit
+    }
+    fn unrestricted(&self, _: &RequestContext) -> bool {
+        true
+    }
+}
+
+/// A test policy: the listed resources do not exist for any caller (they are
+/// still stored, and the server's own System jobs still see them).
+#[derive(Debug, Default, Clone)]
+pub struct DenyResources {
+    denied: HashSet<(ResourceType, String)>,
+}
+
+impl DenyResources {
+    pub fn new(denied: impl IntoIterator<Item = (ResourceType, LogicalId)>) -> Self {
+        DenyResources {
+            denied: denied
+                .into_iter()
+                .map(|(t, id)| (t, id.as_str().to_owned()))
+                .collect(),
+        }
+    }
+
+    fn applies(ctx: &RequestContext) -> bool {
+        !matches!(ctx.principal, crate::context::Principal::System { .. })
+    }
+}
+
+impl Policy for DenyResources {
+    fn restrict(&self, ctx: &RequestContext, ty: ResourceType) -> Restriction {
+        if !Self::applies(ctx) {
+            return Restriction::None;
+        }
+        let ids: Vec<String> = self
+            .denied
+            .iter()
+            .filter(|(t, _)| *t == ty)
+            .map(|(_, id)| id.clone())
+            .collect();
+        if ids.is_empty() {
+            Restriction::None
+        } else {
+            Restriction::Where(Predicate::Id { ids, not: true })
+        }
+    }
+
+    fn admit(&self, ctx: &RequestContext, r: &StoredResource) -> Decision {
+        if Self::applies(ctx)
+            && self
+                .denied
+                .contains(&(r.resource_type, r.id.as_str().to_owned()))
+        {
+            Decision::Deny
+        } else {
+            Decision::Permit
+        }
+    }
+}
+
+/// Nobody sees anything (what a request gets when no policy is installed:
+/// failing closed).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DenyAll;
+
+impl Policy for DenyAll {
+    fn restrict(&self, _: &RequestContext, _: ResourceType) -> Restriction {
+        Restriction::Everything
+    }
+    fn admit(&self, _: &RequestContext, _: &StoredResource) -> Decision {
+        Decision::Deny
+    }
+}
