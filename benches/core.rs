@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use fhirbridge::model::{LogicalId, ResourceType};
-use fhirbridge::service::{prepare_write, WriteTarget};
+use fhirbridge::service::write::{prepare_write, WriteTarget};
 use fhirbridge::storage::sql::{SqlBackend, SqlOptions};
 use fhirbridge::storage::{Backend, CreateRequest, RequestContext};
 

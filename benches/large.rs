@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use fhirbridge::model::ResourceType;
-use fhirbridge::service::{prepare_write, WriteTarget};
+use fhirbridge::service::write::{prepare_write, WriteTarget};
 use fhirbridge::storage::sql::{SqlBackend, SqlOptions};
 use fhirbridge::storage::{Backend, CreateRequest, RequestContext};
 use serde_json::{json, Value};

@@ -13,15 +13,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::web;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use crate::config::Settings;
-use crate::rest::bundle::process_bundle;
-use crate::rest::format::ReturnPref;
-use crate::rest::AppState;
-use crate::storage::RequestContext;
+use crate::context::RequestContext;
+use crate::service::transaction::BundleOutcome;
+use crate::service::{ReturnPref, Service, ServiceError};
 
 /// What one import run did.
 #[derive(Debug, Default)]
@@ -173,46 +171,34 @@ fn read_file(path: &Path, chunk: usize) -> Result<Vec<Work>, String> {
     }
 }
 
-fn entry_failures(origin: &str, response: &Value) -> Vec<String> {
-    response
-        .get("entry")
-        .and_then(Value::as_array)
-        .map(|entries| {
-            entries
-                .iter()
-                .enumerate()
-                .filter_map(|(i, e)| {
-                    let status = e["response"]["status"].as_str().unwrap_or("");
-                    if status.starts_with('2') {
-                        return None;
-                    }
-                    let why = e["response"]["outcome"]["issue"]
-                        .as_array()
-                        .map(|issues| {
-                            issues
-                                .iter()
-                                .filter(|i| i["severity"] == "error" || i["severity"] == "fatal")
-                                .map(|i| i["diagnostics"].as_str().unwrap_or("").to_owned())
-                                .collect::<Vec<_>>()
-                                .join("; ")
-                        })
-                        .unwrap_or_default();
-                    Some(format!("{origin} entry {i}: {status}: {why}"))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+fn entry_failures(origin: &str, outcome: &BundleOutcome) -> Vec<String> {
+    match outcome {
+        BundleOutcome::Transaction(_) => Vec::new(),
+        BundleOutcome::Batch(results) => results
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                r.as_ref()
+                    .err()
+                    .map(|e| format!("{origin} entry {i}: {}", describe(e)))
+            })
+            .collect(),
+    }
 }
 
-async fn run_work(state: &web::Data<AppState>, base: &str, w: Work) -> (usize, Vec<String>) {
-    let ctx = RequestContext::system("import", state.policy.clone());
+async fn run_work(
+    service: &Arc<Service>,
+    ctx: &RequestContext,
+    base: &str,
+    w: Work,
+) -> (usize, Vec<String>) {
     let is_batch = w.bundle.get("type").and_then(Value::as_str) == Some("batch");
     let (bundle, retry) = if w.split_on_failure {
         (w.bundle.clone(), Some(w.bundle))
     } else {
         (w.bundle, None)
     };
-    match process_bundle(state, &ctx, base, bundle, ReturnPref::Minimal).await {
+    match service.bundle(ctx, base, bundle, ReturnPref::Minimal).await {
         Ok(resp) if is_batch => {
             let failures = entry_failures(&w.origin, &resp);
             (w.resources - failures.len(), failures)
@@ -221,7 +207,7 @@ async fn run_work(state: &web::Data<AppState>, base: &str, w: Work) -> (usize, V
         Err(_) if retry.is_some() => {
             let mut b = retry.unwrap_or_default();
             b["type"] = json!("batch");
-            match process_bundle(state, &ctx, base, b, ReturnPref::Minimal).await {
+            match service.bundle(ctx, base, b, ReturnPref::Minimal).await {
                 Ok(resp) => {
                     let failures = entry_failures(&w.origin, &resp);
                     (w.resources - failures.len(), failures)
@@ -233,9 +219,8 @@ async fn run_work(state: &web::Data<AppState>, base: &str, w: Work) -> (usize, V
     }
 }
 
-fn describe(e: &crate::rest::error::ApiError) -> String {
-    use actix_web::ResponseError;
-    if let crate::rest::error::ApiError::Internal(cause) = e {
+fn describe(e: &ServiceError) -> String {
+    if let ServiceError::Internal(cause) = e {
         // Over HTTP the middleware logs the cause; here the operator is the client.
         tracing::error!(error = format!("{cause:#}"), "import: internal error");
     }
@@ -249,7 +234,7 @@ fn describe(e: &crate::rest::error::ApiError) -> String {
             None => i.diagnostics.clone(),
         })
         .collect();
-    format!("{}: {}", e.status_code().as_u16(), issues.join("; "))
+    format!("{}: {}", e.http_status(), issues.join("; "))
 }
 
 /// How often the progress line is printed when stderr is not a terminal.
@@ -263,18 +248,12 @@ pub async fn import(
     progress: bool,
 ) -> anyhow::Result<Summary> {
     let backend = crate::open_backend(&settings)?;
-    let metrics = Arc::new(crate::metrics::InstanceMetrics::new()?);
     let validation = Arc::new(crate::validation::ValidationService::from_settings(
         &settings.validation,
     )?);
     let base = settings.server.offline_base();
-    let state = web::Data::new(AppState {
-        backend,
-        metrics,
-        validation,
-        settings: Arc::new(settings),
-        policy: Arc::new(crate::policy::AllowAll),
-    });
+    let service = Arc::new(Service::new(backend, validation, Arc::new(settings)));
+    let ctx = RequestContext::system("import", Arc::new(crate::policy::AllowAll));
     let started = Instant::now();
     let mut summary = Summary::default();
     let total_files = files.len();
@@ -292,11 +271,12 @@ pub async fn import(
         };
         items
     });
-    let state_ref = &state;
+    let service_ref = &service;
+    let ctx_ref = &ctx;
     let base_ref = base.as_str();
     let mut results = futures_util::stream::iter(works.map(|(n, w)| async move {
         let count = w.resources;
-        let (ok, failures) = run_work(state_ref, base_ref, w).await;
+        let (ok, failures) = run_work(service_ref, ctx_ref, base_ref, w).await;
         (n, count, ok, failures)
     }))
     .buffer_unordered(2);

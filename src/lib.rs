@@ -82,8 +82,13 @@ impl Application {
             &settings.validation,
         )?);
         let settings = Arc::new(settings);
-        let state = web::Data::new(rest::AppState {
+        let service = Arc::new(service::Service::new(
             backend,
+            validation.clone(),
+            settings.clone(),
+        ));
+        let state = web::Data::new(rest::AppState {
+            service,
             metrics,
             validation,
             settings: settings.clone(),

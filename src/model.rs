@@ -435,6 +435,15 @@ impl Instant {
     }
 }
 
+/// The version in a version ETag (`W/"3"` or `"3"`), as `If-Match` and a
+/// bundle entry's `ifMatch` carry it.
+pub fn parse_etag(value: &str) -> Option<VersionId> {
+    let v = value.trim();
+    let v = v.strip_prefix("W/").unwrap_or(v);
+    let v = v.strip_prefix('"')?.strip_suffix('"')?;
+    v.parse::<VersionId>().ok().filter(|n| *n > 0)
+}
+
 /// One stored version of a resource. `content` is the exact JSON served to clients
 /// (with `meta.versionId` and `meta.lastUpdated` already stamped); it is `None`
 /// for a deletion.

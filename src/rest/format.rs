@@ -188,12 +188,7 @@ pub fn encode_stored(content: &str, out: Output) -> Result<(String, &'static str
 }
 
 /// `Prefer: return=…`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReturnPref {
-    Minimal,
-    Representation,
-    OperationOutcome,
-}
+pub use crate::service::ReturnPref;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Prefer {
@@ -277,12 +272,7 @@ pub fn etag(version: VersionId) -> String {
 }
 
 /// Parses an entity tag holding a version: `W/"3"` or `"3"`.
-pub fn parse_etag(value: &str) -> Option<VersionId> {
-    let v = value.trim();
-    let v = v.strip_prefix("W/").unwrap_or(v);
-    let v = v.strip_prefix('"')?.strip_suffix('"')?;
-    v.parse::<VersionId>().ok().filter(|n| *n > 0)
-}
+pub use crate::model::parse_etag;
 
 /// `If-Match`: None when absent; an error when present but not a version tag.
 pub fn if_match(headers: &HeaderMap) -> Result<Option<VersionId>, ApiError> {

@@ -1,16 +1,15 @@
 //! The HTTP edge: the only module that knows actix-web and FHIR wire formats.
 //! `configure` is the one place routes are declared.
 
-pub mod bundle;
 pub mod error;
+pub mod extract;
 pub mod format;
-pub mod handlers;
+pub mod interaction;
 pub mod middleware;
-pub mod search;
+pub mod operation;
 pub mod shape;
 pub(crate) mod strict;
 pub mod transfer;
-pub mod validate;
 
 use std::sync::Arc;
 
@@ -18,12 +17,12 @@ use actix_web::web;
 
 use crate::config::Settings;
 use crate::metrics::InstanceMetrics;
-use crate::storage::Backend;
 use crate::validation::ValidationService;
 
 /// Shared application state, grouped by capability.
 pub struct AppState {
-    pub backend: Arc<dyn Backend>,
+    /// Every interaction; the REST layer reaches storage only through it.
+    pub service: Arc<crate::service::Service>,
     pub metrics: Arc<InstanceMetrics>,
     pub validation: Arc<ValidationService>,
     pub settings: Arc<Settings>,
@@ -45,7 +44,10 @@ pub struct InteractionLabel {
 
 /// Declares every route.
 pub fn configure(cfg: &mut web::ServiceConfig, bundle_limit: usize) {
-    use handlers as h;
+    use interaction::{
+        batch, capabilities, conditional, history, read, search, system as h, write,
+    };
+    use operation::validate;
     cfg.service(web::resource("/").route(web::get().to(h::landing)))
         .service(web::resource("/health/live").route(web::get().to(h::health_live)))
         .service(web::resource("/health/ready").route(web::get().to(h::health_ready)))
@@ -55,26 +57,26 @@ pub fn configure(cfg: &mut web::ServiceConfig, bundle_limit: usize) {
                 .service(
                     web::resource("")
                         .app_data(web::PayloadConfig::new(bundle_limit))
-                        .route(web::post().to(bundle::system_post))
+                        .route(web::post().to(batch::system_post))
                         .route(web::get().to(h::base_get))
                         .default_service(web::to(h::method_not_allowed)),
                 )
                 .service(
                     web::resource("/metadata")
-                        .route(web::get().to(h::metadata))
+                        .route(web::get().to(capabilities::metadata))
                         .default_service(web::to(h::method_not_allowed)),
                 )
                 .service(
                     web::resource("/_history")
-                        .route(web::get().to(h::history_system))
+                        .route(web::get().to(history::history_system))
                         .default_service(web::to(h::method_not_allowed)),
                 )
                 .service(
                     web::resource("/{type}")
                         .route(web::get().to(search::search))
-                        .route(web::post().to(h::create))
-                        .route(web::put().to(bundle::conditional_update))
-                        .route(web::delete().to(bundle::conditional_delete))
+                        .route(web::post().to(write::create))
+                        .route(web::put().to(conditional::conditional_update))
+                        .route(web::delete().to(conditional::conditional_delete))
                         .default_service(web::to(h::method_not_allowed)),
                 )
                 .service(
@@ -90,15 +92,15 @@ pub fn configure(cfg: &mut web::ServiceConfig, bundle_limit: usize) {
                 )
                 .service(
                     web::resource("/{type}/_history")
-                        .route(web::get().to(h::history_type))
+                        .route(web::get().to(history::history_type))
                         .default_service(web::to(h::method_not_allowed)),
                 )
                 .service(
                     web::resource("/{type}/{id}")
-                        .route(web::get().to(h::read))
-                        .route(web::put().to(h::update))
-                        .route(web::delete().to(h::delete))
-                        .route(web::patch().to(bundle::patch))
+                        .route(web::get().to(read::read))
+                        .route(web::put().to(write::update))
+                        .route(web::delete().to(write::delete))
+                        .route(web::patch().to(conditional::patch))
                         .default_service(web::to(h::method_not_allowed)),
                 )
                 .service(
@@ -109,12 +111,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, bundle_limit: usize) {
                 )
                 .service(
                     web::resource("/{type}/{id}/_history")
-                        .route(web::get().to(h::history_instance))
+                        .route(web::get().to(history::history_instance))
                         .default_service(web::to(h::method_not_allowed)),
                 )
                 .service(
                     web::resource("/{type}/{id}/_history/{vid}")
-                        .route(web::get().to(h::vread))
+                        .route(web::get().to(read::vread))
                         .default_service(web::to(h::method_not_allowed)),
                 )
                 .service(

@@ -40,7 +40,7 @@ impl Shape {
                 "_elements" => {
                     shape.elements = Some(
                         search_parse::parse_elements(ty, value)
-                            .map_err(super::search::search_error)?,
+                            .map_err(crate::service::search::search_error)?,
                     )
                 }
                 _ => {}

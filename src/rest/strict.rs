@@ -6,7 +6,7 @@
 use actix_web::HttpRequest;
 
 use super::error::{ApiError, OoIssue};
-use super::handlers::query_pairs;
+use crate::service::search::query_pairs;
 
 /// Headers that make a request conditional; an interaction lists the ones it honours.
 const PRECONDITIONS: [&str; 6] = [

@@ -431,9 +431,54 @@ pub trait TxOps {
     fn lock(&mut self, key: &str) -> StorageResult<()>;
 }
 
-/// Work to run in one transaction; its result is handed back as is.
-pub type TxWork =
-    Box<dyn FnOnce(&mut dyn TxOps) -> StorageResult<Box<dyn std::any::Any + Send>> + Send>;
+/// Work to run in one transaction: `Ok` commits, an error rolls back.
+pub type TxWork = Box<dyn FnOnce(&mut dyn TxOps) -> StorageResult<()> + Send>;
+
+/// Runs `work` in one transaction of `backend` and hands back its typed
+/// result: `Ok` commits (a failed commit is the storage error), `Err` rolls
+/// back and is returned as is. 501 when the backend has no transactions.
+pub async fn transact<T, E>(
+    backend: Arc<dyn Backend>,
+    ctx: RequestContext,
+    work: impl FnOnce(&mut dyn TxOps) -> Result<T, E> + Send + 'static,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<StorageError> + Send + 'static,
+{
+    let txs = backend.transactions().ok_or_else(|| {
+        E::from(StorageError::Unsupported(
+            "This backend does not support transactions".into(),
+        ))
+    })?;
+    // The result crosses from the blocking thread through a one-slot channel,
+    // sent before the transaction ends.
+    let (send, recv) = std::sync::mpsc::sync_channel::<Result<T, E>>(1);
+    let ran = txs
+        .transaction(
+            &ctx,
+            Box::new(move |tx| {
+                let result = work(tx);
+                let ok = result.is_ok();
+                let _ = send.send(result);
+                if ok {
+                    Ok(())
+                } else {
+                    Err(StorageError::Aborted)
+                }
+            }),
+        )
+        .await;
+    let sent = recv.try_recv().ok();
+    match (ran, sent) {
+        (Ok(()), Some(result)) => result,
+        (Err(StorageError::Aborted), Some(Err(e))) => Err(e),
+        (Err(e), _) => Err(E::from(e)),
+        (Ok(()), None) => Err(E::from(StorageError::Internal(anyhow::anyhow!(
+            "a transaction committed without a result"
+        )))),
+    }
+}
 
 /// Drops `value` on a short-lived thread when `large`: freeing thousands of
 /// JSON trees or index rows is not work for a writer holding the write lock.
@@ -487,11 +532,7 @@ pub trait Reindex: Send + Sync {
 /// (on any error) nothing does.
 #[async_trait]
 pub trait Transactions: Send + Sync {
-    async fn transaction(
-        &self,
-        ctx: &RequestContext,
-        work: TxWork,
-    ) -> StorageResult<Box<dyn std::any::Any + Send>>;
+    async fn transaction(&self, ctx: &RequestContext, work: TxWork) -> StorageResult<()>;
 }
 
 /// A storage backend: declared capabilities plus the traits it implements.

@@ -1581,11 +1581,7 @@ impl TxOps for SqlTx<'_> {
 
 #[async_trait]
 impl Transactions for SqlBackend {
-    async fn transaction(
-        &self,
-        _ctx: &RequestContext,
-        work: TxWork,
-    ) -> StorageResult<Box<dyn std::any::Any + Send>> {
+    async fn transaction(&self, _ctx: &RequestContext, work: TxWork) -> StorageResult<()> {
         self.blocking(move |mut conn| conn.write_tx(|conn| work(&mut SqlTx { conn })))
             .await
     }

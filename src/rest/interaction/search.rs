@@ -1,121 +1,42 @@
-//! Search over HTTP: type search (GET and `POST _search`), compartment search,
-//! the searchset Bundle (links, includes, `_summary`, `_elements`), and the
-//! criteria parser shared by conditional interactions.
+//! Search over HTTP: type search (GET and `POST _search`), compartment
+//! search, and the searchset Bundle (links, page tokens, includes,
+//! `_summary`, `_elements`).
 
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 
-use super::error::{operation_outcome, ApiError, OoIssue};
-use super::format::{self, Prefer};
-use super::handlers::{base_url, bundle, ctx, label, parse_type, query_pairs, require};
-use super::shape::Shape;
-use super::AppState;
+use super::super::error::{operation_outcome, ApiError, OoIssue};
+use super::super::extract::{segment, segment_type, Fhir, TypeParam};
+use super::super::format::{self, Prefer};
+use super::super::shape::Shape;
+use super::super::strict;
+use super::{bundle, label, ApiResult};
 use crate::model::{LogicalId, ResourceType};
-use crate::search::parse::{self as search_parse, Options, Paging, ParsedSearch};
-use crate::search::registry::{self, ParamKind};
-use crate::search::types::{Predicate, ReferenceValue, SearchQuery, Test};
+use crate::search::parse::{self as search_parse, ParsedSearch};
+use crate::search::types::Predicate;
+use crate::service::search::{query_pairs, SearchInput, SearchOutput};
 use crate::storage::Interaction;
-
-type ApiResult = Result<HttpResponse, ApiError>;
-
-pub(crate) fn paging(state: &AppState) -> Paging {
-    Paging {
-        default_count: state.settings.search.default_count,
-        max_count: state.settings.search.max_count,
-    }
-}
-
-pub(crate) fn search_error(e: search_parse::SearchError) -> ApiError {
-    let mut issue = OoIssue::error(
-        if e.param.is_empty() {
-            "too-costly"
-        } else {
-            "invalid"
-        },
-        e.message,
-    );
-    if !e.param.is_empty() {
-        issue = issue.at(e.param);
-    }
-    ApiError::BadRequest(vec![issue])
-}
-
-/// Parses conditional-interaction criteria (`If-None-Exist`, `PUT/DELETE
-/// [type]?…`, bundle `ifNoneExist`/conditional URLs): strict, selection only.
-pub(crate) fn parse_criteria(
-    state: &AppState,
-    base: &str,
-    ty: ResourceType,
-    text: &str,
-    what: &str,
-) -> Result<SearchQuery, ApiError> {
-    criteria(paging(state), base, ty, text, what)
-}
-
-/// [`parse_criteria`] without the application state (inside transactions).
-pub(crate) fn criteria(
-    paging: Paging,
-    base: &str,
-    ty: ResourceType,
-    text: &str,
-    what: &str,
-) -> Result<SearchQuery, ApiError> {
-    let text = text.trim_start_matches('?');
-    let text = text.strip_prefix(&format!("{ty}?")).unwrap_or(text);
-    let pairs = query_pairs(text)?;
-    let parsed = search_parse::parse(
-        ty,
-        &pairs,
-        Options {
-            lenient: false,
-            paging,
-            base_url: base,
-        },
-    )
-    .map_err(|e| ApiError::bad_request("invalid", format!("{what}: {}", e.message)))?;
-    if parsed.query.predicates.is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid",
-            format!("{what} must contain search criteria"),
-        ));
-    }
-    Ok(parsed.query)
-}
-
-pub async fn search(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> ApiResult {
-    let ty = parse_type(&path.into_inner(), &state)?;
-    label(&req, "search-type", Some(ty));
-    super::strict::preconditions(&req, "search", &[])?;
-    let pairs = query_pairs(req.query_string())?;
-    if pairs.iter().any(|(k, _)| k == PAGE_PARAM) {
-        let pairs = page_token_pairs(&req, &state, ty, &pairs).await?;
-        return run_search(&req, &state, ty, pairs, None, true).await;
-    }
-    run_search(&req, &state, ty, pairs, None, false).await
-}
 
 /// The query parameter of an opaque page link.
 const PAGE_PARAM: &str = "_page";
 
-/// How long the page links of a `POST _search` stay valid.
-const PAGE_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
-fn page_store(state: &AppState) -> Result<&dyn crate::storage::PageTokens, ApiError> {
-    state
-        .backend
-        .page_tokens()
-        .ok_or_else(|| ApiError::NotImplemented("page tokens are not supported".into()))
+pub async fn search(fhir: Fhir, ty: TypeParam) -> ApiResult {
+    let ty = ty.0?;
+    let req = &fhir.req;
+    label(req, "search-type", Some(ty));
+    strict::preconditions(req, "search", &[])?;
+    let pairs = query_pairs(req.query_string())?;
+    if pairs.iter().any(|(k, _)| k == PAGE_PARAM) {
+        let pairs = page_token_pairs(&fhir, ty, &pairs).await?;
+        return run_search(&fhir, ty, pairs, None, true).await;
+    }
+    run_search(&fhir, ty, pairs, None, false).await
 }
 
 /// The stored parameters behind `?_page=TOKEN` (only `_format`/`_pretty` may go with it).
 async fn page_token_pairs(
-    req: &HttpRequest,
-    state: &AppState,
+    fhir: &Fhir,
     ty: ResourceType,
     pairs: &[(String, String)],
 ) -> Result<Vec<(String, String)>, ApiError> {
@@ -136,8 +57,7 @@ async fn page_token_pairs(
         }
     }
     let token = token.unwrap_or_default();
-    let store = page_store(state)?;
-    match store.get_page(&ctx(req), token).await? {
+    match fhir.service.get_page(&fhir.ctx, token).await? {
         Some((t, params)) if t == ty => {
             let mut stored = query_pairs(&params)?;
             stored.extend(
@@ -160,15 +80,11 @@ async fn page_token_pairs(
 
 /// `POST [type]/_search` with an `application/x-www-form-urlencoded` body; the
 /// URL's own parameters are combined with the body's.
-pub async fn search_post(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-    body: web::Bytes,
-) -> ApiResult {
-    let ty = parse_type(&path.into_inner(), &state)?;
-    label(&req, "search-type", Some(ty));
-    super::strict::preconditions(&req, "search", &[])?;
+pub async fn search_post(fhir: Fhir, body: web::Bytes, ty: TypeParam) -> ApiResult {
+    let ty = ty.0?;
+    let req = &fhir.req;
+    label(req, "search-type", Some(ty));
+    strict::preconditions(req, "search", &[])?;
     let ct = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -184,70 +100,29 @@ pub async fn search_post(
         .map_err(|_| ApiError::bad_request("invalid", "The form body is not UTF-8"))?;
     pairs.extend(query_pairs(text)?);
     // The body's parameters stay out of URLs: page links are opaque tokens.
-    run_search(&req, &state, ty, pairs, None, true).await
+    run_search(&fhir, ty, pairs, None, true).await
 }
 
 /// `GET [base]/Patient/[id]/[type]`: a search of `type` restricted to the
 /// patient's compartment (the R4 CompartmentDefinition's parameters, OR-ed).
-pub async fn compartment_search(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<(String, String, String)>,
-) -> ApiResult {
-    let (comp, id, target) = path.into_inner();
-    let comp_ty = parse_type(&comp, &state)?;
-    let ty = parse_type(&target, &state)?;
-    label(&req, "search-compartment", Some(ty));
-    super::strict::preconditions(&req, "search", &[])?;
+pub async fn compartment_search(fhir: Fhir) -> ApiResult {
+    let req = &fhir.req;
+    let comp_ty = segment_type(req, "type")?;
+    let ty = segment_type(req, "target")?;
+    label(req, "search-compartment", Some(ty));
+    strict::preconditions(req, "search", &[])?;
     if comp_ty != ResourceType::Patient {
         return Err(ApiError::bad_request(
             "not-supported",
             format!("Only the Patient compartment is supported, not {comp_ty}"),
         ));
     }
-    let id = LogicalId::parse(&id)
+    let id = LogicalId::parse(segment(req, "id"))
         .ok_or_else(|| ApiError::bad_request("invalid", "Invalid resource id"))?;
-    let params = registry::registry().patient_compartment(ty);
-    let mut any = Vec::new();
-    if ty == ResourceType::Patient {
-        any.push(Predicate::Id {
-            ids: vec![id.to_string()],
-            not: false,
-        });
-    }
-    for code in params {
-        if code == "{def}" {
-            continue;
-        }
-        if let Some(def) = registry::lookup(ty, code).filter(|d| d.kind == ParamKind::Reference) {
-            any.push(Predicate::Index {
-                param: def,
-                test: Test::Reference(vec![ReferenceValue {
-                    target_type: Some(ResourceType::Patient),
-                    id: id.to_string(),
-                    url: false,
-                }]),
-                not: false,
-            });
-        }
-    }
-    if any.is_empty() {
-        return Err(ApiError::bad_request(
-            "not-supported",
-            format!("{ty} is not in the Patient compartment"),
-        ));
-    }
+    let within = fhir.service.patient_compartment(comp_ty, &id, ty)?;
     let pairs = query_pairs(req.query_string())?;
     let prefix = format!("Patient/{id}/{ty}");
-    run_search(
-        &req,
-        &state,
-        ty,
-        pairs,
-        Some((Predicate::AnyOf(any), prefix)),
-        false,
-    )
-    .await
+    run_search(&fhir, ty, pairs, Some((within, prefix)), false).await
 }
 
 fn link(base: &str, path: &str, pairs: &[(String, String)]) -> String {
@@ -262,45 +137,43 @@ fn link(base: &str, path: &str, pairs: &[(String, String)]) -> String {
 }
 
 async fn run_search(
-    req: &HttpRequest,
-    state: &AppState,
+    fhir: &Fhir,
     ty: ResourceType,
     pairs: Vec<(String, String)>,
     compartment: Option<(Predicate, String)>,
     opaque_links: bool,
 ) -> ApiResult {
-    require(state, ty, Interaction::SearchType)?;
-    let out = format::negotiate(req)?;
-    let Prefer { lenient, .. } = format::prefer(req.headers())?;
-    let base = base_url(req, state);
-    let ParsedSearch {
-        mut query,
-        applied,
-        warnings,
-        summary,
-        elements,
-    } = search_parse::parse(
-        ty,
-        &pairs,
-        Options {
-            lenient,
-            paging: paging(state),
-            base_url: &base,
-        },
-    )
-    .map_err(search_error)?;
-    let path = match compartment {
-        Some((pred, path)) => {
-            query.predicates.push(pred);
-            path
-        }
-        None => ty.to_string(),
+    fhir.service.require(ty, Interaction::SearchType)?;
+    let out = fhir.out()?;
+    let Prefer { lenient, .. } = fhir.prefer()?;
+    let base = fhir.base();
+    let (within, path) = match compartment {
+        Some((pred, path)) => (Some(pred), path),
+        None => (None, ty.to_string()),
     };
-    let searcher = state
-        .backend
-        .search()
-        .ok_or_else(|| ApiError::MethodNotAllowed("search is not supported".into()))?;
-    let page = searcher.search(&ctx(req), &query).await?;
+    let SearchOutput {
+        parsed:
+            ParsedSearch {
+                query,
+                applied,
+                warnings,
+                summary,
+                elements,
+            },
+        page,
+    } = fhir
+        .service
+        .search(
+            &fhir.ctx,
+            SearchInput {
+                ty,
+                pairs: &pairs,
+                within,
+                lenient,
+                base_url: &base,
+            },
+        )
+        .await?;
 
     let mut paged: Vec<(String, String)> = applied
         .iter()
@@ -328,14 +201,11 @@ async fn run_search(
         relations.push(("next", with_cursor(next)));
     }
     let links: Vec<Value> = if opaque_links {
-        let store = page_store(state)?;
         let params = relations
             .iter()
             .map(|(_, p)| serde_urlencoded::to_string(p).unwrap_or_default())
             .collect();
-        let tokens = store
-            .put_pages(&ctx(req), ty, params, PAGE_TOKEN_TTL)
-            .await?;
+        let tokens = fhir.service.put_pages(&fhir.ctx, ty, params).await?;
         relations
             .iter()
             .zip(tokens)

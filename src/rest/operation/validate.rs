@@ -1,42 +1,21 @@
-//! `$validate` (type and instance level) and the write-time validation gate.
+//! `$validate` (type and instance level): the profile engine's report as an
+//! OperationOutcome. The instance form reads the stored resource through the
+//! service (and so through the policy).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
 
-use super::error::{operation_outcome, ApiError, OoIssue};
-use super::format;
-use super::handlers::{ctx, label, parse_id, parse_type, query_pairs, require};
-use super::AppState;
+use super::super::error::{operation_outcome, ApiError, OoIssue};
+use super::super::extract::{segment, Fhir, TypeParam};
+use super::super::format;
+use super::super::interaction::{label, parse_id, ApiResult};
+use super::super::strict;
 use crate::model::ResourceType;
-use crate::storage::Interaction;
-use crate::validation::Policy;
-
-type ApiResult = Result<HttpResponse, ApiError>;
+use crate::service::search::query_pairs;
 
 /// Converts engine issues to OperationOutcome issues.
 pub fn to_oo(issues: &[fhir_validation::Issue]) -> Vec<OoIssue> {
     issues.iter().map(OoIssue::from_issue).collect()
-}
-
-/// Runs the per-type validation policy on a resource about to be written:
-/// 422 listing every issue when the policy is `enforce` and there is an error.
-pub fn gate_write(state: &AppState, ty: ResourceType, resource: &Value) -> Result<(), ApiError> {
-    gate(&state.validation, ty, resource)
-}
-
-/// Profile validation as configured for `ty`: 422 with every issue under
-/// `enforce`, nothing otherwise.
-pub fn gate(
-    validation: &crate::validation::ValidationService,
-    ty: ResourceType,
-    resource: &Value,
-) -> Result<(), ApiError> {
-    if let Some((Policy::Enforce, report)) = validation.check_write(ty, resource) {
-        if !report.is_valid() {
-            return Err(ApiError::Unprocessable(to_oo(&report.issues)));
-        }
-    }
-    Ok(())
 }
 
 /// `$validate` parameters: from the query string and, for a Parameters body, from it.
@@ -126,7 +105,7 @@ fn outcome(req: &HttpRequest, issues: Vec<OoIssue>) -> ApiResult {
 }
 
 fn validate_value(
-    state: &AppState,
+    service: &crate::service::Service,
     ty: ResourceType,
     resource: &Value,
     profile: Option<&str>,
@@ -139,7 +118,7 @@ fn validate_value(
         .at("resourceType")]);
     }
     let extra: Vec<&str> = profile.into_iter().collect();
-    match state.validation.validate(ty, resource, &extra) {
+    match service.validation().validate(ty, resource, &extra) {
         Some(report) => Ok(to_oo(&report.issues)),
         None => {
             let mut issues = to_oo(&fhir_structure::check::check_resource(resource));
@@ -148,8 +127,8 @@ fn validate_value(
                 code: "not-supported",
                 diagnostics: format!(
                     "Profile validation is unavailable ({}); only structural checks were run",
-                    state
-                        .validation
+                    service
+                        .validation()
                         .unavailable_reason
                         .as_deref()
                         .unwrap_or("not configured")
@@ -164,55 +143,42 @@ fn validate_value(
 type ApiResult2 = Result<Vec<OoIssue>, ApiError>;
 
 /// `POST [type]/$validate`.
-pub async fn validate_type(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-    body: web::Bytes,
-) -> ApiResult {
-    let ty = parse_type(&path.into_inner(), &state)?;
-    label(&req, "operation-validate", Some(ty));
-    super::strict::preconditions(&req, "$validate", &[])?;
-    let params = read_parameters(&req, &body)?;
+pub async fn validate_type(fhir: Fhir, body: web::Bytes, ty: TypeParam) -> ApiResult {
+    let ty = ty.0?;
+    let req = &fhir.req;
+    label(req, "operation-validate", Some(ty));
+    strict::preconditions(req, "$validate", &[])?;
+    let params = read_parameters(req, &body)?;
     if params.mode.as_deref() == Some("delete") {
-        return outcome(&req, Vec::new());
+        return outcome(req, Vec::new());
     }
     let resource = params.resource.ok_or_else(|| {
         ApiError::bad_request("required", "$validate needs a resource in the body")
     })?;
-    let issues = validate_value(&state, ty, &resource, params.profile.as_deref())?;
-    outcome(&req, issues)
+    let issues = validate_value(&fhir.service, ty, &resource, params.profile.as_deref())?;
+    outcome(req, issues)
 }
 
 /// `GET|POST [type]/[id]/$validate`: the body if given, else the stored resource.
-pub async fn validate_instance(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-    body: web::Bytes,
-) -> ApiResult {
-    let (type_name, id) = path.into_inner();
-    let ty = parse_type(&type_name, &state)?;
-    label(&req, "operation-validate", Some(ty));
-    super::strict::preconditions(&req, "$validate", &[])?;
-    let id = parse_id(&id)?;
-    let params = read_parameters(&req, &body)?;
+pub async fn validate_instance(fhir: Fhir, body: web::Bytes, ty: TypeParam) -> ApiResult {
+    let ty = ty.0?;
+    let req = &fhir.req;
+    label(req, "operation-validate", Some(ty));
+    strict::preconditions(req, "$validate", &[])?;
+    let id = parse_id(segment(req, "id"))?;
+    let params = read_parameters(req, &body)?;
     if params.mode.as_deref() == Some("delete") {
-        return outcome(&req, Vec::new());
+        return outcome(req, Vec::new());
     }
     let resource = match params.resource {
         Some(r) => r,
         None => {
-            require(&state, ty, Interaction::Read)?;
-            let reader = state
-                .backend
-                .reader()
-                .ok_or_else(|| ApiError::MethodNotAllowed("read is not supported".into()))?;
-            let stored = reader.read(&ctx(&req), ty, &id).await?;
+            // Through the service: the policy decides whether the caller may see it.
+            let stored = fhir.service.read_current(&fhir.ctx, ty, &id).await?;
             let content = stored.content.unwrap_or_default();
             serde_json::from_str(&content).map_err(|e| ApiError::Internal(e.into()))?
         }
     };
-    let issues = validate_value(&state, ty, &resource, params.profile.as_deref())?;
-    outcome(&req, issues)
+    let issues = validate_value(&fhir.service, ty, &resource, params.profile.as_deref())?;
+    outcome(req, issues)
 }

@@ -1,0 +1,3 @@
+//! FHIR operations (`$name`), one module each.
+
+pub mod validate;

@@ -1,0 +1,165 @@
+//! The service layer: every FHIR interaction as a typed operation, with no
+//! HTTP in sight. `rest` decodes a request into a call here and encodes the
+//! result; `import` and background jobs call the same operations. This is the
+//! one place where:
+//!
+//! - a write is prepared: structure check → profile gate → index extraction
+//!   ([`write`]), for a single POST/PUT, a bundle entry, a bulk create and a
+//!   PATCH result alike;
+//! - a resource leaves storage for a caller: every read, vread, search match,
+//!   `_include`/`_revinclude` result, history entry, bundle GET entry,
+//!   conditional-write match and `$validate` instance passes
+//!   [`RequestContext::admit`] (the policy), and every set is computed under
+//!   the policy's restriction, which storage applies in its scope chokepoint.
+//!
+//! Modules: [`read`] (read, vread), [`write`] (create, update, delete and the
+//! write pipeline), [`search`] (type and compartment search, page tokens,
+//! criteria), [`history`] (three levels), [`transaction`] (batch and
+//! transaction Bundles, conditional update/delete, PATCH), [`error`].
+
+pub mod error;
+pub mod history;
+pub mod read;
+pub mod search;
+pub mod transaction;
+pub mod write;
+
+use std::sync::Arc;
+
+pub use error::{OoIssue, ServiceError};
+
+use crate::config::Settings;
+use crate::context::RequestContext;
+use crate::model::{ResourceType, StoredResource};
+use crate::policy::Decision;
+use crate::search::parse::Paging;
+use crate::storage::{Backend, Capabilities, Interaction};
+use crate::validation::ValidationService;
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+/// What the caller wants back from a write (`Prefer: return=…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnPref {
+    Minimal,
+    Representation,
+    OperationOutcome,
+}
+
+/// The interactions over one backend, under the policy each call's
+/// [`RequestContext`] carries.
+pub struct Service {
+    backend: Arc<dyn Backend>,
+    validation: Arc<ValidationService>,
+    settings: Arc<Settings>,
+}
+
+impl Service {
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        validation: Arc<ValidationService>,
+        settings: Arc<Settings>,
+    ) -> Service {
+        Service {
+            backend,
+            validation,
+            settings,
+        }
+    }
+
+    /// What the backend declares it supports (the CapabilityStatement's source).
+    pub fn capabilities(&self) -> &Capabilities {
+        self.backend.capabilities()
+    }
+
+    /// Whether the backend runs multi-operation transactions.
+    pub fn has_transactions(&self) -> bool {
+        self.backend.transactions().is_some()
+    }
+
+    pub fn validation(&self) -> &Arc<ValidationService> {
+        &self.validation
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Readiness: can the backend serve requests now?
+    pub async fn ping(&self) -> ServiceResult<()> {
+        self.backend.ping().await.map_err(ServiceError::from)
+    }
+
+    /// Pool gauges: (connections in use, idle connections).
+    pub fn pool_state(&self) -> (u32, u32) {
+        self.backend.pool_state()
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.capabilities().backend
+    }
+
+    pub(crate) fn paging(&self) -> Paging {
+        Paging {
+            default_count: self.settings.search.default_count,
+            max_count: self.settings.search.max_count,
+        }
+    }
+
+    /// `name` as a resource type this server serves (404 otherwise).
+    pub fn resource_type(&self, name: &str) -> ServiceResult<ResourceType> {
+        let ty: ResourceType = name.parse().map_err(|_| {
+            if fhir_structure::model::Model::r4().is_resource_type(name) {
+                ServiceError::NotFound(format!(
+                    "Resource type '{name}' is not supported by this server"
+                ))
+            } else {
+                ServiceError::NotFound(format!("Unknown resource type '{name}'"))
+            }
+        })?;
+        if !self.capabilities().supports_type(ty) {
+            return Err(ServiceError::NotFound(format!(
+                "Resource type '{name}' is not supported by this server"
+            )));
+        }
+        Ok(ty)
+    }
+
+    /// 405 unless the backend declares `interaction` for `ty`.
+    pub fn require(&self, ty: ResourceType, interaction: Interaction) -> ServiceResult<()> {
+        if self.capabilities().supports(ty, interaction) {
+            Ok(())
+        } else {
+            Err(ServiceError::MethodNotAllowed(format!(
+                "The {} interaction is not supported for {ty}",
+                interaction.code()
+            )))
+        }
+    }
+}
+
+/// The guard every resource passes on its way to a caller: `Some` when the
+/// policy admits it, `None` when the caller must not learn it exists.
+pub(crate) fn admitted(ctx: &RequestContext, r: StoredResource) -> Option<StoredResource> {
+    match ctx.admit(&r) {
+        Decision::Permit => Some(r),
+        Decision::Deny => None,
+    }
+}
+
+/// [`admitted`] over a list, counting what was dropped (a policy whose
+/// `admit` drops what its `restrict` let through is inconsistent: logged).
+pub(crate) fn admit_all(ctx: &RequestContext, list: Vec<StoredResource>) -> Vec<StoredResource> {
+    if ctx.unrestricted() {
+        return list;
+    }
+    let before = list.len();
+    let out: Vec<StoredResource> = list.into_iter().filter_map(|r| admitted(ctx, r)).collect();
+    if out.len() != before {
+        tracing::warn!(
+            dropped = before - out.len(),
+            "policy admit dropped resources its restriction let through"
+        );
+    }
+    out
+}

@@ -1,0 +1,204 @@
+//! Search: type search, compartment search, the criteria of conditional
+//! interactions, and the server-side page tokens of `POST _search`. Matches,
+//! totals and `_include`/`_revinclude` are computed under the caller's
+//! restriction (storage applies it); every resource is admitted again here.
+
+use super::{admit_all, Service, ServiceError, ServiceResult};
+use crate::context::RequestContext;
+use crate::model::{LogicalId, ResourceType};
+use crate::search::parse::{self as search_parse, Options, ParsedSearch};
+use crate::search::registry::{self, ParamKind};
+use crate::search::types::{Predicate, ReferenceValue, SearchQuery, Test};
+use crate::storage::{Interaction, PageTokens, SearchPage};
+
+/// How long the page links of a `POST _search` stay valid.
+pub const PAGE_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// A search request: the client's parameters, already decoded.
+#[derive(Debug, Clone)]
+pub struct SearchInput<'a> {
+    pub ty: ResourceType,
+    pub pairs: &'a [(String, String)],
+    /// A predicate the request's path adds (compartment membership).
+    pub within: Option<Predicate>,
+    pub lenient: bool,
+    pub base_url: &'a str,
+}
+
+/// A search's parsed request and its page of results.
+#[derive(Debug)]
+pub struct SearchOutput {
+    pub parsed: ParsedSearch,
+    pub page: SearchPage,
+}
+
+pub(crate) fn search_error(e: search_parse::SearchError) -> ServiceError {
+    let mut issue = super::OoIssue::error(
+        if e.param.is_empty() {
+            "too-costly"
+        } else {
+            "invalid"
+        },
+        e.message,
+    );
+    if !e.param.is_empty() {
+        issue = issue.at(e.param);
+    }
+    ServiceError::BadRequest(vec![issue])
+}
+
+/// A query string as decoded parameter pairs.
+pub fn query_pairs(query: &str) -> ServiceResult<Vec<(String, String)>> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query).map_err(|_| {
+        ServiceError::bad_request("invalid", "The query string is not valid URL encoding")
+    })
+}
+
+/// Parses conditional-interaction criteria (`If-None-Exist`, `PUT/DELETE
+/// [type]?…`, bundle `ifNoneExist`/conditional URLs): strict, selection only.
+pub fn criteria(
+    paging: search_parse::Paging,
+    base: &str,
+    ty: ResourceType,
+    text: &str,
+    what: &str,
+) -> ServiceResult<SearchQuery> {
+    let text = text.trim_start_matches('?');
+    let text = text.strip_prefix(&format!("{ty}?")).unwrap_or(text);
+    let pairs = query_pairs(text)?;
+    let parsed = search_parse::parse(
+        ty,
+        &pairs,
+        Options {
+            lenient: false,
+            paging,
+            base_url: base,
+        },
+    )
+    .map_err(|e| ServiceError::bad_request("invalid", format!("{what}: {}", e.message)))?;
+    if parsed.query.predicates.is_empty() {
+        return Err(ServiceError::bad_request(
+            "invalid",
+            format!("{what} must contain search criteria"),
+        ));
+    }
+    Ok(parsed.query)
+}
+
+impl Service {
+    /// [`criteria`] with this server's paging settings.
+    pub fn parse_criteria(
+        &self,
+        base: &str,
+        ty: ResourceType,
+        text: &str,
+        what: &str,
+    ) -> ServiceResult<SearchQuery> {
+        criteria(self.paging(), base, ty, text, what)
+    }
+
+    /// `GET [type]?…` / `POST [type]/_search` / a compartment search.
+    pub async fn search(
+        &self,
+        ctx: &RequestContext,
+        input: SearchInput<'_>,
+    ) -> ServiceResult<SearchOutput> {
+        self.require(input.ty, Interaction::SearchType)?;
+        let mut parsed = search_parse::parse(
+            input.ty,
+            input.pairs,
+            Options {
+                lenient: input.lenient,
+                paging: self.paging(),
+                base_url: input.base_url,
+            },
+        )
+        .map_err(search_error)?;
+        if let Some(p) = input.within {
+            parsed.query.predicates.push(p);
+        }
+        let searcher = self
+            .backend
+            .search()
+            .ok_or_else(|| ServiceError::MethodNotAllowed("search is not supported".into()))?;
+        let mut page = searcher.search(ctx, &parsed.query).await?;
+        page.resources = admit_all(ctx, std::mem::take(&mut page.resources));
+        page.included = admit_all(ctx, std::mem::take(&mut page.included));
+        Ok(SearchOutput { parsed, page })
+    }
+
+    /// The predicate of `Patient/[id]/[ty]`: membership of the patient's
+    /// compartment (the R4 CompartmentDefinition's parameters, OR-ed).
+    pub fn patient_compartment(
+        &self,
+        comp: ResourceType,
+        id: &LogicalId,
+        ty: ResourceType,
+    ) -> ServiceResult<Predicate> {
+        if comp != ResourceType::Patient {
+            return Err(ServiceError::bad_request(
+                "not-supported",
+                format!("Only the Patient compartment is supported, not {comp}"),
+            ));
+        }
+        let mut any = Vec::new();
+        if ty == ResourceType::Patient {
+            any.push(Predicate::Id {
+                ids: vec![id.to_string()],
+                not: false,
+            });
+        }
+        for code in registry::registry().patient_compartment(ty) {
+            if code == "{def}" {
+                continue;
+            }
+            if let Some(def) = registry::lookup(ty, code).filter(|d| d.kind == ParamKind::Reference)
+            {
+                any.push(Predicate::Index {
+                    param: def,
+                    test: Test::Reference(vec![ReferenceValue {
+                        target_type: Some(ResourceType::Patient),
+                        id: id.to_string(),
+                        url: false,
+                    }]),
+                    not: false,
+                });
+            }
+        }
+        if any.is_empty() {
+            return Err(ServiceError::bad_request(
+                "not-supported",
+                format!("{ty} is not in the Patient compartment"),
+            ));
+        }
+        Ok(Predicate::AnyOf(any))
+    }
+
+    fn page_store(&self) -> ServiceResult<&dyn PageTokens> {
+        self.backend
+            .page_tokens()
+            .ok_or_else(|| ServiceError::NotImplemented("page tokens are not supported".into()))
+    }
+
+    /// Stores the parameters of each page link; one opaque token each.
+    pub async fn put_pages(
+        &self,
+        ctx: &RequestContext,
+        ty: ResourceType,
+        params: Vec<String>,
+    ) -> ServiceResult<Vec<String>> {
+        Ok(self
+            .page_store()?
+            .put_pages(ctx, ty, params, PAGE_TOKEN_TTL)
+            .await?)
+    }
+
+    /// The type and parameters behind a page token (`None`: unknown or expired).
+    pub async fn get_page(
+        &self,
+        ctx: &RequestContext,
+        token: &str,
+    ) -> ServiceResult<Option<(ResourceType, String)>> {
+        Ok(self.page_store()?.get_page(ctx, token).await?)
+    }
+}

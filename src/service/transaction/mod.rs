@@ -1,0 +1,376 @@
+//! Batch and transaction Bundles, and the multi-step writes built on the
+//! same machinery: conditional update and delete, and PATCH.
+//!
+//! A transaction is prepared outside the database ([`entry`]: parse,
+//! structural checks, profile validation, id assignment; [`refs`]: reference
+//! rewriting and index extraction), then run inside one storage transaction
+//! ([`run`]). Any failure rolls everything back and answers with the failing
+//! entry's error, whose expressions point into the request Bundle. A batch
+//! runs every entry as its own one-entry transaction and reports each outcome
+//! in place. Results are typed ([`EntryResult`], [`BundleOutcome`]); the
+//! REST edge writes the response Bundle.
+
+mod entry;
+mod refs;
+mod run;
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::write::structure_error;
+use super::{OoIssue, ReturnPref, Service, ServiceError, ServiceResult};
+use crate::context::RequestContext;
+use crate::model::{Instant, ResourceType, StoredResource, VersionId};
+use entry::{bad, prepare_entry, Entry};
+use refs::pre_extract;
+use run::{run_entries, TxInput, TxState};
+
+/// The outcome of one entry, for `Bundle.entry.response`.
+#[derive(Debug, Clone, Default)]
+pub struct EntryResult {
+    pub status: u16,
+    pub location: Option<String>,
+    pub etag: Option<VersionId>,
+    pub last_modified: Option<Instant>,
+    pub resource: Option<Value>,
+    /// `Prefer: return=OperationOutcome`, or a nested outcome.
+    pub outcome: Option<Vec<OoIssue>>,
+    /// A GET search entry's page (the REST edge writes it as a searchset).
+    pub page: Option<crate::storage::SearchPage>,
+    /// The stored version written or found (for the single-request wrappers).
+    pub stored: Option<StoredResource>,
+}
+
+/// An error attributed to one entry.
+pub(super) fn at_entry(index: usize, e: ServiceError) -> ServiceError {
+    let prefix = format!("Bundle.entry[{index}]");
+    let fix = |issues: Vec<OoIssue>| -> Vec<OoIssue> {
+        issues
+            .into_iter()
+            .map(|mut i| {
+                i.expression = Some(match i.expression.take() {
+                    Some(e) => match e.split_once('.') {
+                        Some((head, rest))
+                            if head.chars().next().is_some_and(char::is_uppercase) =>
+                        {
+                            format!("{prefix}.resource.{rest}")
+                        }
+                        _ if e.chars().next().is_some_and(char::is_uppercase) => {
+                            format!("{prefix}.resource")
+                        }
+                        _ => format!("{prefix}.{e}"),
+                    },
+                    None => prefix.clone(),
+                });
+                i
+            })
+            .collect()
+    };
+    match e {
+        ServiceError::BadRequest(i) => ServiceError::BadRequest(fix(i)),
+        ServiceError::Unprocessable(i) => ServiceError::Unprocessable(fix(i)),
+        ServiceError::NotFound(m) => ServiceError::NotFound(format!("{prefix}: {m}")),
+        ServiceError::Gone(m) => ServiceError::Gone(format!("{prefix}: {m}")),
+        ServiceError::Conflict(m) => ServiceError::Conflict(format!("{prefix}: {m}")),
+        ServiceError::PreconditionFailed(m) => {
+            ServiceError::PreconditionFailed(format!("{prefix}: {m}"))
+        }
+        ServiceError::MethodNotAllowed(m) => {
+            ServiceError::MethodNotAllowed(format!("{prefix}: {m}"))
+        }
+        ServiceError::NotImplemented(m) => ServiceError::NotImplemented(format!("{prefix}: {m}")),
+        other => other,
+    }
+}
+
+/// Most issues one transaction answer lists; the rest are counted.
+const MAX_REPORTED_ISSUES: usize = 1000;
+
+/// The errors of several failing transaction entries as one answer: the first
+/// failing entry decides the status; when it is a 400 or 422, the issues of every
+/// failing entry are listed (at most [`MAX_REPORTED_ISSUES`], then a count).
+fn combine_entry_errors(mut errors: Vec<ServiceError>) -> ServiceError {
+    if errors.len() == 1 {
+        return errors.remove(0);
+    }
+    let first = errors.remove(0);
+    let mut issues = match &first {
+        ServiceError::BadRequest(i) | ServiceError::Unprocessable(i) => i.clone(),
+        _ => return first,
+    };
+    for e in &errors {
+        issues.extend(e.issues());
+    }
+    if issues.len() > MAX_REPORTED_ISSUES {
+        let rest = issues.len() - MAX_REPORTED_ISSUES;
+        issues.truncate(MAX_REPORTED_ISSUES);
+        issues.push(OoIssue {
+            severity: "information",
+            code: "too-costly",
+            diagnostics: format!("{rest} further issues are not listed"),
+            expression: None,
+        });
+    }
+    let failing = errors.len() + 1;
+    issues.push(OoIssue {
+        severity: "information",
+        code: "informational",
+        diagnostics: format!("{failing} entries of the transaction failed; nothing was written"),
+        expression: None,
+    });
+    match first {
+        ServiceError::Unprocessable(_) => ServiceError::Unprocessable(issues),
+        _ => ServiceError::BadRequest(issues),
+    }
+}
+
+impl Service {
+    fn tx_state(&self) -> Arc<TxState> {
+        Arc::new(TxState {
+            validation: self.validation.clone(),
+            max_conditional_delete: self.settings.server.max_conditional_delete,
+            paging: self.paging(),
+            max_patch_result_bytes: self.settings.server.body_limit_bytes,
+        })
+    }
+
+    /// Runs `entries` as one transaction. Errors are the failing entry's.
+    async fn transact(
+        &self,
+        ctx: &RequestContext,
+        base: &str,
+        entries: Vec<Entry>,
+        ret: ReturnPref,
+    ) -> ServiceResult<Vec<(usize, EntryResult)>> {
+        if self.backend.transactions().is_none() {
+            return Err(ServiceError::NotImplemented(
+                "This backend does not support transactions".into(),
+            ));
+        }
+        let input = TxInput {
+            ctx: ctx.clone(),
+            state: self.tx_state(),
+            base: base.to_owned(),
+            entries,
+            ret,
+        };
+        crate::storage::transact(self.backend.clone(), ctx.clone(), move |tx| {
+            run_entries(tx, input)
+        })
+        .await
+    }
+
+    /// `POST [base]` with a batch or transaction Bundle (also `fhirbridge import`).
+    pub async fn bundle(
+        self: &Arc<Self>,
+        ctx: &RequestContext,
+        base: &str,
+        value: Value,
+        ret: ReturnPref,
+    ) -> ServiceResult<BundleOutcome> {
+        if value.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+            return Err(bad("POST to the base takes a batch or transaction Bundle"));
+        }
+        let kind = value
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        if kind != "batch" && kind != "transaction" {
+            return Err(ServiceError::BadRequest(vec![OoIssue::error(
+                "invalid",
+                format!("Bundle.type must be batch or transaction, not '{kind}'"),
+            )
+            .at("Bundle.type")]));
+        }
+        let mut value = value;
+        let raw_entries = match value.as_object_mut().and_then(|o| o.shift_remove("entry")) {
+            None => Vec::new(),
+            Some(Value::Array(a)) => a,
+            Some(_) => return Err(bad("Bundle.entry must be an array")),
+        };
+        let max = self.settings.server.max_bundle_entries;
+        if raw_entries.len() > max {
+            return Err(ServiceError::PayloadTooLarge(format!(
+                "The Bundle has {} entries; at most {max} are accepted",
+                raw_entries.len()
+            )));
+        }
+        // Bundle-level structure (entries are checked one by one below).
+        let issues: Vec<_> = fhir_structure::check::check_resource(&value)
+            .into_iter()
+            .filter(|i| i.severity.is_error())
+            .collect();
+        if !issues.is_empty() {
+            return Err(structure_error(issues));
+        }
+        if kind == "transaction" {
+            let svc = self.clone();
+            let b = base.to_owned();
+            let span = tracing::Span::current();
+            let prepared = tokio::task::spawn_blocking(move || {
+                let _entered = span.enter();
+                // Every entry is checked, so one answer names every failing entry.
+                let mut entries = Vec::with_capacity(raw_entries.len());
+                let mut errors = Vec::new();
+                for (i, e) in raw_entries.into_iter().enumerate() {
+                    match prepare_entry(&svc, &b, i, e) {
+                        Ok(entry) => entries.push(entry),
+                        Err(x) => errors.push(at_entry(i, x)),
+                    }
+                }
+                if !errors.is_empty() {
+                    return Err(combine_entry_errors(errors));
+                }
+                pre_extract(&mut entries, &b);
+                Ok::<_, ServiceError>(entries)
+            })
+            .await
+            .map_err(|e| ServiceError::Internal(anyhow::anyhow!("{e}")))??;
+            let results = self.transact(ctx, base, prepared, ret).await?;
+            Ok(BundleOutcome::Transaction(
+                results.into_iter().map(|(_, r)| r).collect(),
+            ))
+        } else {
+            let mut out = Vec::with_capacity(raw_entries.len());
+            for (i, e) in raw_entries.into_iter().enumerate() {
+                let prepared = prepare_entry(self, base, i, e).map_err(|x| at_entry(i, x));
+                out.push(match prepared {
+                    Ok(entry) => self
+                        .transact(ctx, base, vec![entry], ret)
+                        .await
+                        .map(|mut r| r.remove(0).1),
+                    Err(e) => Err(e),
+                });
+            }
+            Ok(BundleOutcome::Batch(out))
+        }
+    }
+
+    /// Runs one operation, given as a bundle entry, as its own transaction
+    /// (conditional update and delete, PATCH) and returns its result.
+    async fn single(
+        &self,
+        ctx: &RequestContext,
+        base: &str,
+        entry: Value,
+        ret: ReturnPref,
+    ) -> ServiceResult<EntryResult> {
+        let prepared = prepare_entry(self, base, 0, entry)?;
+        let mut results = self
+            .transact(ctx, base, vec![prepared], ret)
+            .await
+            .map_err(strip_entry_prefix)?;
+        Ok(results.remove(0).1)
+    }
+
+    /// `PUT [type]?criteria`: conditional update.
+    pub async fn conditional_update(
+        &self,
+        ctx: &RequestContext,
+        input: ConditionalInput<'_>,
+        body: Value,
+    ) -> ServiceResult<EntryResult> {
+        self.require(input.ty, crate::storage::Interaction::Update)?;
+        let url = format!("{}?{}", input.ty, input.criteria);
+        let entry = request_entry("PUT", url, Some(body), input.if_match);
+        self.single(ctx, input.base, entry, input.ret).await
+    }
+
+    /// `DELETE [type]?criteria`: conditional delete (one or several, up to the cap).
+    pub async fn conditional_delete(
+        &self,
+        ctx: &RequestContext,
+        input: ConditionalInput<'_>,
+    ) -> ServiceResult<EntryResult> {
+        self.require(input.ty, crate::storage::Interaction::Delete)?;
+        let url = format!("{}?{}", input.ty, input.criteria);
+        let entry = request_entry("DELETE", url, None, input.if_match);
+        self.single(ctx, input.base, entry, input.ret).await
+    }
+
+    /// `PATCH [type]/[id]`: `doc` is a FHIRPath Patch Parameters resource or a
+    /// JSON Patch Binary (as in a bundle entry).
+    pub async fn patch(
+        &self,
+        ctx: &RequestContext,
+        input: ConditionalInput<'_>,
+        doc: Value,
+    ) -> ServiceResult<EntryResult> {
+        self.require(input.ty, crate::storage::Interaction::Update)?;
+        let url = format!("{}/{}", input.ty, input.criteria);
+        let entry = request_entry("PATCH", url, Some(doc), input.if_match);
+        self.single(ctx, input.base, entry, input.ret).await
+    }
+}
+
+/// A single conditional or patch request.
+#[derive(Debug, Clone, Copy)]
+pub struct ConditionalInput<'a> {
+    pub ty: ResourceType,
+    /// The criteria (conditional update/delete) or the id (PATCH).
+    pub criteria: &'a str,
+    /// `If-Match` as sent.
+    pub if_match: Option<&'a str>,
+    pub ret: ReturnPref,
+    pub base: &'a str,
+}
+
+/// The result of a batch or transaction Bundle, entry by entry, in order.
+#[derive(Debug)]
+pub enum BundleOutcome {
+    Transaction(Vec<EntryResult>),
+    Batch(Vec<ServiceResult<EntryResult>>),
+}
+
+fn request_entry(
+    method: &str,
+    url: String,
+    resource: Option<Value>,
+    if_match: Option<&str>,
+) -> Value {
+    let mut request = json!({"method": method, "url": url});
+    if let Some(v) = if_match {
+        request["ifMatch"] = json!(v);
+    }
+    let mut e = json!({ "request": request });
+    if let Some(r) = resource {
+        e["resource"] = r;
+    }
+    e
+}
+
+/// Single requests report errors about the resource, not about `Bundle.entry[0]`.
+fn strip_entry_prefix(e: ServiceError) -> ServiceError {
+    let fix = |issues: Vec<OoIssue>| {
+        issues
+            .into_iter()
+            .map(|mut i| {
+                i.expression = i.expression.and_then(|x| {
+                    let rest = x.strip_prefix("Bundle.entry[0]")?.trim_start_matches('.');
+                    let rest = rest
+                        .strip_prefix("resource")
+                        .unwrap_or(rest)
+                        .trim_start_matches('.');
+                    (!rest.is_empty()).then(|| rest.to_owned())
+                });
+                i
+            })
+            .collect()
+    };
+    let strip = |m: String| {
+        m.strip_prefix("Bundle.entry[0]: ")
+            .map(str::to_owned)
+            .unwrap_or(m)
+    };
+    match e {
+        ServiceError::BadRequest(i) => ServiceError::BadRequest(fix(i)),
+        ServiceError::Unprocessable(i) => ServiceError::Unprocessable(fix(i)),
+        ServiceError::NotFound(m) => ServiceError::NotFound(strip(m)),
+        ServiceError::PreconditionFailed(m) => ServiceError::PreconditionFailed(strip(m)),
+        ServiceError::Conflict(m) => ServiceError::Conflict(strip(m)),
+        ServiceError::Gone(m) => ServiceError::Gone(strip(m)),
+        other => other,
+    }
+}

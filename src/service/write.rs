@@ -1,0 +1,349 @@
+//! Create, update and delete, and the one write pipeline every write goes
+//! through, whatever its origin (a single POST/PUT, a bundle entry, a bulk
+//! create, a PATCH result): structure check ([`check_body`]) → profile gate
+//! ([`Service::gate`]) → index extraction ([`extract`]) → store.
+
+use fhir_structure::check::{Issue, Severity};
+use serde_json::Value;
+
+use super::{Service, ServiceError, ServiceResult};
+use crate::context::RequestContext;
+use crate::model::{LogicalId, ResourceType, VersionId};
+use crate::search::index;
+use crate::search::types::SearchQuery;
+use crate::storage::{
+    strip_server_meta, CreateRequest, DeleteRequest, NewContent, Precondition, StoredResource,
+    UpdateRequest, WriteKind,
+};
+
+/// What kind of write the body is for, which decides the `id` rules.
+#[derive(Debug, Clone, Copy)]
+pub enum WriteTarget<'a> {
+    /// `POST`: any `id` in the body is ignored (the server assigns one).
+    Create,
+    /// `PUT`: the body must carry an `id` equal to the URL's.
+    Update(&'a LogicalId),
+}
+
+fn issue(code: &'static str, expression: &str, message: String) -> Issue {
+    Issue {
+        severity: Severity::Error,
+        code,
+        expression: expression.to_owned(),
+        message,
+    }
+}
+
+/// Checks `value` as a body for a write of `ty` and prepares it for storage.
+/// Returns every error found (warnings do not block and are dropped here).
+pub fn prepare_write(
+    ty: ResourceType,
+    value: Value,
+    target: WriteTarget<'_>,
+    base_url: &str,
+) -> Result<NewContent, Vec<Issue>> {
+    let value = check_body(ty, value, target)?;
+    let indexes = extract(ty, &value, base_url);
+    Ok(NewContent {
+        resource: value,
+        indexes,
+    })
+}
+
+/// The pipeline's extraction step: the resource's search index rows.
+pub fn extract(ty: ResourceType, value: &Value, base_url: &str) -> Vec<crate::storage::IndexRow> {
+    index::extract(ty, value, base_url)
+}
+
+/// Structure-check issues as a 400.
+pub(crate) fn structure_error(issues: Vec<Issue>) -> ServiceError {
+    ServiceError::BadRequest(issues.iter().map(super::OoIssue::from_issue).collect())
+}
+
+/// Profile validation as configured for `ty`: 422 with every issue under
+/// `enforce`, nothing otherwise.
+pub(crate) fn gate(
+    validation: &crate::validation::ValidationService,
+    ty: ResourceType,
+    resource: &Value,
+) -> ServiceResult<()> {
+    use crate::validation::Policy;
+    if let Some((Policy::Enforce, report)) = validation.check_write(ty, resource) {
+        if !report.is_valid() {
+            return Err(ServiceError::Unprocessable(
+                report
+                    .issues
+                    .iter()
+                    .map(super::OoIssue::from_issue)
+                    .collect(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A stored write's result.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub kind: WriteKind,
+    /// The version now current; for a delete, the deletion marker if one was written.
+    pub stored: Option<StoredResource>,
+}
+
+impl Service {
+    /// The pipeline's profile gate: under `enforce`, 422 with every issue.
+    pub fn gate(&self, ty: ResourceType, resource: &Value) -> ServiceResult<()> {
+        gate(&self.validation, ty, resource)
+    }
+
+    /// Structure check and profile gate (extraction follows once references
+    /// are final: at once for a single write, after rewriting in a bundle).
+    pub fn checked(
+        &self,
+        ty: ResourceType,
+        value: Value,
+        target: WriteTarget<'_>,
+    ) -> ServiceResult<Value> {
+        let value = check_body(ty, value, target).map_err(structure_error)?;
+        self.gate(ty, &value)?;
+        Ok(value)
+    }
+
+    /// The whole pipeline up to the store.
+    pub fn prepare(
+        &self,
+        ty: ResourceType,
+        value: Value,
+        target: WriteTarget<'_>,
+        base_url: &str,
+    ) -> ServiceResult<NewContent> {
+        let value = self.checked(ty, value, target)?;
+        let indexes = extract(ty, &value, base_url);
+        Ok(NewContent {
+            resource: value,
+            indexes,
+        })
+    }
+
+    /// `POST [type]` (with `If-None-Exist` criteria when given).
+    pub async fn create(
+        &self,
+        ctx: &RequestContext,
+        ty: ResourceType,
+        body: Value,
+        if_none_exist: Option<SearchQuery>,
+        base_url: &str,
+    ) -> ServiceResult<Written> {
+        self.require(ty, crate::storage::Interaction::Create)?;
+        let content = self.prepare(ty, body, WriteTarget::Create, base_url)?;
+        let writer = self
+            .backend
+            .writer()
+            .ok_or_else(|| ServiceError::MethodNotAllowed("create is not supported".into()))?;
+        let out = writer
+            .create(
+                ctx,
+                CreateRequest {
+                    resource_type: ty,
+                    content,
+                    if_none_exist,
+                },
+            )
+            .await?;
+        Ok(Written {
+            kind: out.kind,
+            stored: out.stored,
+        })
+    }
+
+    /// `PUT [type]/[id]`.
+    pub async fn update(
+        &self,
+        ctx: &RequestContext,
+        ty: ResourceType,
+        id: LogicalId,
+        body: Value,
+        precondition: Precondition,
+        base_url: &str,
+    ) -> ServiceResult<Written> {
+        self.require(ty, crate::storage::Interaction::Update)?;
+        let content = self.prepare(ty, body, WriteTarget::Update(&id), base_url)?;
+        let writer = self
+            .backend
+            .writer()
+            .ok_or_else(|| ServiceError::MethodNotAllowed("update is not supported".into()))?;
+        let out = writer
+            .update(
+                ctx,
+                UpdateRequest {
+                    resource_type: ty,
+                    id,
+                    content,
+                    precondition,
+                },
+            )
+            .await?;
+        Ok(Written {
+            kind: out.kind,
+            stored: out.stored,
+        })
+    }
+
+    /// `DELETE [type]/[id]`.
+    pub async fn delete(
+        &self,
+        ctx: &RequestContext,
+        ty: ResourceType,
+        id: LogicalId,
+        if_match: Option<VersionId>,
+    ) -> ServiceResult<Written> {
+        self.require(ty, crate::storage::Interaction::Delete)?;
+        let writer = self
+            .backend
+            .writer()
+            .ok_or_else(|| ServiceError::MethodNotAllowed("delete is not supported".into()))?;
+        let out = writer
+            .delete(
+                ctx,
+                DeleteRequest {
+                    resource_type: ty,
+                    id,
+                    precondition: match if_match {
+                        Some(v) => Precondition::VersionIs(v),
+                        None => Precondition::None,
+                    },
+                },
+            )
+            .await?;
+        Ok(Written {
+            kind: out.kind,
+            stored: out.stored,
+        })
+    }
+}
+
+/// The checks of [`prepare_write`] without index extraction (bundles extract
+/// after rewriting references).
+pub fn check_body(
+    ty: ResourceType,
+    mut value: Value,
+    target: WriteTarget<'_>,
+) -> Result<Value, Vec<Issue>> {
+    let declared = value.get("resourceType").and_then(Value::as_str);
+    match declared {
+        None => {
+            return Err(vec![issue(
+                "required",
+                "resourceType",
+                "The body has no resourceType; it must be a FHIR resource".into(),
+            )])
+        }
+        Some(t) if t != ty.as_str() => {
+            return Err(vec![issue(
+                "invalid",
+                "resourceType",
+                format!("resourceType '{t}' does not match the URL's resource type '{ty}'"),
+            )])
+        }
+        Some(_) => {}
+    }
+    let mut issues: Vec<Issue> = fhir_structure::check::check_resource(&value)
+        .into_iter()
+        .filter(|i| matches!(i.severity, Severity::Error | Severity::Fatal))
+        .collect();
+    match target {
+        WriteTarget::Create => {
+            if let Some(obj) = value.as_object_mut() {
+                obj.shift_remove("id");
+            }
+        }
+        WriteTarget::Update(url_id) => match value.get("id").and_then(Value::as_str) {
+            None => issues.push(issue(
+                "required",
+                &format!("{ty}.id"),
+                "An update must carry the resource id in the body".into(),
+            )),
+            Some(body_id) if body_id != url_id.as_str() => issues.push(issue(
+                "invalid",
+                &format!("{ty}.id"),
+                format!("The body id '{body_id}' does not match the URL id '{url_id}'"),
+            )),
+            Some(_) => {}
+        },
+    }
+    if !issues.is_empty() {
+        return Err(issues);
+    }
+    strip_server_meta(&mut value);
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn mismatched_resource_type_is_rejected_first() {
+        let e = prepare_write(
+            ResourceType::Patient,
+            json!({"resourceType": "Slot"}),
+            WriteTarget::Create,
+            "http://localhost/fhir",
+        )
+        .unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].expression, "resourceType");
+    }
+
+    #[test]
+    fn update_requires_matching_id() {
+        let id = LogicalId::parse("a").unwrap();
+        let e = prepare_write(
+            ResourceType::Patient,
+            json!({"resourceType": "Patient"}),
+            WriteTarget::Update(&id),
+            "http://localhost/fhir",
+        )
+        .unwrap_err();
+        assert_eq!(e[0].code, "required");
+        let e = prepare_write(
+            ResourceType::Patient,
+            json!({"resourceType": "Patient", "id": "b"}),
+            WriteTarget::Update(&id),
+            "http://localhost/fhir",
+        )
+        .unwrap_err();
+        assert_eq!(e[0].expression, "Patient.id");
+        assert!(prepare_write(
+            ResourceType::Patient,
+            json!({"resourceType": "Patient", "id": "a"}),
+            WriteTarget::Update(&id),
+            "http://localhost/fhir"
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn create_drops_client_id_and_server_meta() {
+        let c = prepare_write(
+            ResourceType::Patient,
+            json!({"resourceType": "Patient", "id": "x", "meta": {"versionId": "9", "lastUpdated": "2020-01-01T00:00:00Z"}}),
+            WriteTarget::Create, "http://localhost/fhir"
+        )
+        .unwrap();
+        assert_eq!(c.resource, json!({"resourceType": "Patient"}));
+    }
+
+    #[test]
+    fn structural_errors_are_all_reported() {
+        let e = prepare_write(
+            ResourceType::Patient,
+            json!({"resourceType": "Patient", "birthDate": "2020-13-45", "foo": 1}),
+            WriteTarget::Create,
+            "http://localhost/fhir",
+        )
+        .unwrap_err();
+        assert!(e.len() >= 2, "{e:?}");
+    }
+}
