@@ -11,10 +11,9 @@
 use super::{rows, scope_filter, stored, Bind, Conn, Sql};
 use crate::model::{Instant, ResourceType};
 use crate::search::registry::{self, ParamDef, ParamKind};
+use crate::search::rows::{index_key, opt_index_key, IndexRow, IndexValue};
 use crate::search::types::*;
-use crate::storage::{
-    index_key, opt_index_key, IndexRow, IndexValue, SearchPage, StorageResult, StoredResource,
-};
+use crate::storage::{SearchPage, StorageResult, StoredResource};
 
 /// Every index table (rewritten with each version).
 pub(super) const INDEX_TABLES: [&str; 7] = [
