@@ -8,13 +8,13 @@ use serde_json::Value;
 
 use super::parse::normalize;
 use super::registry::{self, ParamDef, ParamKind};
+use super::rows::{IndexRow, IndexValue};
 use crate::model::{LogicalId, ResourceType};
-use crate::storage::{IndexRow, IndexValue};
 
 /// Longest normalised string indexed for string and `:text` search, in bytes
 /// (longer values are cut at a char boundary: prefix and substring search see
 /// their first 512 bytes). Exact values are kept whole: storage bounds them
-/// (`storage::index_key`).
+/// (`rows::index_key`).
 pub const MAX_STRING: usize = 512;
 
 /// Every index row for `resource` (a resource of type `ty`). `base_url` is

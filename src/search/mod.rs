@@ -4,4 +4,5 @@
 pub mod index;
 pub mod parse;
 pub mod registry;
+pub mod rows;
 pub mod types;

@@ -15,14 +15,14 @@
 //! longer than the indexed [`MAX_STRING`] bytes, or a `:below`/`:above` URI
 //! longer than the verbatim [`INDEX_PREFIX`], could not be matched exactly and
 //! is an error; equality tests take values of any length (see
-//! `storage::index_key`). A value with a control character (other than tab,
+//! `rows::index_key`). A value with a control character (other than tab,
 //! CR and LF, which FHIR strings may hold) is an error too.
 
 use super::index::MAX_STRING;
 use super::registry::{self, ParamDef, ParamKind};
+use super::rows::INDEX_PREFIX;
 use super::types::*;
 use crate::model::{LogicalId, ResourceType};
-use crate::storage::INDEX_PREFIX;
 
 pub const MAX_VALUES: usize = 100;
 pub const MAX_PARAMS: usize = 30;

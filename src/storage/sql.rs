@@ -16,6 +16,12 @@
 //! (a placeholder row is upserted first so that concurrent first writes of the
 //! same id meet on that lock) and serialises conditional creates of the same
 //! criteria with a transaction-scoped advisory lock.
+//!
+//! This file holds [`SqlBackend`] (opening, pools, migrations, the SQLite
+//! checkpointer, the blocking pool) and the storage trait impls, which delegate
+//! to the modules that do the work: `builder` (the `Sql` statement builder),
+//! `conn` (connections and the `sql_ops!` statement runners), `rows` (result
+//! rows), `read`, `write`, `history`, `page_tokens`, `search` and `reindex`.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -25,17 +31,27 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
 use diesel::sqlite::SqliteConnection;
 use diesel::{Connection as _, RunQueryDsl as _};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use super::*;
-use crate::model::{Instant, LogicalId, ResourceType, VersionId};
+use crate::model::{LogicalId, ResourceType, VersionId};
 use crate::search::types::SearchQuery;
 
+mod builder;
+mod conn;
+mod history;
+mod page_tokens;
+mod read;
 mod reindex;
+mod rows;
 mod search;
+mod write;
+
+use builder::Sql;
+use conn::Conn;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -295,15 +311,6 @@ enum PoolRef {
     Postgres(Pool<ConnectionManager<PgConnection>>),
 }
 
-/// A checked-out connection of either dialect.
-enum Conn {
-    Sqlite(
-        PooledConnection<ConnectionManager<SqliteConnection>>,
-        Arc<WriteGate>,
-    ),
-    Postgres(PooledConnection<ConnectionManager<PgConnection>>),
-}
-
 fn pool_error(e: r2d2::Error) -> StorageError {
     tracing::warn!(error = %e, "database connection unavailable");
     StorageError::Busy
@@ -330,1020 +337,10 @@ fn sqlite_target(url: &str) -> anyhow::Result<(String, bool)> {
     Ok((path.to_owned(), false))
 }
 
-fn internal(e: diesel::result::Error) -> StorageError {
-    use diesel::result::{DatabaseErrorKind, Error};
-    match &e {
-        Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => StorageError::Busy,
-        Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
-            StorageError::Unavailable(anyhow::anyhow!("{e}"))
-        }
-        Error::DatabaseError(_, info) if info.message().contains("database is locked") => {
-            StorageError::Busy
-        }
-        // Another transaction created the same id first (a bulk create of
-        // client-chosen ids): a retry finds it and updates it.
-        Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => StorageError::Busy,
-        _ => StorageError::Internal(anyhow::Error::new(e)),
-    }
-}
-
-/// A value bound to a `?` placeholder.
-#[derive(Debug, Clone)]
-enum Bind {
-    Text(String),
-    OptText(Option<String>),
-    Int(i64),
-    OptInt(Option<i64>),
-    Real(f64),
-}
-
-/// Builds SQL text and its binds together. The text holds no placeholders:
-/// `marks` records where each bind goes, and diesel writes `?` or `$n` there.
-struct Sql {
-    text: String,
-    binds: Vec<Bind>,
-    marks: Vec<usize>,
-    /// Keep the prepared statement in the connection's cache (keyed by the
-    /// text). Only for statements of few shapes (the write path), never for
-    /// search SQL, whose text varies without bound.
-    cache: bool,
-}
-
-impl Sql {
-    fn new() -> Sql {
-        Sql {
-            text: String::with_capacity(256),
-            binds: Vec::new(),
-            marks: Vec::new(),
-            cache: false,
-        }
-    }
-
-    /// A statement of a fixed shape, worth keeping prepared.
-    fn prepared() -> Sql {
-        Sql {
-            cache: true,
-            ..Sql::new()
-        }
-    }
-
-    fn push(&mut self, s: &str) -> &mut Sql {
-        self.text.push_str(s);
-        self
-    }
-
-    fn bind(&mut self, b: Bind) -> &mut Sql {
-        self.binds.push(b);
-        self.marks.push(self.text.len());
-        self
-    }
-
-    fn text(&mut self, s: &str) -> &mut Sql {
-        self.bind(Bind::Text(s.to_owned()))
-    }
-
-    fn int(&mut self, i: i64) -> &mut Sql {
-        self.bind(Bind::Int(i))
-    }
-
-    /// `?, ?, …`: one text bind per item, comma-separated (for `IN (…)`).
-    fn text_list<S: AsRef<str>>(&mut self, items: impl IntoIterator<Item = S>) -> &mut Sql {
-        for (i, item) in items.into_iter().enumerate() {
-            if i > 0 {
-                self.push(", ");
-            }
-            self.text(item.as_ref());
-        }
-        self
-    }
-
-    /// The text with `?` where the binds go: for `fhirbridge::sql=trace`
-    /// diagnostics only. Bound values (patient data) are never shown.
-    fn shown(&self) -> String {
-        let mut out = String::with_capacity(self.text.len() + self.marks.len());
-        let mut at = 0;
-        for &m in &self.marks {
-            out.push_str(&self.text[at..m]);
-            out.push('?');
-            at = m;
-        }
-        out.push_str(&self.text[at..]);
-        out
-    }
-}
-
-/// Runs `f`, and with `RUST_LOG=fhirbridge::sql=trace` logs the statement's
-/// shape (placeholders, no values) and how long it took.
-fn traced<T>(sql: &Sql, f: impl FnOnce() -> T) -> T {
-    if !tracing::enabled!(target: "fhirbridge::sql", tracing::Level::TRACE) {
-        return f();
-    }
-    let t0 = std::time::Instant::now();
-    let out = f();
-    tracing::trace!(target: "fhirbridge::sql", us = t0.elapsed().as_micros() as u64, sql = %sql.shown());
-    out
-}
-
-mod rows {
-    use diesel::sql_types::{BigInt, Double, Nullable, Text};
-    use diesel::QueryableByName;
-
-    #[derive(QueryableByName, Debug)]
-    pub struct PageToken {
-        #[diesel(sql_type = Text)]
-        pub res_type: String,
-        #[diesel(sql_type = Text)]
-        pub params: String,
-    }
-
-    #[derive(QueryableByName, Debug)]
-    pub struct Head {
-        #[diesel(sql_type = BigInt)]
-        pub version: i64,
-        #[diesel(sql_type = BigInt)]
-        pub last_updated: i64,
-        #[diesel(sql_type = BigInt)]
-        pub deleted: i64,
-        #[diesel(sql_type = Nullable<Text>)]
-        pub content: Option<String>,
-    }
-
-    #[derive(QueryableByName, Debug)]
-    pub struct Found {
-        #[diesel(sql_type = Text)]
-        pub res_id: String,
-        #[diesel(sql_type = BigInt)]
-        pub version: i64,
-        #[diesel(sql_type = BigInt)]
-        pub last_updated: i64,
-        #[diesel(sql_type = Nullable<Text>)]
-        pub content: Option<String>,
-    }
-
-    #[derive(QueryableByName, Debug)]
-    pub struct VersionRow {
-        #[diesel(sql_type = BigInt)]
-        pub seq: i64,
-        #[diesel(sql_type = Text)]
-        pub res_type: String,
-        #[diesel(sql_type = Text)]
-        pub res_id: String,
-        #[diesel(sql_type = BigInt)]
-        pub version: i64,
-        #[diesel(sql_type = BigInt)]
-        pub last_updated: i64,
-        #[diesel(sql_type = Text)]
-        pub method: String,
-        #[diesel(sql_type = Nullable<Text>)]
-        pub content: Option<String>,
-    }
-
-    #[derive(QueryableByName, Debug)]
-    pub struct ResId {
-        #[diesel(sql_type = Text)]
-        pub res_id: String,
-    }
-
-    #[derive(QueryableByName, Debug)]
-    pub struct IdList {
-        /// Comma-separated (ids never contain a comma).
-        #[diesel(sql_type = Nullable<Text>)]
-        pub ids: Option<String>,
-        #[diesel(sql_type = BigInt)]
-        pub n: i64,
-    }
-
-    #[derive(QueryableByName, Debug)]
-    pub struct Target {
-        #[diesel(sql_type = Text)]
-        pub target_type: String,
-        #[diesel(sql_type = Text)]
-        pub target_id: String,
-    }
-
-    /// A search match with up to five typed sort-key columns.
-    #[derive(QueryableByName, Debug)]
-    pub struct Sorted {
-        #[diesel(sql_type = Text)]
-        pub res_id: String,
-        #[diesel(sql_type = BigInt)]
-        pub version: i64,
-        #[diesel(sql_type = BigInt)]
-        pub last_updated: i64,
-        #[diesel(sql_type = Nullable<Text>)]
-        pub content: Option<String>,
-        #[diesel(sql_type = Nullable<Text>)]
-        pub k0_t: Option<String>,
-        #[diesel(sql_type = Nullable<BigInt>)]
-        pub k0_i: Option<i64>,
-        #[diesel(sql_type = Nullable<Double>)]
-        pub k0_r: Option<f64>,
-        #[diesel(sql_type = Nullable<Text>)]
-        pub k1_t: Option<String>,
-        #[diesel(sql_type = Nullable<BigInt>)]
-        pub k1_i: Option<i64>,
-        #[diesel(sql_type = Nullable<Double>)]
-        pub k1_r: Option<f64>,
-        #[diesel(sql_type = Nullable<Text>)]
-        pub k2_t: Option<String>,
-        #[diesel(sql_type = Nullable<BigInt>)]
-        pub k2_i: Option<i64>,
-        #[diesel(sql_type = Nullable<Double>)]
-        pub k2_r: Option<f64>,
-        #[diesel(sql_type = Nullable<Text>)]
-        pub k3_t: Option<String>,
-        #[diesel(sql_type = Nullable<BigInt>)]
-        pub k3_i: Option<i64>,
-        #[diesel(sql_type = Nullable<Double>)]
-        pub k3_r: Option<f64>,
-        #[diesel(sql_type = Nullable<Text>)]
-        pub k4_t: Option<String>,
-        #[diesel(sql_type = Nullable<BigInt>)]
-        pub k4_i: Option<i64>,
-        #[diesel(sql_type = Nullable<Double>)]
-        pub k4_r: Option<f64>,
-    }
-
-    #[derive(QueryableByName, Debug)]
-    pub struct Count {
-        #[diesel(sql_type = BigInt)]
-        pub n: i64,
-    }
-}
-
-/// Expands the dialect-independent statement runners for one connection type.
-macro_rules! sql_ops {
-    ($modname:ident, $conn:ty, $db:ty) => {
-        mod $modname {
-            use super::{rows, Bind, Sql};
-            use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-            use diesel::sql_types::{BigInt, Double, Nullable, Text, Untyped};
-            use diesel::{QueryResult, QueryableByName, RunQueryDsl};
-
-            /// `sql` as a diesel query, binding its values by reference.
-            struct Stmt<'a>(&'a Sql);
-
-            impl QueryFragment<$db> for Stmt<'_> {
-                fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, $db>) -> QueryResult<()> {
-                    if !self.0.cache {
-                        out.unsafe_to_cache_prepared();
-                    }
-                    let text = &self.0.text;
-                    let mut from = 0;
-                    for (b, &at) in self.0.binds.iter().zip(&self.0.marks) {
-                        out.push_sql(&text[from..at]);
-                        from = at;
-                        match b {
-                            Bind::Text(s) => out.push_bind_param::<Text, String>(s)?,
-                            Bind::OptText(s) => {
-                                out.push_bind_param::<Nullable<Text>, Option<String>>(s)?
-                            }
-                            Bind::Int(i) => out.push_bind_param::<BigInt, i64>(i)?,
-                            Bind::OptInt(i) => {
-                                out.push_bind_param::<Nullable<BigInt>, Option<i64>>(i)?
-                            }
-                            Bind::Real(f) => out.push_bind_param::<Double, f64>(f)?,
-                        }
-                    }
-                    out.push_sql(&text[from..]);
-                    Ok(())
-                }
-            }
-
-            impl QueryId for Stmt<'_> {
-                type QueryId = ();
-                const HAS_STATIC_QUERY_ID: bool = false;
-            }
-
-            impl Query for Stmt<'_> {
-                type SqlType = Untyped;
-            }
-
-            impl<C> RunQueryDsl<C> for Stmt<'_> {}
-
-            pub fn load<R: QueryableByName<$db> + 'static>(
-                conn: &mut $conn,
-                sql: &Sql,
-            ) -> QueryResult<Vec<R>> {
-                Stmt(sql).load::<R>(conn)
-            }
-
-            pub fn exec(conn: &mut $conn, sql: &Sql) -> QueryResult<usize> {
-                Stmt(sql).execute(conn)
-            }
-
-            pub fn count(conn: &mut $conn, sql: &Sql) -> QueryResult<i64> {
-                Ok(load::<rows::Count>(conn, sql)?
-                    .first()
-                    .map(|c| c.n)
-                    .unwrap_or(0))
-            }
-        }
-    };
-}
-
-sql_ops!(
-    sqlite_ops,
-    diesel::sqlite::SqliteConnection,
-    diesel::sqlite::Sqlite
-);
-sql_ops!(pg_ops, diesel::pg::PgConnection, diesel::pg::Pg);
-
-impl Conn {
-    fn dialect(&self) -> Dialect {
-        match self {
-            Conn::Sqlite(..) => Dialect::Sqlite,
-            Conn::Postgres(_) => Dialect::Postgres,
-        }
-    }
-
-    fn load<R>(&mut self, sql: &Sql) -> StorageResult<Vec<R>>
-    where
-        R: diesel::QueryableByName<diesel::sqlite::Sqlite>
-            + diesel::QueryableByName<diesel::pg::Pg>
-            + 'static,
-    {
-        traced(sql, || match self {
-            Conn::Sqlite(c, _) => sqlite_ops::load::<R>(c, sql),
-            Conn::Postgres(c) => pg_ops::load::<R>(c, sql),
-        })
-        .map_err(internal)
-    }
-
-    fn exec(&mut self, sql: &Sql) -> StorageResult<usize> {
-        match self {
-            Conn::Sqlite(c, _) => sqlite_ops::exec(c, sql),
-            Conn::Postgres(c) => pg_ops::exec(c, sql),
-        }
-        .map_err(internal)
-    }
-
-    fn count(&mut self, sql: &Sql) -> StorageResult<i64> {
-        traced(sql, || match self {
-            Conn::Sqlite(c, _) => sqlite_ops::count(c, sql),
-            Conn::Postgres(c) => pg_ops::count(c, sql),
-        })
-        .map_err(internal)
-    }
-
-    /// Runs `f` in a write transaction: `BEGIN IMMEDIATE` under the process-wide
-    /// writer mutex on SQLite, an ordinary transaction on PostgreSQL.
-    fn write_tx<T>(&mut self, f: impl FnOnce(&mut Conn) -> StorageResult<T>) -> StorageResult<T> {
-        let lock = match self {
-            Conn::Sqlite(_, lock) => Some(lock.clone()),
-            Conn::Postgres(_) => None,
-        };
-        let _guard = lock
-            .as_ref()
-            .map(|l| l.mutex.lock().unwrap_or_else(|p| p.into_inner()));
-        let begin = match self.dialect() {
-            Dialect::Sqlite => "BEGIN IMMEDIATE",
-            Dialect::Postgres => "BEGIN",
-        };
-        self.simple(begin)?;
-        match f(self) {
-            Ok(v) => match self.simple("COMMIT") {
-                Ok(()) => {
-                    if let Some(gate) = &lock {
-                        gate.committed();
-                    }
-                    Ok(v)
-                }
-                Err(e) => {
-                    let _ = self.simple("ROLLBACK");
-                    Err(e)
-                }
-            },
-            Err(e) => {
-                let _ = self.simple("ROLLBACK");
-                Err(e)
-            }
-        }
-    }
-
-    fn simple(&mut self, sql: &str) -> StorageResult<()> {
-        match self {
-            Conn::Sqlite(c, _) => c.batch_execute(sql),
-            Conn::Postgres(c) => c.batch_execute(sql),
-        }
-        .map_err(internal)
-    }
-
-    fn ping(&mut self) -> StorageResult<()> {
-        self.simple("SELECT 1")
-    }
-}
-
 /// The single chokepoint for the scope predicate on resource reads. Today the
 /// scope is the resource type; practice (ODS) scoping will be added here.
 fn scope_filter(sql: &mut Sql, alias: &str, ty: ResourceType) {
     sql.push(alias).push(".res_type = ").text(ty.as_str());
-}
-
-fn stored(
-    ty: ResourceType,
-    id: &str,
-    version: i64,
-    last_updated: i64,
-    content: Option<String>,
-) -> StorageResult<StoredResource> {
-    Ok(StoredResource {
-        resource_type: ty,
-        id: LogicalId::parse(id).ok_or_else(|| {
-            StorageError::Internal(anyhow::anyhow!("stored id is not a valid id"))
-        })?,
-        version,
-        last_updated: Instant(last_updated),
-        content,
-    })
-}
-
-fn read_head(
-    conn: &mut Conn,
-    ty: ResourceType,
-    id: &LogicalId,
-    for_update: bool,
-) -> StorageResult<Option<rows::Head>> {
-    let mut sql = Sql::new();
-    sql.push("SELECT version, last_updated, deleted, content FROM resources r WHERE ");
-    scope_filter(&mut sql, "r", ty);
-    sql.push(" AND r.res_id = ").text(id.as_str());
-    if for_update && conn.dialect() == Dialect::Postgres {
-        sql.push(" FOR UPDATE");
-    }
-    Ok(conn.load::<rows::Head>(&sql)?.into_iter().next())
-}
-
-/// Makes sure a head row exists (a `version = 0` placeholder if new) and locks it.
-fn lock_head(conn: &mut Conn, ty: ResourceType, id: &LogicalId) -> StorageResult<rows::Head> {
-    let mut sql = Sql::new();
-    sql.push("INSERT INTO resources (res_type, res_id, version, last_updated, deleted, content) VALUES (")
-        .text(ty.as_str())
-        .push(", ")
-        .text(id.as_str())
-        .push(", 0, 0, 1, NULL) ON CONFLICT (res_type, res_id) DO NOTHING");
-    conn.exec(&sql)?;
-    read_head(conn, ty, id, true)?.ok_or_else(|| {
-        StorageError::Internal(anyhow::anyhow!("head row vanished inside a transaction"))
-    })
-}
-
-struct VersionWrite<'a> {
-    ty: ResourceType,
-    id: &'a LogicalId,
-    version: VersionId,
-    at: Instant,
-    method: &'static str,
-    content: Option<String>,
-}
-
-/// Writes one version: the head row, the version row, and replaces index rows.
-/// `fresh` means the head row does not exist yet (a create with a new id): it is
-/// inserted rather than updated and there are no old index rows to remove.
-fn write_version(
-    conn: &mut Conn,
-    w: VersionWrite<'_>,
-    indexes: &[IndexRow],
-    fresh: bool,
-) -> StorageResult<()> {
-    let mut sql = Sql::prepared();
-    if fresh {
-        sql.push("INSERT INTO resources (res_type, res_id, version, last_updated, deleted, content) VALUES (")
-            .text(w.ty.as_str())
-            .push(", ")
-            .text(w.id.as_str())
-            .push(", ")
-            .int(w.version)
-            .push(", ")
-            .int(w.at.0)
-            .push(", ")
-            .int(i64::from(w.content.is_none()))
-            .push(", ")
-            .bind(Bind::OptText(w.content))
-            .push(")");
-    } else {
-        // The version being superseded gets its content: until now it was
-        // only in the head row (see `VERSION_CONTENT`).
-        let mut keep = Sql::prepared();
-        keep.push("UPDATE resource_versions SET content = (SELECT r.content FROM resources r WHERE r.res_type = ")
-            .text(w.ty.as_str())
-            .push(" AND r.res_id = ")
-            .text(w.id.as_str())
-            .push(") WHERE res_type = ")
-            .text(w.ty.as_str())
-            .push(" AND res_id = ")
-            .text(w.id.as_str())
-            .push(" AND content IS NULL AND version = (SELECT r.version FROM resources r WHERE r.res_type = ")
-            .text(w.ty.as_str())
-            .push(" AND r.res_id = ")
-            .text(w.id.as_str())
-            .push(")");
-        conn.exec(&keep)?;
-        sql.push("UPDATE resources SET version = ")
-            .int(w.version)
-            .push(", last_updated = ")
-            .int(w.at.0)
-            .push(", deleted = ")
-            .int(i64::from(w.content.is_none()))
-            .push(", content = ")
-            .bind(Bind::OptText(w.content))
-            .push(" WHERE res_type = ")
-            .text(w.ty.as_str())
-            .push(" AND res_id = ")
-            .text(w.id.as_str());
-    }
-    conn.exec(&sql)?;
-
-    let mut sql = Sql::prepared();
-    sql.push("INSERT INTO resource_versions (res_type, res_id, version, last_updated, method, content) VALUES (")
-        .text(w.ty.as_str())
-        .push(", ")
-        .text(w.id.as_str())
-        .push(", ")
-        .int(w.version)
-        .push(", ")
-        .int(w.at.0)
-        .push(", ")
-        .text(w.method)
-        .push(", NULL)");
-    conn.exec(&sql)?;
-
-    if !fresh {
-        search::delete_indexes(conn, w.ty, &[w.id])?;
-    }
-    search::insert_indexes(conn, w.ty, w.id, indexes)
-}
-
-/// The content of version row `v`. A version's content is stored once: the
-/// current version's lives in its head row in `resources` (the version row holds
-/// NULL until the version is superseded, when `write_version` copies it down);
-/// a deletion has none anywhere. Rows written before this rule carry their
-/// content themselves, which the COALESCE also reads.
-const VERSION_CONTENT: &str = "COALESCE(v.content, (SELECT r.content FROM resources r WHERE r.res_type = v.res_type AND r.res_id = v.res_id AND r.version = v.version)) AS content";
-
-fn read_current(
-    conn: &mut Conn,
-    ty: ResourceType,
-    id: &LogicalId,
-) -> StorageResult<StoredResource> {
-    let head = read_head(conn, ty, id, false)?.ok_or(StorageError::NotFound)?;
-    if head.version == 0 {
-        return Err(StorageError::NotFound);
-    }
-    if head.deleted != 0 {
-        return Err(StorageError::Gone {
-            version: head.version,
-            last_updated: Instant(head.last_updated),
-        });
-    }
-    stored(
-        ty,
-        id.as_str(),
-        head.version,
-        head.last_updated,
-        head.content,
-    )
-}
-
-fn read_version(
-    conn: &mut Conn,
-    ty: ResourceType,
-    id: &LogicalId,
-    version: VersionId,
-) -> StorageResult<StoredResource> {
-    let mut sql = Sql::new();
-    sql.push("SELECT seq, res_type, res_id, version, last_updated, method, ")
-        .push(VERSION_CONTENT)
-        .push(" FROM resource_versions v WHERE ");
-    scope_filter(&mut sql, "v", ty);
-    sql.push(" AND v.res_id = ")
-        .text(id.as_str())
-        .push(" AND v.version = ")
-        .int(version);
-    let row = conn
-        .load::<rows::VersionRow>(&sql)?
-        .into_iter()
-        .next()
-        .ok_or(StorageError::NotFound)?;
-    if row.content.is_none() {
-        return Err(StorageError::Gone {
-            version: row.version,
-            last_updated: Instant(row.last_updated),
-        });
-    }
-    stored(ty, id.as_str(), row.version, row.last_updated, row.content)
-}
-
-fn serialize(resource: &serde_json::Value) -> StorageResult<String> {
-    serde_json::to_string(resource).map_err(|e| StorageError::Internal(anyhow::Error::new(e)))
-}
-
-/// Stable 64-bit FNV-1a hash (for advisory-lock keys).
-fn fnv1a(s: &str) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h as i64
-}
-
-fn do_create(conn: &mut Conn, req: CreateRequest) -> StorageResult<WriteOutcome> {
-    conn.write_tx(|conn| create_in(conn, req, None))
-}
-
-/// A create inside an open write transaction; `id` is a pre-assigned id (bundles
-/// assign ids before writing so references between entries can be rewritten).
-fn create_in(
-    conn: &mut Conn,
-    req: CreateRequest,
-    id: Option<LogicalId>,
-) -> StorageResult<WriteOutcome> {
-    {
-        if let Some(cond) = &req.if_none_exist {
-            if conn.dialect() == Dialect::Postgres {
-                let mut sql = Sql::new();
-                // The one key of every conditional path (see `SearchQuery::selection_key`).
-                let key = super::conditional_lock_key(cond);
-                sql.push("SELECT pg_advisory_xact_lock(")
-                    .int(fnv1a(&key))
-                    .push(")");
-                conn.exec(&sql)?;
-            }
-            let found = search::matches_for_write(conn, cond, 2)?;
-            match found.len() {
-                0 => {}
-                1 => {
-                    let f = found.into_iter().next().ok_or(StorageError::NotFound)?;
-                    return Ok(WriteOutcome {
-                        kind: WriteKind::Existing,
-                        stored: Some(stored(
-                            req.resource_type,
-                            &f.res_id,
-                            f.version,
-                            f.last_updated,
-                            f.content,
-                        )?),
-                    });
-                }
-                _ => {
-                    return Err(StorageError::PreconditionFailed(
-                        "If-None-Exist criteria match more than one resource".into(),
-                    ))
-                }
-            }
-        }
-        let id = id.unwrap_or_else(LogicalId::generate);
-        let at = Instant::now();
-        let mut resource = req.content.resource;
-        set_id(&mut resource, &id);
-        stamp_meta(&mut resource, 1, at);
-        let content = serialize(&resource)?;
-        write_version(
-            conn,
-            VersionWrite {
-                ty: req.resource_type,
-                id: &id,
-                version: 1,
-                at,
-                method: "POST",
-                content: Some(content.clone()),
-            },
-            &req.content.indexes,
-            true,
-        )?;
-        Ok(WriteOutcome {
-            kind: WriteKind::Created,
-            stored: Some(StoredResource {
-                resource_type: req.resource_type,
-                id: id.clone(),
-                version: 1,
-                last_updated: at,
-                content: Some(content),
-            }),
-        })
-    }
-}
-
-type Serialized = (ResourceType, LogicalId, String, Vec<IndexRow>);
-
-/// Sets id and meta and serialises each resource; large batches on two threads
-/// (the writer holds the write lock meanwhile, so this is on the critical path).
-fn stamp_and_serialize(
-    mut reqs: Vec<(CreateRequest, LogicalId)>,
-    at: Instant,
-) -> StorageResult<Vec<Serialized>> {
-    let run = |reqs: Vec<(CreateRequest, LogicalId)>| -> StorageResult<Vec<Serialized>> {
-        reqs.into_iter()
-            .map(|(req, id)| {
-                let mut resource = req.content.resource;
-                set_id(&mut resource, &id);
-                stamp_meta(&mut resource, 1, at);
-                let content = serialize(&resource)?;
-                Ok((req.resource_type, id, content, req.content.indexes))
-            })
-            .collect()
-    };
-    if reqs.len() < 64 {
-        return run(reqs);
-    }
-    let second = reqs.split_off(reqs.len() / 2);
-    let (mut first, second) = std::thread::scope(|s| {
-        let other = s.spawn(|| run(second));
-        (run(reqs), other.join())
-    });
-    let second = second
-        .map_err(|_| StorageError::Internal(anyhow::anyhow!("serialisation thread panicked")))??;
-    if let Ok(v) = &mut first {
-        v.extend(second);
-    }
-    first
-}
-
-/// Many plain creates (fresh ids, no conditions) with multi-row INSERTs: the
-/// bulk path of transaction Bundles and imports.
-fn create_many_in(
-    conn: &mut Conn,
-    reqs: Vec<(CreateRequest, LogicalId)>,
-    method: CreateMethod,
-) -> StorageResult<Vec<WriteOutcome>> {
-    let method = match method {
-        CreateMethod::Post => "POST",
-        CreateMethod::Put => "PUT",
-    };
-    const ROWS: usize = 100;
-    let at = Instant::now();
-    let mut prepared = stamp_and_serialize(reqs, at)?;
-    for chunk in prepared.chunks(ROWS) {
-        for (table, method) in [("resources", None), ("resource_versions", Some(method))] {
-            let mut sql = Sql::prepared();
-            sql.push("INSERT INTO ").push(table);
-            match method {
-                None => {
-                    sql.push(" (res_type, res_id, version, last_updated, deleted, content) VALUES ")
-                }
-                Some(_) => {
-                    sql.push(" (res_type, res_id, version, last_updated, method, content) VALUES ")
-                }
-            };
-            for (i, (ty, id, content, _)) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.push("(")
-                    .text(ty.as_str())
-                    .push(", ")
-                    .text(id.as_str())
-                    .push(", 1, ")
-                    .int(at.0)
-                    .push(", ");
-                // The version row's content stays NULL: see `VERSION_CONTENT`.
-                match method {
-                    None => sql.push("0, ").text(content),
-                    Some(m) => sql.text(m).push(", NULL"),
-                };
-                sql.push(")");
-            }
-            conn.exec(&sql)?;
-        }
-    }
-    let items: Vec<(ResourceType, &LogicalId, &[IndexRow])> = prepared
-        .iter()
-        .map(|(ty, id, _, rows)| (*ty, id, rows.as_slice()))
-        .collect();
-    search::insert_indexes_many(conn, &items)?;
-    let rows: Vec<Vec<IndexRow>> = prepared
-        .iter_mut()
-        .map(|p| std::mem::take(&mut p.3))
-        .collect();
-    let large = rows.len() > 64;
-    drop_off_thread(rows, large);
-    Ok(prepared
-        .into_iter()
-        .map(|(ty, id, content, _)| WriteOutcome {
-            kind: WriteKind::Created,
-            stored: Some(StoredResource {
-                resource_type: ty,
-                id,
-                version: 1,
-                last_updated: at,
-                content: Some(content),
-            }),
-        })
-        .collect())
-}
-
-fn set_id(resource: &mut serde_json::Value, id: &LogicalId) {
-    if let Some(obj) = resource.as_object_mut() {
-        obj.insert("id".into(), serde_json::Value::String(id.to_string()));
-    }
-}
-
-fn same_content(stored: &str, incoming: &serde_json::Value) -> bool {
-    match serde_json::from_str::<serde_json::Value>(stored) {
-        Ok(mut old) => {
-            strip_server_meta(&mut old);
-            &old == incoming
-        }
-        Err(_) => false,
-    }
-}
-
-fn do_update(conn: &mut Conn, req: UpdateRequest) -> StorageResult<WriteOutcome> {
-    conn.write_tx(|conn| update_in(conn, req))
-}
-
-fn update_in(conn: &mut Conn, req: UpdateRequest) -> StorageResult<WriteOutcome> {
-    {
-        let head = lock_head(conn, req.resource_type, &req.id)?;
-        let exists = head.version > 0 && head.deleted == 0;
-        match req.precondition {
-            Precondition::None => {}
-            Precondition::VersionIs(v) => {
-                if !exists || head.version != v {
-                    return Err(StorageError::VersionConflict {
-                        current: exists.then_some(head.version),
-                    });
-                }
-            }
-            Precondition::MustNotExist => {
-                if exists {
-                    return Err(StorageError::PreconditionFailed(
-                        "If-None-Match: * but the resource exists".into(),
-                    ));
-                }
-            }
-        }
-        let mut resource = req.content.resource.clone();
-        set_id(&mut resource, &req.id);
-        strip_server_meta(&mut resource);
-        if exists {
-            if let Some(old) = &head.content {
-                if same_content(old, &resource) {
-                    return Ok(WriteOutcome {
-                        kind: WriteKind::Unchanged,
-                        stored: Some(stored(
-                            req.resource_type,
-                            req.id.as_str(),
-                            head.version,
-                            head.last_updated,
-                            head.content.clone(),
-                        )?),
-                    });
-                }
-            }
-        }
-        let version = head.version + 1;
-        let at = Instant::now();
-        stamp_meta(&mut resource, version, at);
-        let content = serialize(&resource)?;
-        write_version(
-            conn,
-            VersionWrite {
-                ty: req.resource_type,
-                id: &req.id,
-                version,
-                at,
-                method: "PUT",
-                content: Some(content.clone()),
-            },
-            &req.content.indexes,
-            false,
-        )?;
-        Ok(WriteOutcome {
-            kind: if exists {
-                WriteKind::Updated
-            } else {
-                WriteKind::Created
-            },
-            stored: Some(StoredResource {
-                resource_type: req.resource_type,
-                id: req.id.clone(),
-                version,
-                last_updated: at,
-                content: Some(content),
-            }),
-        })
-    }
-}
-
-fn do_delete(conn: &mut Conn, req: DeleteRequest) -> StorageResult<WriteOutcome> {
-    conn.write_tx(|conn| delete_in(conn, req))
-}
-
-fn delete_in(conn: &mut Conn, req: DeleteRequest) -> StorageResult<WriteOutcome> {
-    {
-        let Some(head) = read_head(conn, req.resource_type, &req.id, true)? else {
-            if let Precondition::VersionIs(_) = req.precondition {
-                return Err(StorageError::VersionConflict { current: None });
-            }
-            return Ok(WriteOutcome {
-                kind: WriteKind::NothingToDelete,
-                stored: None,
-            });
-        };
-        let exists = head.version > 0 && head.deleted == 0;
-        if let Precondition::VersionIs(v) = req.precondition {
-            if !exists || head.version != v {
-                return Err(StorageError::VersionConflict {
-                    current: exists.then_some(head.version),
-                });
-            }
-        }
-        if !exists {
-            return Ok(WriteOutcome {
-                kind: WriteKind::NothingToDelete,
-                stored: None,
-            });
-        }
-        let version = head.version + 1;
-        let at = Instant::now();
-        write_version(
-            conn,
-            VersionWrite {
-                ty: req.resource_type,
-                id: &req.id,
-                version,
-                at,
-                method: "DELETE",
-                content: None,
-            },
-            &[],
-            false,
-        )?;
-        Ok(WriteOutcome {
-            kind: WriteKind::Deleted,
-            stored: Some(StoredResource {
-                resource_type: req.resource_type,
-                id: req.id.clone(),
-                version,
-                last_updated: at,
-                content: None,
-            }),
-        })
-    }
-}
-
-fn do_history(conn: &mut Conn, q: HistoryQuery) -> StorageResult<HistoryPage> {
-    let build = |count_only: bool| {
-        let mut sql = Sql::new();
-        if count_only {
-            sql.push("SELECT COUNT(*) AS n FROM resource_versions v WHERE 1 = 1");
-        } else {
-            sql.push("SELECT seq, res_type, res_id, version, last_updated, method, ")
-                .push(VERSION_CONTENT)
-                .push(" FROM resource_versions v WHERE 1 = 1");
-        }
-        match &q.scope {
-            HistoryScope::System => {}
-            HistoryScope::Type(t) => {
-                sql.push(" AND ");
-                scope_filter(&mut sql, "v", *t);
-            }
-            HistoryScope::Instance(t, id) => {
-                sql.push(" AND ");
-                scope_filter(&mut sql, "v", *t);
-                sql.push(" AND v.res_id = ").text(id.as_str());
-            }
-        }
-        if let Some(since) = q.since {
-            sql.push(" AND v.last_updated >= ").int(since.0);
-        }
-        if !count_only {
-            if let Some(before) = q.before_seq {
-                sql.push(" AND v.seq < ").int(before);
-            }
-            sql.push(" ORDER BY v.seq DESC LIMIT ")
-                .int(i64::try_from(q.count + 1).unwrap_or(i64::MAX));
-        }
-        sql
-    };
-    let sql = build(false);
-    let mut rows = conn.load::<rows::VersionRow>(&sql)?;
-    let total = conn.count(&build(true))?;
-    let next = if rows.len() > q.count {
-        rows.truncate(q.count);
-        rows.last().map(|r| r.seq)
-    } else {
-        None
-    };
-    let mut entries = Vec::with_capacity(rows.len());
-    for r in rows {
-        let ty: ResourceType = r
-            .res_type
-            .parse()
-            .map_err(|_| StorageError::Internal(anyhow::anyhow!("unknown stored type")))?;
-        entries.push(HistoryEntry {
-            seq: r.seq,
-            resource: stored(ty, &r.res_id, r.version, r.last_updated, r.content)?,
-            method: r.method,
-        });
-    }
-    Ok(HistoryPage {
-        entries,
-        total,
-        next_before_seq: next,
-    })
 }
 
 #[async_trait]
@@ -1355,7 +352,7 @@ impl ResourceRead for SqlBackend {
         id: &LogicalId,
     ) -> StorageResult<StoredResource> {
         let id = id.clone();
-        self.blocking(move |mut conn| read_current(&mut conn, ty, &id))
+        self.blocking(move |mut conn| read::read_current(&mut conn, ty, &id))
             .await
     }
 
@@ -1367,7 +364,7 @@ impl ResourceRead for SqlBackend {
         version: VersionId,
     ) -> StorageResult<StoredResource> {
         let id = id.clone();
-        self.blocking(move |mut conn| read_version(&mut conn, ty, &id, version))
+        self.blocking(move |mut conn| read::read_version(&mut conn, ty, &id, version))
             .await
     }
 }
@@ -1379,7 +376,7 @@ impl ResourceWrite for SqlBackend {
         _ctx: &RequestContext,
         req: CreateRequest,
     ) -> StorageResult<WriteOutcome> {
-        self.blocking(move |mut conn| do_create(&mut conn, req))
+        self.blocking(move |mut conn| write::do_create(&mut conn, req))
             .await
     }
 
@@ -1388,7 +385,7 @@ impl ResourceWrite for SqlBackend {
         _ctx: &RequestContext,
         req: UpdateRequest,
     ) -> StorageResult<WriteOutcome> {
-        self.blocking(move |mut conn| do_update(&mut conn, req))
+        self.blocking(move |mut conn| write::do_update(&mut conn, req))
             .await
     }
 
@@ -1397,7 +394,7 @@ impl ResourceWrite for SqlBackend {
         _ctx: &RequestContext,
         req: DeleteRequest,
     ) -> StorageResult<WriteOutcome> {
-        self.blocking(move |mut conn| do_delete(&mut conn, req))
+        self.blocking(move |mut conn| write::do_delete(&mut conn, req))
             .await
     }
 }
@@ -1409,7 +406,7 @@ impl History for SqlBackend {
         _ctx: &RequestContext,
         query: HistoryQuery,
     ) -> StorageResult<HistoryPage> {
-        self.blocking(move |mut conn| do_history(&mut conn, query))
+        self.blocking(move |mut conn| history::do_history(&mut conn, query))
             .await
     }
 }
@@ -1436,40 +433,7 @@ impl PageTokens for SqlBackend {
         params: Vec<String>,
         ttl: std::time::Duration,
     ) -> StorageResult<Vec<String>> {
-        let now = Instant::now().0;
-        let expires = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
-        let tokens: Vec<String> = params
-            .iter()
-            .map(|_| uuid::Uuid::new_v4().simple().to_string())
-            .collect();
-        let out = tokens.clone();
-        self.blocking(move |mut conn| {
-            conn.write_tx(|conn| {
-                let mut sweep = Sql::prepared();
-                sweep
-                    .push("DELETE FROM page_tokens WHERE expires_at < ")
-                    .int(now);
-                conn.exec(&sweep)?;
-                for (token, p) in tokens.iter().zip(&params) {
-                    let mut sql = Sql::prepared();
-                    sql.push(
-                        "INSERT INTO page_tokens (token, res_type, params, expires_at) VALUES (",
-                    )
-                    .text(token)
-                    .push(", ")
-                    .text(ty.as_str())
-                    .push(", ")
-                    .text(p)
-                    .push(", ")
-                    .int(expires)
-                    .push(")");
-                    conn.exec(&sql)?;
-                }
-                Ok(())
-            })
-        })
-        .await?;
-        Ok(out)
+        page_tokens::put(self, ty, params, ttl).await
     }
 
     async fn get_page(
@@ -1477,21 +441,7 @@ impl PageTokens for SqlBackend {
         _ctx: &RequestContext,
         token: &str,
     ) -> StorageResult<Option<(ResourceType, String)>> {
-        let token = token.to_owned();
-        let now = Instant::now().0;
-        self.blocking(move |mut conn| {
-            let mut sql = Sql::new();
-            sql.push("SELECT res_type, params FROM page_tokens WHERE token = ")
-                .text(&token)
-                .push(" AND expires_at >= ")
-                .int(now);
-            Ok(conn
-                .load::<rows::PageToken>(&sql)?
-                .into_iter()
-                .next()
-                .and_then(|r| Some((r.res_type.parse().ok()?, r.params))))
-        })
-        .await
+        page_tokens::get(self, token).await
     }
 }
 
@@ -1502,45 +452,30 @@ struct SqlTx<'c> {
 
 impl TxOps for SqlTx<'_> {
     fn create(&mut self, req: CreateRequest, id: Option<LogicalId>) -> StorageResult<WriteOutcome> {
-        create_in(self.conn, req, id)
+        write::create_in(self.conn, req, id)
     }
     fn update(&mut self, req: UpdateRequest) -> StorageResult<WriteOutcome> {
-        update_in(self.conn, req)
+        write::update_in(self.conn, req)
     }
     fn create_many(
         &mut self,
         reqs: Vec<(CreateRequest, LogicalId)>,
         method: CreateMethod,
     ) -> StorageResult<Vec<WriteOutcome>> {
-        create_many_in(self.conn, reqs, method)
+        write::create_many_in(self.conn, reqs, method)
     }
     fn existing_ids(
         &mut self,
         ty: ResourceType,
         ids: &[&LogicalId],
     ) -> StorageResult<std::collections::HashSet<String>> {
-        let mut out = std::collections::HashSet::new();
-        for chunk in ids.chunks(500) {
-            let mut sql = Sql::new();
-            sql.push("SELECT r.res_id AS res_id FROM resources r WHERE ");
-            scope_filter(&mut sql, "r", ty);
-            sql.push(" AND r.res_id IN (")
-                .text_list(chunk.iter().map(|id| id.as_str()))
-                .push(")");
-            out.extend(
-                self.conn
-                    .load::<rows::ResId>(&sql)?
-                    .into_iter()
-                    .map(|r| r.res_id),
-            );
-        }
-        Ok(out)
+        write::existing_ids(self.conn, ty, ids)
     }
     fn delete(&mut self, req: DeleteRequest) -> StorageResult<WriteOutcome> {
-        delete_in(self.conn, req)
+        write::delete_in(self.conn, req)
     }
     fn read(&mut self, ty: ResourceType, id: &LogicalId) -> StorageResult<StoredResource> {
-        read_current(self.conn, ty, id)
+        read::read_current(self.conn, ty, id)
     }
     fn vread(
         &mut self,
@@ -1548,13 +483,13 @@ impl TxOps for SqlTx<'_> {
         id: &LogicalId,
         version: VersionId,
     ) -> StorageResult<StoredResource> {
-        read_version(self.conn, ty, id, version)
+        read::read_version(self.conn, ty, id, version)
     }
     fn find(&mut self, query: &SearchQuery, limit: usize) -> StorageResult<Vec<StoredResource>> {
         search::matches_for_write(self.conn, query, limit)?
             .into_iter()
             .map(|f| {
-                stored(
+                read::stored(
                     query.resource_type,
                     &f.res_id,
                     f.version,
@@ -1568,14 +503,7 @@ impl TxOps for SqlTx<'_> {
         search::run(self.conn, query)
     }
     fn lock(&mut self, key: &str) -> StorageResult<()> {
-        if self.conn.dialect() == Dialect::Postgres {
-            let mut sql = Sql::new();
-            sql.push("SELECT pg_advisory_xact_lock(")
-                .int(fnv1a(key))
-                .push(")");
-            self.conn.exec(&sql)?;
-        }
-        Ok(())
+        write::advisory_lock(self.conn, key)
     }
 }
 

@@ -4,9 +4,8 @@ use async_trait::async_trait;
 
 use super::{search, Conn, Dialect, Sql, SqlBackend};
 use crate::model::{LogicalId, ResourceType};
-use crate::storage::{
-    Extractor, IndexRow, Reindex, ReindexStep, ResourceKey, StorageError, StorageResult,
-};
+use crate::search::rows::IndexRow;
+use crate::storage::{Extractor, Reindex, ReindexStep, ResourceKey, StorageError, StorageResult};
 
 #[derive(diesel::QueryableByName)]
 struct Row {

@@ -1,0 +1,73 @@
+//! History: version rows newest first (system, type or instance), with the
+//! `_since` bound, keyset paging on the version sequence and the total.
+
+use super::builder::Sql;
+use super::conn::Conn;
+use super::read::{stored, VERSION_CONTENT};
+use super::{rows, scope_filter};
+use crate::model::ResourceType;
+use crate::storage::{
+    HistoryEntry, HistoryPage, HistoryQuery, HistoryScope, StorageError, StorageResult,
+};
+
+pub(super) fn do_history(conn: &mut Conn, q: HistoryQuery) -> StorageResult<HistoryPage> {
+    let build = |count_only: bool| {
+        let mut sql = Sql::new();
+        if count_only {
+            sql.push("SELECT COUNT(*) AS n FROM resource_versions v WHERE 1 = 1");
+        } else {
+            sql.push("SELECT seq, res_type, res_id, version, last_updated, method, ")
+                .push(VERSION_CONTENT)
+                .push(" FROM resource_versions v WHERE 1 = 1");
+        }
+        match &q.scope {
+            HistoryScope::System => {}
+            HistoryScope::Type(t) => {
+                sql.push(" AND ");
+                scope_filter(&mut sql, "v", *t);
+            }
+            HistoryScope::Instance(t, id) => {
+                sql.push(" AND ");
+                scope_filter(&mut sql, "v", *t);
+                sql.push(" AND v.res_id = ").text(id.as_str());
+            }
+        }
+        if let Some(since) = q.since {
+            sql.push(" AND v.last_updated >= ").int(since.0);
+        }
+        if !count_only {
+            if let Some(before) = q.before_seq {
+                sql.push(" AND v.seq < ").int(before);
+            }
+            sql.push(" ORDER BY v.seq DESC LIMIT ")
+                .int(i64::try_from(q.count + 1).unwrap_or(i64::MAX));
+        }
+        sql
+    };
+    let sql = build(false);
+    let mut rows = conn.load::<rows::VersionRow>(&sql)?;
+    let total = conn.count(&build(true))?;
+    let next = if rows.len() > q.count {
+        rows.truncate(q.count);
+        rows.last().map(|r| r.seq)
+    } else {
+        None
+    };
+    let mut entries = Vec::with_capacity(rows.len());
+    for r in rows {
+        let ty: ResourceType = r
+            .res_type
+            .parse()
+            .map_err(|_| StorageError::Internal(anyhow::anyhow!("unknown stored type")))?;
+        entries.push(HistoryEntry {
+            seq: r.seq,
+            resource: stored(ty, &r.res_id, r.version, r.last_updated, r.content)?,
+            method: r.method,
+        });
+    }
+    Ok(HistoryPage {
+        entries,
+        total,
+        next_before_seq: next,
+    })
+}
