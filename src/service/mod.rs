@@ -138,6 +138,22 @@ impl Service {
     }
 }
 
+/// ANDs the caller's restriction on the query's type into it (query
+/// rewriting: matches, totals and counts then hold only what the caller may
+/// see). A type the caller may not see at all matches nothing.
+pub(crate) fn restrict(ctx: &RequestContext, query: &mut crate::search::types::SearchQuery) {
+    use crate::policy::Restriction;
+    use crate::search::types::Predicate;
+    match ctx.restriction(query.resource_type) {
+        Restriction::None => {}
+        Restriction::Everything => query.predicates.push(Predicate::Id {
+            ids: Vec::new(),
+            not: false,
+        }),
+        Restriction::Where(p) => query.predicates.push(p),
+    }
+}
+
 /// The guard every resource passes on its way to a caller: `Some` when the
 /// policy admits it, `None` when the caller must not learn it exists.
 pub(crate) fn admitted(ctx: &RequestContext, r: StoredResource) -> Option<StoredResource> {

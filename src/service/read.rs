@@ -37,10 +37,23 @@ impl Service {
             Err(StorageError::Gone {
                 version,
                 last_updated,
-            }) => Ok(Found::Deleted {
-                version,
-                last_updated,
-            }),
+            }) => {
+                // A deletion of a resource the caller may not see is a 404 too.
+                let marker = StoredResource {
+                    resource_type: ty,
+                    id: id.clone(),
+                    version,
+                    last_updated,
+                    content: None,
+                };
+                match admitted(ctx, marker) {
+                    Some(_) => Ok(Found::Deleted {
+                        version,
+                        last_updated,
+                    }),
+                    None => Err(ServiceError::NotFound("Resource not found".into())),
+                }
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -77,8 +90,20 @@ impl Service {
             .await
             .map_err(|e| match e {
                 StorageError::NotFound => absent(),
-                StorageError::Gone { .. } => {
-                    ServiceError::Gone(format!("Version {version} of {ty}/{id} is a deletion"))
+                StorageError::Gone { last_updated, .. } => {
+                    let marker = StoredResource {
+                        resource_type: ty,
+                        id: id.clone(),
+                        version,
+                        last_updated,
+                        content: None,
+                    };
+                    match admitted(ctx, marker) {
+                        Some(_) => ServiceError::Gone(format!(
+                            "Version {version} of {ty}/{id} is a deletion"
+                        )),
+                        None => absent(),
+                    }
                 }
                 other => other.into(),
             })?;

@@ -3,7 +3,7 @@
 //! totals and `_include`/`_revinclude` are computed under the caller's
 //! restriction (storage applies it); every resource is admitted again here.
 
-use super::{admit_all, Service, ServiceError, ServiceResult};
+use super::{admit_all, restrict, Service, ServiceError, ServiceResult};
 use crate::context::RequestContext;
 use crate::model::{LogicalId, ResourceType};
 use crate::search::parse::{self as search_parse, Options, ParsedSearch};
@@ -117,11 +117,13 @@ impl Service {
         if let Some(p) = input.within {
             parsed.query.predicates.push(p);
         }
+        let mut query = parsed.query.clone();
+        restrict(ctx, &mut query);
         let searcher = self
             .backend
             .search()
             .ok_or_else(|| ServiceError::MethodNotAllowed("search is not supported".into()))?;
-        let mut page = searcher.search(ctx, &parsed.query).await?;
+        let mut page = searcher.search(ctx, &query).await?;
         page.resources = admit_all(ctx, std::mem::take(&mut page.resources));
         page.included = admit_all(ctx, std::mem::take(&mut page.included));
         Ok(SearchOutput { parsed, page })

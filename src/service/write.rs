@@ -51,7 +51,11 @@ pub fn prepare_write(
 }
 
 /// The pipeline's extraction step: the resource's search index rows.
-pub fn extract(ty: ResourceType, value: &Value, base_url: &str) -> Vec<crate::storage::IndexRow> {
+pub fn extract(
+    ty: ResourceType,
+    value: &Value,
+    base_url: &str,
+) -> Vec<crate::search::rows::IndexRow> {
     index::extract(ty, value, base_url)
 }
 
@@ -136,6 +140,11 @@ impl Service {
     ) -> ServiceResult<Written> {
         self.require(ty, crate::storage::Interaction::Create)?;
         let content = self.prepare(ty, body, WriteTarget::Create, base_url)?;
+        // The caller's If-None-Exist sees only what the caller may see.
+        let if_none_exist = if_none_exist.map(|mut q| {
+            super::restrict(ctx, &mut q);
+            q
+        });
         let writer = self
             .backend
             .writer()

@@ -283,6 +283,9 @@ pub enum CreateMethod {
 /// Operations available inside one storage transaction (all synchronous: the
 /// work runs on a blocking thread while the transaction is open).
 pub trait TxOps {
+    /// The caller the transaction runs for (its restriction applies to
+    /// [`TxOps::search`]'s includes; the service restricts matches).
+    fn ctx(&self) -> &RequestContext;
     /// `id`: a pre-assigned id for the new resource (else one is generated).
     fn create(&mut self, req: CreateRequest, id: Option<LogicalId>) -> StorageResult<WriteOutcome>;
     fn update(&mut self, req: UpdateRequest) -> StorageResult<WriteOutcome>;

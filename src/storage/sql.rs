@@ -337,10 +337,40 @@ fn sqlite_target(url: &str) -> anyhow::Result<(String, bool)> {
     Ok((path.to_owned(), false))
 }
 
-/// The single chokepoint for the scope predicate on resource reads. Today the
-/// scope is the resource type; practice (ODS) scoping will be added here.
+/// The type predicate of every statement that reads resources (`alias` is a
+/// `resources` or `resource_versions` row). Practice (ODS) scoping goes here.
 fn scope_filter(sql: &mut Sql, alias: &str, ty: ResourceType) {
     sql.push(alias).push(".res_type = ").text(ty.as_str());
+}
+
+/// The scope chokepoint for sets a caller reads (`_include`/`_revinclude`
+/// results, history and its total): [`scope_filter`] and the policy's
+/// restriction for `ty`, as SQL on `alias`. (Search matches and conditional
+/// matches carry the restriction in their query: the service ANDs it in.)
+fn caller_scope(sql: &mut Sql, sqlite: bool, alias: &str, ty: ResourceType, ctx: &RequestContext) {
+    scope_filter(sql, alias, ty);
+    restriction_sql(sql, sqlite, alias, ty, ctx);
+}
+
+/// ` AND <the policy's restriction on ty>` (nothing when unrestricted).
+fn restriction_sql(
+    sql: &mut Sql,
+    sqlite: bool,
+    alias: &str,
+    ty: ResourceType,
+    ctx: &RequestContext,
+) {
+    match ctx.restriction(ty) {
+        crate::policy::Restriction::None => {}
+        crate::policy::Restriction::Everything => {
+            sql.push(" AND 1 = 0");
+        }
+        crate::policy::Restriction::Where(p) => {
+            sql.push(" AND ");
+            let mut a = search::Aliases::for_dialect(sqlite);
+            search::predicate(sql, &mut a, &p, alias, ty);
+        }
+    }
 }
 
 #[async_trait]
@@ -403,23 +433,21 @@ impl ResourceWrite for SqlBackend {
 impl History for SqlBackend {
     async fn history(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         query: HistoryQuery,
     ) -> StorageResult<HistoryPage> {
-        self.blocking(move |mut conn| history::do_history(&mut conn, query))
+        let ctx = ctx.clone();
+        self.blocking(move |mut conn| history::do_history(&mut conn, query, &ctx))
             .await
     }
 }
 
 #[async_trait]
 impl Search for SqlBackend {
-    async fn search(
-        &self,
-        _ctx: &RequestContext,
-        query: &SearchQuery,
-    ) -> StorageResult<SearchPage> {
+    async fn search(&self, ctx: &RequestContext, query: &SearchQuery) -> StorageResult<SearchPage> {
         let query = query.clone();
-        self.blocking(move |mut conn| search::run(&mut conn, &query))
+        let ctx = ctx.clone();
+        self.blocking(move |mut conn| search::run(&mut conn, &query, &ctx))
             .await
     }
 }
@@ -448,9 +476,13 @@ impl PageTokens for SqlBackend {
 /// [`TxOps`] over one connection with an open write transaction.
 struct SqlTx<'c> {
     conn: &'c mut Conn,
+    ctx: &'c RequestContext,
 }
 
 impl TxOps for SqlTx<'_> {
+    fn ctx(&self) -> &RequestContext {
+        self.ctx
+    }
     fn create(&mut self, req: CreateRequest, id: Option<LogicalId>) -> StorageResult<WriteOutcome> {
         write::create_in(self.conn, req, id)
     }
@@ -500,7 +532,7 @@ impl TxOps for SqlTx<'_> {
             .collect()
     }
     fn search(&mut self, query: &SearchQuery) -> StorageResult<SearchPage> {
-        search::run(self.conn, query)
+        search::run(self.conn, query, self.ctx)
     }
     fn lock(&mut self, key: &str) -> StorageResult<()> {
         write::advisory_lock(self.conn, key)
@@ -509,8 +541,9 @@ impl TxOps for SqlTx<'_> {
 
 #[async_trait]
 impl Transactions for SqlBackend {
-    async fn transaction(&self, _ctx: &RequestContext, work: TxWork) -> StorageResult<()> {
-        self.blocking(move |mut conn| conn.write_tx(|conn| work(&mut SqlTx { conn })))
+    async fn transaction(&self, ctx: &RequestContext, work: TxWork) -> StorageResult<()> {
+        let ctx = ctx.clone();
+        self.blocking(move |mut conn| conn.write_tx(|conn| work(&mut SqlTx { conn, ctx: &ctx })))
             .await
     }
 }

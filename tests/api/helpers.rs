@@ -4,8 +4,11 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use actix_web::http::Method;
 use fhirbridge::config::Settings;
+use fhirbridge::policy::Policy;
 use serde_json::Value;
 
 pub const PG_ENV: &str = "FHIRBRIDGE_TEST_POSTGRES_URL";
@@ -57,6 +60,8 @@ pub struct TestApp {
     pub db_url: String,
     _dir: Option<tempfile::TempDir>,
     pg_schema: Option<(String, String)>,
+    /// Another app whose lifetime (its PostgreSQL schema) this one shares.
+    _keep: Option<Box<TestApp>>,
 }
 
 pub struct Resp {
@@ -145,14 +150,51 @@ impl TestApp {
         ))
     }
 
+    /// SQLite under an access policy.
+    pub async fn sqlite_with_policy(policy: Arc<dyn Policy>) -> TestApp {
+        init_logs();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        TestApp::start_with(settings_with(&url), "sqlite", Some(dir), None, policy)
+    }
+
+    /// PostgreSQL under an access policy (None when not configured).
+    pub async fn postgres_with_policy(policy: Arc<dyn Policy>) -> Option<TestApp> {
+        let app = TestApp::postgres().await?;
+        // Re-open the same schema under the policy (the first server stays idle).
+        let settings = settings_with(&app.db_url);
+        let pg = app.pg_schema.clone();
+        let mut policed = TestApp::start_with(settings, "postgres", None, pg, policy);
+        policed._keep = Some(Box::new(app));
+        Some(policed)
+    }
+
     pub fn start(
         settings: Settings,
         backend: &'static str,
         dir: Option<tempfile::TempDir>,
         pg_schema: Option<(String, String)>,
     ) -> TestApp {
+        TestApp::start_with(
+            settings,
+            backend,
+            dir,
+            pg_schema,
+            Arc::new(fhirbridge::policy::AllowAll),
+        )
+    }
+
+    pub fn start_with(
+        settings: Settings,
+        backend: &'static str,
+        dir: Option<tempfile::TempDir>,
+        pg_schema: Option<(String, String)>,
+        policy: Arc<dyn Policy>,
+    ) -> TestApp {
         let db_url = settings.storage.database_url.clone();
-        let app = fhirbridge::Application::build(settings).expect("server builds");
+        let store = fhirbridge::open_backend(&settings).expect("storage opens");
+        let app =
+            fhirbridge::Application::build_with(settings, store, policy).expect("server builds");
         let port = app.port();
         actix_rt::spawn(app.run_until_stopped());
         let client = awc::Client::builder()
@@ -165,6 +207,7 @@ impl TestApp {
             db_url,
             _dir: dir,
             pg_schema,
+            _keep: None,
         }
     }
 
@@ -179,6 +222,7 @@ impl TestApp {
             db_url: String::new(),
             _dir: None,
             pg_schema: None,
+            _keep: None,
         }
     }
 

@@ -17,6 +17,7 @@ mod http;
 mod interop;
 mod ops;
 mod page_tokens;
+mod policy;
 mod realdata;
 mod reindex;
 mod seam;

@@ -80,7 +80,7 @@ pub(super) struct Entry {
     pub(super) op: Op,
     /// Index rows extracted before the transaction (valid while no reference
     /// resolution inside the transaction changes the resource).
-    pub(super) indexes: Option<Vec<crate::storage::IndexRow>>,
+    pub(super) indexes: Option<Vec<crate::search::rows::IndexRow>>,
     /// Conditional references (`Type?criteria`) in the resource.
     pub(super) cond_refs: Vec<String>,
 }

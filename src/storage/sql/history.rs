@@ -4,13 +4,21 @@
 use super::builder::Sql;
 use super::conn::Conn;
 use super::read::{stored, VERSION_CONTENT};
-use super::{rows, scope_filter};
+use super::{caller_scope, rows, Dialect};
+use crate::context::RequestContext;
 use crate::model::ResourceType;
 use crate::storage::{
     HistoryEntry, HistoryPage, HistoryQuery, HistoryScope, StorageError, StorageResult,
 };
 
-pub(super) fn do_history(conn: &mut Conn, q: HistoryQuery) -> StorageResult<HistoryPage> {
+/// History under `ctx`'s restriction: a version is listed (and counted) when
+/// its resource, as it is now, is one the caller may see.
+pub(super) fn do_history(
+    conn: &mut Conn,
+    q: HistoryQuery,
+    ctx: &RequestContext,
+) -> StorageResult<HistoryPage> {
+    let sqlite = conn.dialect() == Dialect::Sqlite;
     let build = |count_only: bool| {
         let mut sql = Sql::new();
         if count_only {
@@ -21,14 +29,27 @@ pub(super) fn do_history(conn: &mut Conn, q: HistoryQuery) -> StorageResult<Hist
                 .push(" FROM resource_versions v WHERE 1 = 1");
         }
         match &q.scope {
-            HistoryScope::System => {}
+            HistoryScope::System if ctx.unrestricted() => {}
+            HistoryScope::System => {
+                // Each type under its own restriction (types without one as they are).
+                sql.push(" AND (");
+                for (i, t) in ResourceType::ALL.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(" OR ");
+                    }
+                    sql.push("(");
+                    caller_scope(&mut sql, sqlite, "v", *t, ctx);
+                    sql.push(")");
+                }
+                sql.push(")");
+            }
             HistoryScope::Type(t) => {
                 sql.push(" AND ");
-                scope_filter(&mut sql, "v", *t);
+                caller_scope(&mut sql, sqlite, "v", *t, ctx);
             }
             HistoryScope::Instance(t, id) => {
                 sql.push(" AND ");
-                scope_filter(&mut sql, "v", *t);
+                caller_scope(&mut sql, sqlite, "v", *t, ctx);
                 sql.push(" AND v.res_id = ").text(id.as_str());
             }
         }

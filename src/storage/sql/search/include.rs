@@ -3,13 +3,14 @@
 
 use super::predicate::by_owner;
 use super::CHUNK;
+use crate::context::RequestContext;
 use crate::model::ResourceType;
 use crate::search::registry::{self, ParamDef, ParamKind};
 use crate::search::types::*;
 use crate::storage::sql::builder::Sql;
 use crate::storage::sql::conn::Conn;
 use crate::storage::sql::read::stored;
-use crate::storage::sql::{rows, scope_filter, Dialect};
+use crate::storage::sql::{caller_scope, rows, Dialect};
 use crate::storage::{SearchPage, StorageResult, StoredResource};
 
 /// Most resources `_include`/`_revinclude` may add to one page.
@@ -24,12 +25,14 @@ fn load_by_ids(
     conn: &mut Conn,
     ty: ResourceType,
     ids: &[String],
+    ctx: &RequestContext,
 ) -> StorageResult<Vec<StoredResource>> {
+    let sqlite = conn.dialect() == Dialect::Sqlite;
     let mut out = Vec::new();
     for chunk in ids.chunks(CHUNK) {
         let mut sql = Sql::new();
         sql.push("SELECT r.res_id, r.version, r.last_updated, r.content FROM resources r WHERE ");
-        scope_filter(&mut sql, "r", ty);
+        caller_scope(&mut sql, sqlite, "r", ty, ctx);
         sql.push(" AND r.deleted = 0 AND r.res_id IN (")
             .text_list(chunk)
             .push(") ORDER BY r.res_id");
@@ -57,7 +60,9 @@ fn follow(
     from: &[StoredResource],
     spec: &IncludeSpec,
     reverse: bool,
+    ctx: &RequestContext,
 ) -> StorageResult<Vec<StoredResource>> {
+    let sqlite = conn.dialect() == Dialect::Sqlite;
     let mut out = Vec::new();
     if from.is_empty() {
         return Ok(out);
@@ -96,7 +101,7 @@ fn follow(
                     }
                 }
                 for (ty, ids) in by_type {
-                    out.extend(load_by_ids(conn, ty, &ids)?);
+                    out.extend(load_by_ids(conn, ty, &ids, ctx)?);
                 }
             }
         } else {
@@ -115,7 +120,7 @@ fn follow(
                 for chunk in ids.chunks(CHUNK) {
                     let mut sql = Sql::new();
                     sql.push("SELECT r.res_id, r.version, r.last_updated, r.content FROM resources r WHERE ");
-                    scope_filter(&mut sql, "r", spec.source);
+                    caller_scope(&mut sql, sqlite, "r", spec.source, ctx);
                     sql.push(" AND r.deleted = 0 AND r.res_id IN (SELECT x.res_id FROM idx_reference x WHERE x.res_type = ")
                         .text(spec.source.as_str())
                         .push(" AND x.param = ")
@@ -146,6 +151,7 @@ pub(super) fn includes(
     conn: &mut Conn,
     query: &SearchQuery,
     out: &mut SearchPage,
+    ctx: &RequestContext,
 ) -> StorageResult<()> {
     let mut seen: std::collections::BTreeSet<(ResourceType, String)> =
         out.resources.iter().map(key).collect();
@@ -162,7 +168,7 @@ pub(super) fn includes(
             if round > 0 && !spec.iterate {
                 continue;
             }
-            for r in follow(conn, &frontier, spec, reverse)? {
+            for r in follow(conn, &frontier, spec, reverse, ctx)? {
                 if seen.insert(key(&r)) {
                     if out.included.len() >= MAX_INCLUDED {
                         out.include_truncated = true;

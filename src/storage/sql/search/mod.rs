@@ -32,7 +32,7 @@ use crate::storage::{SearchPage, StorageResult};
 use include::includes;
 use page::{cursor_of, total};
 use plan::{intersect_lookups, push_selection, Source};
-use predicate::Aliases;
+pub(super) use predicate::{predicate, Aliases};
 
 /// Ids (or index rows) per statement in chunked inserts, deletes and loads.
 const CHUNK: usize = 200;
@@ -52,7 +52,13 @@ pub(super) fn matches_for_write(
     conn.load::<rows::Found>(&sql)
 }
 
-pub(super) fn run(conn: &mut Conn, query: &SearchQuery) -> StorageResult<SearchPage> {
+/// One page of `query`'s matches (which carry the caller's restriction: the
+/// service ANDs it in) and their includes (under `ctx`'s restriction).
+pub(super) fn run(
+    conn: &mut Conn,
+    query: &SearchQuery,
+    ctx: &crate::context::RequestContext,
+) -> StorageResult<SearchPage> {
     let intersected = intersect_lookups(conn, query)?;
     let query = intersected.as_ref().unwrap_or(query);
     let mut out = SearchPage {
@@ -99,7 +105,7 @@ pub(super) fn run(conn: &mut Conn, query: &SearchQuery) -> StorageResult<SearchP
         )?);
     }
     if !query.include.is_empty() || !query.revinclude.is_empty() {
-        includes(conn, query, &mut out)?;
+        includes(conn, query, &mut out, ctx)?;
     }
     Ok(out)
 }

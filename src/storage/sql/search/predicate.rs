@@ -18,7 +18,7 @@ const MAX_CHAR: char = '\u{10FFFF}';
 /// Unique table aliases for nested subqueries, and how the next index lookup
 /// is written.
 #[derive(Default)]
-pub(super) struct Aliases {
+pub(in crate::storage::sql) struct Aliases {
     n: usize,
     /// The next `open_rows` probes the candidate's own rows (`EXISTS … WHERE
     /// t.res_id = r.res_id`, through the owner index) instead of collecting
@@ -35,8 +35,12 @@ pub(super) struct Aliases {
 
 impl Aliases {
     pub(super) fn for_conn(conn: &Conn) -> Aliases {
+        Aliases::for_dialect(conn.dialect() == Dialect::Sqlite)
+    }
+
+    pub(in crate::storage::sql) fn for_dialect(sqlite: bool) -> Aliases {
         Aliases {
-            sqlite: conn.dialect() == Dialect::Sqlite,
+            sqlite,
             ..Aliases::default()
         }
     }
@@ -389,7 +393,7 @@ fn index_param_key(param: &ParamDef, test: &Test) -> (String, &'static str) {
 
 /// Appends a boolean SQL expression: does the `alias` row (a resource of type
 /// `ty`) satisfy `pred`?
-pub(super) fn predicate(
+pub(in crate::storage::sql) fn predicate(
     sql: &mut Sql,
     a: &mut Aliases,
     pred: &Predicate,
