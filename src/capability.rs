@@ -31,6 +31,7 @@ pub fn capability_statement(
             let search_params: Vec<Value> = reg
                 .common()
                 .chain(reg.for_type(*ty))
+                .filter(|p| caps.supports_param(*ty, &p.code))
                 .map(|p| {
                     json!({
                         "name": p.code,
@@ -72,6 +73,7 @@ pub fn capability_statement(
                     includes.extend(
                         reg.for_type(*ty)
                             .filter(|p| p.kind == registry::ParamKind::Reference)
+                            .filter(|p| caps.supports_param(*ty, &p.code))
                             .map(|p| json!(format!("{ty}:{}", p.code))),
                     );
                     obj.insert("searchInclude".into(), Value::Array(includes));
@@ -82,6 +84,7 @@ pub fn capability_statement(
                             reg.for_type(*src)
                                 .filter(|p| {
                                     p.kind == registry::ParamKind::Reference
+                                        && caps.supports_param(*src, &p.code)
                                         && (p.targets.is_empty() || p.targets.contains(ty))
                                 })
                                 .map(move |p| json!(format!("{src}:{}", p.code)))

@@ -114,6 +114,7 @@ impl Service {
             },
         )
         .map_err(search_error)?;
+        self.check_supported(input.ty, &parsed.query)?;
         if let Some(p) = input.within {
             parsed.query.predicates.push(p);
         }
@@ -174,6 +175,42 @@ impl Service {
             ));
         }
         Ok(Predicate::AnyOf(any))
+    }
+
+    /// 400 when the query uses a parameter the backend does not declare.
+    fn check_supported(&self, ty: ResourceType, query: &SearchQuery) -> ServiceResult<()> {
+        fn codes<'q>(p: &'q Predicate, out: &mut Vec<&'q str>) {
+            match p {
+                Predicate::Id { .. } => out.push("_id"),
+                Predicate::LastUpdated(_) => out.push("_lastUpdated"),
+                Predicate::Index { param, .. }
+                | Predicate::Missing { param, .. }
+                | Predicate::Chain { param, .. }
+                | Predicate::Composite { param, .. } => out.push(&param.code),
+                Predicate::Has { .. } => out.push("_has"),
+                Predicate::AllOf(ps) | Predicate::AnyOf(ps) => {
+                    for p in ps {
+                        codes(p, out);
+                    }
+                }
+            }
+        }
+        let caps = self.capabilities();
+        if matches!(caps.search_params, crate::storage::SearchParams::Registry) {
+            return Ok(());
+        }
+        let mut used = Vec::new();
+        for p in &query.predicates {
+            codes(p, &mut used);
+        }
+        match used.into_iter().find(|c| !caps.supports_param(ty, c)) {
+            Some(code) => Err(ServiceError::BadRequest(vec![super::OoIssue::error(
+                "not-supported",
+                format!("The search parameter '{code}' is not supported for {ty} by this backend"),
+            )
+            .at(code.to_owned())])),
+            None => Ok(()),
+        }
     }
 
     fn page_store(&self) -> ServiceResult<&dyn PageTokens> {

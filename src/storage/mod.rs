@@ -187,6 +187,16 @@ impl Interaction {
     }
 }
 
+/// Which search parameters a backend evaluates.
+#[derive(Debug, Clone)]
+pub enum SearchParams {
+    /// Every parameter of the search registry (the SQL backends).
+    Registry,
+    /// Only these codes per type (`_id`, `_lastUpdated` included only if
+    /// listed): what a supplier adapter can translate.
+    Only(std::collections::BTreeMap<ResourceType, BTreeSet<String>>),
+}
+
 /// What a backend declares it can do.
 #[derive(Debug, Clone)]
 pub struct Capabilities {
@@ -195,9 +205,19 @@ pub struct Capabilities {
     pub system_history: bool,
     pub conditional_create: bool,
     pub update_create: bool,
+    /// The search parameters it evaluates (the CapabilityStatement lists
+    /// these; a search using another is a 400).
+    pub search_params: SearchParams,
 }
 
 impl Capabilities {
+    pub fn supports_param(&self, ty: ResourceType, code: &str) -> bool {
+        match &self.search_params {
+            SearchParams::Registry => true,
+            SearchParams::Only(map) => map.get(&ty).is_some_and(|s| s.contains(code)),
+        }
+    }
+
     pub fn supports(&self, ty: ResourceType, interaction: Interaction) -> bool {
         self.types
             .iter()

@@ -263,6 +263,7 @@ impl SqlBackend {
             system_history: true,
             conditional_create: true,
             update_create: true,
+            search_params: crate::storage::SearchParams::Registry,
         };
         Ok(SqlBackend {
             pools,

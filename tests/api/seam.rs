@@ -64,6 +64,17 @@ async fn partial_backend_is_served_and_advertised_exactly() {
         system_history: false,
         conditional_create: false,
         update_create: false,
+        search_params: SearchParams::Only(
+            [(
+                ResourceType::Patient,
+                ["_id", "identifier"]
+                    .map(String::from)
+                    .into_iter()
+                    .collect(),
+            )]
+            .into_iter()
+            .collect(),
+        ),
     };
     let backend: Arc<dyn Backend> = Arc::new(ReadOnlyPatients { inner, caps });
     let app = fhirbridge::Application::build_with_backend(settings, backend).unwrap();
@@ -105,4 +116,33 @@ async fn partial_backend_is_served_and_advertised_exactly() {
     );
     assert_eq!(ro.get("/fhir/_history").await.status, 405);
     assert_eq!(ro.get("/fhir/Slot/1").await.status, 404);
+
+    // Search parameters: exactly what the backend declares, advertised and served.
+    let mut params: Vec<&str> = resources[0]["searchParam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    params.sort();
+    assert_eq!(params, vec!["_id", "identifier"]);
+    let r = ro.get("/fhir/Patient?family=Seam").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("not supported"), "{}", r.text());
+    assert_eq!(
+        ro.get("/fhir/Patient?identifier=9000000270").await.status,
+        200
+    );
+
+    // No Transactions capability: bundles get a clear 501 (and none is advertised).
+    for kind in ["batch", "transaction"] {
+        let b = serde_json::json!({"resourceType": "Bundle", "type": kind, "entry": [
+            {"request": {"method": "GET", "url": format!("Patient/{id}")}}]});
+        assert_eq!(ro.post("/fhir", &b).await.status, 501, "{kind}");
+    }
+    let system: Vec<&str> = cs["rest"][0]["interaction"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|i| i["code"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(!system.contains(&"transaction") && !system.contains(&"batch"));
 }

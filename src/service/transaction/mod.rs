@@ -169,6 +169,13 @@ impl Service {
         value: Value,
         ret: ReturnPref,
     ) -> ServiceResult<BundleOutcome> {
+        if !self.has_transactions() {
+            // Every entry runs as a transaction (a batch entry as its own):
+            // a backend without them answers neither, and says so.
+            return Err(ServiceError::NotImplemented(
+                "This backend does not support batch or transaction Bundles".into(),
+            ));
+        }
         if value.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
             return Err(bad("POST to the base takes a batch or transaction Bundle"));
         }
