@@ -208,6 +208,9 @@ impl From<StorageError> for ApiError {
             StorageError::Aborted => {
                 ApiError::Internal(anyhow::anyhow!("transaction aborted without a reason"))
             }
+            StorageError::LeaseLost => {
+                ApiError::Internal(anyhow::anyhow!("a background job lost its lease"))
+            }
             StorageError::Internal(e) => ApiError::Internal(e),
         }
     }

@@ -34,6 +34,7 @@ use super::*;
 use crate::model::{Instant, LogicalId, ResourceType, VersionId};
 use crate::search::types::SearchQuery;
 
+mod jobs;
 mod reindex;
 mod search;
 
@@ -1600,6 +1601,9 @@ impl Backend for SqlBackend {
         Some(self)
     }
     fn reindex(&self) -> Option<&dyn Reindex> {
+        Some(self)
+    }
+    fn jobs(&self) -> Option<&dyn Jobs> {
         Some(self)
     }
     fn capabilities(&self) -> &Capabilities {
