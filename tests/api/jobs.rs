@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fhirbridge::config::Settings;
+use fhirbridge::jobs::{JobContext, JobError, JobKind, Registry, Runner, Worker};
 use fhirbridge::storage::{Backend, Job, JobState, Lease, NewJob, Progress, RequestContext};
 use serde_json::json;
 
@@ -19,7 +20,8 @@ backend_tests!(
     concurrent_claims_never_share_a_job,
     leases_expire_and_pass_to_another_owner,
     failed_attempts_back_off_then_fail,
-    released_and_deduplicated_jobs
+    released_and_deduplicated_jobs,
+    workers_survive_panics_keep_leases_and_stop_gracefully
 );
 
 fn ctx() -> RequestContext {
@@ -355,6 +357,130 @@ async fn released_and_deduplicated_jobs(app: TestApp) {
     assert_eq!(mine.map(|j| j.id), Some(held.id.clone()));
     let listed = q.list(&ctx, Some("test"), 10).await.unwrap();
     assert_eq!(listed.len(), 3);
+}
+
+/// Panics on its first attempt, then succeeds.
+struct PanicsOnce;
+
+#[async_trait::async_trait]
+impl JobKind for PanicsOnce {
+    fn name(&self) -> &'static str {
+        "panics-once"
+    }
+    async fn run(&self, job: &JobContext) -> Result<(), JobError> {
+        if job.job.attempts == 1 {
+            panic!("a bug in a job handler");
+        }
+        Ok(())
+    }
+}
+
+/// Works in 50 ms units for `units`, committing its cursor after each.
+struct Slow {
+    units: i64,
+}
+
+#[async_trait::async_trait]
+impl JobKind for Slow {
+    fn name(&self) -> &'static str {
+        "slow"
+    }
+    async fn run(&self, job: &JobContext) -> Result<(), JobError> {
+        let mut done = job.job.done_units;
+        while done < self.units {
+            if let Some(stop) = job.should_stop() {
+                return Err(stop);
+            }
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+            done += 1;
+            let progress = Progress {
+                cursor: Some(done.to_string()),
+                done_units: done,
+                total_units: Some(self.units),
+            };
+            if !job
+                .jobs()?
+                .checkpoint(&job.ctx, &job.lease, &progress)
+                .await?
+            {
+                return Err(JobError::LeaseLost);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn worker(backend: Arc<dyn Backend>, owner: &str, units: i64) -> Worker {
+    let mut registry = Registry::new();
+    registry.register(Arc::new(PanicsOnce));
+    registry.register(Arc::new(Slow { units }));
+    let runner = Runner::new(
+        backend,
+        registry,
+        Arc::new(fhirbridge::policy::AllowAll),
+        owner,
+        Duration::from_millis(300),
+        Duration::from_millis(20),
+    );
+    Worker::spawn(Arc::new(runner), 2)
+}
+
+fn kind_job(kind: &str) -> NewJob {
+    NewJob {
+        kind: kind.into(),
+        ..test_job(None, 3)
+    }
+}
+
+async fn workers_survive_panics_keep_leases_and_stop_gracefully(app: TestApp) {
+    let (a, b) = (instance(&app), instance(&app));
+    let ctx = ctx();
+    let q = a.jobs().unwrap();
+    // Twenty 50 ms units (1 s) under a 300 ms lease, with a second worker
+    // polling every 20 ms: renewal keeps the job with its first owner.
+    let (slow, _) = q.enqueue(&ctx, kind_job("slow")).await.unwrap();
+    let (panics, _) = q.enqueue(&ctx, kind_job("panics-once")).await.unwrap();
+    let wa = worker(a.clone(), "A", 20);
+    actix_rt::time::sleep(Duration::from_millis(100)).await;
+    let wb = worker(b.clone(), "B", 20);
+    let end = wait_for(&a, &slow.id, 30, |j| !j.state.is_live()).await;
+    assert_eq!(end.state, JobState::Done, "{end:?}");
+    assert_eq!(end.done_units, 20);
+    let runs = q.runs(&ctx, &slow.id).await.unwrap();
+    assert_eq!(runs.len(), 1, "never taken over while renewed: {runs:?}");
+    assert_eq!(runs[0].outcome, "done");
+    // The panic failed its attempt (retried after a 1 s backoff), and the
+    // workers went on.
+    let end = wait_for(&a, &panics.id, 30, |j| !j.state.is_live()).await;
+    assert_eq!(end.state, JobState::Done, "{end:?}");
+    assert_eq!(end.attempts, 2);
+    let outcomes: Vec<String> = q
+        .runs(&ctx, &panics.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.outcome)
+        .collect();
+    assert_eq!(outcomes, vec!["retry", "done"]);
+    // A stop gives a running job back at its next checkpoint.
+    wb.shutdown(Duration::from_secs(5)).await;
+    let (long, _) = q.enqueue(&ctx, kind_job("slow")).await.unwrap();
+    wait_for(&a, &long.id, 30, |j| j.done_units >= 2).await;
+    wa.shutdown(Duration::from_secs(5)).await;
+    let given_back = q.get(&ctx, &long.id).await.unwrap().unwrap();
+    assert_eq!(given_back.state, JobState::Queued, "{given_back:?}");
+    assert_eq!(given_back.lease_owner, None);
+    assert_eq!(given_back.attempts, 0);
+    assert!(given_back.done_units >= 2 && given_back.done_units < 20);
+    let runs = q.runs(&ctx, &long.id).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].outcome, "released");
+    // Another worker resumes it from its cursor.
+    let wc = worker(b.clone(), "C", 20);
+    let end = wait_for(&a, &long.id, 30, |j| !j.state.is_live()).await;
+    assert_eq!(end.state, JobState::Done);
+    assert_eq!(end.done_units, 20);
+    wc.shutdown(Duration::from_secs(5)).await;
 }
 
 // ---- Two real server processes on one PostgreSQL schema ----
