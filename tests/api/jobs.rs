@@ -146,7 +146,7 @@ async fn leases_expire_and_pass_to_another_owner(app: TestApp) {
     let (a, b) = (instance(&app), instance(&app));
     let (qa, qb) = (a.jobs().unwrap(), b.jobs().unwrap());
     let ctx = ctx();
-    let short = Duration::from_millis(300);
+    let short = Duration::from_millis(1000);
     let (job, _) = qa.enqueue(&ctx, test_job(None, 5)).await.unwrap();
     let got = qa.claim(&ctx, "A", &kinds(), short).await.unwrap().unwrap();
     assert_eq!(got.id, job.id);
@@ -171,7 +171,7 @@ async fn leases_expire_and_pass_to_another_owner(app: TestApp) {
         .is_none());
     assert!(!qb.reset(&ctx, &job.id).await.unwrap());
     // A stops renewing: after the lease runs out B takes over, from A's cursor.
-    actix_rt::time::sleep(Duration::from_millis(450)).await;
+    actix_rt::time::sleep(Duration::from_millis(1300)).await;
     let taken = qb
         .claim(&ctx, "B", &kinds(), Duration::from_secs(60))
         .await
@@ -255,7 +255,7 @@ async fn failed_attempts_back_off_then_fail(app: TestApp) {
             &ctx,
             &la,
             "upstream unavailable",
-            Some(Duration::from_millis(400)),
+            Some(Duration::from_millis(1000)),
         )
         .await
         .unwrap();
@@ -266,7 +266,7 @@ async fn failed_attempts_back_off_then_fail(app: TestApp) {
         .await
         .unwrap()
         .is_none());
-    actix_rt::time::sleep(Duration::from_millis(550)).await;
+    actix_rt::time::sleep(Duration::from_millis(1200)).await;
     let again = q
         .claim(&ctx, "B", &kinds(), Duration::from_secs(60))
         .await
@@ -419,7 +419,7 @@ fn worker(backend: Arc<dyn Backend>, owner: &str, units: i64) -> Worker {
         registry,
         Arc::new(fhirbridge::policy::AllowAll),
         owner,
-        Duration::from_millis(300),
+        Duration::from_millis(1000),
         Duration::from_millis(20),
     );
     Worker::spawn(Arc::new(runner), 2)
@@ -436,16 +436,16 @@ async fn workers_survive_panics_keep_leases_and_stop_gracefully(app: TestApp) {
     let (a, b) = (instance(&app), instance(&app));
     let ctx = ctx();
     let q = a.jobs().unwrap();
-    // Twenty 50 ms units (1 s) under a 300 ms lease, with a second worker
+    // Forty 50 ms units (2 s) under a 1 s lease, with a second worker
     // polling every 20 ms: renewal keeps the job with its first owner.
     let (slow, _) = q.enqueue(&ctx, kind_job("slow")).await.unwrap();
     let (panics, _) = q.enqueue(&ctx, kind_job("panics-once")).await.unwrap();
-    let wa = worker(a.clone(), "A", 20);
+    let wa = worker(a.clone(), "A", 40);
     actix_rt::time::sleep(Duration::from_millis(100)).await;
-    let wb = worker(b.clone(), "B", 20);
+    let wb = worker(b.clone(), "B", 40);
     let end = wait_for(&a, &slow.id, 30, |j| !j.state.is_live()).await;
     assert_eq!(end.state, JobState::Done, "{end:?}");
-    assert_eq!(end.done_units, 20);
+    assert_eq!(end.done_units, 40);
     let runs = q.runs(&ctx, &slow.id).await.unwrap();
     assert_eq!(runs.len(), 1, "never taken over while renewed: {runs:?}");
     assert_eq!(runs[0].outcome, "done");
@@ -471,15 +471,15 @@ async fn workers_survive_panics_keep_leases_and_stop_gracefully(app: TestApp) {
     assert_eq!(given_back.state, JobState::Queued, "{given_back:?}");
     assert_eq!(given_back.lease_owner, None);
     assert_eq!(given_back.attempts, 0);
-    assert!(given_back.done_units >= 2 && given_back.done_units < 20);
+    assert!(given_back.done_units >= 2 && given_back.done_units < 40);
     let runs = q.runs(&ctx, &long.id).await.unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].outcome, "released");
     // Another worker resumes it from its cursor.
-    let wc = worker(b.clone(), "C", 20);
+    let wc = worker(b.clone(), "C", 40);
     let end = wait_for(&a, &long.id, 30, |j| !j.state.is_live()).await;
     assert_eq!(end.state, JobState::Done);
-    assert_eq!(end.done_units, 20);
+    assert_eq!(end.done_units, 40);
     wc.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -616,8 +616,8 @@ async fn two_servers_run_each_job_once() {
     db_sql(&app, "DELETE FROM idx_string;");
     assert_eq!(app.total("/fhir/Patient?family=Jobs").await, 0);
     let servers = [
-        serve(&app.db_url, dir.path(), 2).await,
-        serve(&app.db_url, dir.path(), 2).await,
+        serve(&app.db_url, dir.path(), 5).await,
+        serve(&app.db_url, dir.path(), 5).await,
     ];
     // Three jobs queued through the CLI for the servers' workers.
     for types in [&[][..], &["--type", "Patient"], &["--type", "Location"]] {
