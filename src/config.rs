@@ -18,6 +18,41 @@ pub struct Settings {
     pub search: SearchSettings,
     pub validation: ValidationSettings,
     pub telemetry: TelemetrySettings,
+    pub jobs: JobsSettings,
+}
+
+/// The background job worker (`crate::jobs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsSettings {
+    /// Jobs this instance runs at once (0: it runs none; other instances on
+    /// the same database still do).
+    pub workers: usize,
+    /// Seconds a claimed job's lease lasts; renewed while the job runs, so
+    /// another instance takes a job over this long after its owner died.
+    pub lease_secs: u64,
+    /// Milliseconds between polls of the queue when it is idle.
+    pub poll_ms: u64,
+}
+
+impl Default for JobsSettings {
+    fn default() -> Self {
+        JobsSettings {
+            workers: 1,
+            lease_secs: 30,
+            poll_ms: 1_000,
+        }
+    }
+}
+
+impl JobsSettings {
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
+    }
+
+    pub fn poll(&self) -> Duration {
+        Duration::from_millis(self.poll_ms)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -350,6 +385,8 @@ impl Settings {
         s.storage.database_url = "sqlite::memory:".into();
         s.validation.enabled = false;
         s.validation.auto_install = false;
+        // Tests that want a job worker start one; the others stay deterministic.
+        s.jobs.workers = 0;
         s
     }
 
@@ -422,6 +459,15 @@ impl Settings {
                     "validation.policy.{ty} must be off, warn or enforce"
                 ));
             }
+        }
+        if self.jobs.workers > 64 {
+            out.push("jobs.workers must be between 0 and 64".into());
+        }
+        if self.jobs.lease_secs == 0 || self.jobs.lease_secs > 3600 {
+            out.push("jobs.lease_secs must be between 1 and 3600".into());
+        }
+        if self.jobs.poll_ms < 10 || self.jobs.poll_ms > 600_000 {
+            out.push("jobs.poll_ms must be between 10 and 600000".into());
         }
         if !matches!(self.telemetry.log_format.as_str(), "pretty" | "json") {
             out.push("telemetry.log_format must be 'pretty' or 'json'".into());

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod import;
+pub mod jobs;
 pub mod metrics;
 pub mod model;
 pub mod policy;
@@ -47,10 +48,13 @@ pub fn open_backend(settings: &Settings) -> anyhow::Result<Arc<dyn Backend>> {
     Ok(Arc::new(backend))
 }
 
-/// A bound, ready-to-run server.
+/// A bound, ready-to-run server, with its job worker (started when it runs).
 pub struct Application {
     port: u16,
     server: Server,
+    /// `None` when `jobs.workers` is 0 or the backend has no job queue.
+    jobs: Option<(Arc<jobs::Runner>, usize)>,
+    shutdown_timeout: Duration,
 }
 
 impl Application {
@@ -81,6 +85,18 @@ impl Application {
         let validation = Arc::new(validation::ValidationService::from_settings(
             &settings.validation,
         )?);
+        let jobs = (settings.jobs.workers > 0 && backend.jobs().is_some()).then(|| {
+            let runner = jobs::Runner::new(
+                backend.clone(),
+                jobs::registry(&settings),
+                policy.clone(),
+                jobs::instance_id(),
+                settings.jobs.lease(),
+                settings.jobs.poll(),
+            );
+            (Arc::new(runner), settings.jobs.workers)
+        });
+        let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_secs);
         let settings = Arc::new(settings);
         let service = Arc::new(service::Service::new(
             backend,
@@ -120,6 +136,8 @@ impl Application {
         Ok(Application {
             port,
             server: server.run(),
+            jobs,
+            shutdown_timeout,
         })
     }
 
@@ -127,8 +145,17 @@ impl Application {
         self.port
     }
 
-    /// Serves until SIGINT/SIGTERM, then drains in-flight requests.
+    /// Serves (and runs the job worker) until SIGINT/SIGTERM, then drains
+    /// in-flight requests and stops the worker (running jobs stop at their
+    /// next checkpoint and are given back).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let worker = self
+            .jobs
+            .map(|(runner, slots)| jobs::Worker::spawn(runner, slots));
+        let result = self.server.await;
+        if let Some(worker) = worker {
+            worker.shutdown(self.shutdown_timeout).await;
+        }
+        result
     }
 }

@@ -102,7 +102,8 @@ enum Command {
     },
     /// Rebuild the search index of stored resources from their content (after
     /// an upgrade that changes what is indexed). Safe while the server runs;
-    /// an interrupted run resumes where it stopped.
+    /// an interrupted run resumes where it stopped. Runs here, in the
+    /// foreground, unless --background.
     Reindex {
         #[command(flatten)]
         common: Common,
@@ -118,6 +119,10 @@ enum Command {
         /// No progress line (for logs).
         #[arg(long)]
         quiet: bool,
+        /// Only queue the reindex job, for a running server's job worker
+        /// (jobs.workers > 0), and exit.
+        #[arg(long)]
+        background: bool,
     },
     /// Manage the FHIR package cache.
     Packages {
@@ -267,6 +272,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             batch,
             restart,
             quiet,
+            background,
         } => {
             let settings = load(&common, None)?;
             fhirbridge::telemetry::init("warn", &settings.telemetry.log_format);
@@ -280,9 +286,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+            if background {
+                let (job, created) = actix_web::rt::System::new().block_on(
+                    fhirbridge::reindex::enqueue(&settings, &parsed, batch, restart),
+                )?;
+                if created {
+                    println!("queued reindex job {} for the server's job worker", job.id);
+                } else {
+                    println!(
+                        "a reindex of these types is already {} (job {}); not queued again",
+                        job.state.as_str(),
+                        job.id
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let summary = actix_web::rt::System::new().block_on(fhirbridge::reindex::reindex(
                 &settings, &parsed, batch, restart, !quiet,
             ))?;
+            if summary.ran_elsewhere {
+                println!("reindexed by another process");
+                return Ok(ExitCode::SUCCESS);
+            }
+            if summary.stopped {
+                println!(
+                    "stopped after {} resources; the job stays queued: the next \
+                     `fhirbridge reindex` (or a server's job worker) resumes it",
+                    summary.resources
+                );
+                return Ok(ExitCode::from(130));
+            }
             if let Some(at) = &summary.resumed_after {
                 println!("resumed an interrupted run after {at} (--restart starts over)");
             }

@@ -150,6 +150,9 @@ impl From<StorageError> for ServiceError {
             StorageError::Aborted => {
                 ServiceError::Internal(anyhow::anyhow!("transaction aborted without a reason"))
             }
+            StorageError::LeaseLost => {
+                ServiceError::Internal(anyhow::anyhow!("a background job lost its lease"))
+            }
             StorageError::Internal(e) => ServiceError::Internal(e),
         }
     }

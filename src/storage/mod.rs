@@ -6,6 +6,7 @@
 //! Storage never sees HTTP or raw query strings: it receives typed requests
 //! ([`CreateRequest`], [`SearchQuery`], …) and already-extracted index rows.
 
+pub mod jobs;
 pub mod sql;
 
 use std::collections::BTreeSet;
@@ -21,6 +22,7 @@ pub use crate::model::StoredResource;
 /// Index rows are the search layer's (`search::rows`); storage stores them as
 /// given. Re-exported because callers build [`NewContent`] with them.
 pub use crate::search::rows::IndexRow;
+pub use jobs::{Job, JobRun, JobState, Jobs, Lease, NewJob, Progress};
 
 /// A resource body ready to store: JSON without server-owned meta, plus its index rows.
 #[derive(Debug, Clone)]
@@ -153,6 +155,9 @@ pub enum StorageError {
     /// The caller's own logic abandoned a transaction (it keeps the reason).
     #[error("transaction aborted")]
     Aborted,
+    /// A job's lease passed to another owner; the work was not committed.
+    #[error("job lease lost")]
+    LeaseLost,
     #[error("internal storage error")]
     Internal(#[source] anyhow::Error),
 }
@@ -438,27 +443,33 @@ pub struct ReindexStep {
 }
 
 /// Rebuilds the search index of stored resources in resumable batches. A run
-/// is named by `job`; its cursor is saved in the same transaction as each
-/// batch, so an interrupted run resumes where it stopped.
+/// is a job (`crate::jobs::reindex`); each batch commits the job's cursor
+/// (`Type/id`, under the job's [`Lease`]) in its own transaction, so an
+/// interrupted run resumes where it stopped and a run whose lease was lost
+/// commits nothing more.
 #[async_trait]
 pub trait Reindex: Send + Sync {
     /// Current (not deleted) resources of `types` (every type when empty).
-    async fn reindex_total(&self, types: &[ResourceType]) -> StorageResult<u64>;
-    /// Where an earlier run of `job` stopped, if it did not finish.
-    async fn reindex_cursor(&self, job: &str) -> StorageResult<Option<ResourceKey>>;
+    async fn reindex_total(
+        &self,
+        ctx: &RequestContext,
+        types: &[ResourceType],
+    ) -> StorageResult<u64>;
     /// In one transaction: the next `limit` current resources of `types` after
     /// `after` (in key order) get their index rows replaced by `extract`'s,
-    /// and `job`'s cursor moves to the last of them.
+    /// and the job's progress moves to the last of them (`done` more units).
+    /// [`StorageError::LeaseLost`] (nothing written) when `lease` was lost.
+    #[allow(clippy::too_many_arguments)]
     async fn reindex_batch(
         &self,
-        job: &str,
+        ctx: &RequestContext,
+        lease: &Lease,
         types: &[ResourceType],
         after: Option<ResourceKey>,
         limit: usize,
+        done_before: i64,
         extract: Extractor,
     ) -> StorageResult<ReindexStep>;
-    /// Forgets `job`'s cursor (the run finished, or starts over).
-    async fn reindex_clear(&self, job: &str) -> StorageResult<()>;
 }
 
 /// Atomic multi-operation units: everything `work` writes commits together, or
@@ -486,6 +497,10 @@ pub trait Backend: Send + Sync {
     }
     /// Server-side page tokens (`POST [type]/_search` links).
     fn page_tokens(&self) -> Option<&dyn PageTokens> {
+        None
+    }
+    /// The durable job queue (`crate::jobs` runs it).
+    fn jobs(&self) -> Option<&dyn Jobs> {
         None
     }
     /// Readiness probe: can the backend serve requests now?

@@ -43,6 +43,7 @@ use crate::search::types::SearchQuery;
 mod builder;
 mod conn;
 mod history;
+mod jobs;
 mod page_tokens;
 mod read;
 mod reindex;
@@ -558,6 +559,9 @@ impl Backend for SqlBackend {
         Some(self)
     }
     fn reindex(&self) -> Option<&dyn Reindex> {
+        Some(self)
+    }
+    fn jobs(&self) -> Option<&dyn Jobs> {
         Some(self)
     }
     fn capabilities(&self) -> &Capabilities {

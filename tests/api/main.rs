@@ -15,6 +15,7 @@ mod fidelity_search;
 mod history;
 mod http;
 mod interop;
+mod jobs;
 mod ops;
 mod page_tokens;
 mod policy;

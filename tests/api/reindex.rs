@@ -1,5 +1,6 @@
 //! `fhirbridge reindex` (the real binary) against the test server's database:
-//! lost index rows come back, an interrupted run resumes from its cursor.
+//! lost index rows come back, an interrupted run resumes from its cursor (the
+//! cursor of its job row, as a crashed or a queued run leaves it).
 
 use std::process::Command;
 
@@ -54,7 +55,10 @@ async fn reindex_rebuilds_lost_rows_and_resumes(app: TestApp) {
     db_sql(
         &app,
         &format!(
-            "INSERT INTO reindex_state (name, res_type, res_id) VALUES ('reindex:Patient', 'Patient', '{}')",
+            "INSERT INTO jobs (id, kind, dedupe_key, params, state, attempts, max_attempts, \
+             lease_owner, lease_until, cursor, done_units, created_at, updated_at, run_after) \
+             VALUES ('crashed-run', 'reindex', 'reindex:Patient', '{{\"types\":[\"Patient\"]}}', \
+             'running', 1, 5, 'a-process-that-died', 0, 'Patient/{}', 2, 0, 0, 0)",
             current[1]
         ),
     );
@@ -102,7 +106,10 @@ async fn reindex_rebuilds_lost_rows_and_resumes(app: TestApp) {
     db_sql(
         &app,
         &format!(
-            "INSERT INTO reindex_state (name, res_type, res_id) VALUES ('reindex', 'Patient', '{}')",
+            "INSERT INTO jobs (id, kind, dedupe_key, params, state, attempts, max_attempts, \
+             cursor, done_units, created_at, updated_at, run_after) \
+             VALUES ('queued-run', 'reindex', 'reindex', '{{\"types\":[]}}', 'queued', 0, 5, \
+             'Patient/{}', 4, 0, 0, 0)",
             current[3]
         ),
     );

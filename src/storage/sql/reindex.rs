@@ -1,11 +1,15 @@
-//! `Reindex` for the SQL backend: resumable batches that replace index rows.
+//! `Reindex` for the SQL backend: resumable batches that replace index rows,
+//! each committing the job's cursor (`Type/id`) in the same transaction.
 
 use async_trait::async_trait;
 
-use super::{search, Conn, Dialect, Sql, SqlBackend};
+use super::{jobs, search, Conn, Dialect, Sql, SqlBackend};
 use crate::model::{LogicalId, ResourceType};
 use crate::search::rows::IndexRow;
-use crate::storage::{Extractor, Reindex, ReindexStep, ResourceKey, StorageError, StorageResult};
+use crate::storage::{
+    Extractor, Lease, Progress, Reindex, ReindexStep, RequestContext, ResourceKey, StorageError,
+    StorageResult,
+};
 
 #[derive(diesel::QueryableByName)]
 struct Row {
@@ -36,14 +40,26 @@ fn types_filter(sql: &mut Sql, types: &[ResourceType]) {
         .push(")");
 }
 
-fn batch(
-    conn: &mut Conn,
-    job: &str,
-    types: &[ResourceType],
+/// The whole of a batch's arguments (one transaction's worth).
+struct Batch {
+    lease: Lease,
+    types: Vec<ResourceType>,
     after: Option<ResourceKey>,
     limit: usize,
-    extract: &Extractor,
-) -> StorageResult<ReindexStep> {
+    done_before: i64,
+    extract: Extractor,
+}
+
+fn batch(conn: &mut Conn, b: Batch) -> StorageResult<ReindexStep> {
+    let Batch {
+        lease,
+        types,
+        after,
+        limit,
+        done_before,
+        extract,
+    } = b;
+    let types = &types[..];
     let mut sql = Sql::new();
     sql.push("SELECT r.res_type, r.res_id, r.content FROM resources r WHERE r.deleted = 0");
     types_filter(&mut sql, types);
@@ -92,43 +108,28 @@ fn batch(
         .map(|(ty, id, rows)| (*ty, id, rows.as_slice()))
         .collect();
     search::insert_indexes_many(conn, &refs)?;
-    save_cursor(conn, job, Some(&last))?;
+    let progress = Progress {
+        cursor: Some(format!("{}/{}", last.0, last.1)),
+        done_units: done_before.saturating_add(items.len() as i64),
+        total_units: None,
+    };
+    if !jobs::checkpoint_tx(conn, &lease, &progress)? {
+        // Another instance holds the job now: this batch rolls back.
+        return Err(StorageError::LeaseLost);
+    }
     Ok(ReindexStep {
         done: items.len(),
         last: Some(last),
     })
 }
 
-fn save_cursor(conn: &mut Conn, job: &str, at: Option<&ResourceKey>) -> StorageResult<()> {
-    let mut sql = Sql::new();
-    sql.push("DELETE FROM reindex_state WHERE name = ")
-        .text(job);
-    conn.exec(&sql)?;
-    if let Some((ty, id)) = at {
-        let mut sql = Sql::new();
-        sql.push("INSERT INTO reindex_state (name, res_type, res_id) VALUES (")
-            .text(job)
-            .push(", ")
-            .text(ty.as_str())
-            .push(", ")
-            .text(id.as_str())
-            .push(")");
-        conn.exec(&sql)?;
-    }
-    Ok(())
-}
-
-#[derive(diesel::QueryableByName)]
-struct Cursor {
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    res_type: String,
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    res_id: String,
-}
-
 #[async_trait]
 impl Reindex for SqlBackend {
-    async fn reindex_total(&self, types: &[ResourceType]) -> StorageResult<u64> {
+    async fn reindex_total(
+        &self,
+        _ctx: &RequestContext,
+        types: &[ResourceType],
+    ) -> StorageResult<u64> {
         let types = types.to_vec();
         self.blocking(move |mut conn| {
             let mut sql = Sql::new();
@@ -139,39 +140,25 @@ impl Reindex for SqlBackend {
         .await
     }
 
-    async fn reindex_cursor(&self, job: &str) -> StorageResult<Option<ResourceKey>> {
-        let job = job.to_owned();
-        self.blocking(move |mut conn| {
-            let mut sql = Sql::new();
-            sql.push("SELECT res_type, res_id FROM reindex_state WHERE name = ")
-                .text(&job);
-            match conn.load::<Cursor>(&sql)?.first() {
-                Some(c) => Ok(Some(key(&c.res_type, &c.res_id)?)),
-                None => Ok(None),
-            }
-        })
-        .await
-    }
-
     async fn reindex_batch(
         &self,
-        job: &str,
+        _ctx: &RequestContext,
+        lease: &Lease,
         types: &[ResourceType],
         after: Option<ResourceKey>,
         limit: usize,
+        done_before: i64,
         extract: Extractor,
     ) -> StorageResult<ReindexStep> {
-        let job = job.to_owned();
-        let types = types.to_vec();
-        self.blocking(move |mut conn| {
-            conn.write_tx(|conn| batch(conn, &job, &types, after, limit, &extract))
-        })
-        .await
-    }
-
-    async fn reindex_clear(&self, job: &str) -> StorageResult<()> {
-        let job = job.to_owned();
-        self.blocking(move |mut conn| conn.write_tx(|conn| save_cursor(conn, &job, None)))
+        let b = Batch {
+            lease: lease.clone(),
+            types: types.to_vec(),
+            after,
+            limit,
+            done_before,
+            extract,
+        };
+        self.blocking(move |mut conn| conn.write_tx(|conn| batch(conn, b)))
             .await
     }
 }
