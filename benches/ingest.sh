@@ -11,8 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SYN="${FHIRBRIDGE_SYNTHEA_DIR:-../shared/synthea}"
 [ -d "$SYN/R4" ] && SYN="$SYN/R4"
-cargo build --release --quiet
-BIN="${CARGO_TARGET_DIR:-target}/release/fhirbridge"
+# FHIRBRIDGE_BIN runs another build (e.g. the base commit's, for before/after figures).
+if [ -z "${FHIRBRIDGE_BIN:-}" ]; then cargo build --release --quiet; fi
+BIN="${FHIRBRIDGE_BIN:-${CARGO_TARGET_DIR:-target}/release/fhirbridge}"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 printf '[validation]\nenabled = false\n' > "$WORK/bench.toml"

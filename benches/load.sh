@@ -11,8 +11,9 @@ DURATION="${2:-10s}"
 PORT="${PORT:-18080}"
 BASE="http://127.0.0.1:$PORT"
 command -v wrk >/dev/null || { apt-get update -q && apt-get install -y -q wrk; }
-cargo build --release --quiet
-BIN="${CARGO_TARGET_DIR:-target}/release/fhirbridge"
+# FHIRBRIDGE_BIN runs another build (e.g. the base commit's, for before/after figures).
+if [ -z "${FHIRBRIDGE_BIN:-}" ]; then cargo build --release --quiet; fi
+BIN="${FHIRBRIDGE_BIN:-${CARGO_TARGET_DIR:-target}/release/fhirbridge}"
 WORK=$(mktemp -d)
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
