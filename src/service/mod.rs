@@ -154,6 +154,19 @@ pub(crate) fn restrict(ctx: &RequestContext, query: &mut crate::search::types::S
     }
 }
 
+/// `query` under the caller's restriction, copied only when there is one.
+pub(crate) fn restricted<'q>(
+    ctx: &RequestContext,
+    query: &'q crate::search::types::SearchQuery,
+) -> std::borrow::Cow<'q, crate::search::types::SearchQuery> {
+    if ctx.unrestricted() {
+        return std::borrow::Cow::Borrowed(query);
+    }
+    let mut q = query.clone();
+    restrict(ctx, &mut q);
+    std::borrow::Cow::Owned(q)
+}
+
 /// The guard every resource passes on its way to a caller: `Some` when the
 /// policy admits it, `None` when the caller must not learn it exists.
 pub(crate) fn admitted(ctx: &RequestContext, r: StoredResource) -> Option<StoredResource> {

@@ -17,6 +17,25 @@ pub enum Found {
     },
 }
 
+/// Whether the caller may learn that `ty/id` has a deletion at `version` (a
+/// deletion of a resource the caller may not see answers as absent).
+fn deletion_admitted(
+    ctx: &RequestContext,
+    ty: ResourceType,
+    id: &LogicalId,
+    version: VersionId,
+    last_updated: Instant,
+) -> bool {
+    let marker = StoredResource {
+        resource_type: ty,
+        id: id.clone(),
+        version,
+        last_updated,
+        content: None,
+    };
+    admitted(ctx, marker).is_some()
+}
+
 impl Service {
     /// `GET [type]/[id]`.
     pub async fn read(
@@ -37,22 +56,12 @@ impl Service {
             Err(StorageError::Gone {
                 version,
                 last_updated,
-            }) => {
-                // A deletion of a resource the caller may not see is a 404 too.
-                let marker = StoredResource {
-                    resource_type: ty,
-                    id: id.clone(),
-                    version,
-                    last_updated,
-                    content: None,
-                };
-                match admitted(ctx, marker) {
-                    Some(_) => Ok(Found::Deleted {
-                        version,
-                        last_updated,
-                    }),
-                    None => Err(ServiceError::NotFound("Resource not found".into())),
-                }
+            }) if deletion_admitted(ctx, ty, id, version, last_updated) => Ok(Found::Deleted {
+                version,
+                last_updated,
+            }),
+            Err(StorageError::Gone { .. }) => {
+                Err(ServiceError::NotFound("Resource not found".into()))
             }
             Err(e) => Err(e.into()),
         }
@@ -90,21 +99,12 @@ impl Service {
             .await
             .map_err(|e| match e {
                 StorageError::NotFound => absent(),
-                StorageError::Gone { last_updated, .. } => {
-                    let marker = StoredResource {
-                        resource_type: ty,
-                        id: id.clone(),
-                        version,
-                        last_updated,
-                        content: None,
-                    };
-                    match admitted(ctx, marker) {
-                        Some(_) => ServiceError::Gone(format!(
-                            "Version {version} of {ty}/{id} is a deletion"
-                        )),
-                        None => absent(),
-                    }
+                StorageError::Gone { last_updated, .. }
+                    if deletion_admitted(ctx, ty, id, version, last_updated) =>
+                {
+                    ServiceError::Gone(format!("Version {version} of {ty}/{id} is a deletion"))
                 }
+                StorageError::Gone { .. } => absent(),
                 other => other.into(),
             })?;
         admitted(ctx, stored).ok_or_else(absent)

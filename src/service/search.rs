@@ -118,13 +118,13 @@ impl Service {
         if let Some(p) = input.within {
             parsed.query.predicates.push(p);
         }
-        let mut query = parsed.query.clone();
-        restrict(ctx, &mut query);
+        // The query as run carries the caller's restriction.
+        restrict(ctx, &mut parsed.query);
         let searcher = self
             .backend
             .search()
             .ok_or_else(|| ServiceError::MethodNotAllowed("search is not supported".into()))?;
-        let mut page = searcher.search(ctx, &query).await?;
+        let mut page = searcher.search(ctx, &parsed.query).await?;
         page.resources = admit_all(ctx, std::mem::take(&mut page.resources));
         page.included = admit_all(ctx, std::mem::take(&mut page.included));
         Ok(SearchOutput { parsed, page })

@@ -350,19 +350,19 @@ fn scope_filter(sql: &mut Sql, alias: &str, ty: ResourceType) {
 /// restriction for `ty`, as SQL on `alias`. (Search matches and conditional
 /// matches carry the restriction in their query: the service ANDs it in.)
 fn caller_scope(sql: &mut Sql, sqlite: bool, alias: &str, ty: ResourceType, ctx: &RequestContext) {
-    scope_filter(sql, alias, ty);
-    restriction_sql(sql, sqlite, alias, ty, ctx);
+    scoped(sql, sqlite, alias, ty, &ctx.restriction(ty));
 }
 
-/// ` AND <the policy's restriction on ty>` (nothing when unrestricted).
-fn restriction_sql(
+/// [`scope_filter`] and ` AND <restriction>` (nothing more when it is `None`).
+fn scoped(
     sql: &mut Sql,
     sqlite: bool,
     alias: &str,
     ty: ResourceType,
-    ctx: &RequestContext,
+    restriction: &crate::policy::Restriction,
 ) {
-    match ctx.restriction(ty) {
+    scope_filter(sql, alias, ty);
+    match restriction {
         crate::policy::Restriction::None => {}
         crate::policy::Restriction::Everything => {
             sql.push(" AND 1 = 0");
@@ -370,7 +370,7 @@ fn restriction_sql(
         crate::policy::Restriction::Where(p) => {
             sql.push(" AND ");
             let mut a = search::Aliases::for_dialect(sqlite);
-            search::predicate(sql, &mut a, &p, alias, ty);
+            search::predicate(sql, &mut a, p, alias, ty);
         }
     }
 }

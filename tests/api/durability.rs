@@ -1,55 +1,12 @@
 //! An acknowledged write survives `kill -9` of the real server binary (SQLite).
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::helpers::{free_port, nhs_number, patient};
+use crate::helpers::{free_port, nhs_number, patient, spawn_server, ServerProcess};
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start(db: &str) -> Server {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_fhirbridge"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--database",
-            db,
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn server binary");
-    let server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let client = awc::Client::default();
-    for _ in 0..200 {
-        if let Ok(r) = client
-            .get(format!("{}/health/ready", server.base))
-            .send()
-            .await
-        {
-            if r.status() == 200 {
-                return server;
-            }
-        }
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server did not become ready");
+async fn start(db: &str) -> ServerProcess {
+    spawn_server(db, None, Duration::from_secs(10)).await
 }
 
 #[actix_rt::test]

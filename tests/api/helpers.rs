@@ -406,3 +406,63 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A real `fhirbridge serve` process (killed and reaped on drop).
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the real binary on `db` (with `config` as `--config` when given)
+/// and waits up to `ready_within` for `/health/ready`.
+pub async fn spawn_server(
+    db: &str,
+    config: Option<&std::path::Path>,
+    ready_within: Duration,
+) -> ServerProcess {
+    use std::process::{Command, Stdio};
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fhirbridge"));
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--database",
+        db,
+    ]);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let child = cmd
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn server binary");
+    let server = ServerProcess {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let client = awc::Client::default();
+    let deadline = std::time::Instant::now() + ready_within;
+    while std::time::Instant::now() < deadline {
+        if let Ok(r) = client
+            .get(format!("{}/health/ready", server.base))
+            .send()
+            .await
+        {
+            if r.status() == 200 {
+                return server;
+            }
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server did not become ready");
+}

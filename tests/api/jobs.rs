@@ -4,7 +4,7 @@
 //! job runs once, and when the process holding it is killed (`kill -9`) the
 //! other takes it over after the lease runs out and resumes from its cursor.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,9 @@ use fhirbridge::storage::{Backend, Job, JobState, Lease, NewJob, Progress, Reque
 use serde_json::json;
 
 use crate::backend_tests;
-use crate::helpers::{db_sql, free_port, nhs_number, patient, TestApp};
+use crate::helpers::{
+    db_sql, free_port, nhs_number, patient, spawn_server, ServerProcess, TestApp,
+};
 
 backend_tests!(
     concurrent_claims_never_share_a_job,
@@ -486,20 +488,8 @@ async fn workers_survive_panics_keep_leases_and_stop_gracefully(app: TestApp) {
 // ---- Two real server processes on one PostgreSQL schema ----
 
 /// A `fhirbridge serve` child process; killed (SIGKILL) when dropped.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts `fhirbridge serve` on `db` with a small lease and poll.
-async fn serve(db: &str, dir: &std::path::Path, lease_secs: u64) -> Server {
+async fn serve(db: &str, dir: &std::path::Path, lease_secs: u64) -> ServerProcess {
     let port = free_port();
     let config = dir.join(format!("jobs-{port}.toml"));
     std::fs::write(
@@ -511,39 +501,7 @@ async fn serve(db: &str, dir: &std::path::Path, lease_secs: u64) -> Server {
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_fhirbridge"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--database",
-            db,
-        ])
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn server binary");
-    let server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let client = awc::Client::default();
-    for _ in 0..400 {
-        if let Ok(r) = client
-            .get(format!("{}/health/ready", server.base))
-            .send()
-            .await
-        {
-            if r.status() == 200 {
-                return server;
-            }
-        }
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server did not become ready");
+    spawn_server(db, Some(&config), Duration::from_secs(20)).await
 }
 
 /// Stores `n` Patients (family `Jobs…`) in transactions of 200.

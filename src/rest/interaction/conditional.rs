@@ -12,14 +12,49 @@ use super::super::format;
 use super::super::strict;
 use super::{label, ApiResult};
 use crate::base64;
+use crate::model::ResourceType;
 use crate::service::transaction::{ConditionalInput, EntryResult};
 use crate::storage::Interaction;
 
-fn if_match(fhir: &Fhir) -> Option<&str> {
-    fhir.req
-        .headers()
-        .get("if-match")
-        .and_then(|v| v.to_str().ok())
+/// The service input of a conditional update/delete (`criteria`) or a PATCH
+/// (`criteria` is the id): `If-Match` as sent and `Prefer: return`.
+fn input<'a>(
+    fhir: &'a Fhir,
+    ty: ResourceType,
+    criteria: &'a str,
+    base: &'a str,
+) -> Result<ConditionalInput<'a>, ApiError> {
+    Ok(ConditionalInput {
+        ty,
+        criteria,
+        if_match: fhir
+            .req
+            .headers()
+            .get("if-match")
+            .and_then(|v| v.to_str().ok()),
+        ret: fhir.prefer()?.return_pref,
+        base,
+    })
+}
+
+/// What a conditional update or delete checks first: the interaction, the
+/// precondition headers, and that there are criteria.
+fn conditional_checks(
+    fhir: &Fhir,
+    ty: ResourceType,
+    interaction: Interaction,
+    (label_name, what, method): (&'static str, &str, &str),
+) -> Result<(), ApiError> {
+    let req = &fhir.req;
+    label(req, label_name, Some(ty));
+    fhir.service.require(ty, interaction)?;
+    strict::preconditions(req, what, &["if-match"])?;
+    if req.query_string().is_empty() {
+        return Err(ApiError::MethodNotAllowed(format!(
+            "{method} on a type needs search criteria ({what})"
+        )));
+    }
+    Ok(())
 }
 
 fn respond(fhir: &Fhir, r: EntryResult, base: &str) -> ApiResult {
@@ -45,25 +80,15 @@ fn respond(fhir: &Fhir, r: EntryResult, base: &str) -> ApiResult {
 /// `PUT [type]?criteria`: conditional update.
 pub async fn conditional_update(fhir: Fhir, body: web::Bytes, ty: TypeParam) -> ApiResult {
     let ty = ty.0?;
-    let req = &fhir.req;
-    label(req, "update-conditional", Some(ty));
-    fhir.service.require(ty, Interaction::Update)?;
-    strict::preconditions(req, "conditional update", &["if-match"])?;
-    if req.query_string().is_empty() {
-        return Err(ApiError::MethodNotAllowed(
-            "PUT on a type needs search criteria (conditional update)".into(),
-        ));
-    }
-    let prefer = fhir.prefer()?;
-    let value = format::decode_body(req, &body)?;
-    let base = fhir.base();
-    let input = ConditionalInput {
+    conditional_checks(
+        &fhir,
         ty,
-        criteria: req.query_string(),
-        if_match: if_match(&fhir),
-        ret: prefer.return_pref,
-        base: &base,
-    };
+        Interaction::Update,
+        ("update-conditional", "conditional update", "PUT"),
+    )?;
+    let base = fhir.base();
+    let input = input(&fhir, ty, fhir.req.query_string(), &base)?;
+    let value = format::decode_body(&fhir.req, &body)?;
     let r = fhir
         .service
         .conditional_update(&fhir.ctx, input, value)
@@ -74,24 +99,14 @@ pub async fn conditional_update(fhir: Fhir, body: web::Bytes, ty: TypeParam) -> 
 /// `DELETE [type]?criteria`: conditional delete (one or several, up to the cap).
 pub async fn conditional_delete(fhir: Fhir, ty: TypeParam) -> ApiResult {
     let ty = ty.0?;
-    let req = &fhir.req;
-    label(req, "delete-conditional", Some(ty));
-    fhir.service.require(ty, Interaction::Delete)?;
-    strict::preconditions(req, "conditional delete", &["if-match"])?;
-    if req.query_string().is_empty() {
-        return Err(ApiError::MethodNotAllowed(
-            "DELETE on a type needs search criteria (conditional delete)".into(),
-        ));
-    }
-    let prefer = fhir.prefer()?;
-    let base = fhir.base();
-    let input = ConditionalInput {
+    conditional_checks(
+        &fhir,
         ty,
-        criteria: req.query_string(),
-        if_match: if_match(&fhir),
-        ret: prefer.return_pref,
-        base: &base,
-    };
+        Interaction::Delete,
+        ("delete-conditional", "conditional delete", "DELETE"),
+    )?;
+    let base = fhir.base();
+    let input = input(&fhir, ty, fhir.req.query_string(), &base)?;
     let r = fhir.service.conditional_delete(&fhir.ctx, input).await?;
     respond(&fhir, r, &base)
 }
@@ -133,15 +148,8 @@ pub async fn patch(fhir: Fhir, body: web::Bytes, ty: TypeParam) -> ApiResult {
             "PATCH takes application/json-patch+json or a FHIRPath Patch Parameters resource (application/fhir+json or +xml)".into(),
         ));
     };
-    let prefer = fhir.prefer()?;
     let base = fhir.base();
-    let input = ConditionalInput {
-        ty,
-        criteria: &id,
-        if_match: if_match(&fhir),
-        ret: prefer.return_pref,
-        base: &base,
-    };
+    let input = input(&fhir, ty, &id, &base)?;
     let r = fhir.service.patch(&fhir.ctx, input, doc).await?;
     respond(&fhir, r, &base)
 }

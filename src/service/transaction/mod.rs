@@ -143,11 +143,6 @@ impl Service {
         entries: Vec<Entry>,
         ret: ReturnPref,
     ) -> ServiceResult<Vec<(usize, EntryResult)>> {
-        if self.backend.transactions().is_none() {
-            return Err(ServiceError::NotImplemented(
-                "This backend does not support transactions".into(),
-            ));
-        }
         let input = TxInput {
             ctx: ctx.clone(),
             state: self.tx_state(),
@@ -255,23 +250,6 @@ impl Service {
         }
     }
 
-    /// Runs one operation, given as a bundle entry, as its own transaction
-    /// (conditional update and delete, PATCH) and returns its result.
-    async fn single(
-        &self,
-        ctx: &RequestContext,
-        base: &str,
-        entry: Value,
-        ret: ReturnPref,
-    ) -> ServiceResult<EntryResult> {
-        let prepared = prepare_entry(self, base, 0, entry)?;
-        let mut results = self
-            .transact(ctx, base, vec![prepared], ret)
-            .await
-            .map_err(strip_entry_prefix)?;
-        Ok(results.remove(0).1)
-    }
-
     /// `PUT [type]?criteria`: conditional update.
     pub async fn conditional_update(
         &self,
@@ -279,10 +257,7 @@ impl Service {
         input: ConditionalInput<'_>,
         body: Value,
     ) -> ServiceResult<EntryResult> {
-        self.require(input.ty, crate::storage::Interaction::Update)?;
-        let url = format!("{}?{}", input.ty, input.criteria);
-        let entry = request_entry("PUT", url, Some(body), input.if_match);
-        self.single(ctx, input.base, entry, input.ret).await
+        self.one_entry(ctx, input, "PUT", Some(body)).await
     }
 
     /// `DELETE [type]?criteria`: conditional delete (one or several, up to the cap).
@@ -291,10 +266,7 @@ impl Service {
         ctx: &RequestContext,
         input: ConditionalInput<'_>,
     ) -> ServiceResult<EntryResult> {
-        self.require(input.ty, crate::storage::Interaction::Delete)?;
-        let url = format!("{}?{}", input.ty, input.criteria);
-        let entry = request_entry("DELETE", url, None, input.if_match);
-        self.single(ctx, input.base, entry, input.ret).await
+        self.one_entry(ctx, input, "DELETE", None).await
     }
 
     /// `PATCH [type]/[id]`: `doc` is a FHIRPath Patch Parameters resource or a
@@ -305,10 +277,33 @@ impl Service {
         input: ConditionalInput<'_>,
         doc: Value,
     ) -> ServiceResult<EntryResult> {
-        self.require(input.ty, crate::storage::Interaction::Update)?;
-        let url = format!("{}/{}", input.ty, input.criteria);
-        let entry = request_entry("PATCH", url, Some(doc), input.if_match);
-        self.single(ctx, input.base, entry, input.ret).await
+        self.one_entry(ctx, input, "PATCH", Some(doc)).await
+    }
+
+    /// `method` on `[type]?criteria` (or `[type]/[id]` for PATCH), given as a
+    /// bundle entry, run as its own transaction; errors name the resource, not
+    /// `Bundle.entry[0]`.
+    async fn one_entry(
+        &self,
+        ctx: &RequestContext,
+        input: ConditionalInput<'_>,
+        method: &str,
+        resource: Option<Value>,
+    ) -> ServiceResult<EntryResult> {
+        let interaction = match method {
+            "DELETE" => crate::storage::Interaction::Delete,
+            _ => crate::storage::Interaction::Update,
+        };
+        self.require(input.ty, interaction)?;
+        let sep = if method == "PATCH" { '/' } else { '?' };
+        let url = format!("{}{sep}{}", input.ty, input.criteria);
+        let entry = request_entry(method, url, resource, input.if_match);
+        let prepared = prepare_entry(self, input.base, 0, entry)?;
+        let mut results = self
+            .transact(ctx, input.base, vec![prepared], input.ret)
+            .await
+            .map_err(strip_entry_prefix)?;
+        Ok(results.remove(0).1)
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::super::search::criteria;
 use super::super::write::{check_body, gate, structure_error, WriteTarget};
-use super::super::{admit_all, admitted, restrict, OoIssue, ReturnPref, ServiceError};
+use super::super::{admit_all, admitted, restricted, OoIssue, ReturnPref, ServiceError};
 use super::entry::{bad, Entry, Op, PatchDoc, Target};
 use super::refs::{premap, rewrite};
 use super::{at_entry, EntryResult};
@@ -32,9 +32,7 @@ fn find(
     q: &SearchQuery,
     limit: usize,
 ) -> Result<Vec<StoredResource>, ServiceError> {
-    let mut q = q.clone();
-    restrict(ctx, &mut q);
-    let found = tx.find(&q, limit).map_err(storage_err)?;
+    let found = tx.find(&restricted(ctx, q), limit).map_err(storage_err)?;
     Ok(admit_all(ctx, found))
 }
 
@@ -735,9 +733,7 @@ fn run_one(
             })
         }
         Op::Search { query } => {
-            let mut query = query.clone();
-            restrict(ctx, &mut query);
-            let mut page = tx.search(&query).map_err(storage_err)?;
+            let mut page = tx.search(&restricted(ctx, query)).map_err(storage_err)?;
             page.resources = admit_all(ctx, std::mem::take(&mut page.resources));
             page.included = admit_all(ctx, std::mem::take(&mut page.included));
             Ok(EntryResult {

@@ -4,7 +4,7 @@
 use super::builder::Sql;
 use super::conn::Conn;
 use super::read::{stored, VERSION_CONTENT};
-use super::{caller_scope, rows, Dialect};
+use super::{caller_scope, rows, scoped, Dialect};
 use crate::context::RequestContext;
 use crate::model::ResourceType;
 use crate::storage::{
@@ -19,6 +19,15 @@ pub(super) fn do_history(
     ctx: &RequestContext,
 ) -> StorageResult<HistoryPage> {
     let sqlite = conn.dialect() == Dialect::Sqlite;
+    // System history under a restriction: the restricted types, decided once.
+    let restricted: Vec<_> = match q.scope {
+        HistoryScope::System if !ctx.unrestricted() => ResourceType::ALL
+            .iter()
+            .map(|t| (*t, ctx.restriction(*t)))
+            .filter(|(_, r)| !r.is_none())
+            .collect(),
+        _ => Vec::new(),
+    };
     let build = |count_only: bool| {
         let mut sql = Sql::new();
         if count_only {
@@ -29,16 +38,16 @@ pub(super) fn do_history(
                 .push(" FROM resource_versions v WHERE 1 = 1");
         }
         match &q.scope {
-            HistoryScope::System if ctx.unrestricted() => {}
+            HistoryScope::System if restricted.is_empty() => {}
             HistoryScope::System => {
-                // Each type under its own restriction (types without one as they are).
-                sql.push(" AND (");
-                for (i, t) in ResourceType::ALL.iter().enumerate() {
-                    if i > 0 {
-                        sql.push(" OR ");
-                    }
-                    sql.push("(");
-                    caller_scope(&mut sql, sqlite, "v", *t, ctx);
+                // Types without a restriction as they are; each restricted
+                // type under its own.
+                sql.push(" AND (v.res_type NOT IN (")
+                    .text_list(restricted.iter().map(|(t, _)| t.as_str()))
+                    .push(")");
+                for (t, r) in &restricted {
+                    sql.push(" OR (");
+                    scoped(&mut sql, sqlite, "v", *t, r);
                     sql.push(")");
                 }
                 sql.push(")");
