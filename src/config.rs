@@ -19,6 +19,7 @@ pub struct Settings {
     pub validation: ValidationSettings,
     pub telemetry: TelemetrySettings,
     pub jobs: JobsSettings,
+    pub auth: crate::auth::AuthSettings,
 }
 
 /// The background job worker (`crate::jobs`).
@@ -234,6 +235,8 @@ impl Default for TelemetrySettings {
 pub struct Overrides {
     pub listen: Option<String>,
     pub database_url: Option<String>,
+    /// `--allow-anonymous`: `auth.mode = "off"` on a non-loopback address.
+    pub allow_anonymous: bool,
 }
 
 /// Every problem found in the settings, one per line when displayed.
@@ -368,6 +371,9 @@ impl Settings {
         if let Some(v) = &flags.database_url {
             settings.storage.database_url = v.clone();
         }
+        if flags.allow_anonymous {
+            settings.auth.allow_anonymous = true;
+        }
         problems.extend(settings.problems());
         if problems.is_empty() {
             Ok(settings)
@@ -477,6 +483,7 @@ impl Settings {
                 out.push("server.base_url must be an http(s) URL".into());
             }
         }
+        out.extend(self.auth.problems(&self.server.listen));
         out
     }
 
@@ -536,7 +543,7 @@ mod tests {
         assert_eq!(s.storage.database_url, "sqlite::memory:");
         let flags = Overrides {
             listen: Some("127.0.0.1:3".into()),
-            database_url: None,
+            ..Overrides::default()
         };
         let s = Settings::load(Some(&file), &env, &flags).unwrap();
         assert_eq!(s.server.listen, "127.0.0.1:3");
@@ -551,6 +558,7 @@ mod tests {
         let flags = Overrides {
             listen: None,
             database_url: Some("mysql://x".into()),
+            ..Overrides::default()
         };
         let e = Settings::load(None, &no_env, &flags).unwrap_err();
         assert!(e.to_string().contains("storage.database_url"));
@@ -571,6 +579,7 @@ mod tests {
         let flags = Overrides {
             listen: None,
             database_url: Some("mysql://x".into()),
+            ..Overrides::default()
         };
         let e = Settings::load(Some(&file), &no_env, &flags).unwrap_err();
         let problems = &e.downcast_ref::<ConfigErrors>().unwrap().0;

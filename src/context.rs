@@ -8,18 +8,21 @@ use std::sync::Arc;
 
 use crate::model::ResourceType;
 use crate::model::StoredResource;
-use crate::policy::{Decision, Policy, Restriction};
+use crate::policy::{Action, Decision, Policy, Restriction};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// The authenticated caller. Only `Anonymous` (no credentials) and `System`
-/// (the server itself: CLI commands, background jobs) exist until the access
-/// control issue adds patients, users and backend-service clients.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who is asking: nobody in particular (access control off), the server
+/// itself (CLI commands, background jobs), or a verified token's caller.
+#[derive(Debug, Clone)]
 pub enum Principal {
     /// A request that presented no credentials.
     Anonymous,
     /// The server acting for itself (`import`, `reindex`, jobs); `name` says
     /// which part (for logs), `scopes` what it may do.
     System { name: String, scopes: Vec<String> },
+    /// A caller with a verified bearer token (patient, user or backend
+    /// service: [`crate::auth::Caller::kind`]).
+    Caller(Arc<crate::auth::Caller>),
 }
 
 impl Principal {
@@ -27,7 +30,8 @@ impl Principal {
     pub fn kind(&self) -> &'static str {
         match self {
             Principal::Anonymous => "anonymous",
-            Principal::System { .. } => "system",
+            Principal::System { .. } => "server",
+            Principal::Caller(c) => c.kind().as_str(),
         }
     }
 }
@@ -42,6 +46,9 @@ pub struct RequestContext {
     /// (the GP-supplier bridge routes by it). `None`: the local store.
     pub practice: Option<String>,
     policy: Arc<dyn Policy>,
+    /// Set once any authorisation decision was taken for this request (the
+    /// HTTP edge refuses a response from a guarded route that has none).
+    decided: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for RequestContext {
@@ -61,7 +68,54 @@ impl RequestContext {
             principal,
             practice: None,
             policy,
+            decided: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Shares `flag` as this request's decision marker.
+    pub fn with_decision_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.decided = flag;
+        self
+    }
+
+    /// Whether any authorisation decision was taken.
+    pub fn decided(&self) -> bool {
+        self.decided.load(Ordering::Relaxed)
+    }
+
+    /// Records that access was decided by something other than
+    /// [`RequestContext::authorize`] (a bundle, whose entries are each
+    /// authorised; an endpoint that reveals nothing).
+    pub fn mark_decided(&self) {
+        self.decided.store(true, Ordering::Relaxed);
+    }
+
+    /// 403 unless the caller may perform `action` on `ty` (its scopes).
+    pub fn authorize(
+        &self,
+        ty: ResourceType,
+        action: Action,
+    ) -> Result<(), crate::service::ServiceError> {
+        self.mark_decided();
+        self.policy
+            .authorize(self, ty, action)
+            .map_err(|r| crate::service::ServiceError::Forbidden(r.0))
+    }
+
+    /// Whether `content` lies inside what the caller may `action`.
+    pub fn permits(
+        &self,
+        ty: ResourceType,
+        action: Action,
+        id: &str,
+        content: &serde_json::Value,
+    ) -> bool {
+        self.policy.permits(self, ty, action, id, content)
+    }
+
+    /// Whether the caller may `action` only part of `ty`.
+    pub fn confined(&self, ty: ResourceType, action: Action) -> bool {
+        self.policy.confined(self, ty, action)
     }
 
     /// The server acting for itself (`name`: which command or job kind).

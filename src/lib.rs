@@ -3,6 +3,7 @@
 //! Reading order: [`config`] → [`model`] → [`storage`] (the seam) → [`search`] →
 //! [`service`] → [`rest`] (the only HTTP-aware module) → [`capability`].
 
+pub mod auth;
 pub mod base64;
 pub mod capability;
 pub mod cli;

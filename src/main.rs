@@ -46,6 +46,10 @@ struct Common {
         hide_env_values = true
     )]
     database: Option<String>,
+    /// Serve without access control on a non-loopback address
+    /// (auth.mode = "off"): every caller reads every record
+    #[arg(long)]
+    allow_anonymous: bool,
 }
 
 #[derive(Subcommand)]
@@ -157,6 +161,7 @@ fn load(common: &Common, listen: Option<String>) -> anyhow::Result<Settings> {
         &Overrides {
             listen: set(listen),
             database_url: set(common.database.clone()),
+            allow_anonymous: common.allow_anonymous,
         },
     )
 }

@@ -24,9 +24,34 @@ pub const MAX_STRING: usize = 512;
 /// by operand (see `ParamDef::parts`), composites that have no rows of their
 /// own are not evaluated, and each parameter's rows are deduplicated by sorting.
 pub fn extract(ty: ResourceType, resource: &Value, base_url: &str) -> Vec<IndexRow> {
+    extract_defs(registry::registry().indexed(ty), resource, base_url)
+}
+
+/// The index rows of only the parameters named in `codes` (the access
+/// policy's in-memory checks: a compartment test reads one or two).
+pub fn extract_params(
+    ty: ResourceType,
+    resource: &Value,
+    base_url: &str,
+    codes: &[&str],
+) -> Vec<IndexRow> {
+    extract_defs(
+        registry::registry()
+            .indexed(ty)
+            .filter(|d| codes.contains(&d.code.as_str())),
+        resource,
+        base_url,
+    )
+}
+
+fn extract_defs<'d>(
+    defs: impl Iterator<Item = &'d ParamDef>,
+    resource: &Value,
+    base_url: &str,
+) -> Vec<IndexRow> {
     let mut rows = Vec::new();
     let ctx = fhirpath::EvalContext::new().reference_stubs(true);
-    for def in registry::registry().indexed(ty) {
+    for def in defs {
         let Some(expr) = &def.compiled else {
             continue;
         };

@@ -54,6 +54,9 @@ pub enum ServiceError {
     /// 405 with an `Allow` header naming the one method the endpoint takes.
     #[error("method not allowed")]
     MethodNotAllowedOnly(&'static str, String),
+    /// 403: the caller's scopes (or identity proofing) do not allow this.
+    #[error("forbidden")]
+    Forbidden(String),
     #[error("not acceptable")]
     NotAcceptable(String),
     #[error("conflict")]
@@ -89,6 +92,7 @@ impl ServiceError {
             ServiceError::NotFound(_) => 404,
             ServiceError::Gone(_) => 410,
             ServiceError::MethodNotAllowed(_) | ServiceError::MethodNotAllowedOnly(..) => 405,
+            ServiceError::Forbidden(_) => 403,
             ServiceError::NotAcceptable(_) => 406,
             ServiceError::Conflict(_) => 409,
             ServiceError::PreconditionFailed(_) => 412,
@@ -109,6 +113,7 @@ impl ServiceError {
             }
             ServiceError::NotFound(m) => vec![OoIssue::error("not-found", m.clone())],
             ServiceError::Gone(m) => vec![OoIssue::error("deleted", m.clone())],
+            ServiceError::Forbidden(m) => vec![OoIssue::error("forbidden", m.clone())],
             ServiceError::MethodNotAllowed(m)
             | ServiceError::MethodNotAllowedOnly(_, m)
             | ServiceError::NotAcceptable(m)

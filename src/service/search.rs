@@ -7,8 +7,7 @@ use super::{admit_all, restrict, Service, ServiceError, ServiceResult};
 use crate::context::RequestContext;
 use crate::model::{LogicalId, ResourceType};
 use crate::search::parse::{self as search_parse, Options, ParsedSearch};
-use crate::search::registry::{self, ParamKind};
-use crate::search::types::{Predicate, ReferenceValue, SearchQuery, Test};
+use crate::search::types::{Predicate, SearchQuery};
 use crate::storage::{Interaction, PageTokens, SearchPage};
 
 /// How long the page links of a `POST _search` stay valid.
@@ -144,37 +143,12 @@ impl Service {
                 format!("Only the Patient compartment is supported, not {comp}"),
             ));
         }
-        let mut any = Vec::new();
-        if ty == ResourceType::Patient {
-            any.push(Predicate::Id {
-                ids: vec![id.to_string()],
-                not: false,
-            });
-        }
-        for code in registry::registry().patient_compartment(ty) {
-            if code == "{def}" {
-                continue;
-            }
-            if let Some(def) = registry::lookup(ty, code).filter(|d| d.kind == ParamKind::Reference)
-            {
-                any.push(Predicate::Index {
-                    param: def,
-                    test: Test::Reference(vec![ReferenceValue {
-                        target_type: Some(ResourceType::Patient),
-                        id: id.to_string(),
-                        url: false,
-                    }]),
-                    not: false,
-                });
-            }
-        }
-        if any.is_empty() {
-            return Err(ServiceError::bad_request(
+        crate::search::compartment::patient(ty, id.as_str()).ok_or_else(|| {
+            ServiceError::bad_request(
                 "not-supported",
                 format!("{ty} is not in the Patient compartment"),
-            ));
-        }
-        Ok(Predicate::AnyOf(any))
+            )
+        })
     }
 
     /// 400 when the query uses a parameter the backend does not declare.

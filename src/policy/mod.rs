@@ -5,11 +5,20 @@
 //! under [`Policy::restrict`], which storage ANDs into the query in its one
 //! scope chokepoint. Fail closed: a policy that cannot decide denies.
 //!
-//! Shipped here: [`AllowAll`] (the server's policy until access control lands)
-//! and [`DenyResources`] (a test policy hiding chosen resources).
+//! Before any of that, [`Policy::authorize`] decides whether the caller may
+//! perform an action on a type at all (403 otherwise), and
+//! [`Policy::permits`] whether a write's old and new content lie inside
+//! what the caller may write.
+//!
+//! Shipped: [`smart::SmartPolicy`] (SMART scopes and patient compartments,
+//! the server's policy whenever `auth.mode = "required"`), [`AllowAll`]
+//! (`auth.mode = "off"`), [`DenyAll`] and [`DenyResources`] (tests).
+
+pub mod smart;
 
 use std::collections::HashSet;
 
+pub use crate::auth::scope::Action;
 use crate::context::RequestContext;
 use crate::model::StoredResource;
 use crate::model::{LogicalId, ResourceType};
@@ -42,11 +51,47 @@ impl Restriction {
     }
 }
 
+/// Why an action was refused (403): a message safe to show the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal(pub String);
+
+impl Refusal {
+    pub fn new(msg: impl Into<String>) -> Refusal {
+        Refusal(msg.into())
+    }
+}
+
 /// An access policy. Implementations must be consistent: a resource that
 /// [`Policy::restrict`] excludes must also be denied by [`Policy::admit`].
 pub trait Policy: Send + Sync {
+    /// Whether the caller may perform `action` on `ty` at all (scopes).
+    fn authorize(
+        &self,
+        _ctx: &RequestContext,
+        _ty: ResourceType,
+        _a: Action,
+    ) -> Result<(), Refusal> {
+        Ok(())
+    }
     fn restrict(&self, ctx: &RequestContext, ty: ResourceType) -> Restriction;
     fn admit(&self, ctx: &RequestContext, resource: &StoredResource) -> Decision;
+    /// Whether `content` (resource `id` of `ty`) lies inside what the caller
+    /// may `action`: a write's new content, and an update's or delete's old.
+    fn permits(
+        &self,
+        _ctx: &RequestContext,
+        _ty: ResourceType,
+        _action: Action,
+        _id: &str,
+        _content: &serde_json::Value,
+    ) -> bool {
+        true
+    }
+    /// True when the caller may `action` only part of `ty` (then a write by
+    /// id to a resource it cannot see is refused, whether or not one exists).
+    fn confined(&self, _ctx: &RequestContext, _ty: ResourceType, _action: Action) -> bool {
+        false
+    }
     /// True when this policy restricts nothing for `ctx` (lets callers skip work).
     fn unrestricted(&self, _ctx: &RequestContext) -> bool {
         false
@@ -129,6 +174,22 @@ impl Policy for DenyResources {
 pub struct DenyAll;
 
 impl Policy for DenyAll {
+    fn authorize(&self, _: &RequestContext, _: ResourceType, _: Action) -> Result<(), Refusal> {
+        Err(Refusal::new("Access denied"))
+    }
+    fn permits(
+        &self,
+        _: &RequestContext,
+        _: ResourceType,
+        _: Action,
+        _: &str,
+        _: &serde_json::Value,
+    ) -> bool {
+        false
+    }
+    fn confined(&self, _: &RequestContext, _: ResourceType, _: Action) -> bool {
+        true
+    }
     fn restrict(&self, _: &RequestContext, _: ResourceType) -> Restriction {
         Restriction::Everything
     }

@@ -1,0 +1,250 @@
+//! The server's access policy under `auth.mode = "required"`: SMART scopes
+//! and the patient compartment, decided in one place for every path.
+//!
+//! A caller's *visible set* of a type for some actions is the union, over
+//! its grants allowing one of the actions, of:
+//! - everything (a `user/` or `system/` grant, or a `patient/` grant on a
+//!   shared type such as Practitioner or Slot), or
+//! - the members of its patient's compartment (a `patient/` grant on a
+//!   compartment type; none when the token has no patient context or is
+//!   proofed below the issuer's minimum),
+//!
+//! each ANDed with the grant's v2 query refinement. Sets (search matches,
+//! totals, includes, history) are restricted to it in storage; single
+//! resources (reads, a write's old and new content) are checked against the
+//! same predicate in memory ([`crate::search::matcher`]). Types in neither
+//! group are invisible to `patient/` grants. Anything undecidable denies.
+
+use crate::auth::scope::{Action, Grant, ScopeContext};
+use crate::auth::Caller;
+use crate::context::{Principal, RequestContext};
+use crate::model::{ResourceType, StoredResource};
+use crate::search::compartment;
+use crate::search::types::Predicate;
+
+use super::{Decision, Policy, Refusal, Restriction};
+
+/// Types outside any patient's compartment that `patient/` grants reach
+/// (directories and booking: who, where, when).
+pub const SHARED_TYPES: [ResourceType; 7] = [
+    ResourceType::Practitioner,
+    ResourceType::PractitionerRole,
+    ResourceType::Organization,
+    ResourceType::Location,
+    ResourceType::Schedule,
+    ResourceType::Slot,
+    ResourceType::Medication,
+];
+
+/// SMART scopes and patient compartments.
+#[derive(Debug, Clone)]
+pub struct SmartPolicy {
+    /// This server's base URL (absolute references under it are local).
+    base_url: String,
+}
+
+/// What a caller may see of one type.
+#[derive(Debug, Clone)]
+enum Visible {
+    Nothing,
+    All,
+    Where(Predicate),
+}
+
+impl SmartPolicy {
+    pub fn new(base_url: impl Into<String>) -> SmartPolicy {
+        SmartPolicy {
+            base_url: base_url.into(),
+        }
+    }
+
+    fn visible(&self, caller: &Caller, ty: ResourceType, actions: &[Action]) -> Visible {
+        let mut alternatives = Vec::new();
+        for g in &caller.scopes.grants {
+            if !g.covers(ty) || !actions.iter().any(|a| g.perms.has(*a)) {
+                continue;
+            }
+            let Some(mut parts) = self.refinement(ty, g) else {
+                continue;
+            };
+            if g.context == ScopeContext::Patient && !SHARED_TYPES.contains(&ty) {
+                if !caller.proofing_ok {
+                    continue;
+                }
+                let Some(pid) = &caller.patient else {
+                    continue;
+                };
+                let Some(member) = compartment::patient(ty, pid.as_str()) else {
+                    continue;
+                };
+                parts.insert(0, member);
+            }
+            match parts.len() {
+                0 => return Visible::All,
+                1 => alternatives.extend(parts),
+                _ => alternatives.push(Predicate::AllOf(parts)),
+            }
+        }
+        match alternatives.len() {
+            0 => Visible::Nothing,
+            1 => Visible::Where(alternatives.pop().unwrap_or(Predicate::AnyOf(Vec::new()))),
+            _ => Visible::Where(Predicate::AnyOf(alternatives)),
+        }
+    }
+
+    /// A grant's query refinement as predicates (`Some(empty)`: none).
+    /// `None`: the refinement is not one this server can enforce, so the
+    /// grant grants nothing.
+    fn refinement(&self, ty: ResourceType, g: &Grant) -> Option<Vec<Predicate>> {
+        let Some(q) = &g.refinement else {
+            return Some(Vec::new());
+        };
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q).ok()?;
+        if pairs.is_empty()
+            || pairs.iter().any(|(k, _)| {
+                k.starts_with('_')
+                    && !matches!(k.as_str(), "_id" | "_tag" | "_security" | "_profile")
+            })
+        {
+            return None;
+        }
+        let parsed = crate::search::parse::parse(
+            ty,
+            &pairs,
+            crate::search::parse::Options {
+                lenient: false,
+                paging: crate::search::parse::Paging {
+                    default_count: 1,
+                    max_count: 1,
+                },
+                base_url: &self.base_url,
+            },
+        )
+        .ok()?;
+        let preds = parsed.query.predicates;
+        // Only what the in-memory evaluator can decide (chains and _has
+        // cannot be checked on a single resource).
+        if preds.iter().any(|p| {
+            matches!(
+                p,
+                Predicate::Chain { .. } | Predicate::Has { .. } | Predicate::Composite { .. }
+            )
+        }) {
+            return None;
+        }
+        Some(preds)
+    }
+
+    fn holds(&self, v: &Visible, ty: ResourceType, id: &str, content: &serde_json::Value) -> bool {
+        match v {
+            Visible::Nothing => false,
+            Visible::All => true,
+            Visible::Where(p) => {
+                crate::search::matcher::matches(ty, id, content, &self.base_url, p) == Some(true)
+            }
+        }
+    }
+}
+
+fn caller(ctx: &RequestContext) -> Result<Option<&Caller>, ()> {
+    match &ctx.principal {
+        Principal::System { .. } => Ok(None),
+        Principal::Caller(c) => Ok(Some(c)),
+        Principal::Anonymous => Err(()),
+    }
+}
+
+const READ: [Action; 2] = [Action::Read, Action::Search];
+
+impl Policy for SmartPolicy {
+    fn authorize(
+        &self,
+        ctx: &RequestContext,
+        ty: ResourceType,
+        action: Action,
+    ) -> Result<(), Refusal> {
+        let c = match caller(ctx) {
+            Ok(None) => return Ok(()),
+            Ok(Some(c)) => c,
+            Err(()) => return Err(Refusal::new("A token is required")),
+        };
+        if matches!(self.visible(c, ty, &[action]), Visible::Nothing) {
+            let low_proofing = !c.proofing_ok
+                && compartment::in_patient_compartment(ty)
+                && c.scopes
+                    .granting(ty, action)
+                    .any(|g| g.context == ScopeContext::Patient);
+            return Err(Refusal::new(if low_proofing {
+                format!("The token's identity proofing level is too low for {ty} records")
+            } else {
+                format!(
+                    "The token's scopes do not allow '{}' on {ty}",
+                    action.letter()
+                )
+            }));
+        }
+        Ok(())
+    }
+
+    fn restrict(&self, ctx: &RequestContext, ty: ResourceType) -> Restriction {
+        match caller(ctx) {
+            Ok(None) => Restriction::None,
+            Err(()) => Restriction::Everything,
+            Ok(Some(c)) => match self.visible(c, ty, &READ) {
+                Visible::Nothing => Restriction::Everything,
+                Visible::All => Restriction::None,
+                Visible::Where(p) => Restriction::Where(p),
+            },
+        }
+    }
+
+    fn admit(&self, ctx: &RequestContext, r: &StoredResource) -> Decision {
+        let c = match caller(ctx) {
+            Ok(None) => return Decision::Permit,
+            Err(()) => return Decision::Deny,
+            Ok(Some(c)) => c,
+        };
+        let v = self.visible(c, r.resource_type, &READ);
+        let ok = match (&v, &r.content) {
+            (Visible::All, _) => true,
+            (Visible::Nothing, _) => false,
+            // A deletion marker has no content to decide on: an id match
+            // (the patient's own Patient) is all that can admit it.
+            (Visible::Where(_), None) => {
+                self.holds(&v, r.resource_type, r.id.as_str(), &serde_json::Value::Null)
+            }
+            (Visible::Where(_), Some(text)) => match serde_json::from_str(text) {
+                Ok(value) => self.holds(&v, r.resource_type, r.id.as_str(), &value),
+                Err(_) => false,
+            },
+        };
+        if ok {
+            Decision::Permit
+        } else {
+            Decision::Deny
+        }
+    }
+
+    fn permits(
+        &self,
+        ctx: &RequestContext,
+        ty: ResourceType,
+        action: Action,
+        id: &str,
+        content: &serde_json::Value,
+    ) -> bool {
+        match caller(ctx) {
+            Ok(None) => true,
+            Err(()) => false,
+            Ok(Some(c)) => self.holds(&self.visible(c, ty, &[action]), ty, id, content),
+        }
+    }
+
+    fn confined(&self, ctx: &RequestContext, ty: ResourceType, action: Action) -> bool {
+        match caller(ctx) {
+            Ok(None) => false,
+            Err(()) => true,
+            Ok(Some(c)) => !matches!(self.visible(c, ty, &[action]), Visible::All),
+        }
+    }
+}
