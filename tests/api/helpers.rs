@@ -427,31 +427,79 @@ pub async fn spawn_server(
     config: Option<&std::path::Path>,
     ready_within: Duration,
 ) -> ServerProcess {
+    spawn_server_opts(&ServeOpts {
+        db,
+        config,
+        ready_within,
+        ..ServeOpts::default()
+    })
+    .await
+    .unwrap_or_else(|| panic!("server did not become ready within {ready_within:?}"))
+}
+
+/// How [`spawn_server_opts`] starts the real binary.
+pub struct ServeOpts<'a> {
+    pub db: &'a str,
+    pub config: Option<&'a std::path::Path>,
+    /// The listen host (the port is chosen free); readiness is polled on
+    /// 127.0.0.1 whatever the host.
+    pub host: &'a str,
+    /// Further arguments after `serve ...`.
+    pub args: &'a [&'a str],
+    /// `RUST_LOG` of the process.
+    pub log: &'a str,
+    /// Where its stderr goes (discarded when `None`).
+    pub stderr: Option<&'a std::path::Path>,
+    pub ready_within: Duration,
+}
+
+impl Default for ServeOpts<'_> {
+    fn default() -> Self {
+        ServeOpts {
+            db: "sqlite::memory:",
+            config: None,
+            host: "127.0.0.1",
+            args: &[],
+            log: "warn",
+            stderr: None,
+            ready_within: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Starts the real binary as `opts` says; `None` when it did not become
+/// ready in time (or exited).
+pub async fn spawn_server_opts(opts: &ServeOpts<'_>) -> Option<ServerProcess> {
     use std::process::{Command, Stdio};
     let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fhirbridge"));
     cmd.args([
         "serve",
         "--listen",
-        &format!("127.0.0.1:{port}"),
+        &format!("{}:{port}", opts.host),
         "--database",
-        db,
+        opts.db,
     ]);
-    if let Some(c) = config {
+    if let Some(c) = opts.config {
         cmd.arg("--config").arg(c);
     }
+    cmd.args(opts.args);
+    let stderr = match opts.stderr {
+        Some(p) => Stdio::from(std::fs::File::create(p).expect("stderr file")),
+        None => Stdio::null(),
+    };
     let child = cmd
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", opts.log)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("spawn server binary");
-    let server = ServerProcess {
+    let mut server = ServerProcess {
         child,
         base: format!("http://127.0.0.1:{port}"),
     };
     let client = awc::Client::default();
-    let deadline = std::time::Instant::now() + ready_within;
+    let deadline = std::time::Instant::now() + opts.ready_within;
     while std::time::Instant::now() < deadline {
         if let Ok(r) = client
             .get(format!("{}/health/ready", server.base))
@@ -459,10 +507,13 @@ pub async fn spawn_server(
             .await
         {
             if r.status() == 200 {
-                return server;
+                return Some(server);
             }
+        }
+        if let Ok(Some(_)) = server.child.try_wait() {
+            return None;
         }
         actix_rt::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("server did not become ready");
+    None
 }

@@ -2,8 +2,10 @@
 //! Each test in a `backend_tests!` list runs on SQLite and, when
 //! `FHIRBRIDGE_TEST_POSTGRES_URL` is set, on PostgreSQL.
 
+mod auth_support;
 mod helpers;
 
+mod auth;
 mod bundles;
 mod cli;
 mod concurrency;
