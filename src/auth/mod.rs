@@ -10,8 +10,36 @@
 
 pub mod claims;
 pub mod config;
+pub mod jwks;
 pub mod jwt;
 pub mod scope;
+pub mod verify;
 
 pub use claims::{Caller, CallerKind};
 pub use config::{AuthMode, AuthSettings};
+
+/// Access control as the running server holds it (present only when
+/// `auth.mode = "required"`).
+pub struct Auth {
+    pub settings: AuthSettings,
+    /// The `aud` tokens must carry.
+    pub audience: String,
+    pub authenticator: verify::Authenticator,
+}
+
+impl Auth {
+    /// From `[auth]`; `base_url` is the server's FHIR base URL (the default
+    /// audience).
+    pub fn build(settings: &AuthSettings, base_url: &str) -> anyhow::Result<Auth> {
+        let audience = settings
+            .audience
+            .clone()
+            .unwrap_or_else(|| base_url.trim_end_matches('/').to_owned());
+        let authenticator = verify::Authenticator::new(settings, audience.clone());
+        Ok(Auth {
+            settings: settings.clone(),
+            audience,
+            authenticator,
+        })
+    }
+}
