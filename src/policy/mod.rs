@@ -138,16 +138,6 @@ impl DenyResources {
 }
 
 impl Policy for DenyResources {
-    fn permits(
-        &self,
-        ctx: &RequestContext,
-        ty: ResourceType,
-        _: Action,
-        id: &str,
-        _: &serde_json::Value,
-    ) -> bool {
-        !Self::applies(ctx) || !self.denied.contains(&(ty, id.to_owned()))
-    }
     fn restrict(&self, ctx: &RequestContext, ty: ResourceType) -> Restriction {
         if !Self::applies(ctx) {
             return Restriction::None;

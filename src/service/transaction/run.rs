@@ -525,10 +525,8 @@ fn check_contents(
         match &e.op {
             Op::Create {
                 ty, resource, id, ..
-            } => {
-                if !ctx.permits(*ty, Action::Create, id.as_str(), resource) {
-                    return Err(at_entry(idx, outside(*ty, "create")));
-                }
+            } if !ctx.permits(*ty, Action::Create, id.as_str(), resource) => {
+                return Err(at_entry(idx, outside(*ty, "create")));
             }
             Op::Update {
                 ty,
