@@ -65,23 +65,56 @@ impl Application {
         Application::build_with_backend(settings, backend)
     }
 
+    /// Builds the server on `backend` under the policy `[auth]` calls for:
+    /// [`policy::smart::SmartPolicy`] when tokens are required,
+    /// [`policy::AllowAll`] when access control is off.
     pub fn build_with_backend(
         settings: Settings,
         backend: Arc<dyn Backend>,
     ) -> anyhow::Result<Application> {
-        Application::build_with(settings, backend, Arc::new(policy::AllowAll))
+        Application::build_inner(settings, backend, None)
     }
 
-    /// Builds the server on `backend` under an access `policy` (tests install
-    /// their own; the server runs [`policy::AllowAll`] until access control lands).
+    /// Builds the server on `backend` under an explicit access `policy`
+    /// (tests install their own).
     pub fn build_with(
         settings: Settings,
         backend: Arc<dyn Backend>,
         policy: Arc<dyn policy::Policy>,
     ) -> anyhow::Result<Application> {
+        Application::build_inner(settings, backend, Some(policy))
+    }
+
+    fn build_inner(
+        settings: Settings,
+        backend: Arc<dyn Backend>,
+        policy: Option<Arc<dyn policy::Policy>>,
+    ) -> anyhow::Result<Application> {
         let listener = TcpListener::bind(&settings.server.listen)
             .with_context(|| format!("Failed to bind {}", settings.server.listen))?;
         let port = listener.local_addr()?.port();
+        let base = startup::base_url(&settings.server, port);
+        let required =
+            settings.auth.effective_mode(&settings.server.listen) == auth::AuthMode::Required;
+        let auth = if required {
+            tracing::info!(
+                issuers = settings.auth.issuers.len(),
+                clients = settings.auth.clients.len(),
+                "access control on: every FHIR request needs a bearer token"
+            );
+            Some(Arc::new(auth::Auth::build(&settings.auth, &base)?))
+        } else {
+            tracing::warn!(
+                "access control OFF (auth.mode = \"off\"): every caller can read and change \
+                 every record; for local development only"
+            );
+            None
+        };
+        let policy: Arc<dyn policy::Policy> = match policy {
+            Some(p) => p,
+            None if required => Arc::new(policy::smart::SmartPolicy::new(base.clone())),
+            None => Arc::new(policy::AllowAll),
+        };
         let metrics = Arc::new(metrics::InstanceMetrics::new()?);
         let validation = Arc::new(validation::ValidationService::from_settings(
             &settings.validation,
@@ -110,6 +143,7 @@ impl Application {
             validation,
             settings: settings.clone(),
             policy,
+            auth,
         });
         let limit = settings.server.body_limit_bytes;
         let bundle_limit = settings.server.bundle_body_limit_bytes.max(limit);

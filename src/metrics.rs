@@ -14,6 +14,8 @@ pub struct InstanceMetrics {
     pub latency: HistogramVec,
     /// Database pool connections by state (`in_use`, `idle`), per backend.
     pub pool: IntGaugeVec,
+    /// Refused credentials, by reason (`missing`, `expired`, `signature`, ...).
+    pub auth_failures: IntCounterVec,
 }
 
 impl InstanceMetrics {
@@ -38,12 +40,21 @@ impl InstanceMetrics {
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "auth_failures_total",
+                "Requests refused at authentication or authorisation, by reason",
+            ),
+            &["reason"],
+        )?;
         registry.register(Box::new(pool.clone()))?;
+        registry.register(Box::new(auth_failures.clone()))?;
         Ok(InstanceMetrics {
             registry,
             requests,
             latency,
             pool,
+            auth_failures,
         })
     }
 

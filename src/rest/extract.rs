@@ -37,9 +37,21 @@ impl Fhir {
             .get::<RequestId>()
             .map(|r| r.0.clone())
             .unwrap_or_default();
-        // No credentials are read until access control lands: every HTTP
-        // caller is anonymous, and the installed policy decides what that means.
-        let ctx = RequestContext::new(request_id, Principal::Anonymous, state.policy.clone());
+        // The caller `rest::auth::gate` verified (anonymous when access
+        // control is off); the installed policy decides what it may do.
+        let (principal, flag) = {
+            let ext = req.extensions();
+            (
+                ext.get::<super::auth::Authenticated>()
+                    .map(|a| a.0.clone())
+                    .unwrap_or(Principal::Anonymous),
+                ext.get::<super::auth::DecisionFlag>().map(|f| f.0.clone()),
+            )
+        };
+        let mut ctx = RequestContext::new(request_id, principal, state.policy.clone());
+        if let Some(flag) = flag {
+            ctx = ctx.with_decision_flag(flag);
+        }
         Ok(Fhir {
             req: req.clone(),
             ctx,

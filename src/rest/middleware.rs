@@ -95,11 +95,44 @@ pub async fn fhir_middleware(
             }
             _ => None,
         };
-        let res = next
-            .call(req)
-            .instrument(span.clone())
-            .await?
-            .map_into_boxed_body();
+        let refused = match state.as_ref() {
+            Some(s) => super::auth::gate(&req, s)
+                .instrument(span.clone())
+                .await
+                .err(),
+            None => None,
+        };
+        let res = match refused {
+            Some(response) => {
+                let (http, _payload) = req.into_parts();
+                let mut res = ServiceResponse::new(http, response);
+                // The body (if any) was not read: the connection cannot be reused.
+                res.response_mut()
+                    .head_mut()
+                    .set_connection_type(actix_web::http::ConnectionType::Close);
+                res
+            }
+            None => {
+                let res = next
+                    .call(req)
+                    .instrument(span.clone())
+                    .await?
+                    .map_into_boxed_body();
+                match state.as_ref() {
+                    Some(s)
+                        if res.status().as_u16() < 400
+                            && !super::auth::decided_or_public(res.request(), s) =>
+                    {
+                        span.in_scope(|| {
+                            tracing::error!("a guarded route answered without an authorisation decision; refused")
+                        });
+                        let (http, _) = res.into_parts();
+                        ServiceResponse::new(http, super::auth::undecided())
+                    }
+                    _ => res,
+                }
+            }
+        };
         match expired {
             Some(flag) if flag.load(std::sync::atomic::Ordering::Relaxed) => {
                 let mut res = error_response(

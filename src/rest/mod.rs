@@ -1,6 +1,7 @@
 //! The HTTP edge: the only module that knows actix-web and FHIR wire formats.
 //! `configure` is the one place routes are declared.
 
+pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod format;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// The access policy every request is decided by.
     pub policy: Arc<dyn crate::policy::Policy>,
+    /// Access control; `None` when `auth.mode = "off"`.
+    pub auth: Option<Arc<crate::auth::Auth>>,
 }
 
 /// The request id (from `X-Request-ID` or generated), stored in request extensions.
@@ -42,88 +45,190 @@ pub struct InteractionLabel {
     pub resource_type: &'static str,
 }
 
-/// Declares every route.
-pub fn configure(cfg: &mut web::ServiceConfig, bundle_limit: usize) {
+/// One route of the router: its path pattern, methods, and whether it is
+/// public (answered without a token). Every other route needs a token and
+/// an authorisation decision (`rest::auth`); `tests/api/routes.rs` walks
+/// this list.
+#[derive(Debug, Clone)]
+pub struct RouteInfo {
+    pub path: &'static str,
+    pub methods: Vec<&'static str>,
+    pub public: bool,
+}
+
+struct Entry {
+    path: &'static str,
+    public: bool,
+    /// Takes bundle-sized bodies.
+    bundle: bool,
+    routes: Vec<(&'static str, actix_web::Route)>,
+}
+
+fn entry(path: &'static str, public: bool, routes: Vec<(&'static str, actix_web::Route)>) -> Entry {
+    Entry {
+        path,
+        public,
+        bundle: false,
+        routes,
+    }
+}
+
+/// The route table, in matching order (the first pattern that matches wins).
+fn table() -> Vec<Entry> {
     use interaction::{
-        batch, capabilities, conditional, history, read, search, system as h, write,
+        batch, capabilities, conditional, history, read, search, smart, system as h, write,
     };
     use operation::validate;
-    cfg.service(web::resource("/").route(web::get().to(h::landing)))
-        .service(web::resource("/health/live").route(web::get().to(h::health_live)))
-        .service(web::resource("/health/ready").route(web::get().to(h::health_ready)))
-        .service(web::resource("/metrics").route(web::get().to(h::metrics)))
-        .service(
-            web::scope("/fhir")
-                .service(
-                    web::resource("")
-                        .app_data(web::PayloadConfig::new(bundle_limit))
-                        .route(web::post().to(batch::system_post))
-                        .route(web::get().to(h::base_get))
-                        .default_service(web::to(h::method_not_allowed)),
-                )
-                .service(
-                    web::resource("/metadata")
-                        .route(web::get().to(capabilities::metadata))
-                        .default_service(web::to(h::method_not_allowed)),
-                )
-                .service(
-                    web::resource("/_history")
-                        .route(web::get().to(history::history_system))
-                        .default_service(web::to(h::method_not_allowed)),
-                )
-                .service(
-                    web::resource("/{type}")
-                        .route(web::get().to(search::search))
-                        .route(web::post().to(write::create))
-                        .route(web::put().to(conditional::conditional_update))
-                        .route(web::delete().to(conditional::conditional_delete))
-                        .default_service(web::to(h::method_not_allowed)),
-                )
-                .service(
-                    web::resource("/{type}/$validate")
-                        .route(web::post().to(validate::validate_type))
-                        .default_service(web::to(h::method_not_allowed)),
-                )
-                .service(
-                    web::resource("/{type}/_search")
-                        .route(web::post().to(search::search_post))
-                        .route(web::get().to(search::search))
-                        .default_service(web::to(h::method_not_allowed)),
-                )
-                .service(
-                    web::resource("/{type}/_history")
-                        .route(web::get().to(history::history_type))
-                        .default_service(web::to(h::method_not_allowed)),
-                )
-                .service(
-                    web::resource("/{type}/{id}")
-                        .route(web::get().to(read::read))
-                        .route(web::put().to(write::update))
-                        .route(web::delete().to(write::delete))
-                        .route(web::patch().to(conditional::patch))
-                        .default_service(web::to(h::method_not_allowed)),
-                )
-                .service(
-                    web::resource("/{type}/{id}/$validate")
-                        .route(web::post().to(validate::validate_instance))
-                        .route(web::get().to(validate::validate_instance))
-                        .default_service(web::to(h::method_not_allowed)),
-                )
-                .service(
-                    web::resource("/{type}/{id}/_history")
-                        .route(web::get().to(history::history_instance))
-                        .default_service(web::to(h::method_not_allowed)),
-                )
-                .service(
-                    web::resource("/{type}/{id}/_history/{vid}")
-                        .route(web::get().to(read::vread))
-                        .default_service(web::to(h::method_not_allowed)),
-                )
-                .service(
-                    web::resource("/{type}/{id}/{target}")
-                        .route(web::get().to(search::compartment_search))
-                        .default_service(web::to(h::method_not_allowed)),
-                ),
-        )
-        .default_service(web::to(h::not_found));
+    let (get, post, put, delete, patch) = (web::get, web::post, web::put, web::delete, web::patch);
+    vec![
+        entry("/", true, vec![("GET", get().to(h::landing))]),
+        entry(
+            "/health/live",
+            true,
+            vec![("GET", get().to(h::health_live))],
+        ),
+        entry(
+            "/health/ready",
+            true,
+            vec![("GET", get().to(h::health_ready))],
+        ),
+        entry("/metrics", true, vec![("GET", get().to(h::metrics))]),
+        entry("/auth/token", true, vec![("POST", post().to(smart::token))]),
+        entry("/auth/jwks", true, vec![("GET", get().to(smart::jwks))]),
+        Entry {
+            bundle: true,
+            ..entry(
+                "/fhir",
+                false,
+                vec![
+                    ("POST", post().to(batch::system_post)),
+                    ("GET", get().to(h::base_get)),
+                ],
+            )
+        },
+        entry(
+            "/fhir/metadata",
+            true,
+            vec![("GET", get().to(capabilities::metadata))],
+        ),
+        entry(
+            "/fhir/.well-known/smart-configuration",
+            true,
+            vec![("GET", get().to(smart::configuration))],
+        ),
+        entry(
+            "/fhir/_history",
+            false,
+            vec![("GET", get().to(history::history_system))],
+        ),
+        entry(
+            "/fhir/{type}",
+            false,
+            vec![
+                ("GET", get().to(search::search)),
+                ("POST", post().to(write::create)),
+                ("PUT", put().to(conditional::conditional_update)),
+                ("DELETE", delete().to(conditional::conditional_delete)),
+            ],
+        ),
+        entry(
+            "/fhir/{type}/$validate",
+            false,
+            vec![("POST", post().to(validate::validate_type))],
+        ),
+        entry(
+            "/fhir/{type}/_search",
+            false,
+            vec![
+                ("POST", post().to(search::search_post)),
+                ("GET", get().to(search::search)),
+            ],
+        ),
+        entry(
+            "/fhir/{type}/_history",
+            false,
+            vec![("GET", get().to(history::history_type))],
+        ),
+        entry(
+            "/fhir/{type}/{id}",
+            false,
+            vec![
+                ("GET", get().to(read::read)),
+                ("PUT", put().to(write::update)),
+                ("DELETE", delete().to(write::delete)),
+                ("PATCH", patch().to(conditional::patch)),
+            ],
+        ),
+        entry(
+            "/fhir/{type}/{id}/$validate",
+            false,
+            vec![
+                ("POST", post().to(validate::validate_instance)),
+                ("GET", get().to(validate::validate_instance)),
+            ],
+        ),
+        entry(
+            "/fhir/{type}/{id}/_history",
+            false,
+            vec![("GET", get().to(history::history_instance))],
+        ),
+        entry(
+            "/fhir/{type}/{id}/_history/{vid}",
+            false,
+            vec![("GET", get().to(read::vread))],
+        ),
+        entry(
+            "/fhir/{type}/{id}/{target}",
+            false,
+            vec![("GET", get().to(search::compartment_search))],
+        ),
+    ]
+}
+
+/// Every route, for the route-walk test and the public-route check.
+pub fn routes() -> Vec<RouteInfo> {
+    table()
+        .into_iter()
+        .map(|e| RouteInfo {
+            path: e.path,
+            methods: e.routes.iter().map(|(m, _)| *m).collect(),
+            public: e.public,
+        })
+        .collect()
+}
+
+/// Whether the route with this pattern and method is public.
+pub fn is_public(pattern: &str, method: &str) -> bool {
+    static PUBLIC: std::sync::OnceLock<Vec<(&'static str, &'static str)>> =
+        std::sync::OnceLock::new();
+    PUBLIC
+        .get_or_init(|| {
+            routes()
+                .into_iter()
+                .filter(|r| r.public)
+                .flat_map(|r| r.methods.into_iter().map(move |m| (r.path, m)))
+                .collect()
+        })
+        .iter()
+        .any(|(p, m)| *p == pattern && (*m == method || (method == "HEAD" && *m == "GET")))
+}
+
+/// Declares every route (from [`table`]); an unknown path is a 404, a
+/// known one with another method a 405.
+pub fn configure(cfg: &mut web::ServiceConfig, bundle_limit: usize) {
+    use interaction::system as h;
+    for e in table() {
+        let mut resource = web::resource(e.path);
+        if e.bundle {
+            resource = resource.app_data(web::PayloadConfig::new(bundle_limit));
+        }
+        for (_, route) in e.routes {
+            resource = resource.route(route);
+        }
+        if e.path.starts_with("/fhir") || e.path.starts_with("/auth") {
+            resource = resource.default_service(web::to(h::method_not_allowed));
+        }
+        cfg.service(resource);
+    }
+    cfg.default_service(web::to(h::not_found));
 }

@@ -5,6 +5,7 @@
 mod auth_support;
 mod helpers;
 
+mod access;
 mod auth;
 mod bundles;
 mod cli;

@@ -8,6 +8,7 @@ pub mod conditional;
 pub mod history;
 pub mod read;
 pub mod search;
+pub mod smart;
 pub mod system;
 pub mod write;
 
