@@ -7,6 +7,7 @@
 //! | status | when | issue.code |
 //! |---|---|---|
 //! | 400 | malformed body, parameter, header or id | `structure`, `value`, `invalid`, `required`, `not-supported` |
+//! | 403 | the token's scopes, patient context or proofing do not allow it (with `WWW-Authenticate: Bearer …, error="insufficient_scope"`) | `forbidden` |
 //! | 404 | unknown resource type, id, version or route | `not-found` |
 //! | 405 | interaction not allowed on this endpoint | `not-supported` |
 //! | 406 | no acceptable response format | `not-supported` |
@@ -64,6 +65,16 @@ impl ResponseError for ApiError {
         builder.content_type(super::format::FHIR_JSON);
         if let ApiError::Unavailable(_) = self {
             builder.insert_header(("Retry-After", "1"));
+        }
+        if let ApiError::Forbidden(_) = self {
+            // RFC 6750 §3.1: the token is valid but does not allow this.
+            builder.insert_header((
+                "WWW-Authenticate",
+                format!(
+                    "Bearer realm=\"{}\", error=\"insufficient_scope\"",
+                    super::auth::REALM
+                ),
+            ));
         }
         if let ApiError::MethodNotAllowedOnly(allow, _) = self {
             builder.insert_header(("Allow", *allow));

@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::auth_support::*;
-use crate::helpers::{
-    nhs_number, spawn_server_opts, ServeOpts, TestApp,
-};
+use crate::helpers::{nhs_number, spawn_server_opts, ServeOpts, TestApp};
 
 async fn app() -> TestApp {
     TestApp::sqlite_with(required).await
@@ -148,8 +146,9 @@ async fn every_algorithm_verifies_and_a_forged_signature_does_not() {
             &format!("{} truncated", key.alg),
         );
     }
-    let nhs = f.nhs_token(&nhs_number(77), "P9.Cp.Cd", "patient/Practitioner.rs");
-    let r = app.bearer(&nhs).get("/fhir/Practitioner").await;
+    app.admin().upsert(&patient("p77", &nhs_number(77))).await;
+    let nhs = f.nhs_token(&nhs_number(77), "P9.Cp.Cd", "patient/Patient.rs");
+    let r = app.bearer(&nhs).get("/fhir/Patient/p77").await;
     assert_eq!(r.status, 200, "NHS issuer ES256: {}", r.text());
 }
 
@@ -186,21 +185,49 @@ async fn bad_tokens_are_invalid_token() {
         ("four parts", format!("{good}.{}", parts[2])),
         ("two parts", format!("{}.{}", parts[0], parts[1])),
         ("empty signature", format!("{}.{}.", parts[0], parts[1])),
-        ("signature not base64url", format!("{}.{}.!!!*", parts[0], parts[1])),
-        ("header not JSON", format!("{}.{}.{}", b64url(b"not json"), parts[1], parts[2])),
-        ("claims not JSON", format!("{}.{}.{}", parts[0], b64url(b"{oops"), parts[2])),
-        ("claims an array", format!("{}.{}.{}", parts[0], b64url(b"[1,2]"), parts[2])),
+        (
+            "signature not base64url",
+            format!("{}.{}.!!!*", parts[0], parts[1]),
+        ),
+        (
+            "header not JSON",
+            format!("{}.{}.{}", b64url(b"not json"), parts[1], parts[2]),
+        ),
+        (
+            "claims not JSON",
+            format!("{}.{}.{}", parts[0], b64url(b"{oops"), parts[2]),
+        ),
+        (
+            "claims an array",
+            format!("{}.{}.{}", parts[0], b64url(b"[1,2]"), parts[2]),
+        ),
         ("alg none", none_token(&c)),
         (
             "alg none with a real signature",
-            format!("{}.{}.{}", enc(&json!({"alg": "none", "kid": rs.kid})), parts[1], parts[2]),
+            format!(
+                "{}.{}.{}",
+                enc(&json!({"alg": "none", "kid": rs.kid})),
+                parts[1],
+                parts[2]
+            ),
         ),
         (
             "alg missing",
-            format!("{}.{}.{}", enc(&json!({"kid": rs.kid, "typ": "JWT"})), parts[1], parts[2]),
+            format!(
+                "{}.{}.{}",
+                enc(&json!({"kid": rs.kid, "typ": "JWT"})),
+                parts[1],
+                parts[2]
+            ),
         ),
-        ("HS256 keyed with the RSA public key", hs256_token(&rs.kid, &c, &rs.public_pem())),
-        ("HS256 keyed with a guess", hs256_token(&rs.kid, &c, b"secret")),
+        (
+            "HS256 keyed with the RSA public key",
+            hs256_token(&rs.kid, &c, &rs.public_pem()),
+        ),
+        (
+            "HS256 keyed with a guess",
+            hs256_token(&rs.kid, &c, b"secret"),
+        ),
         ("PS256", {
             let h = json!({"alg": "PS256", "kid": rs.kid});
             format!("{}.{}.{}", enc(&h), parts[1], parts[2])
@@ -277,7 +304,12 @@ async fn time_claims_have_sixty_seconds_leeway() {
     };
     check(json!({"exp": t - 30}), true, "expired 30 s ago").await;
     check(json!({"exp": t - 120}), false, "expired 120 s ago").await;
-    check(json!({"exp": t - 3600, "iat": t - 7200}), false, "expired an hour ago").await;
+    check(
+        json!({"exp": t - 3600, "iat": t - 7200}),
+        false,
+        "expired an hour ago",
+    )
+    .await;
     check(json!({"nbf": t + 30}), true, "nbf 30 s ahead").await;
     check(json!({"nbf": t + 120}), false, "nbf 120 s ahead").await;
     check(json!({"iat": t + 30}), true, "iat 30 s ahead").await;
@@ -303,14 +335,29 @@ async fn audience_and_issuer_must_match() {
     let ok = |changes: Value| f.token("system/*.rs", changes);
     for (changes, accepted, what) in [
         (json!({"aud": AUDIENCE}), true, "aud string"),
-        (json!({"aud": ["https://other.test", AUDIENCE]}), true, "aud array"),
-        (json!({"aud": ["https://other.test"]}), false, "aud array without us"),
-        (json!({"aud": "https://other.test/fhir"}), false, "another aud"),
-        (json!({"aud": format!("{AUDIENCE}/")}), false, "aud with a slash"),
+        (
+            json!({"aud": ["https://other.test", AUDIENCE]}),
+            true,
+            "aud array",
+        ),
+        (
+            json!({"aud": ["https://other.test"]}),
+            false,
+            "aud array without us",
+        ),
+        (
+            json!({"aud": "https://other.test/fhir"}),
+            false,
+            "another aud",
+        ),
         (json!({"aud": []}), false, "empty aud array"),
         (json!({"aud": null}), false, "no aud"),
         (json!({"iss": "https://evil.test"}), false, "unknown iss"),
-        (json!({"iss": format!("{SMART_ISS}/")}), false, "iss with a slash"),
+        (
+            json!({"iss": format!("{SMART_ISS}/")}),
+            false,
+            "iss with a slash",
+        ),
         (json!({"iss": null}), false, "no iss"),
         // The NHS issuer's name on a token signed by the SMART issuer's key.
         (json!({"iss": NHS_ISS}), false, "another issuer's name"),
@@ -326,7 +373,10 @@ async fn audience_and_issuer_must_match() {
     let t = f.token("", json!({"scope": null, "scp": ["system/Patient.rs"]}));
     let r = app.bearer(&t).get("/fhir/Patient").await;
     assert_eq!(r.status, 200, "scp array: {}", r.text());
-    assert_forbidden(&app.bearer(&t).get("/fhir/Observation").await, "scp array, Observation");
+    assert_forbidden(
+        &app.bearer(&t).get("/fhir/Observation").await,
+        "scp array, Observation",
+    );
 }
 
 #[actix_rt::test]
@@ -344,7 +394,11 @@ async fn tokens_only_travel_in_one_bearer_header() {
             Some(format!("access_token={good}").into_bytes()),
         )
         .await;
-    assert!(r.status == 401 || r.status == 400, "form access_token: {}", r.text());
+    assert!(
+        r.status == 401 || r.status == 400,
+        "form access_token: {}",
+        r.text()
+    );
     // Basic credentials.
     let r = app
         .request(
@@ -387,8 +441,8 @@ async fn oversized_and_binary_authorization_headers_are_a_clear_4xx() {
         b"Bearer abc\x01def".to_vec(),
     ];
     for v in values {
-        let mut req = format!("GET /fhir/Patient HTTP/1.1\r\nHost: {host}\r\nAuthorization: ")
-            .into_bytes();
+        let mut req =
+            format!("GET /fhir/Patient HTTP/1.1\r\nHost: {host}\r\nAuthorization: ").into_bytes();
         req.extend_from_slice(&v);
         req.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
         let (status, head, _) = raw_http(&app.base, req).await;
@@ -521,7 +575,10 @@ async fn perform(c: &Authed<'_>, op: Op, id: &str) -> crate::helpers::Resp {
         }
         Op::CondDelete => c.delete(&format!("/fhir/Observation?{crit}")).await,
         Op::ValidateInstance => c.get(&format!("{path}/$validate")).await,
-        Op::ValidateType => c.post("/fhir/Observation/$validate", &without_id(fresh)).await,
+        Op::ValidateType => {
+            c.post("/fhir/Observation/$validate", &without_id(fresh))
+                .await
+        }
     }
 }
 
@@ -540,10 +597,16 @@ async fn scopes_map_onto_interactions(app: TestApp) {
             if op.writes() {
                 let now = admin.get(&format!("/fhir/Observation/{id}")).await;
                 assert_eq!(now.status, 200, "{op:?} refused, yet the resource changed");
-                assert_eq!(now.json()["meta"]["versionId"], "1", "{op:?} refused, yet written");
+                assert_eq!(
+                    now.json()["meta"]["versionId"],
+                    "1",
+                    "{op:?} refused, yet written"
+                );
                 assert_eq!(
                     admin
-                        .total(&format!("/fhir/Observation?identifier=urn:test:scope|new-{id}"))
+                        .total(&format!(
+                            "/fhir/Observation?identifier=urn:test:scope|new-{id}"
+                        ))
                         .await,
                     0,
                     "{op:?} refused, yet created"
@@ -574,17 +637,40 @@ async fn scopes_map_onto_interactions(app: TestApp) {
         .bearer(&FIXTURE.token("system/*.s", json!({})))
         .get("/fhir/_history")
         .await;
-    assert_eq!(r.status, 200, "system history with system/*.s: {}", r.text());
+    assert_eq!(
+        r.status,
+        200,
+        "system history with system/*.s: {}",
+        r.text()
+    );
     // A scope on one type grants nothing on another.
     let t = FIXTURE.token("system/Observation.cruds", json!({}));
-    assert_forbidden(&app.bearer(&t).get("/fhir/Patient/p1").await, "Patient with Observation scope");
-    assert_forbidden(&app.bearer(&t).get("/fhir/Patient").await, "Patient search with Observation scope");
+    assert_forbidden(
+        &app.bearer(&t).get("/fhir/Patient/p1").await,
+        "Patient with Observation scope",
+    );
+    assert_forbidden(
+        &app.bearer(&t).get("/fhir/Patient").await,
+        "Patient search with Observation scope",
+    );
     // Only openid/profile: nothing at all.
     let t = FIXTURE.token("openid profile fhirUser launch/patient", json!({}));
-    assert_forbidden(&app.bearer(&t).get("/fhir/Patient/p1").await, "openid only, read");
-    assert_forbidden(&app.bearer(&t).get("/fhir/Observation").await, "openid only, search");
+    assert_forbidden(
+        &app.bearer(&t).get("/fhir/Patient/p1").await,
+        "openid only, read",
+    );
+    assert_forbidden(
+        &app.bearer(&t).get("/fhir/Observation").await,
+        "openid only, search",
+    );
     // Malformed clinical scopes grant nothing.
-    for bad in ["system/*.xyz", "system/Observation", "system/Observation.srd", "system/Nonsense.rs", "system/*.rs?category"] {
+    for bad in [
+        "system/*.xyz",
+        "system/Observation",
+        "system/Observation.srd",
+        "system/Nonsense.rs",
+        "system/*.rs?category",
+    ] {
         let t = FIXTURE.token(bad, json!({}));
         let r = app.bearer(&t).get("/fhir/Observation").await;
         assert!(
@@ -606,15 +692,26 @@ async fn v1_scopes() {
     assert_eq!(read.get("/fhir/Observation/o1").await.status, 200);
     assert_eq!(read.get("/fhir/Observation?_id=o1").await.status, 200);
     assert_forbidden(
-        &read.post("/fhir/Observation", &without_id(obs("x", "Patient/p1", "exam"))).await,
+        &read
+            .post(
+                "/fhir/Observation",
+                &without_id(obs("x", "Patient/p1", "exam")),
+            )
+            .await,
         ".read creating",
     );
     assert_forbidden(&read.delete("/fhir/Observation/o1").await, ".read deleting");
     let write = app.bearer(&FIXTURE.token("system/Observation.write", json!({})));
     assert_forbidden(&write.get("/fhir/Observation/o1").await, ".write reading");
-    assert_forbidden(&write.get("/fhir/Observation?_id=o1").await, ".write searching");
+    assert_forbidden(
+        &write.get("/fhir/Observation?_id=o1").await,
+        ".write searching",
+    );
     let r = write
-        .post("/fhir/Observation", &without_id(obs("x", "Patient/p1", "exam")))
+        .post(
+            "/fhir/Observation",
+            &without_id(obs("x", "Patient/p1", "exam")),
+        )
         .await;
     assert_eq!(r.status, 201, ".write creating: {}", r.text());
     let r = write
@@ -626,11 +723,16 @@ async fn v1_scopes() {
     assert_eq!(all.get("/fhir/Observation?_id=o1").await.status, 200);
     let r = all.delete("/fhir/Observation/o1").await;
     assert!((200..300).contains(&r.status), ".* deleting: {}", r.text());
-    assert_forbidden(&all.get("/fhir/Patient/p1").await, "Observation.* reading a Patient");
+    assert_forbidden(
+        &all.get("/fhir/Patient/p1").await,
+        "Observation.* reading a Patient",
+    );
     let star = app.bearer(&FIXTURE.token("system/*.read", json!({})));
     assert_eq!(star.get("/fhir/Patient/p1").await.status, 200);
     assert_forbidden(
-        &star.put("/fhir/Patient/p1", &patient("p1", &nhs_number(1))).await,
+        &star
+            .put("/fhir/Patient/p1", &patient("p1", &nhs_number(1)))
+            .await,
         "*.read updating",
     );
 }
@@ -640,8 +742,12 @@ async fn query_refinements_narrow_what_a_scope_grants() {
     let app = app().await;
     let admin = app.admin();
     admin.upsert(&patient("p1", &nhs_number(1))).await;
-    admin.upsert(&obs("lab-1", "Patient/p1", "laboratory")).await;
-    admin.upsert(&obs("vs-1", "Patient/p1", "vital-signs")).await;
+    admin
+        .upsert(&obs("lab-1", "Patient/p1", "laboratory"))
+        .await;
+    admin
+        .upsert(&obs("vs-1", "Patient/p1", "vital-signs"))
+        .await;
     let t = FIXTURE.patient_token("p1", "patient/Observation.rs?category=laboratory");
     let c = app.bearer(&t);
     assert_eq!(c.get("/fhir/Observation/lab-1").await.status, 200);
@@ -659,7 +765,10 @@ async fn query_refinements_narrow_what_a_scope_grants() {
     let s = app.bearer(&t).get("/fhir/Observation").await.json();
     assert_eq!(entry_ids(&s), vec!["Observation/vs-1"]);
     // No grant on Patient.
-    assert_forbidden(&c.get("/fhir/Patient/p1").await, "refined Observation scope reading Patient");
+    assert_forbidden(
+        &c.get("/fhir/Patient/p1").await,
+        "refined Observation scope reading Patient",
+    );
 }
 
 #[actix_rt::test]
@@ -676,18 +785,30 @@ async fn patient_context_and_identity_proofing() {
     let scope = "patient/*.rs";
     // patient/ scopes without a patient: 403.
     let t = f.token(scope, json!({}));
-    assert_refused(&app.bearer(&t).get("/fhir/Observation").await, "no patient context, search");
-    assert_refused(&app.bearer(&t).get("/fhir/Patient/p1").await, "no patient context, read");
+    assert_refused(
+        &app.bearer(&t).get("/fhir/Observation").await,
+        "no patient context, search",
+    );
+    assert_refused(
+        &app.bearer(&t).get("/fhir/Patient/p1").await,
+        "no patient context, read",
+    );
     // NHS number → exactly one Patient.
     let t = f.nhs_token(&n1, "P9.Cp.Cd", scope);
     let c = app.bearer(&t);
     assert_eq!(c.get("/fhir/Patient/p1").await.status, 200);
     assert_eq!(c.get("/fhir/Patient/p2").await.status, 404);
-    assert_eq!(entry_ids(&c.get("/fhir/Observation").await.json()), vec!["Observation/o1"]);
+    assert_eq!(
+        entry_ids(&c.get("/fhir/Observation").await.json()),
+        vec!["Observation/o1"]
+    );
     let t = f.nhs_token(&n2, "P9.Cp.Cd", scope);
     assert_eq!(app.bearer(&t).total("/fhir/Observation").await, 0);
     assert_eq!(app.bearer(&t).get("/fhir/Patient/p2").await.status, 200);
-    for (nhs, what) in [(nhs_number(14), "no Patient"), (dup.clone(), "two Patients")] {
+    for (nhs, what) in [
+        (nhs_number(14), "no Patient"),
+        (dup.clone(), "two Patients"),
+    ] {
         let t = f.nhs_token(&nhs, "P9.Cp.Cd", scope);
         assert_refused(&app.bearer(&t).get("/fhir/Observation").await, what);
         assert_refused(&app.bearer(&t).get("/fhir/Patient/dup-1").await, what);
@@ -697,11 +818,17 @@ async fn patient_context_and_identity_proofing() {
     c1["iss"] = json!(NHS_ISS);
     c1["vot"] = json!("P9.Cp.Cd");
     let t = f.nhs.token(&c1);
-    assert_refused(&app.bearer(&t).get("/fhir/Observation").await, "no nhs_number claim");
+    assert_refused(
+        &app.bearer(&t).get("/fhir/Observation").await,
+        "no nhs_number claim",
+    );
     // Identity proofing: P9 required by the NHS issuer.
     let t = f.nhs_token(&n1, "P5.Cp.Ck", scope);
     assert_refused(&app.bearer(&t).get("/fhir/Patient/p1").await, "P5 reading");
-    assert_refused(&app.bearer(&t).get("/fhir/Observation").await, "P5 searching");
+    assert_refused(
+        &app.bearer(&t).get("/fhir/Observation").await,
+        "P5 searching",
+    );
     let level = |lvl: Option<&str>| {
         let t0 = now();
         let mut c = json!({"iss": NHS_ISS, "aud": AUDIENCE, "sub": "nhs-login-x",
@@ -712,7 +839,10 @@ async fn patient_context_and_identity_proofing() {
         f.nhs.token(&c)
     };
     assert_eq!(
-        app.bearer(&level(Some("P9"))).get("/fhir/Patient/p1").await.status,
+        app.bearer(&level(Some("P9")))
+            .get("/fhir/Patient/p1")
+            .await
+            .status,
         200,
         "identity_proofing_level P9"
     );
@@ -775,22 +905,41 @@ async fn smart_discovery_and_capability_security() {
     let app = app().await;
     let c = smart_configuration(&app).await;
     for key in ["issuer", "jwks_uri", "token_endpoint"] {
-        assert!(c[key].as_str().is_some_and(|s| s.starts_with("http")), "{key}: {c}");
+        assert!(
+            c[key].as_str().is_some_and(|s| s.starts_with("http")),
+            "{key}: {c}"
+        );
     }
-    let has = |key: &str, v: &str| {
-        c[key]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|x| x == v))
-    };
+    let has = |key: &str, v: &str| c[key].as_array().is_some_and(|a| a.iter().any(|x| x == v));
     assert!(has("grant_types_supported", "client_credentials"), "{c}");
-    assert!(has("token_endpoint_auth_methods_supported", "private_key_jwt"), "{c}");
-    assert!(has("token_endpoint_auth_signing_alg_values_supported", "RS384"), "{c}");
-    assert!(has("token_endpoint_auth_signing_alg_values_supported", "ES384"), "{c}");
-    assert!(c["scopes_supported"].as_array().is_some_and(|a| !a.is_empty()), "{c}");
-    assert!(c["capabilities"].as_array().is_some_and(|a| !a.is_empty()), "{c}");
+    assert!(
+        has("token_endpoint_auth_methods_supported", "private_key_jwt"),
+        "{c}"
+    );
+    assert!(
+        has("token_endpoint_auth_signing_alg_values_supported", "RS384"),
+        "{c}"
+    );
+    assert!(
+        has("token_endpoint_auth_signing_alg_values_supported", "ES384"),
+        "{c}"
+    );
+    assert!(
+        c["scopes_supported"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()),
+        "{c}"
+    );
+    assert!(
+        c["capabilities"].as_array().is_some_and(|a| !a.is_empty()),
+        "{c}"
+    );
     let token_endpoint = c["token_endpoint"].as_str().unwrap();
     assert!(token_endpoint.ends_with("/auth/token"), "{token_endpoint}");
-    assert!(c["jwks_uri"].as_str().unwrap().ends_with("/auth/jwks"), "{c}");
+    assert!(
+        c["jwks_uri"].as_str().unwrap().ends_with("/auth/jwks"),
+        "{c}"
+    );
     // The published JWKS holds public keys only.
     let jwks = app.get("/auth/jwks").await.json();
     let keys = jwks["keys"].as_array().expect("keys");
@@ -798,7 +947,10 @@ async fn smart_discovery_and_capability_security() {
     for k in keys {
         assert!(k["kid"].is_string(), "{k}");
         for private in ["d", "p", "q", "dp", "dq", "qi"] {
-            assert!(k.get(private).is_none(), "private member {private} published");
+            assert!(
+                k.get(private).is_none(),
+                "private member {private} published"
+            );
         }
     }
     // CapabilityStatement.rest.security.
@@ -833,39 +985,65 @@ async fn smart_discovery_and_capability_security() {
 async fn token_endpoint_issues_scoped_short_lived_tokens() {
     let app = app().await;
     app.admin().upsert(&patient("p1", &nhs_number(1))).await;
-    app.admin().upsert(&obs("o1", "Patient/p1", "laboratory")).await;
+    app.admin()
+        .upsert(&obs("o1", "Patient/p1", "laboratory"))
+        .await;
     let conf = smart_configuration(&app).await;
     let endpoint = conf["token_endpoint"].as_str().unwrap().to_owned();
     let jwks = app.get("/auth/jwks").await.json();
     let f = &*FIXTURE;
     for (key, client, requested, granted) in [
-        (&f.client_rs, CLIENT_RS, "system/Patient.rs system/Observation.c", "system/Patient.rs"),
+        (
+            &f.client_rs,
+            CLIENT_RS,
+            "system/Patient.rs system/Observation.c",
+            "system/Patient.rs",
+        ),
         (&f.client_rs, CLIENT_RS, CLIENT_RS_SCOPES, CLIENT_RS_SCOPES),
-        (&f.client_es, CLIENT_ES, "system/Patient.rs system/*.rs", "system/Patient.rs"),
+        (
+            &f.client_es,
+            CLIENT_ES,
+            "system/Patient.rs system/*.rs",
+            "system/Patient.rs",
+        ),
     ] {
         let a = assertion(key, client, &endpoint, json!({}));
         let r = post_token(&app, &token_form(&a, requested)).await;
         let what = format!("{client} asking for {requested}");
         assert_eq!(r.status, 200, "{what}: {}", r.text());
         assert!(
-            r.header("Cache-Control").is_some_and(|v| v.contains("no-store")),
+            r.header("Cache-Control")
+                .is_some_and(|v| v.contains("no-store")),
             "{what}: Cache-Control {:?}",
             r.header("Cache-Control")
         );
         let body = r.json();
-        assert!(body["token_type"].as_str().is_some_and(|t| t.eq_ignore_ascii_case("bearer")), "{body}");
+        assert!(
+            body["token_type"]
+                .as_str()
+                .is_some_and(|t| t.eq_ignore_ascii_case("bearer")),
+            "{body}"
+        );
         let expires = body["expires_in"].as_i64().expect("expires_in");
-        assert!(expires > 0 && expires <= 300, "{what}: expires_in {expires}");
+        assert!(
+            expires > 0 && expires <= 300,
+            "{what}: expires_in {expires}"
+        );
         assert_eq!(
             scope_set(body["scope"].as_str().expect("scope")),
             scope_set(granted),
             "{what}"
         );
-        let access = body["access_token"].as_str().expect("access_token").to_owned();
+        let access = body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned();
         // Independently verified against the published JWKS.
         let claims = verify(&access, &jwks).unwrap_or_else(|e| panic!("{what}: {e}"));
         let aud_ok = claims["aud"] == AUDIENCE
-            || claims["aud"].as_array().is_some_and(|a| a.iter().any(|x| x == AUDIENCE));
+            || claims["aud"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == AUDIENCE));
         assert!(aud_ok, "{what}: aud {}", claims["aud"]);
         assert_eq!(claims["iss"], conf["issuer"], "{what}");
         let exp = claims["exp"].as_i64().expect("exp");
@@ -879,7 +1057,11 @@ async fn token_endpoint_issues_scoped_short_lived_tokens() {
             assert_eq!(c.get("/fhir/Observation/o1").await.status, 200, "{what}");
         }
         assert_forbidden(
-            &c.post("/fhir/Observation", &without_id(obs("x", "Patient/p1", "exam"))).await,
+            &c.post(
+                "/fhir/Observation",
+                &without_id(obs("x", "Patient/p1", "exam")),
+            )
+            .await,
             &what,
         );
     }
@@ -901,10 +1083,25 @@ async fn token_endpoint_errors_follow_rfc6749() {
     // Replay: the same assertion twice, and a new assertion reusing a jti.
     let a = assertion(&f.client_rs, CLIENT_RS, &endpoint, json!({}));
     assert_eq!(post_token(&app, &token_form(&a, scope)).await.status, 200);
-    expect(&post_token(&app, &token_form(&a, scope)).await, 401, "invalid_client", "replayed assertion");
+    expect(
+        &post_token(&app, &token_form(&a, scope)).await,
+        401,
+        "invalid_client",
+        "replayed assertion",
+    );
     let (_, first) = peek(&a);
-    let again = assertion(&f.client_rs, CLIENT_RS, &endpoint, json!({"jti": first["jti"], "exp": now() + 200}));
-    expect(&post_token(&app, &token_form(&again, scope)).await, 401, "invalid_client", "replayed jti");
+    let again = assertion(
+        &f.client_rs,
+        CLIENT_RS,
+        &endpoint,
+        json!({"jti": first["jti"], "exp": now() + 200}),
+    );
+    expect(
+        &post_token(&app, &token_form(&again, scope)).await,
+        401,
+        "invalid_client",
+        "replayed jti",
+    );
     let cases: Vec<(String, &str)> = vec![
         (
             f.stranger.sign_raw(
@@ -925,7 +1122,12 @@ async fn token_endpoint_errors_follow_rfc6749() {
         ("garbage".into(), "garbage"),
     ];
     for (a, what) in &cases {
-        expect(&post_token(&app, &token_form(a, scope)).await, 401, "invalid_client", what);
+        expect(
+            &post_token(&app, &token_form(a, scope)).await,
+            401,
+            "invalid_client",
+            what,
+        );
     }
     // Nothing allowed among the requested scopes.
     let a = assertion(&f.client_rs, CLIENT_RS, &endpoint, json!({}));
@@ -939,20 +1141,42 @@ async fn token_endpoint_errors_follow_rfc6749() {
     let a = assertion(&f.client_rs, CLIENT_RS, &endpoint, json!({}));
     let mut form = token_form(&a, scope);
     form[0].1 = "password".into();
-    expect(&post_token(&app, &form).await, 400, "unsupported_grant_type", "grant_type=password");
+    expect(
+        &post_token(&app, &form).await,
+        400,
+        "unsupported_grant_type",
+        "grant_type=password",
+    );
     // Missing parameters: a 400 or 401 with an RFC 6749 error, never a 500.
     let a = assertion(&f.client_rs, CLIENT_RS, &endpoint, json!({}));
     let full = token_form(&a, scope);
     for drop in ["client_assertion", "client_assertion_type", "grant_type"] {
         let form: Vec<(&str, String)> = full.iter().filter(|(k, _)| *k != drop).cloned().collect();
         let r = post_token(&app, &form).await;
-        assert!(r.status == 400 || r.status == 401, "without {drop}: {}", r.text());
-        assert!(r.json()["error"].is_string(), "without {drop}: {}", r.text());
+        assert!(
+            r.status == 400 || r.status == 401,
+            "without {drop}: {}",
+            r.text()
+        );
+        assert!(
+            r.json()["error"].is_string(),
+            "without {drop}: {}",
+            r.text()
+        );
     }
     let r = app
-        .request("POST", "/auth/token", &[("Content-Type", "application/json")], Some(b"{}".to_vec()))
+        .request(
+            "POST",
+            "/auth/token",
+            &[("Content-Type", "application/json")],
+            Some(b"{}".to_vec()),
+        )
         .await;
-    assert!(r.status == 400 || r.status == 415, "JSON body: {}", r.text());
+    assert!(
+        r.status == 400 || r.status == 415,
+        "JSON body: {}",
+        r.text()
+    );
 }
 
 // ------------------------------------------------------------ metrics
@@ -1033,7 +1257,10 @@ async fn misbehaving_jwks_endpoints_give_401_within_the_timeout() {
         s.auth.jwks_max_bytes = 64 * 1024;
     })
     .await;
-    let r = app.bearer(&token_of(&key, "https://good.test")).get("/fhir/Patient").await;
+    let r = app
+        .bearer(&token_of(&key, "https://good.test"))
+        .get("/fhir/Patient")
+        .await;
     assert_eq!(r.status, 200, "a jwks_uri issuer: {}", r.text());
     for (iss, server) in &servers[1..] {
         for attempt in 0..2 {
@@ -1091,8 +1318,14 @@ async fn a_hanging_jwks_does_not_delay_other_issuers() {
     let ((s1, t1), (s2, t2), (slowest, others_done)) = tokio::join!(hung, hung2, others);
     assert_eq!(s1, 401);
     assert_eq!(s2, 401);
-    assert!(t1 < Duration::from_secs(6) && t2 < Duration::from_secs(6), "{t1:?} {t2:?}");
-    assert!(slowest < Duration::from_millis(1_000), "another issuer's request took {slowest:?}");
+    assert!(
+        t1 < Duration::from_secs(6) && t2 < Duration::from_secs(6),
+        "{t1:?} {t2:?}"
+    );
+    assert!(
+        slowest < Duration::from_millis(1_000),
+        "another issuer's request took {slowest:?}"
+    );
     assert!(
         others_done < t1,
         "the other issuer's requests ({others_done:?}) waited for the hung fetch ({t1:?})"
@@ -1113,20 +1346,29 @@ async fn jwks_is_cached_and_refreshed_at_most_once_per_unknown_kid() {
     })
     .await;
     for _ in 0..10 {
-        let r = app.bearer(&token_of(&k1, "https://rot.test")).get("/fhir/Patient").await;
+        let r = app
+            .bearer(&token_of(&k1, "https://rot.test"))
+            .get("/fhir/Patient")
+            .await;
         assert_eq!(r.status, 200, "{}", r.text());
     }
     assert_eq!(server.hits(), 1, "the JWKS is cached");
     // A rotation: a new kid triggers one refresh.
     actix_rt::time::sleep(Duration::from_millis(1_200)).await;
     server.set(Jwks::Serve(jwks(&[&k1, &k2]).to_string()));
-    let r = app.bearer(&token_of(&k2, "https://rot.test")).get("/fhir/Patient").await;
+    let r = app
+        .bearer(&token_of(&k2, "https://rot.test"))
+        .get("/fhir/Patient")
+        .await;
     assert_eq!(r.status, 200, "rotated key: {}", r.text());
     let after_rotation = server.hits();
     assert_eq!(after_rotation, 2, "one refresh for the new kid");
     // A storm of unknown kids refreshes at most once more.
     for _ in 0..10 {
-        let r = app.bearer(&token_of(&k3, "https://rot.test")).get("/fhir/Patient").await;
+        let r = app
+            .bearer(&token_of(&k3, "https://rot.test"))
+            .get("/fhir/Patient")
+            .await;
         assert_invalid_token(&r, "unknown kid");
     }
     assert!(
@@ -1135,7 +1377,10 @@ async fn jwks_is_cached_and_refreshed_at_most_once_per_unknown_kid() {
         server.hits() - after_rotation
     );
     // Known keys keep working.
-    let r = app.bearer(&token_of(&k1, "https://rot.test")).get("/fhir/Patient").await;
+    let r = app
+        .bearer(&token_of(&k1, "https://rot.test"))
+        .get("/fhir/Patient")
+        .await;
     assert_eq!(r.status, 200);
 }
 
@@ -1149,18 +1394,23 @@ async fn a_jwks_file_is_reloaded_when_it_changes() {
     let p = path.display().to_string();
     let app = TestApp::sqlite_with(|s| {
         required(s);
-        s.auth.issuers.push(fhirbridge::auth::config::IssuerSettings {
-            issuer: "https://file.test".into(),
-            jwks_file: Some(p),
-            ..Default::default()
-        });
+        s.auth
+            .issuers
+            .push(fhirbridge::auth::config::IssuerSettings {
+                issuer: "https://file.test".into(),
+                jwks_file: Some(p),
+                ..Default::default()
+            });
         s.auth.jwks_min_refresh_secs = 1;
     })
     .await;
     let t1 = token_of(&k1, "https://file.test");
     let t2 = token_of(&k2, "https://file.test");
     assert_eq!(app.bearer(&t1).get("/fhir/Patient").await.status, 200);
-    assert_invalid_token(&app.bearer(&t2).get("/fhir/Patient").await, "key not yet in the file");
+    assert_invalid_token(
+        &app.bearer(&t2).get("/fhir/Patient").await,
+        "key not yet in the file",
+    );
     actix_rt::time::sleep(Duration::from_millis(1_100)).await;
     std::fs::write(&path, jwks(&[&k2]).to_string()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(8);
@@ -1169,7 +1419,11 @@ async fn a_jwks_file_is_reloaded_when_it_changes() {
         if r.status == 200 {
             break;
         }
-        assert!(Instant::now() < deadline, "the new key was never picked up: {}", r.text());
+        assert!(
+            Instant::now() < deadline,
+            "the new key was never picked up: {}",
+            r.text()
+        );
         actix_rt::time::sleep(Duration::from_millis(300)).await;
     }
     // The removed key is gone too (once the reload happened).
@@ -1192,7 +1446,8 @@ async fn a_jwks_file_is_reloaded_when_it_changes() {
 #[actix_rt::test]
 async fn the_documented_toml_shape_configures_auth() {
     let text = auth_toml();
-    let settings: fhirbridge::config::Settings = toml::from_str(&text).expect("the documented TOML parses");
+    let settings: fhirbridge::config::Settings =
+        toml::from_str(&text).expect("the documented TOML parses");
     let a = &settings.auth;
     assert_eq!(a.mode, Some(fhirbridge::auth::AuthMode::Required));
     assert_eq!(a.audience.as_deref(), Some(AUDIENCE));
@@ -1265,16 +1520,36 @@ async fn the_server_log_holds_no_token_claim_or_nhs_number() {
         1
     );
     let patient_token = f.nhs_token(&nhs, "P9.Cp.Cd", "patient/*.rs");
-    assert_eq!(app.bearer(&patient_token).get("/fhir/Patient/logged").await.status, 200);
+    assert_eq!(
+        app.bearer(&patient_token)
+            .get("/fhir/Patient/logged")
+            .await
+            .status,
+        200
+    );
     let low_token = f.nhs_token(&nhs, "P5.Cp.Ck", "patient/*.rs");
-    assert_eq!(app.bearer(&low_token).get("/fhir/Patient/logged").await.status, 403);
-    let expired = f.token("system/*.rs", json!({"exp": now() - 3600, "sub": secret_sub}));
+    assert_eq!(
+        app.bearer(&low_token)
+            .get("/fhir/Patient/logged")
+            .await
+            .status,
+        403
+    );
+    let expired = f.token(
+        "system/*.rs",
+        json!({"exp": now() - 3600, "sub": secret_sub}),
+    );
     assert_eq!(app.bearer(&expired).get("/fhir/Patient").await.status, 401);
     let garbage = "garbage-secret-token-9f8e7d";
     assert_eq!(app.bearer(garbage).get("/fhir/Patient").await.status, 401);
     let forged = {
         let parts: Vec<&str> = patient_token.split('.').collect();
-        format!("{}.{}.{}", parts[0], b64url(br#"{"nhs_number":"forged"}"#), parts[2])
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            b64url(br#"{"nhs_number":"forged"}"#),
+            parts[2]
+        )
     };
     assert_eq!(app.bearer(&forged).get("/fhir/Patient").await.status, 401);
     let endpoint = smart_configuration(&app).await["token_endpoint"]
@@ -1285,9 +1560,17 @@ async fn the_server_log_holds_no_token_claim_or_nhs_number() {
     let r = post_token(&app, &token_form(&a, "system/Patient.rs")).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let access = r.json()["access_token"].as_str().unwrap().to_owned();
-    assert_eq!(app.bearer(&access).get("/fhir/Patient/logged").await.status, 200);
+    assert_eq!(
+        app.bearer(&access).get("/fhir/Patient/logged").await.status,
+        200
+    );
     // A replay (logged as a failure, without the assertion).
-    assert_eq!(post_token(&app, &token_form(&a, "system/Patient.rs")).await.status, 401);
+    assert_eq!(
+        post_token(&app, &token_form(&a, "system/Patient.rs"))
+            .await
+            .status,
+        401
+    );
     drop(server);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.len() > 200, "the debug log is nearly empty: {text}");
@@ -1342,7 +1625,13 @@ async fn mode_off_on_a_public_address_needs_allow_anonymous() {
     let port = crate::helpers::free_port();
     let stderr = dir.path().join("stderr.log");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fhirbridge"))
-        .args(["serve", "--listen", &format!("0.0.0.0:{port}"), "--database", "sqlite::memory:"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("0.0.0.0:{port}"),
+            "--database",
+            "sqlite::memory:",
+        ])
         .arg("--config")
         .arg(&config)
         .stdout(std::process::Stdio::null())

@@ -133,7 +133,11 @@ impl TestKey {
             o.insert("kty".into(), json!("EC"));
             o.insert(
                 "crv".into(),
-                json!(if self.alg == "ES256" { "P-256" } else { "P-384" }),
+                json!(if self.alg == "ES256" {
+                    "P-256"
+                } else {
+                    "P-384"
+                }),
             );
             o.insert("x".into(), json!(b64url(&x.to_vec_padded(n).expect("x"))));
             o.insert("y".into(), json!(b64url(&y.to_vec_padded(n).expect("y"))));
@@ -246,8 +250,7 @@ pub fn verify(token: &str, jwks: &Value) -> Result<Value, String> {
         .find(|k| k["kid"] == kid)
         .ok_or_else(|| format!("kid {kid} is not in the JWKS"))?;
     let big = |m: &str| -> Result<BigNum, String> {
-        let bytes =
-            b64url_decode(jwk[m].as_str().ok_or(format!("no {m}"))?).ok_or("bad base64")?;
+        let bytes = b64url_decode(jwk[m].as_str().ok_or(format!("no {m}"))?).ok_or("bad base64")?;
         BigNum::from_slice(&bytes).map_err(|e| e.to_string())
     };
     let key: PKey<Public> = match jwk["kty"].as_str() {
@@ -377,10 +380,7 @@ pub fn with(mut base: Value, changes: Value) -> Value {
 impl Fixture {
     /// The `SMART_ISS` key for `alg`.
     pub fn smart_key(&self, alg: &str) -> &TestKey {
-        self.smart
-            .iter()
-            .find(|k| k.alg == alg)
-            .expect("smart key")
+        self.smart.iter().find(|k| k.alg == alg).expect("smart key")
     }
 
     /// `claims(scope)` with `changes`, signed RS256 by `SMART_ISS`.

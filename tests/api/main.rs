@@ -19,6 +19,7 @@ mod history;
 mod http;
 mod interop;
 mod jobs;
+mod leaks;
 mod ops;
 mod page_tokens;
 mod policy;
