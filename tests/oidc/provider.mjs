@@ -32,6 +32,7 @@ const jwk = { ...privateKey.export({ format: 'jwk' }), kid: 'oidc-test-rs256', a
 const scope = 'patient/*.rs';
 
 const provider = new Provider(issuer, {
+  cookies: { keys: ['fhirbridge-e2e-cookie-key'] },
   clients: [{
     client_id: 'fhirbridge-e2e',
     client_secret: 'e2e-secret-not-a-real-one',
