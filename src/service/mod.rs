@@ -253,7 +253,10 @@ pub(crate) fn admit_all(ctx: &RequestContext, list: Vec<StoredResource>) -> Vec<
         return list;
     }
     let before = list.len();
-    let out: Vec<StoredResource> = list.into_iter().filter_map(|r| admitted(ctx, r)).collect();
+    let out: Vec<StoredResource> = list
+        .into_iter()
+        .filter(|r| ctx.admit_listed(r) == Decision::Permit)
+        .collect();
     if out.len() != before {
         tracing::warn!(
             dropped = before - out.len(),
