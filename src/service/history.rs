@@ -2,7 +2,7 @@
 //! page and its total under the caller's restriction; every entry is admitted
 //! again here.
 
-use super::{admitted, Service, ServiceError, ServiceResult};
+use super::{Service, ServiceError, ServiceResult};
 use crate::context::RequestContext;
 use crate::model::{Instant, ResourceType};
 use crate::policy::Action;
@@ -123,7 +123,7 @@ impl Service {
         let mut page = history.history(ctx, query.clone()).await?;
         if !ctx.unrestricted() {
             page.entries
-                .retain(|e| admitted(ctx, e.resource.clone()).is_some());
+                .retain(|e| ctx.admit_listed(&e.resource) == crate::policy::Decision::Permit);
         }
         if let HistoryScope::Instance(ty, id) = &query.scope {
             if page.total == 0 {

@@ -31,4 +31,5 @@ mod seam;
 mod search;
 mod search_features;
 mod search_oracle;
+mod tls;
 mod validation;
