@@ -793,6 +793,26 @@ async fn patient_context_and_identity_proofing() {
         &app.bearer(&t).get("/fhir/Patient/p1").await,
         "no patient context, read",
     );
+    // A patient claim that is not one Patient id: refused, never widened.
+    for bad in [
+        json!(["p1", "p2"]),
+        json!(7),
+        json!(""),
+        json!("../p2"),
+        json!({"id": "p1"}),
+    ] {
+        let t = f.token(scope, json!({"patient": bad}));
+        let c = app.bearer(&t);
+        for path in ["/fhir/Patient/p1", "/fhir/Patient/p2", "/fhir/Observation"] {
+            let r = c.get(path).await;
+            assert!(
+                r.status == 401 || r.status == 403,
+                "patient claim {bad}: {path}: {} {}",
+                r.status,
+                r.text()
+            );
+        }
+    }
     // NHS number → exactly one Patient.
     let t = f.nhs_token(&n1, "P9.Cp.Cd", scope);
     let c = app.bearer(&t);
@@ -1498,7 +1518,7 @@ async fn the_server_log_holds_no_token_claim_or_nhs_number() {
     let server = spawn_server_opts(&ServeOpts {
         db: &db,
         config: Some(&config),
-        log: "debug",
+        log: "trace",
         stderr: Some(&log),
         ..ServeOpts::default()
     })
@@ -1573,7 +1593,7 @@ async fn the_server_log_holds_no_token_claim_or_nhs_number() {
     );
     drop(server);
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.len() > 200, "the debug log is nearly empty: {text}");
+    assert!(text.len() > 200, "the trace log is nearly empty: {text}");
     let mut secrets: Vec<(String, &str)> = vec![
         (nhs.clone(), "NHS number"),
         (secret_sub.into(), "sub claim"),
@@ -1609,12 +1629,25 @@ async fn a_public_address_requires_a_token_by_default() {
     let app = TestApp::attach(port_of(&server.base));
     assert_no_token(&app.get("/fhir/Patient").await, "0.0.0.0 without [auth]");
     assert_eq!(app.get("/fhir/metadata").await.status, 200);
-    // Loopback without [auth]: open, for local development.
-    let local = spawn_server_opts(&ServeOpts::default())
-        .await
-        .expect("serve on loopback starts");
+    // Loopback without [auth]: open, for local development, and it says so.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let local = spawn_server_opts(&ServeOpts {
+        stderr: Some(&log),
+        log: "info",
+        ..ServeOpts::default()
+    })
+    .await
+    .expect("serve on loopback starts");
     let app = TestApp::attach(port_of(&local.base));
     assert_eq!(app.get("/fhir/Patient").await.status, 200);
+    drop(local);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.to_lowercase().contains("access control off")),
+        "an open server does not say so: {text}"
+    );
 }
 
 #[actix_rt::test]

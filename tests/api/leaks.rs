@@ -1199,6 +1199,24 @@ async fn nhs_login_patients_are_confined(app: TestApp) {
     assert_eq!(r.json()["total"], 0);
     let r = a.get("/fhir/_history?_count=500").await;
     assert_clean(&r.text(), &b_markers(), "NHS login: _history");
+    // Each issuer's configured claim decides the patient, not another claim
+    // the token happens to carry.
+    let t0 = now();
+    let mixed = f
+        .nhs
+        .token(&json!({"iss": NHS_ISS, "aud": AUDIENCE, "sub": "nhs-mixed",
+        "iat": t0, "exp": t0 + 300, "scope": "patient/*.rs", "vot": "P9.Cp.Cd",
+        "nhs_number": nhs_a(), "patient": B}));
+    let smart_mixed = f.token("patient/*.rs", json!({"patient": A, "nhs_number": nhs_b()}));
+    for (t, what) in [
+        (mixed, "NHS token with a patient claim"),
+        (smart_mixed, "SMART token with an NHS number"),
+    ] {
+        let c = app.bearer(&t);
+        assert_eq!(c.get("/fhir/Patient/pat-alice").await.status, 200, "{what}");
+        assert_eq!(c.get("/fhir/Patient/pat-bobby").await.status, 404, "{what}");
+        assert_eq!(c.total("/fhir/MedicationRequest").await, 1, "{what}");
+    }
     // Below P9: nothing in a compartment.
     let low = app.bearer(&f.nhs_token(&nhs_a(), "P5.Cp.Ck", "patient/*.rs"));
     assert_refused(&low.get("/fhir/Observation").await, "P5: Observation");
