@@ -142,6 +142,11 @@ impl RequestContext {
         self.policy.admit(self, resource)
     }
 
+    /// The decision on one resource of a set read under the restriction.
+    pub fn admit_listed(&self, resource: &StoredResource) -> Decision {
+        self.policy.admit_listed(self, resource)
+    }
+
     /// Whether the policy restricts nothing for this caller (fast paths).
     pub fn unrestricted(&self) -> bool {
         self.policy.unrestricted(self)

@@ -3,7 +3,7 @@
 //! The decision on what a caller may see or do is `policy::SmartPolicy`'s
 //! alone; this module only establishes who is asking.
 //!
-//! - [`config`]: the `[auth]` settings.
+//! - [`config`]: the `auth` settings section.
 //! - [`jwt`]: JWS and JWK with openssl.
 //! - [`scope`]: SMART v1/v2 scopes.
 //! - [`claims`]: the verified [`claims::Caller`].

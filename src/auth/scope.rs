@@ -81,6 +81,10 @@ impl Perms {
         Perms(self.0 & o.0)
     }
 
+    pub fn union(self, o: Perms) -> Perms {
+        Perms(self.0 | o.0)
+    }
+
     /// v2 letters in `cruds` order.
     pub fn letters(self) -> String {
         [

@@ -75,6 +75,12 @@ pub trait Policy: Send + Sync {
     }
     fn restrict(&self, ctx: &RequestContext, ty: ResourceType) -> Restriction;
     fn admit(&self, ctx: &RequestContext, resource: &StoredResource) -> Decision;
+    /// The decision on a resource of a set computed under
+    /// [`Policy::restrict`] (search matches and includes, history entries):
+    /// a policy whose restriction already decides membership may check less.
+    fn admit_listed(&self, ctx: &RequestContext, resource: &StoredResource) -> Decision {
+        self.admit(ctx, resource)
+    }
     /// Whether `content` (resource `id` of `ty`) lies inside what the caller
     /// may `action`: a write's new content, and an update's or delete's old.
     fn permits(

@@ -204,24 +204,40 @@ impl Policy for SmartPolicy {
             Err(()) => return Decision::Deny,
             Ok(Some(c)) => c,
         };
-        let v = self.visible(c, r.resource_type, &READ);
-        let ok = match (&v, &r.content) {
-            (Visible::All, _) => true,
-            (Visible::Nothing, _) => false,
-            // A deletion marker has no content to decide on: an id match
-            // (the patient's own Patient) is all that can admit it.
-            (Visible::Where(_), None) => {
-                self.holds(&v, r.resource_type, r.id.as_str(), &serde_json::Value::Null)
+        let ok = match self.visible(c, r.resource_type, &READ) {
+            Visible::All => true,
+            Visible::Nothing => false,
+            // Parsed only if a test needs the content (the patient's own
+            // Patient is admitted by id alone). A deletion marker has no
+            // content: only an id test can admit it.
+            Visible::Where(p) => {
+                crate::search::matcher::matches_lazy(
+                    r.resource_type,
+                    r.id.as_str(),
+                    || serde_json::from_str(r.content.as_deref()?).ok(),
+                    &self.base_url,
+                    &p,
+                ) == Some(true)
             }
-            (Visible::Where(_), Some(text)) => match serde_json::from_str(text) {
-                Ok(value) => self.holds(&v, r.resource_type, r.id.as_str(), &value),
-                Err(_) => false,
-            },
         };
         if ok {
             Decision::Permit
         } else {
             Decision::Deny
+        }
+    }
+
+    /// Sets reach the service already restricted by [`Policy::restrict`]
+    /// (the query carries the predicate; storage applies it to includes and
+    /// history): a listed resource is re-checked by type, not re-evaluated.
+    fn admit_listed(&self, ctx: &RequestContext, r: &StoredResource) -> Decision {
+        match caller(ctx) {
+            Ok(None) => Decision::Permit,
+            Err(()) => Decision::Deny,
+            Ok(Some(c)) => match self.visible(c, r.resource_type, &READ) {
+                Visible::Nothing => Decision::Deny,
+                _ => Decision::Permit,
+            },
         }
     }
 
@@ -237,6 +253,29 @@ impl Policy for SmartPolicy {
             Ok(None) => true,
             Err(()) => false,
             Ok(Some(c)) => self.holds(&self.visible(c, ty, &[action]), ty, id, content),
+        }
+    }
+
+    fn unrestricted(&self, ctx: &RequestContext) -> bool {
+        match caller(ctx) {
+            Ok(None) => true,
+            Err(()) => false,
+            Ok(Some(c)) => {
+                // Every action on every type, unrefined, across patients.
+                let all = c
+                    .scopes
+                    .grants
+                    .iter()
+                    .filter(|g| {
+                        g.context != ScopeContext::Patient
+                            && g.resource_type.is_none()
+                            && g.refinement.is_none()
+                    })
+                    .fold(crate::auth::scope::Perms::default(), |acc, g| {
+                        acc.union(g.perms)
+                    });
+                all == crate::auth::scope::Perms::ALL
+            }
         }
     }
 

@@ -23,10 +23,28 @@ pub fn matches(
     base_url: &str,
     predicate: &Predicate,
 ) -> Option<bool> {
-    let rows = OnceCell::new();
+    matches_lazy(ty, id, || Some(content.clone()), base_url, predicate)
+}
+
+/// [`matches`] with the content produced only when a test needs it (an id
+/// test alone never parses the resource). `content` returning `None` (it
+/// cannot be parsed) makes any test that needs it undecidable.
+pub fn matches_lazy(
+    ty: ResourceType,
+    id: &str,
+    content: impl FnOnce() -> Option<Value>,
+    base_url: &str,
+    predicate: &Predicate,
+) -> Option<bool> {
+    let rows: OnceCell<Option<Vec<IndexRow>>> = OnceCell::new();
     let codes = codes_of(predicate);
-    let rows_of = || -> &Vec<IndexRow> {
-        rows.get_or_init(|| super::index::extract_params(ty, content, base_url, &codes))
+    let content = std::cell::Cell::new(Some(content));
+    let rows_of = || -> Option<&Vec<IndexRow>> {
+        rows.get_or_init(|| {
+            let v = content.take().and_then(|f| f())?;
+            Some(super::index::extract_params(ty, &v, base_url, &codes))
+        })
+        .as_ref()
     };
     eval(predicate, id, &rows_of)
 }
@@ -48,12 +66,12 @@ fn codes_of(p: &Predicate) -> Vec<&str> {
     out
 }
 
-fn eval<'r>(p: &Predicate, id: &str, rows: &dyn Fn() -> &'r Vec<IndexRow>) -> Option<bool> {
+fn eval<'r>(p: &Predicate, id: &str, rows: &dyn Fn() -> Option<&'r Vec<IndexRow>>) -> Option<bool> {
     Some(match p {
         Predicate::Id { ids, not } => ids.iter().any(|i| i == id) != *not,
-        Predicate::Index { param, test, not } => test_rows(param, test, rows())? != *not,
+        Predicate::Index { param, test, not } => test_rows(param, test, rows()?)? != *not,
         Predicate::Missing { param, missing } => {
-            rows().iter().all(|r| r.param != param.code) == *missing
+            rows()?.iter().all(|r| r.param != param.code) == *missing
         }
         Predicate::AllOf(ps) => {
             for p in ps {

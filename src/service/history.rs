@@ -2,9 +2,10 @@
 //! page and its total under the caller's restriction; every entry is admitted
 //! again here.
 
-use super::{admitted, Service, ServiceError, ServiceResult};
+use super::{Service, ServiceError, ServiceResult};
 use crate::context::RequestContext;
-use crate::model::Instant;
+use crate::model::{Instant, ResourceType};
+use crate::policy::Action;
 use crate::storage::{HistoryPage, HistoryQuery, HistoryScope, Interaction};
 
 /// A parsed history request.
@@ -94,9 +95,26 @@ impl Service {
                     "System history is not supported".into(),
                 ))
             }
-            HistoryScope::System => {}
-            HistoryScope::Type(ty) => self.require(*ty, Interaction::HistoryType)?,
-            HistoryScope::Instance(ty, _) => self.require(*ty, Interaction::HistoryInstance)?,
+            HistoryScope::System => {
+                // Each type's part is restricted in storage; a caller that
+                // may search no type at all is refused.
+                let any = ResourceType::ALL
+                    .iter()
+                    .any(|t| ctx.authorize(*t, Action::Search).is_ok());
+                if !any {
+                    return Err(ServiceError::Forbidden(
+                        "The token's scopes allow searching no resource type".into(),
+                    ));
+                }
+            }
+            HistoryScope::Type(ty) => {
+                self.require(*ty, Interaction::HistoryType)?;
+                ctx.authorize(*ty, Action::Search)?;
+            }
+            HistoryScope::Instance(ty, _) => {
+                self.require(*ty, Interaction::HistoryInstance)?;
+                ctx.authorize(*ty, Action::Read)?;
+            }
         }
         let history = self
             .backend
@@ -105,7 +123,7 @@ impl Service {
         let mut page = history.history(ctx, query.clone()).await?;
         if !ctx.unrestricted() {
             page.entries
-                .retain(|e| admitted(ctx, e.resource.clone()).is_some());
+                .retain(|e| ctx.admit_listed(&e.resource) == crate::policy::Decision::Permit);
         }
         if let HistoryScope::Instance(ty, id) = &query.scope {
             if page.total == 0 {

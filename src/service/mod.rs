@@ -30,7 +30,7 @@ pub use error::{OoIssue, ServiceError};
 
 use crate::config::Settings;
 use crate::context::RequestContext;
-use crate::model::{ResourceType, StoredResource};
+use crate::model::{LogicalId, ResourceType, StoredResource};
 use crate::policy::Decision;
 use crate::search::parse::Paging;
 use crate::storage::{Backend, Capabilities, Interaction};
@@ -125,6 +125,30 @@ impl Service {
         Ok(ty)
     }
 
+    /// Who may run `$validate`: on a type, a caller that may create or
+    /// update it; on an instance, a caller that may read that instance (a
+    /// confined caller gets 404 for one it cannot see, as for a read).
+    pub async fn authorize_validate(
+        &self,
+        ctx: &RequestContext,
+        ty: ResourceType,
+        instance: Option<&LogicalId>,
+    ) -> ServiceResult<()> {
+        use crate::policy::Action;
+        match instance {
+            None => ctx
+                .authorize(ty, Action::Create)
+                .or_else(|_| ctx.authorize(ty, Action::Update)),
+            Some(id) => {
+                ctx.authorize(ty, Action::Read)?;
+                if ctx.confined(ty, Action::Read) {
+                    self.read_current(ctx, ty, id).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// 405 unless the backend declares `interaction` for `ty`.
     pub fn require(&self, ty: ResourceType, interaction: Interaction) -> ServiceResult<()> {
         if self.capabilities().supports(ty, interaction) {
@@ -141,16 +165,62 @@ impl Service {
 /// ANDs the caller's restriction on the query's type into it (query
 /// rewriting: matches, totals and counts then hold only what the caller may
 /// see). A type the caller may not see at all matches nothing.
+///
+/// Chains and `_has` look into other resources: their inner predicates are
+/// restricted the same way, so a chain through a resource the caller may
+/// not see never matches (`subject.identifier=…` of another patient,
+/// `_has:Observation:performer:subject=…`).
 pub(crate) fn restrict(ctx: &RequestContext, query: &mut crate::search::types::SearchQuery) {
     use crate::policy::Restriction;
-    use crate::search::types::Predicate;
+    if ctx.unrestricted() {
+        return;
+    }
+    for p in query.predicates.iter_mut() {
+        restrict_inner(ctx, p);
+    }
     match ctx.restriction(query.resource_type) {
         Restriction::None => {}
-        Restriction::Everything => query.predicates.push(Predicate::Id {
-            ids: Vec::new(),
-            not: false,
-        }),
+        Restriction::Everything => query.predicates.push(nothing()),
         Restriction::Where(p) => query.predicates.push(p),
+    }
+}
+
+fn nothing() -> crate::search::types::Predicate {
+    crate::search::types::Predicate::Id {
+        ids: Vec::new(),
+        not: false,
+    }
+}
+
+/// ANDs the caller's restriction on a chain's targets and a `_has`
+/// source into their inner predicates (recursively).
+fn restrict_inner(ctx: &RequestContext, p: &mut crate::search::types::Predicate) {
+    use crate::policy::Restriction;
+    use crate::search::types::Predicate;
+    let and = |ty, inner: &mut Box<Predicate>| {
+        restrict_inner(ctx, inner);
+        match ctx.restriction(ty) {
+            Restriction::None => {}
+            Restriction::Everything => **inner = nothing(),
+            Restriction::Where(r) => {
+                let old = std::mem::replace(&mut **inner, nothing());
+                **inner = Predicate::AllOf(vec![old, r]);
+            }
+        }
+    };
+    match p {
+        Predicate::Chain { targets, .. } => {
+            for (ty, inner) in targets.iter_mut() {
+                and(*ty, inner);
+            }
+        }
+        Predicate::Has { source, inner, .. } => and(*source, inner),
+        Predicate::AllOf(ps) | Predicate::AnyOf(ps) => {
+            for p in ps {
+                restrict_inner(ctx, p);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -183,7 +253,10 @@ pub(crate) fn admit_all(ctx: &RequestContext, list: Vec<StoredResource>) -> Vec<
         return list;
     }
     let before = list.len();
-    let out: Vec<StoredResource> = list.into_iter().filter_map(|r| admitted(ctx, r)).collect();
+    let out: Vec<StoredResource> = list
+        .into_iter()
+        .filter(|r| ctx.admit_listed(r) == Decision::Permit)
+        .collect();
     if out.len() != before {
         tracing::warn!(
             dropped = before - out.len(),

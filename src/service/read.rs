@@ -45,6 +45,7 @@ impl Service {
         id: &LogicalId,
     ) -> ServiceResult<Found> {
         self.require(ty, Interaction::Read)?;
+        ctx.authorize(ty, crate::policy::Action::Read)?;
         let reader = self
             .backend
             .reader()
@@ -89,6 +90,7 @@ impl Service {
         version: VersionId,
     ) -> ServiceResult<StoredResource> {
         self.require(ty, Interaction::Vread)?;
+        ctx.authorize(ty, crate::policy::Action::Read)?;
         let reader = self
             .backend
             .reader()

@@ -103,6 +103,7 @@ impl Service {
         input: SearchInput<'_>,
     ) -> ServiceResult<SearchOutput> {
         self.require(input.ty, Interaction::SearchType)?;
+        ctx.authorize(input.ty, crate::policy::Action::Search)?;
         let mut parsed = search_parse::parse(
             input.ty,
             input.pairs,

@@ -9,8 +9,10 @@ use serde_json::Value;
 use super::{Service, ServiceError, ServiceResult};
 use crate::context::RequestContext;
 use crate::model::{LogicalId, ResourceType, VersionId};
+use crate::policy::Action;
 use crate::search::index;
 use crate::search::types::SearchQuery;
+use crate::storage::StorageError;
 use crate::storage::{
     strip_server_meta, CreateRequest, DeleteRequest, NewContent, Precondition, StoredResource,
     UpdateRequest, WriteKind,
@@ -139,7 +141,14 @@ impl Service {
         base_url: &str,
     ) -> ServiceResult<Written> {
         self.require(ty, crate::storage::Interaction::Create)?;
+        ctx.authorize(ty, Action::Create)?;
+        if if_none_exist.is_some() {
+            ctx.authorize(ty, Action::Search)?;
+        }
         let content = self.prepare(ty, body, WriteTarget::Create, base_url)?;
+        if !ctx.permits(ty, Action::Create, "", &content.resource) {
+            return Err(outside(ty, "create"));
+        }
         // The caller's If-None-Exist sees only what the caller may see.
         let if_none_exist = if_none_exist.map(|mut q| {
             super::restrict(ctx, &mut q);
@@ -176,26 +185,59 @@ impl Service {
         base_url: &str,
     ) -> ServiceResult<Written> {
         self.require(ty, crate::storage::Interaction::Update)?;
+        ctx.authorize(ty, Action::Update)?;
         let content = self.prepare(ty, body, WriteTarget::Update(&id), base_url)?;
+        if !ctx.permits(ty, Action::Update, id.as_str(), &content.resource) {
+            return Err(outside(ty, "update"));
+        }
         let writer = self
             .backend
             .writer()
             .ok_or_else(|| ServiceError::MethodNotAllowed("update is not supported".into()))?;
-        let out = writer
-            .update(
-                ctx,
-                UpdateRequest {
-                    resource_type: ty,
-                    id,
-                    content,
-                    precondition,
-                },
-            )
-            .await?;
-        Ok(Written {
-            kind: out.kind,
-            stored: out.stored,
-        })
+        let confined = ctx.confined(ty, Action::Update);
+        // A confined caller updates only what it may update now: the check
+        // and the write are tied by the version checked (retried when
+        // someone else wrote in between).
+        for _ in 0..3 {
+            let precondition = if confined {
+                let Some((current, _)) = self.current_within(ctx, ty, &id, Action::Update).await?
+                else {
+                    return Err(ServiceError::Forbidden(format!(
+                        "The token does not allow updating {ty}/{id}"
+                    )));
+                };
+                match precondition {
+                    Precondition::None => (Precondition::VersionIs(current.version), true),
+                    p => (p, false),
+                }
+            } else {
+                (precondition, false)
+            };
+            let out = writer
+                .update(
+                    ctx,
+                    UpdateRequest {
+                        resource_type: ty,
+                        id: id.clone(),
+                        content: content.clone(),
+                        precondition: precondition.0,
+                    },
+                )
+                .await;
+            match out {
+                Err(StorageError::VersionConflict { .. }) if precondition.1 => continue,
+                out => {
+                    let out = out?;
+                    return Ok(Written {
+                        kind: out.kind,
+                        stored: out.stored,
+                    });
+                }
+            }
+        }
+        Err(ServiceError::Conflict(format!(
+            "{ty}/{id} is being changed concurrently; retry"
+        )))
     }
 
     /// `DELETE [type]/[id]`.
@@ -207,28 +249,120 @@ impl Service {
         if_match: Option<VersionId>,
     ) -> ServiceResult<Written> {
         self.require(ty, crate::storage::Interaction::Delete)?;
+        ctx.authorize(ty, Action::Delete)?;
         let writer = self
             .backend
             .writer()
             .ok_or_else(|| ServiceError::MethodNotAllowed("delete is not supported".into()))?;
-        let out = writer
-            .delete(
-                ctx,
-                DeleteRequest {
-                    resource_type: ty,
-                    id,
-                    precondition: match if_match {
-                        Some(v) => Precondition::VersionIs(v),
-                        None => Precondition::None,
+        let confined = ctx.confined(ty, Action::Delete);
+        for _ in 0..3 {
+            let mut pinned = false;
+            let precondition = match if_match {
+                Some(v) => Precondition::VersionIs(v),
+                None => Precondition::None,
+            };
+            let precondition = if confined {
+                match self.current_within(ctx, ty, &id, Action::Delete).await? {
+                    Some((current, _)) if if_match.is_none() => {
+                        pinned = true;
+                        Precondition::VersionIs(current.version)
+                    }
+                    Some(_) => precondition,
+                    None if self.exists(ctx, ty, &id).await? => {
+                        // Hidden: answered exactly as a resource that never existed.
+                        if if_match.is_some() {
+                            return Err(StorageError::VersionConflict { current: None }.into());
+                        }
+                        return Ok(Written {
+                            kind: WriteKind::NothingToDelete,
+                            stored: None,
+                        });
+                    }
+                    None => precondition,
+                }
+            } else {
+                precondition
+            };
+            let out = writer
+                .delete(
+                    ctx,
+                    DeleteRequest {
+                        resource_type: ty,
+                        id: id.clone(),
+                        precondition,
                     },
-                },
-            )
-            .await?;
-        Ok(Written {
-            kind: out.kind,
-            stored: out.stored,
-        })
+                )
+                .await;
+            match out {
+                Err(StorageError::VersionConflict { .. }) if pinned => continue,
+                out => {
+                    let out = out?;
+                    return Ok(Written {
+                        kind: out.kind,
+                        stored: out.stored,
+                    });
+                }
+            }
+        }
+        Err(ServiceError::Conflict(format!(
+            "{ty}/{id} is being changed concurrently; retry"
+        )))
     }
+
+    /// The current version of `ty/id` and its content, when it exists and
+    /// lies inside what the caller may `action`; `None` when it is absent,
+    /// deleted or outside (the caller cannot tell which).
+    async fn current_within(
+        &self,
+        ctx: &RequestContext,
+        ty: ResourceType,
+        id: &LogicalId,
+        action: Action,
+    ) -> ServiceResult<Option<(StoredResource, Value)>> {
+        let reader = self
+            .backend
+            .reader()
+            .ok_or_else(|| ServiceError::MethodNotAllowed("read is not supported".into()))?;
+        match reader.read(ctx, ty, id).await {
+            Ok(current) => {
+                let value: Option<Value> = current
+                    .content
+                    .as_deref()
+                    .and_then(|t| serde_json::from_str(t).ok());
+                Ok(value
+                    .filter(|v| ctx.permits(ty, action, id.as_str(), v))
+                    .map(|v| (current, v)))
+            }
+            Err(StorageError::NotFound | StorageError::Gone { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether `ty/id` has a current (not deleted) version.
+    async fn exists(
+        &self,
+        ctx: &RequestContext,
+        ty: ResourceType,
+        id: &LogicalId,
+    ) -> ServiceResult<bool> {
+        let reader = self
+            .backend
+            .reader()
+            .ok_or_else(|| ServiceError::MethodNotAllowed("read is not supported".into()))?;
+        match reader.read(ctx, ty, id).await {
+            Ok(_) => Ok(true),
+            Err(StorageError::NotFound | StorageError::Gone { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// 403: the new content lies outside what the caller may write.
+fn outside(ty: ResourceType, what: &str) -> ServiceError {
+    ServiceError::Forbidden(format!(
+        "The token does not allow this {what}: the {ty} would lie outside what it may write \
+         (another patient's compartment, or outside its scopes)"
+    ))
 }
 
 /// The checks of [`prepare_write`] without index extraction (bundles extract

@@ -175,13 +175,7 @@ impl TestApp {
         dir: Option<tempfile::TempDir>,
         pg_schema: Option<(String, String)>,
     ) -> TestApp {
-        TestApp::start_with(
-            settings,
-            backend,
-            dir,
-            pg_schema,
-            Arc::new(fhirbridge::policy::AllowAll),
-        )
+        TestApp::start_inner(settings, backend, dir, pg_schema, None)
     }
 
     pub fn start_with(
@@ -191,10 +185,24 @@ impl TestApp {
         pg_schema: Option<(String, String)>,
         policy: Arc<dyn Policy>,
     ) -> TestApp {
+        TestApp::start_inner(settings, backend, dir, pg_schema, Some(policy))
+    }
+
+    /// `policy`: `None` installs what `[auth]` calls for (as the server does).
+    fn start_inner(
+        settings: Settings,
+        backend: &'static str,
+        dir: Option<tempfile::TempDir>,
+        pg_schema: Option<(String, String)>,
+        policy: Option<Arc<dyn Policy>>,
+    ) -> TestApp {
         let db_url = settings.storage.database_url.clone();
         let store = fhirbridge::open_backend(&settings).expect("storage opens");
-        let app =
-            fhirbridge::Application::build_with(settings, store, policy).expect("server builds");
+        let app = match policy {
+            Some(p) => fhirbridge::Application::build_with(settings, store, p),
+            None => fhirbridge::Application::build_with_backend(settings, store),
+        }
+        .expect("server builds");
         let port = app.port();
         actix_rt::spawn(app.run_until_stopped());
         let client = awc::Client::builder()

@@ -148,6 +148,7 @@ pub async fn validate_type(fhir: Fhir, body: web::Bytes, ty: TypeParam) -> ApiRe
     let req = &fhir.req;
     label(req, "operation-validate", Some(ty));
     strict::preconditions(req, "$validate", &[])?;
+    fhir.service.authorize_validate(&fhir.ctx, ty, None).await?;
     let params = read_parameters(req, &body)?;
     if params.mode.as_deref() == Some("delete") {
         return outcome(req, Vec::new());
@@ -166,6 +167,9 @@ pub async fn validate_instance(fhir: Fhir, body: web::Bytes, ty: TypeParam) -> A
     label(req, "operation-validate", Some(ty));
     strict::preconditions(req, "$validate", &[])?;
     let id = parse_id(segment(req, "id"))?;
+    fhir.service
+        .authorize_validate(&fhir.ctx, ty, Some(&id))
+        .await?;
     let params = read_parameters(req, &body)?;
     if params.mode.as_deref() == Some("delete") {
         return outcome(req, Vec::new());

@@ -85,6 +85,37 @@ pub(super) struct Entry {
     pub(super) cond_refs: Vec<String>,
 }
 
+/// The scopes an entry needs, as if it were sent alone: read `r`, search
+/// `s`, create `c`, update and patch `u`, delete `d`, and `s` as well for
+/// every conditional form (its criteria are a search).
+pub(super) fn authorize(
+    ctx: &crate::context::RequestContext,
+    e: &Entry,
+) -> Result<(), ServiceError> {
+    use crate::policy::Action;
+    let (ty, action, conditional) = match &e.op {
+        Op::Create {
+            ty, if_none_exist, ..
+        } => (*ty, Action::Create, if_none_exist.is_some()),
+        Op::Update { ty, target, .. } => {
+            (*ty, Action::Update, matches!(target, Target::Criteria(_)))
+        }
+        Op::Patch { ty, target, .. } => {
+            (*ty, Action::Update, matches!(target, Target::Criteria(_)))
+        }
+        Op::Delete { ty, target, .. } => {
+            (*ty, Action::Delete, matches!(target, Target::Criteria(_)))
+        }
+        Op::Read { ty, .. } => (*ty, Action::Read, false),
+        Op::Search { query } => (query.resource_type, Action::Search, false),
+    };
+    ctx.authorize(ty, action)?;
+    if conditional {
+        ctx.authorize(ty, Action::Search)?;
+    }
+    Ok(())
+}
+
 pub(super) fn bad(msg: impl Into<String>) -> ServiceError {
     ServiceError::bad_request("invalid", msg)
 }

@@ -72,6 +72,7 @@ pub(super) fn at_entry(index: usize, e: ServiceError) -> ServiceError {
         ServiceError::Unprocessable(i) => ServiceError::Unprocessable(fix(i)),
         ServiceError::NotFound(m) => ServiceError::NotFound(format!("{prefix}: {m}")),
         ServiceError::Gone(m) => ServiceError::Gone(format!("{prefix}: {m}")),
+        ServiceError::Forbidden(m) => ServiceError::Forbidden(format!("{prefix}: {m}")),
         ServiceError::Conflict(m) => ServiceError::Conflict(format!("{prefix}: {m}")),
         ServiceError::PreconditionFailed(m) => {
             ServiceError::PreconditionFailed(format!("{prefix}: {m}"))
@@ -143,6 +144,11 @@ impl Service {
         entries: Vec<Entry>,
         ret: ReturnPref,
     ) -> ServiceResult<Vec<(usize, EntryResult)>> {
+        // Each entry is authorised as if it were sent alone; in a
+        // transaction one refusal refuses the whole Bundle (403).
+        for e in &entries {
+            entry::authorize(ctx, e).map_err(|x| at_entry(e.index, x))?;
+        }
         let input = TxInput {
             ctx: ctx.clone(),
             state: self.tx_state(),
@@ -164,6 +170,8 @@ impl Service {
         value: Value,
         ret: ReturnPref,
     ) -> ServiceResult<BundleOutcome> {
+        // Access is decided entry by entry (an empty Bundle reveals nothing).
+        ctx.mark_decided();
         if !self.has_transactions() {
             // Every entry runs as a transaction (a batch entry as its own):
             // a backend without them answers neither, and says so.

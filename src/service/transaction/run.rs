@@ -17,6 +17,7 @@ use super::refs::{premap, rewrite};
 use super::{at_entry, EntryResult};
 use crate::context::RequestContext;
 use crate::model::{LogicalId, ResourceType};
+use crate::policy::Action;
 use crate::search::parse as search_parse;
 use crate::search::types::SearchQuery;
 use crate::storage::{
@@ -413,7 +414,12 @@ pub(super) fn run_entries(
         }
     }
 
-    // 5. Execute in the spec's order.
+    // 5. Content the caller may not write is refused before anything is
+    // written (references are final here, and this runs inside the
+    // transaction, so what is checked is what is written).
+    check_contents(tx, &ctx, &entries, &mut deletes)?;
+
+    // 6. Execute in the spec's order.
     let mut order: Vec<usize> = (0..entries.len()).collect();
     order.sort_by_key(|&i| (entries[i].op.rank(), entries[i].index));
     let mut results = Vec::with_capacity(entries.len());
@@ -485,6 +491,101 @@ pub(super) fn run_entries(
     let large = entries.len() > 64;
     crate::storage::drop_off_thread(entries, large);
     Ok(results)
+}
+
+/// 403: the caller may not write this resource (whether or not it exists:
+/// a confined caller's PUT never creates, so absent and hidden answer alike).
+fn forbidden_write(ty: ResourceType, id: &LogicalId) -> ServiceError {
+    ServiceError::Forbidden(format!("The token does not allow updating {ty}/{id}"))
+}
+
+/// 403: the new content lies outside what the caller may write.
+fn outside(ty: ResourceType, what: &str) -> ServiceError {
+    ServiceError::Forbidden(format!(
+        "The token does not allow this {what}: the {ty} would lie outside what it may write \
+         (another patient's compartment, or outside its scopes)"
+    ))
+}
+
+/// Checks every write's content against what the caller may write: new
+/// content of creates and updates, and for confined callers the current
+/// content of updates (absent, deleted or hidden alike → 403) and deletes
+/// (hidden → treated as absent: dropped from `deletes`).
+fn check_contents(
+    tx: &mut dyn TxOps,
+    ctx: &RequestContext,
+    entries: &[Entry],
+    deletes: &mut HashMap<usize, Vec<LogicalId>>,
+) -> Result<(), ServiceError> {
+    if ctx.unrestricted() {
+        return Ok(());
+    }
+    for e in entries {
+        let idx = e.index;
+        match &e.op {
+            Op::Create {
+                ty, resource, id, ..
+            } if !ctx.permits(*ty, Action::Create, id.as_str(), resource) => {
+                return Err(at_entry(idx, outside(*ty, "create")));
+            }
+            Op::Update {
+                ty,
+                target: Target::Id(id),
+                resource,
+                ..
+            } => {
+                if ctx.confined(*ty, Action::Update) {
+                    let ok = match tx.read(*ty, id) {
+                        Ok(cur) => match &cur.content {
+                            Some(text) => serde_json::from_str::<Value>(text)
+                                .is_ok_and(|v| ctx.permits(*ty, Action::Update, id.as_str(), &v)),
+                            None => false,
+                        },
+                        Err(StorageError::NotFound | StorageError::Gone { .. }) => false,
+                        Err(other) => return Err(storage_err(other)),
+                    };
+                    if !ok {
+                        return Err(at_entry(idx, forbidden_write(*ty, id)));
+                    }
+                }
+                if !ctx.permits(*ty, Action::Update, id.as_str(), resource) {
+                    return Err(at_entry(idx, outside(*ty, "update")));
+                }
+            }
+            Op::Delete { ty, .. } if ctx.confined(*ty, Action::Delete) => {
+                let Some(ids) = deletes.get_mut(&idx) else {
+                    continue;
+                };
+                let mut keep = Vec::with_capacity(ids.len());
+                for id in ids.drain(..) {
+                    let visible = match tx.read(*ty, &id) {
+                        Ok(cur) => match &cur.content {
+                            Some(text) => serde_json::from_str::<Value>(text)
+                                .is_ok_and(|v| ctx.permits(*ty, Action::Delete, id.as_str(), &v)),
+                            None => true,
+                        },
+                        Err(StorageError::NotFound | StorageError::Gone { .. }) => true,
+                        Err(other) => return Err(storage_err(other)),
+                    };
+                    if visible {
+                        keep.push(id);
+                    } else if let Op::Delete {
+                        if_match: Some(_), ..
+                    } = &e.op
+                    {
+                        // As for an absent resource with If-Match.
+                        return Err(at_entry(
+                            idx,
+                            storage_err(StorageError::VersionConflict { current: None }),
+                        ));
+                    }
+                }
+                *ids = keep;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The unconditional PUTs (no `If-Match`) of `entries` whose ids have no head
@@ -660,6 +761,15 @@ fn run_one(
                 }
             }
             let mut value = stored_json(&current)?;
+            if ctx.confined(*ty, Action::Update)
+                && !ctx.permits(*ty, Action::Update, id.as_str(), &value)
+            {
+                // A resource the caller cannot see answers as absent.
+                return Err(match admitted(ctx, current) {
+                    Some(_) => forbidden_write(*ty, id),
+                    None => ServiceError::NotFound("Resource not found".into()),
+                });
+            }
             apply_patch(&mut value, patch, state.max_patch_result_bytes)?;
             let value =
                 check_body(*ty, value, WriteTarget::Update(id)).map_err(
@@ -669,6 +779,9 @@ fn run_one(
                     },
                 )?;
             gate(&state.validation, *ty, &value)?;
+            if !ctx.permits(*ty, Action::Update, id.as_str(), &value) {
+                return Err(outside(*ty, "update"));
+            }
             let out = tx
                 .update(UpdateRequest {
                     resource_type: *ty,
