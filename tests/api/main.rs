@@ -26,4 +26,5 @@ mod seam;
 mod search;
 mod search_features;
 mod search_oracle;
+mod token;
 mod validation;
