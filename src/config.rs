@@ -3,7 +3,7 @@
 //! Unknown keys in the file are errors, and `Settings::validate` names the key
 //! at fault.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -112,10 +112,162 @@ impl ServerSettings {
     }
 
     /// The base URL where there is no request to derive it from (`import`,
-    /// `reindex`): the configured one, else `http://{listen}/fhir`.
+    /// `reindex`): the configured one, else `http(s)://{listen}/fhir`.
     pub fn offline_base(&self) -> String {
         self.configured_base()
-            .unwrap_or_else(|| format!("http://{}/fhir", self.listen))
+            .unwrap_or_else(|| format!("{}://{}/fhir", self.scheme(), self.listen))
+    }
+
+    /// `https` when the server listens with TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// `[server.tls]`: HTTPS (TLS 1.2+) on `server.listen` instead of plain HTTP
+/// (`crate::rest::tls`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// PEM certificate chain, the server's certificate first (`--tls-cert`).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of that certificate (`--tls-key`).
+    pub key_file: Option<PathBuf>,
+    /// PEM CA certificate(s): when set, every client must present a
+    /// certificate signed by one of them (mTLS), or the handshake fails.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `[server.cors]`: which browser origins may call the API (`crate::rest::cors`).
+/// No origins (the default): no CORS headers at all.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsSettings {
+    /// Exact origins (`https://app.example`, `http://localhost:3000`), or `"*"`
+    /// for any origin (only without `allow_credentials`).
+    pub allowed_origins: Vec<String>,
+    /// Send `Access-Control-Allow-Credentials: true` (cookies, TLS client
+    /// certificates and `Authorization` set by the browser itself).
+    pub allow_credentials: bool,
+    /// Seconds a browser may cache a preflight answer (`Access-Control-Max-Age`).
+    pub max_age_secs: u64,
+}
+
+impl Default for CorsSettings {
+    fn default() -> Self {
+        CorsSettings {
+            allowed_origins: Vec::new(),
+            allow_credentials: false,
+            max_age_secs: 600,
+        }
+    }
+}
+
+impl CorsSettings {
+    /// Whether `origin` (a request's `Origin` header) may call the API.
+    pub fn allows(&self, origin: &str) -> bool {
+        self.allowed_origins
+            .iter()
+            .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+    }
+
+    /// Whether any origin is allowed (`"*"`).
+    pub fn any_origin(&self) -> bool {
+        self.allowed_origins.iter().any(|o| o == "*")
+    }
+
+    fn problems(&self, out: &mut Vec<String>) {
+        for o in &self.allowed_origins {
+            if o == "*" {
+                if self.allow_credentials {
+                    out.push(
+                        "server.cors.allowed_origins: \"*\" cannot be combined with \
+                         allow_credentials = true (browsers refuse it); list the origins"
+                            .into(),
+                    );
+                }
+            } else if !is_origin(o) {
+                out.push(format!(
+                    "server.cors.allowed_origins: '{o}' is not an origin \
+                     (scheme://host[:port], no path or trailing slash)"
+                ));
+            }
+        }
+        if self.max_age_secs > 86_400 {
+            out.push("server.cors.max_age_secs must be at most 86400".into());
+        }
+    }
+}
+
+/// `scheme://host[:port]`, as a browser sends it in `Origin` (`null` is not
+/// accepted: sandboxed frames and files send it, so allowing it allows them all).
+fn is_origin(o: &str) -> bool {
+    let Some((scheme, authority)) = o.split_once("://") else {
+        return false;
+    };
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !scheme_ok
+        || authority
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '/' | '\\' | '?' | '#' | '@' | '*'))
+    {
+        return false;
+    }
+    // host[:port], the host possibly an [IPv6] literal.
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((h, "")) => (h, None),
+            Some((h, after)) => match after.strip_prefix(':') {
+                Some(p) => (h, Some(p)),
+                None => return false,
+            },
+            None => return false,
+        },
+        None => match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok() && !p.starts_with('+'));
+    !host.is_empty() && port_ok
+}
+
+impl TlsSettings {
+    fn problems(&self, out: &mut Vec<String>) {
+        match (&self.cert_file, &self.key_file) {
+            (None, None) => {
+                out.push("server.tls: cert_file and key_file are required".into());
+            }
+            (Some(_), None) => out.push(
+                "server.tls.key_file is required with server.tls.cert_file (--tls-key)".into(),
+            ),
+            (None, Some(_)) => out.push(
+                "server.tls.cert_file is required with server.tls.key_file (--tls-cert)".into(),
+            ),
+            (Some(_), Some(_)) => {}
+        }
+        for (key, file) in [
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+            ("ca_file", &self.ca_file),
+        ] {
+            let Some(path) = file else { continue };
+            match std::fs::metadata(path) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => out.push(format!(
+                    "server.tls.{key}: {} is not a file",
+                    path.display()
+                )),
+                Err(e) => out.push(format!("server.tls.{key}: {}: {e}", path.display())),
+            }
+        }
     }
 }
 
@@ -147,6 +299,10 @@ pub struct ServerSettings {
     pub keep_alive_secs: u64,
     /// Responses at least this large are compressed (gzip or br) when the client accepts it.
     pub compress_min_bytes: usize,
+    /// HTTPS instead of HTTP (`[server.tls]`, `--tls-cert`/`--tls-key`).
+    pub tls: Option<TlsSettings>,
+    /// Browser origins allowed to call the API (`[server.cors]`).
+    pub cors: CorsSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -197,6 +353,8 @@ impl Default for ServerSettings {
             body_timeout_secs: 60,
             keep_alive_secs: 75,
             compress_min_bytes: 1024,
+            tls: None,
+            cors: CorsSettings::default(),
         }
     }
 }
@@ -237,6 +395,10 @@ pub struct Overrides {
     pub database_url: Option<String>,
     /// `--allow-anonymous`: `auth.mode = "off"` on a non-loopback address.
     pub allow_anonymous: bool,
+    /// `--tls-cert` (`server.tls.cert_file`).
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key` (`server.tls.key_file`).
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Every problem found in the settings, one per line when displayed.
@@ -374,6 +536,15 @@ impl Settings {
         if flags.allow_anonymous {
             settings.auth.allow_anonymous = true;
         }
+        if flags.tls_cert.is_some() || flags.tls_key.is_some() {
+            let tls = settings.server.tls.get_or_insert_with(TlsSettings::default);
+            if let Some(v) = &flags.tls_cert {
+                tls.cert_file = Some(v.clone());
+            }
+            if let Some(v) = &flags.tls_key {
+                tls.key_file = Some(v.clone());
+            }
+        }
         problems.extend(settings.problems());
         if problems.is_empty() {
             Ok(settings)
@@ -483,6 +654,10 @@ impl Settings {
                 out.push("server.base_url must be an http(s) URL".into());
             }
         }
+        if let Some(tls) = &self.server.tls {
+            tls.problems(&mut out);
+        }
+        self.server.cors.problems(&mut out);
         out.extend(self.auth.problems(&self.server.listen));
         out
     }
@@ -627,6 +802,102 @@ mod tests {
         assert!(
             e.to_string().contains("validation.unknown_extensions"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn cors_origins_are_exact_origins() {
+        for o in [
+            "https://app.example",
+            "http://localhost:3000",
+            "https://[::1]:8443",
+            "capacitor://localhost",
+        ] {
+            assert!(is_origin(o), "{o}");
+        }
+        for o in [
+            "null",
+            "app.example",
+            "https://app.example/",
+            "https://app.example/path",
+            "https://*.example",
+            "https://user@app.example",
+            "https://app.example:",
+            "https://app.example:99999",
+            "https://",
+            "https://[::1",
+            "https://app.example?x",
+            "://app.example",
+        ] {
+            assert!(!is_origin(o), "{o}");
+        }
+        let mut s = Settings::default();
+        s.server.cors.allowed_origins = vec!["*".into()];
+        assert!(s.problems().is_empty());
+        s.server.cors.allow_credentials = true;
+        assert_eq!(s.problems().len(), 1);
+        assert!(s.problems()[0].starts_with("server.cors.allowed_origins: \"*\""));
+        s.server.cors.allowed_origins = vec!["https://App.Example".into()];
+        assert!(s.problems().is_empty());
+        assert!(s.server.cors.allows("https://app.example"));
+        assert!(!s.server.cors.allows("https://app.example.evil"));
+        s.server.cors.max_age_secs = 86_401;
+        assert!(s.problems()[0].starts_with("server.cors.max_age_secs"));
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_the_flags_fill_them_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("c.pem");
+        let key = dir.path().join("k.pem");
+        std::fs::write(&cert, "x").unwrap();
+        std::fs::write(&key, "x").unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, format!("[server.tls]\ncert_file = {cert:?}\n")).unwrap();
+        let e = Settings::load(Some(&file), &no_env, &Overrides::default()).unwrap_err();
+        assert!(
+            e.to_string().contains("server.tls.key_file is required"),
+            "{e}"
+        );
+        let flags = Overrides {
+            tls_key: Some(key.clone()),
+            ..Overrides::default()
+        };
+        let s = Settings::load(Some(&file), &no_env, &flags).unwrap();
+        let tls = s.server.tls.as_ref().unwrap();
+        assert_eq!(
+            (tls.cert_file.as_ref(), tls.key_file.as_ref()),
+            (Some(&cert), Some(&key))
+        );
+        assert_eq!(s.server.offline_base(), "https://127.0.0.1:8080/fhir");
+        std::fs::write(
+            &file,
+            "[server.tls]\nca_file = \"/no/such/ca.pem\"\nciphers = \"x\"\n",
+        )
+        .unwrap();
+        let e = Settings::load(Some(&file), &no_env, &Overrides::default()).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("server.tls: unknown field `ciphers`"), "{msg}");
+        let s = Settings {
+            server: ServerSettings {
+                tls: Some(TlsSettings {
+                    ca_file: Some("/no/such/ca.pem".into()),
+                    ..TlsSettings::default()
+                }),
+                ..ServerSettings::default()
+            },
+            ..Settings::default()
+        };
+        let p = s.problems();
+        assert!(
+            p.iter()
+                .any(|p| p == "server.tls: cert_file and key_file are required"),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("server.tls.ca_file: /no/such/ca.pem: ")),
+            "{p:?}"
         );
     }
 

@@ -90,6 +90,12 @@ impl Application {
         backend: Arc<dyn Backend>,
         policy: Option<Arc<dyn policy::Policy>>,
     ) -> anyhow::Result<Application> {
+        let tls = settings
+            .server
+            .tls
+            .as_ref()
+            .map(rest::tls::acceptor)
+            .transpose()?;
         let listener = TcpListener::bind(&settings.server.listen)
             .with_context(|| format!("Failed to bind {}", settings.server.listen))?;
         let port = listener.local_addr()?.port();
@@ -154,6 +160,10 @@ impl Application {
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(limit))
                 .wrap(from_fn(rest::middleware::fhir_middleware))
+                // Outside the FHIR middleware (and its authentication): preflights
+                // are answered without credentials, as browsers send them.
+                .wrap(from_fn(rest::cors::cors))
+                .wrap(from_fn(rest::tls::hsts))
                 // Outermost: `/fhir/` and `/fhir/Patient/` are the same endpoints as
                 // `/fhir` and `/fhir/Patient` (FHIR clients add the slash).
                 .wrap(NormalizePath::new(TrailingSlash::Trim))
@@ -163,8 +173,11 @@ impl Application {
         .client_request_timeout(Duration::from_secs(
             server_settings.header_timeout_secs.max(1),
         ))
-        .client_disconnect_timeout(Duration::from_secs(2))
-        .listen(listener)?
+        .client_disconnect_timeout(Duration::from_secs(2));
+        server = match tls {
+            Some(acceptor) => server.listen_openssl(listener, acceptor)?,
+            None => server.listen(listener)?,
+        }
         .shutdown_timeout(server_settings.shutdown_timeout_secs);
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);

@@ -67,6 +67,23 @@ enum Command {
             hide_env_values = true
         )]
         listen: Option<String>,
+        /// Serve HTTPS with this PEM certificate chain (server.tls.cert_file;
+        /// needs --tls-key)
+        #[arg(
+            long,
+            value_name = "FILE",
+            env = "FHIRBRIDGE_TLS_CERT",
+            hide_env_values = true
+        )]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert (server.tls.key_file)
+        #[arg(
+            long,
+            value_name = "FILE",
+            env = "FHIRBRIDGE_TLS_KEY",
+            hide_env_values = true
+        )]
+        tls_key: Option<PathBuf>,
     },
     /// Create the database if needed and apply pending migrations, then exit.
     Migrate {
@@ -160,6 +177,17 @@ enum ReportFormat {
 }
 
 fn load(common: &Common, listen: Option<String>) -> anyhow::Result<Settings> {
+    load_with(
+        common,
+        Overrides {
+            listen,
+            ..Overrides::default()
+        },
+    )
+}
+
+/// Settings with `flags` (the `Common` ones are filled in here).
+fn load_with(common: &Common, flags: Overrides) -> anyhow::Result<Settings> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     // clap also fills flags from their environment variables; an empty one means unset.
     let set = |v: Option<String>| v.filter(|v| !v.is_empty());
@@ -168,9 +196,11 @@ fn load(common: &Common, listen: Option<String>) -> anyhow::Result<Settings> {
         config.as_deref(),
         &env,
         &Overrides {
-            listen: set(listen),
+            listen: set(flags.listen),
             database_url: set(common.database.clone()),
             allow_anonymous: common.allow_anonymous,
+            tls_cert: flags.tls_cert.filter(|p| !p.as_os_str().is_empty()),
+            tls_key: flags.tls_key.filter(|p| !p.as_os_str().is_empty()),
         },
     )
 }
@@ -179,9 +209,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command.unwrap_or(Command::Serve {
         common: Common::default(),
         listen: None,
+        tls_cert: None,
+        tls_key: None,
     }) {
-        Command::Serve { common, listen } => {
-            let settings = load(&common, listen)?;
+        Command::Serve {
+            common,
+            listen,
+            tls_cert,
+            tls_key,
+        } => {
+            let settings = load_with(
+                &common,
+                Overrides {
+                    listen,
+                    tls_cert,
+                    tls_key,
+                    ..Overrides::default()
+                },
+            )?;
             fhirbridge::telemetry::init(
                 &settings.telemetry.log_filter,
                 &settings.telemetry.log_format,

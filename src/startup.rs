@@ -95,8 +95,8 @@ pub fn postgres_location(url: &str) -> String {
 }
 
 /// The FHIR base URL clients should use: the configured `server.base_url`, else
-/// `http://{listen host}:{bound port}/fhir` (`localhost` when listening on
-/// every interface).
+/// `http://{listen host}:{bound port}/fhir` (`https://` with `[server.tls]`;
+/// `localhost` when listening on every interface).
 pub fn base_url(server: &ServerSettings, port: u16) -> String {
     if let Some(base) = server.configured_base() {
         return base;
@@ -109,7 +109,7 @@ pub fn base_url(server: &ServerSettings, port: u16) -> String {
         "" | "0.0.0.0" | "[::]" | "::" => "localhost",
         h => h,
     };
-    format!("http://{host}:{port}/fhir")
+    format!("{}://{host}:{port}/fhir", server.scheme())
 }
 
 /// Waits for SIGTERM or SIGINT (the server drains on the same signals), then
@@ -214,6 +214,8 @@ mod tests {
         assert_eq!(base_url(&s, 8080), "http://localhost:8080/fhir");
         s.listen = "127.0.0.1:8080".into();
         assert_eq!(base_url(&s, 8080), "http://127.0.0.1:8080/fhir");
+        s.tls = Some(crate::config::TlsSettings::default());
+        assert_eq!(base_url(&s, 8443), "https://127.0.0.1:8443/fhir");
         s.base_url = Some("https://fhir.example.nhs.uk/fhir/".into());
         assert_eq!(base_url(&s, 8080), "https://fhir.example.nhs.uk/fhir");
     }

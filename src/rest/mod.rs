@@ -2,6 +2,7 @@
 //! `configure` is the one place routes are declared.
 
 pub mod auth;
+pub mod cors;
 pub mod error;
 pub mod extract;
 pub mod format;
@@ -10,6 +11,7 @@ pub mod middleware;
 pub mod operation;
 pub mod shape;
 pub(crate) mod strict;
+pub mod tls;
 pub mod transfer;
 
 use std::sync::Arc;

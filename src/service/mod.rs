@@ -181,7 +181,74 @@ pub(crate) fn restrict(ctx: &RequestContext, query: &mut crate::search::types::S
     match ctx.restriction(query.resource_type) {
         Restriction::None => {}
         Restriction::Everything => query.predicates.push(nothing()),
+        // A query that already asks for no more than the restriction allows
+        // (`MedicationRequest?patient=X` by X's own token) runs unchanged.
+        Restriction::Where(p) if implied(&query.predicates, &p) => {}
         Restriction::Where(p) => query.predicates.push(p),
+    }
+}
+
+/// Whether the AND of `have` implies `want` (a sound, syntactic check: false
+/// when unsure). Used to skip a restriction the query already satisfies.
+fn implied(
+    have: &[crate::search::types::Predicate],
+    want: &crate::search::types::Predicate,
+) -> bool {
+    use crate::search::types::{Predicate, Test};
+    match want {
+        Predicate::AnyOf(alts) => alts.iter().any(|a| implied(have, a)),
+        Predicate::AllOf(parts) => parts.iter().all(|a| implied(have, a)),
+        Predicate::Id { ids, not: false } => have.iter().any(|h| {
+            matches!(h, Predicate::Id { ids: hs, not: false }
+                if !hs.is_empty() && hs.iter().all(|x| ids.contains(x)))
+        }),
+        Predicate::Index {
+            param: q,
+            test: Test::Reference(wanted),
+            not: false,
+        } => {
+            let [w] = wanted.as_slice() else {
+                return false;
+            };
+            if w.url || w.target_type.is_none() {
+                return false;
+            }
+            have.iter().any(|h| match h {
+                Predicate::Index {
+                    param: p,
+                    test: Test::Reference(vals),
+                    not: false,
+                } => {
+                    // p's values are q's narrowed by a filter
+                    // (`X.subject.where(resolve() is Patient)` ⊆ `X.subject`).
+                    let rest = if p.code == q.code {
+                        Some("")
+                    } else {
+                        p.expression
+                            .strip_prefix(q.expression.as_str())
+                            .filter(|r| r.starts_with(".where("))
+                    };
+                    let Some(rest) = rest else {
+                        return false;
+                    };
+                    // `.where(resolve() is T)`: every value is a T.
+                    let only = rest
+                        .strip_prefix(".where(resolve() is ")
+                        .and_then(|r| r.strip_suffix(')'));
+                    let typed = |t: ResourceType| p.targets == [t] || only == Some(t.as_str());
+                    !vals.is_empty()
+                        && vals.iter().all(|v| {
+                            !v.url
+                                && v.id == w.id
+                                && (v.target_type == w.target_type
+                                    || (v.target_type.is_none()
+                                        && w.target_type.is_some_and(typed)))
+                        })
+                }
+                _ => false,
+            })
+        }
+        other => have.iter().any(|h| h == other),
     }
 }
 
@@ -264,4 +331,56 @@ pub(crate) fn admit_all(ctx: &RequestContext, list: Vec<StoredResource>) -> Vec<
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::implied;
+    use crate::model::ResourceType;
+    use crate::search::compartment;
+
+    fn query(ty: ResourceType, q: &str) -> Vec<crate::search::types::Predicate> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q).unwrap();
+        crate::search::parse::parse(
+            ty,
+            &pairs,
+            crate::search::parse::Options {
+                lenient: false,
+                paging: crate::search::parse::Paging {
+                    default_count: 10,
+                    max_count: 10,
+                },
+                base_url: "http://x/fhir",
+            },
+        )
+        .unwrap()
+        .query
+        .predicates
+    }
+
+    #[test]
+    fn a_query_inside_the_compartment_implies_it() {
+        let mr = ResourceType::MedicationRequest;
+        let within = compartment::patient(mr, "p1").unwrap();
+        for q in [
+            "patient=p1",
+            "patient=Patient/p1",
+            "subject=Patient/p1",
+            "patient=p1&status=active",
+        ] {
+            assert!(implied(&query(mr, q), &within), "{q}");
+        }
+        for q in [
+            "patient=p2",
+            "patient=p1,p2",
+            "subject=p1",
+            "status=active",
+            "requester=Patient/p1",
+        ] {
+            assert!(!implied(&query(mr, q), &within), "{q}");
+        }
+        let pat = compartment::patient(ResourceType::Patient, "p1").unwrap();
+        assert!(implied(&query(ResourceType::Patient, "_id=p1"), &pat));
+        assert!(!implied(&query(ResourceType::Patient, "_id=p1,p2"), &pat));
+    }
 }

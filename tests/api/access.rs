@@ -146,6 +146,10 @@ async fn compartments_hold(app: TestApp, k: &Keys) {
         .header("www-authenticate")
         .unwrap_or_default()
         .starts_with("Bearer realm="));
+    // Public routes answer without one.
+    for path in ["/fhir/metadata", "/health/live", "/", "/fhir/metadata/"] {
+        assert_eq!(app.get(path).await.status, 200, "{path}");
+    }
     let system = token(k, json!({"scope": "system/*.cruds"}));
     seed(&app, &system).await;
 

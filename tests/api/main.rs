@@ -26,5 +26,6 @@ mod seam;
 mod search;
 mod search_features;
 mod search_oracle;
+mod tls;
 mod token;
 mod validation;
