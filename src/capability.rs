@@ -18,11 +18,12 @@ const FORMATS: [&str; 4] = [
 
 /// How requests are authorised, for `CapabilityStatement.rest.security`.
 #[derive(Debug, Clone, Copy)]
-pub enum Security<'a> {
-    /// `auth.mode = "off"`: no token is read.
-    Off,
-    /// Bearer tokens required (SMART on FHIR); our token endpoint's URL.
-    Smart { token_endpoint: &'a str },
+pub struct Security<'a> {
+    /// Our token endpoint's URL when bearer tokens are required (SMART on
+    /// FHIR); `None` when access control is off.
+    pub token_endpoint: Option<&'a str>,
+    /// Whether CORS headers are sent (`server.cors.allowed_origins`).
+    pub cors: bool,
 }
 
 pub const OAUTH_URIS: &str =
@@ -32,12 +33,12 @@ pub const OAUTH_URIS: &str =
 /// (only `token`: there is no authorize endpoint) when tokens are required;
 /// when they are not, a plain statement that access control is off.
 fn security(s: Security<'_>) -> Value {
-    match s {
-        Security::Off => json!({
+    let mut out = match s.token_endpoint {
+        None => json!({
             "description": "Access control is off (auth.mode = \"off\"): no token is read \
                 and every caller can read and change every record. For local development only.",
         }),
-        Security::Smart { token_endpoint } => json!({
+        Some(token_endpoint) => json!({
             "extension": [{
                 "url": OAUTH_URIS,
                 "extension": [{"url": "token", "valueUri": token_endpoint}],
@@ -55,7 +56,11 @@ fn security(s: Security<'_>) -> Value {
                 SMART v1 and v2 scopes; patient/ tokens see only their patient's \
                 compartment. Discovery: [base]/.well-known/smart-configuration.",
         }),
+    };
+    if let Some(o) = out.as_object_mut() {
+        o.insert("cors".into(), Value::Bool(s.cors));
     }
+    out
 }
 
 /// UK Core profiles are advertised as `supportedProfile` when they are loaded.

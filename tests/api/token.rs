@@ -592,11 +592,15 @@ async fn discovery_and_capability_statement() {
     assert!(sec["description"]
         .as_str()
         .is_some_and(|s| s.contains("SMART")));
+    assert_eq!(sec["cors"], false, "no CORS origins configured: {sec}");
 }
 
 #[actix_rt::test]
 async fn with_access_control_off_nothing_is_advertised() {
-    let app = TestApp::sqlite().await;
+    let app = TestApp::sqlite_with(|s| {
+        s.server.cors.allowed_origins = vec!["https://app.test".into()];
+    })
+    .await;
     for path in ["/fhir/.well-known/smart-configuration", "/auth/jwks"] {
         let r = app.get(path).await;
         assert_eq!(r.status, 404, "{path}");
@@ -609,6 +613,7 @@ async fn with_access_control_off_nothing_is_advertised() {
     let (s, _, _) = post_form(&app.base, &form("x", "system/*.rs")).await;
     assert_eq!(s, 404);
     let sec = app.get("/fhir/metadata").await.json()["rest"][0]["security"].clone();
+    assert_eq!(sec["cors"], true, "CORS is configured: {sec}");
     assert!(sec.get("service").is_none(), "{sec}");
     assert!(sec.get("extension").is_none(), "{sec}");
     assert!(

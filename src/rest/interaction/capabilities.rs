@@ -28,15 +28,18 @@ pub async fn metadata(fhir: Fhir) -> ApiResult {
     let out = fhir.out()?;
     let base = fhir.base();
     let token_endpoint = format!("{}/token", crate::auth::auth_base(&base));
-    let auth_on = req
-        .app_data::<actix_web::web::Data<super::super::AppState>>()
-        .is_some_and(|s| s.auth.is_some());
-    let access = if auth_on {
-        Security::Smart {
-            token_endpoint: &token_endpoint,
-        }
-    } else {
-        Security::Off
+    let state = req.app_data::<actix_web::web::Data<super::super::AppState>>();
+    let access = Security {
+        token_endpoint: state
+            .is_some_and(|s| s.auth.is_some())
+            .then_some(token_endpoint.as_str()),
+        cors: fhir
+            .settings()
+            .server
+            .cors
+            .allowed_origins
+            .iter()
+            .any(|o| !o.is_empty()),
     };
     let cs = crate::capability::capability_statement(
         fhir.service.capabilities(),
