@@ -16,12 +16,60 @@ const FORMATS: [&str; 4] = [
     "xml",
 ];
 
+/// How requests are authorised, for `CapabilityStatement.rest.security`.
+#[derive(Debug, Clone, Copy)]
+pub struct Security<'a> {
+    /// Our token endpoint's URL when bearer tokens are required (SMART on
+    /// FHIR); `None` when access control is off.
+    pub token_endpoint: Option<&'a str>,
+    /// Whether CORS headers are sent (`server.cors.allowed_origins`).
+    pub cors: bool,
+}
+
+pub const OAUTH_URIS: &str =
+    "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris";
+
+/// `rest.security`. The SMART service coding and the oauth-uris extension
+/// (only `token`: there is no authorize endpoint) when tokens are required;
+/// when they are not, a plain statement that access control is off.
+fn security(s: Security<'_>) -> Value {
+    let mut out = match s.token_endpoint {
+        None => json!({
+            "description": "Access control is off (auth.mode = \"off\"): no token is read \
+                and every caller can read and change every record. For local development only.",
+        }),
+        Some(token_endpoint) => json!({
+            "extension": [{
+                "url": OAUTH_URIS,
+                "extension": [{"url": "token", "valueUri": token_endpoint}],
+            }],
+            "service": [{
+                "coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                    "code": "SMART-on-FHIR",
+                }],
+                "text": "SMART on FHIR",
+            }],
+            "description": "SMART on FHIR: every request needs a bearer token (a JWT from a \
+                configured issuer, or from this server's token endpoint: SMART Backend \
+                Services, client_credentials with a private_key_jwt client assertion). \
+                SMART v1 and v2 scopes; patient/ tokens see only their patient's \
+                compartment. Discovery: [base]/.well-known/smart-configuration.",
+        }),
+    };
+    if let Some(o) = out.as_object_mut() {
+        o.insert("cors".into(), Value::Bool(s.cors));
+    }
+    out
+}
+
 /// UK Core profiles are advertised as `supportedProfile` when they are loaded.
 pub fn capability_statement(
     caps: &Capabilities,
     transactions: bool,
     base_url: Option<&str>,
     validation: &crate::validation::ValidationService,
+    access: Security<'_>,
 ) -> Value {
     let resources: Vec<Value> = caps
         .types
@@ -111,6 +159,7 @@ pub fn capability_statement(
     let mut rest = json!({
         "mode": "server",
         "documentation": format!("Storage backend: {}", caps.backend),
+        "security": security(access),
         "resource": resources,
     });
     if let (false, Some(obj)) = (system_interactions.is_empty(), rest.as_object_mut()) {

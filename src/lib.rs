@@ -108,7 +108,8 @@ impl Application {
                 clients = settings.auth.clients.len(),
                 "access control on: every FHIR request needs a bearer token"
             );
-            Some(Arc::new(auth::Auth::build(&settings.auth, &base)?))
+            let key = auth::keys::location(&settings.auth, &settings.storage.database_url);
+            Some(Arc::new(auth::Auth::build(&settings.auth, &base, key)?))
         } else {
             tracing::warn!(
                 "access control OFF (auth.mode = \"off\"): every caller can read and change \

@@ -145,6 +145,15 @@ enum Command {
         #[arg(long)]
         background: bool,
     },
+    /// Replace the server's signing key (auth.signing_key_file, default
+    /// server-signing-key.pem beside the SQLite database) with a new one. The
+    /// previous public key stays published at /auth/jwks, so access tokens it
+    /// signed verify until they expire; the key kept before it is dropped.
+    /// Running servers using the file pick the new key up by themselves.
+    RotateSigningKey {
+        #[command(flatten)]
+        common: Common,
+    },
     /// Manage the FHIR package cache.
     Packages {
         #[command(subcommand)]
@@ -375,6 +384,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 summary.seconds,
                 summary.rate()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::RotateSigningKey { common } => {
+            let settings = load(&common, None)?;
+            let location =
+                fhirbridge::auth::keys::location(&settings.auth, &settings.storage.database_url);
+            let fhirbridge::auth::keys::KeyLocation::File(path) = location else {
+                eprintln!(
+                    "fhirbridge rotate-signing-key: the database is in memory, so the \
+                     server's signing key is ephemeral (new on every start); set \
+                     auth.signing_key_file to keep one"
+                );
+                return Ok(ExitCode::from(2));
+            };
+            let r = fhirbridge::auth::keys::rotate(&path)?;
+            println!("new signing key {} (kid {})", r.path.display(), r.new_kid);
+            match r.previous_kid {
+                Some(kid) => println!(
+                    "previous key (kid {kid}) stays published until the next rotation: \
+                     tokens it signed verify until they expire"
+                ),
+                None => println!("there was no key before"),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Packages {

@@ -5,6 +5,8 @@
 
 use serde::Deserialize;
 
+use crate::auth::scope::ScopeContext;
+
 /// Whether requests must carry a bearer token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -171,8 +173,17 @@ impl AuthSettings {
                 }
                 _ => {}
             }
-            if let Err(e) = crate::auth::scope::Scopes::parse_strict(&c.scopes) {
-                out.push(format!("{key}.scopes: {e}"));
+            match crate::auth::scope::Scopes::parse_strict(&c.scopes) {
+                Err(e) => out.push(format!("{key}.scopes: {e}")),
+                Ok(s) => {
+                    if s.grants.iter().any(|g| g.context != ScopeContext::System)
+                        || !s.other.is_empty()
+                    {
+                        out.push(format!(
+                            "{key}.scopes: backend clients can only be granted system/ scopes"
+                        ));
+                    }
+                }
             }
         }
         if self.leeway_secs > 300 {
@@ -225,5 +236,26 @@ mod tests {
         let d = AuthSettings::default();
         assert_eq!(d.effective_mode("0.0.0.0:8080"), AuthMode::Required);
         assert_eq!(d.effective_mode("127.0.0.1:8080"), AuthMode::Off);
+    }
+
+    #[test]
+    fn backend_clients_get_system_scopes_only() {
+        let client = |scopes: &str| AuthSettings {
+            clients: vec![ClientSettings {
+                client_id: "c".into(),
+                jwks_file: Some("c.json".into()),
+                jwks_uri: None,
+                scopes: scopes.into(),
+            }],
+            ..AuthSettings::default()
+        };
+        assert!(client("system/*.rs system/Appointment.cu")
+            .problems("127.0.0.1:1")
+            .is_empty());
+        for bad in ["patient/*.rs", "system/*.rs user/Patient.rs", "openid"] {
+            let p = client(bad).problems("127.0.0.1:1");
+            assert_eq!(p.len(), 1, "{bad}: {p:?}");
+            assert!(p[0].contains("auth.clients[0].scopes"), "{p:?}");
+        }
     }
 }

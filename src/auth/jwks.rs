@@ -29,6 +29,12 @@ pub struct FetchLimits {
     pub max_age: Duration,
 }
 
+/// A set of keys that can change while the server runs (our own signing
+/// keys, which rotate): asked on every lookup.
+pub trait KeyProvider: Send + Sync {
+    fn keys(&self) -> Arc<JwkSet>;
+}
+
 pub struct KeySource {
     kind: Kind,
 }
@@ -46,6 +52,7 @@ enum Kind {
         fetching: tokio::sync::Mutex<()>,
     },
     Fixed(Arc<JwkSet>),
+    Provided(Arc<dyn KeyProvider>),
 }
 
 struct FileState {
@@ -59,6 +66,7 @@ impl std::fmt::Debug for KeySource {
             Kind::File { path, .. } => write!(f, "KeySource::File({})", path.display()),
             Kind::Uri { url, .. } => write!(f, "KeySource::Uri({url})"),
             Kind::Fixed(_) => write!(f, "KeySource::Fixed"),
+            Kind::Provided(_) => write!(f, "KeySource::Provided"),
         }
     }
 }
@@ -92,10 +100,18 @@ impl KeySource {
         }
     }
 
+    /// Keys asked of `provider` on every lookup (our own, rotating keys).
+    pub fn provided(provider: Arc<dyn KeyProvider>) -> KeySource {
+        KeySource {
+            kind: Kind::Provided(provider),
+        }
+    }
+
     /// The key for a token with `kid` (if any) and `alg`.
     pub async fn find(&self, kid: Option<&str>, alg: Alg) -> Result<Jwk, KeyError> {
         match &self.kind {
             Kind::Fixed(keys) => keys.find(kid, alg).cloned().ok_or(KeyError::UnknownKey),
+            Kind::Provided(p) => p.keys().find(kid, alg).cloned().ok_or(KeyError::UnknownKey),
             Kind::File { path, state } => {
                 let keys = file_keys(path, state)?;
                 keys.find(kid, alg).cloned().ok_or(KeyError::UnknownKey)

@@ -8,7 +8,7 @@ use openssl::ec::{EcGroup, EcKey};
 use openssl::ecdsa::EcdsaSig;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
-use openssl::pkey::{PKey, Private, Public};
+use openssl::pkey::{HasPublic, PKey, PKeyRef, Private, Public};
 use openssl::rsa::Rsa;
 use openssl::sign::{Signer, Verifier};
 use serde_json::{Map, Value};
@@ -359,20 +359,9 @@ impl SigningKey {
     }
 
     fn from_pkey(key: PKey<Private>) -> Result<SigningKey, openssl::error::ErrorStack> {
-        let alg = match key.ec_key() {
-            Ok(ec) => match ec.group().curve_name() {
-                Some(Nid::X9_62_PRIME256V1) => Alg::ES256,
-                _ => Alg::ES384,
-            },
-            Err(_) => Alg::RS384,
-        };
-        let mut k = SigningKey {
-            kid: String::new(),
-            alg,
-            key,
-        };
-        k.kid = k.thumbprint()?;
-        Ok(k)
+        let alg = alg_of(&key);
+        let kid = thumbprint_of(&key, alg)?;
+        Ok(SigningKey { kid, alg, key })
     }
 
     pub fn to_pem(&self) -> Result<Vec<u8>, openssl::error::ErrorStack> {
@@ -381,45 +370,18 @@ impl SigningKey {
 
     /// The public JWK (with `kid`, `alg`, `use`).
     pub fn public_jwk(&self) -> Result<Value, openssl::error::ErrorStack> {
-        let mut o = self.public_members()?;
-        o.insert("kid".into(), Value::String(self.kid.clone()));
-        o.insert("alg".into(), Value::String(self.alg.as_str().into()));
-        o.insert("use".into(), Value::String("sig".into()));
-        Ok(Value::Object(o))
+        public_jwk_of(&self.key, self.alg, &self.kid)
     }
 
-    /// The required members in lexicographic order (RFC 7638).
-    fn public_members(&self) -> Result<Map<String, Value>, openssl::error::ErrorStack> {
-        let u = |b: &[u8]| Value::String(encode(b, Alphabet::UrlSafe));
-        let mut o = Map::new();
-        if let Ok(ec) = self.key.ec_key() {
-            let mut ctx = BigNumContext::new()?;
-            let (mut x, mut y) = (BigNum::new()?, BigNum::new()?);
-            ec.public_key()
-                .affine_coordinates(ec.group(), &mut x, &mut y, &mut ctx)?;
-            let (crv, n) = match self.alg {
-                Alg::ES256 => ("P-256", 32),
-                _ => ("P-384", 48),
-            };
-            o.insert("crv".into(), Value::String(crv.into()));
-            o.insert("kty".into(), Value::String("EC".into()));
-            o.insert("x".into(), u(&x.to_vec_padded(n)?));
-            o.insert("y".into(), u(&y.to_vec_padded(n)?));
-        } else {
-            let rsa = self.key.rsa()?;
-            o.insert("e".into(), u(&rsa.e().to_vec()));
-            o.insert("kty".into(), Value::String("RSA".into()));
-            o.insert("n".into(), u(&rsa.n().to_vec()));
-        }
-        Ok(o)
+    /// The public key as PEM (SubjectPublicKeyInfo), for
+    /// [`public_jwk_from_pem`].
+    pub fn public_pem(&self) -> Result<Vec<u8>, openssl::error::ErrorStack> {
+        self.key.public_key_to_pem()
     }
 
     /// The RFC 7638 thumbprint (SHA-256, base64url): a stable `kid`.
     pub fn thumbprint(&self) -> Result<String, openssl::error::ErrorStack> {
-        let members = self.public_members()?;
-        let json = serde_json::to_vec(&Value::Object(members)).unwrap_or_default();
-        let digest = openssl::hash::hash(MessageDigest::sha256(), &json)?;
-        Ok(encode(&digest, Alphabet::UrlSafe))
+        thumbprint_of(&self.key, self.alg)
     }
 
     /// Signs `claims` as a compact JWS with `typ` (e.g. `JWT`).
@@ -444,6 +406,80 @@ impl SigningKey {
         };
         Ok(format!("{input}.{}", encode(&sig, Alphabet::UrlSafe)))
     }
+}
+
+/// The public JWK (with `kid`, `alg`, `use`) of a PEM public key of ours
+/// (a previous signing key): the same JWK, `kid` included, as
+/// [`SigningKey::public_jwk`] gave while it was the signing key.
+pub fn public_jwk_from_pem(pem: &[u8]) -> Result<Value, String> {
+    let key = PKey::public_key_from_pem(pem).map_err(|_| "not a PEM public key".to_string())?;
+    let alg = alg_of(&key);
+    let kid = thumbprint_of(&key, alg).map_err(|e| e.to_string())?;
+    public_jwk_of(&key, alg, &kid).map_err(|e| e.to_string())
+}
+
+/// The algorithm our keys of this kind sign with: ES256 for P-256, ES384
+/// for other EC keys, RS384 for RSA.
+fn alg_of<T: HasPublic>(key: &PKeyRef<T>) -> Alg {
+    match key.ec_key() {
+        Ok(ec) => match ec.group().curve_name() {
+            Some(Nid::X9_62_PRIME256V1) => Alg::ES256,
+            _ => Alg::ES384,
+        },
+        Err(_) => Alg::RS384,
+    }
+}
+
+fn public_jwk_of<T: HasPublic>(
+    key: &PKeyRef<T>,
+    alg: Alg,
+    kid: &str,
+) -> Result<Value, openssl::error::ErrorStack> {
+    let mut o = public_members(key, alg)?;
+    o.insert("kid".into(), Value::String(kid.to_owned()));
+    o.insert("alg".into(), Value::String(alg.as_str().into()));
+    o.insert("use".into(), Value::String("sig".into()));
+    Ok(Value::Object(o))
+}
+
+/// The required members in lexicographic order (RFC 7638).
+fn public_members<T: HasPublic>(
+    key: &PKeyRef<T>,
+    alg: Alg,
+) -> Result<Map<String, Value>, openssl::error::ErrorStack> {
+    let u = |b: &[u8]| Value::String(encode(b, Alphabet::UrlSafe));
+    let mut o = Map::new();
+    if let Ok(ec) = key.ec_key() {
+        let mut ctx = BigNumContext::new()?;
+        let (mut x, mut y) = (BigNum::new()?, BigNum::new()?);
+        ec.public_key()
+            .affine_coordinates(ec.group(), &mut x, &mut y, &mut ctx)?;
+        let (crv, n) = match alg {
+            Alg::ES256 => ("P-256", 32),
+            _ => ("P-384", 48),
+        };
+        o.insert("crv".into(), Value::String(crv.into()));
+        o.insert("kty".into(), Value::String("EC".into()));
+        o.insert("x".into(), u(&x.to_vec_padded(n)?));
+        o.insert("y".into(), u(&y.to_vec_padded(n)?));
+    } else {
+        let rsa = key.rsa()?;
+        o.insert("e".into(), u(&rsa.e().to_vec()));
+        o.insert("kty".into(), Value::String("RSA".into()));
+        o.insert("n".into(), u(&rsa.n().to_vec()));
+    }
+    Ok(o)
+}
+
+/// The RFC 7638 thumbprint (SHA-256, base64url).
+fn thumbprint_of<T: HasPublic>(
+    key: &PKeyRef<T>,
+    alg: Alg,
+) -> Result<String, openssl::error::ErrorStack> {
+    let members = public_members(key, alg)?;
+    let json = serde_json::to_vec(&Value::Object(members)).unwrap_or_default();
+    let digest = openssl::hash::hash(MessageDigest::sha256(), &json)?;
+    Ok(encode(&digest, Alphabet::UrlSafe))
 }
 
 #[cfg(test)]
@@ -518,5 +554,9 @@ mod tests {
         let k = SigningKey::generate_es384().unwrap();
         let again = SigningKey::from_pem(&k.to_pem().unwrap()).unwrap();
         assert_eq!(k.kid, again.kid);
+        // The public half alone gives the same JWK (a previous key).
+        let public = public_jwk_from_pem(&k.public_pem().unwrap()).unwrap();
+        assert_eq!(public, k.public_jwk().unwrap());
+        assert!(public_jwk_from_pem(&k.to_pem().unwrap()).is_err());
     }
 }

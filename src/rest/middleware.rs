@@ -2,7 +2,8 @@
 //! metrics, one access-log line per request, the body read deadline (408), request
 //! `Content-Encoding` (415 unless the server decodes it), response compression, and
 //! the guarantee that every error leaves as an `OperationOutcome` in the negotiated
-//! format (including errors raised by actix itself, such as 413 from the body limit).
+//! format (including errors raised by actix itself, such as 413 from the body limit),
+//! except the token endpoint's OAuth 2.0 errors (marked [`super::NotFhir`]).
 
 use std::time::Instant as StdInstant;
 
@@ -206,7 +207,12 @@ async fn finish(
         .unwrap_or(false);
     let wants_xml = status.as_u16() >= 400
         && format::negotiate(res.request()).ok().map(|o| o.format) == Some(Format::Xml);
-    let mut res = if status.as_u16() >= 400 && (!is_fhir || wants_xml) {
+    let not_fhir = res
+        .response()
+        .extensions()
+        .get::<super::NotFhir>()
+        .is_some();
+    let mut res = if status.as_u16() >= 400 && !not_fhir && (!is_fhir || wants_xml) {
         let limit = state
             .map(|s| s.settings.server.body_limit_bytes)
             .unwrap_or(0);

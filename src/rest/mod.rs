@@ -39,6 +39,12 @@ pub struct AppState {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+/// In a response's extensions: an error answer that is deliberately not an
+/// `OperationOutcome` (the token endpoint's OAuth 2.0 errors, RFC 6749
+/// §5.2), which the middleware leaves as it is.
+#[derive(Debug, Clone, Copy)]
+pub struct NotFhir;
+
 /// Set by each handler for metrics and the request span: which FHIR interaction
 /// on which resource type (bounded label values only).
 #[derive(Debug, Clone, Copy)]

@@ -110,6 +110,7 @@ impl Shape {
                     for (k, v) in obj.iter_mut() {
                         summarise_backbone(ty, k, v, 0);
                     }
+                    obj.retain(|_, v| !emptied(v));
                 }
             }
             mark_subsetted(&mut resource);
@@ -149,7 +150,22 @@ fn summarise_backbone(owner: &str, key: &str, value: &mut Value, depth: usize) {
             for (k, v) in obj.iter_mut() {
                 summarise_backbone(ty, k, v, depth + 1);
             }
+            obj.retain(|_, v| !emptied(v));
         }
+    }
+}
+
+/// Whether a backbone value has nothing left after summarising (an object
+/// none of whose children are summary elements, e.g. a `security` with only
+/// a `description`); arrays lose their emptied items. FHIR JSON has no `{}`.
+fn emptied(v: &mut Value) -> bool {
+    match v {
+        Value::Object(o) => o.is_empty(),
+        Value::Array(a) => {
+            a.retain(|x| !x.as_object().is_some_and(|o| o.is_empty()));
+            a.is_empty()
+        }
+        _ => false,
     }
 }
 

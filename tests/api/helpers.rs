@@ -141,11 +141,20 @@ impl TestApp {
         let sep = if base_url.contains('?') { '&' } else { '?' };
         let url = format!("{base_url}{sep}options=-csearch_path%3D{schema}");
         let mut settings = settings_with(&url);
+        // The server's signing key goes in the test's own directory, not
+        // the default `data/` of the working directory.
+        let dir = tempfile::tempdir().expect("tempdir");
+        settings.auth.signing_key_file = Some(
+            dir.path()
+                .join("server-signing-key.pem")
+                .display()
+                .to_string(),
+        );
         adjust(&mut settings);
         Some(TestApp::start(
             settings,
             "postgres",
-            None,
+            Some(dir),
             Some((base_url, schema)),
         ))
     }

@@ -32,4 +32,5 @@ mod search;
 mod search_features;
 mod search_oracle;
 mod tls;
+mod token;
 mod validation;

@@ -8,6 +8,7 @@ use super::super::format;
 use super::super::shape::Shape;
 use super::super::strict;
 use super::{label, ApiResult};
+use crate::capability::Security;
 use crate::model::ResourceType;
 
 pub async fn metadata(fhir: Fhir) -> ApiResult {
@@ -25,11 +26,27 @@ pub async fn metadata(fhir: Fhir) -> ApiResult {
     }
     let shape = Shape::from_params(ResourceType::CapabilityStatement, &pairs)?;
     let out = fhir.out()?;
+    let base = fhir.base();
+    let token_endpoint = format!("{}/token", crate::auth::auth_base(&base));
+    let state = req.app_data::<actix_web::web::Data<super::super::AppState>>();
+    let access = Security {
+        token_endpoint: state
+            .is_some_and(|s| s.auth.is_some())
+            .then_some(token_endpoint.as_str()),
+        cors: fhir
+            .settings()
+            .server
+            .cors
+            .allowed_origins
+            .iter()
+            .any(|o| !o.is_empty()),
+    };
     let cs = crate::capability::capability_statement(
         fhir.service.capabilities(),
         fhir.service.has_transactions(),
-        Some(&fhir.base()),
+        Some(&base),
         fhir.service.validation(),
+        access,
     );
     let cs = if shape.is_identity() {
         cs
