@@ -363,7 +363,8 @@ enum PatientContext {
 }
 
 fn audience_matches(aud: Option<&Value>, want: &str) -> bool {
-    let same = |a: &str| a.trim_end_matches('/') == want.trim_end_matches('/');
+    // Exact string comparison (RFC 7519 §4.1.3).
+    let same = |a: &str| a == want;
     match aud {
         Some(Value::String(a)) => same(a),
         Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).any(same),
