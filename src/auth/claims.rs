@@ -5,6 +5,13 @@
 use crate::auth::scope::{ScopeContext, Scopes};
 use crate::model::{LogicalId, ResourceType};
 
+/// The clock as JWT claims count it: seconds since the epoch.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// NHS login's identity proofing levels, ordered (`P0` < `P5` < `P9`).
 pub fn proofing_rank(level: &str) -> Option<u8> {
     match level {

@@ -14,11 +14,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::claims::now_secs;
 use super::config::AuthSettings;
 use super::jwks::{FetchLimits, KeyError, KeySource};
 use super::jwt::decode_token;
@@ -158,12 +159,6 @@ impl std::fmt::Debug for TokenEndpoint {
             .field("clients", &self.clients.len())
             .finish_non_exhaustive()
     }
-}
-
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The greatest grant both `a` and `b` allow (same context), if any: the

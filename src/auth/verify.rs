@@ -6,12 +6,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::claims::{asserted_proofing, proofing_rank, Caller};
+use super::claims::{asserted_proofing, now_secs, proofing_rank, Caller};
 use super::config::{AuthSettings, IssuerSettings};
 use super::jwks::{FetchLimits, KeyError, KeySource};
 use super::jwt::{decode_token, JwtError, MAX_TOKEN_BYTES};
@@ -80,12 +80,6 @@ impl std::fmt::Debug for Authenticator {
             .field("issuers", &self.issuers.len())
             .finish_non_exhaustive()
     }
-}
-
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl Authenticator {
