@@ -200,11 +200,10 @@ impl Service {
         // someone else wrote in between).
         for _ in 0..3 {
             let precondition = if confined {
-                let Some((current, _)) = self.current_within(ctx, ty, &id, Action::Update).await?
+                let Within::Inside(current) =
+                    self.current_within(ctx, ty, &id, Action::Update).await?
                 else {
-                    return Err(ServiceError::Forbidden(format!(
-                        "The token does not allow updating {ty}/{id}"
-                    )));
+                    return Err(forbidden_update(ty, &id));
                 };
                 match precondition {
                     Precondition::None => (Precondition::VersionIs(current.version), true),
@@ -256,20 +255,18 @@ impl Service {
             .ok_or_else(|| ServiceError::MethodNotAllowed("delete is not supported".into()))?;
         let confined = ctx.confined(ty, Action::Delete);
         for _ in 0..3 {
-            let mut pinned = false;
-            let precondition = match if_match {
+            let requested = match if_match {
                 Some(v) => Precondition::VersionIs(v),
                 None => Precondition::None,
             };
-            let precondition = if confined {
+            let (precondition, pinned) = if confined {
                 match self.current_within(ctx, ty, &id, Action::Delete).await? {
-                    Some((current, _)) if if_match.is_none() => {
-                        pinned = true;
-                        Precondition::VersionIs(current.version)
+                    Within::Inside(current) if if_match.is_none() => {
+                        (Precondition::VersionIs(current.version), true)
                     }
-                    Some(_) => precondition,
-                    None if self.exists(ctx, ty, &id).await? => {
-                        // Hidden: answered exactly as a resource that never existed.
+                    Within::Inside(_) | Within::Absent => (requested, false),
+                    Within::Hidden => {
+                        // Answered exactly as a resource that never existed.
                         if if_match.is_some() {
                             return Err(StorageError::VersionConflict { current: None }.into());
                         }
@@ -278,10 +275,9 @@ impl Service {
                             stored: None,
                         });
                     }
-                    None => precondition,
                 }
             } else {
-                precondition
+                (requested, false)
             };
             let out = writer
                 .delete(
@@ -309,56 +305,56 @@ impl Service {
         )))
     }
 
-    /// The current version of `ty/id` and its content, when it exists and
-    /// lies inside what the caller may `action`; `None` when it is absent,
-    /// deleted or outside (the caller cannot tell which).
+    /// Where the current version of `ty/id` stands for a caller about to
+    /// `action` it (one read).
     async fn current_within(
         &self,
         ctx: &RequestContext,
         ty: ResourceType,
         id: &LogicalId,
         action: Action,
-    ) -> ServiceResult<Option<(StoredResource, Value)>> {
+    ) -> ServiceResult<Within> {
         let reader = self
             .backend
             .reader()
             .ok_or_else(|| ServiceError::MethodNotAllowed("read is not supported".into()))?;
         match reader.read(ctx, ty, id).await {
             Ok(current) => {
-                let value: Option<Value> = current
+                let inside = current
                     .content
                     .as_deref()
-                    .and_then(|t| serde_json::from_str(t).ok());
-                Ok(value
-                    .filter(|v| ctx.permits(ty, action, id.as_str(), v))
-                    .map(|v| (current, v)))
+                    .and_then(|t| serde_json::from_str::<Value>(t).ok())
+                    .is_some_and(|v| ctx.permits(ty, action, id.as_str(), &v));
+                Ok(if inside {
+                    Within::Inside(current)
+                } else {
+                    Within::Hidden
+                })
             }
-            Err(StorageError::NotFound | StorageError::Gone { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Whether `ty/id` has a current (not deleted) version.
-    async fn exists(
-        &self,
-        ctx: &RequestContext,
-        ty: ResourceType,
-        id: &LogicalId,
-    ) -> ServiceResult<bool> {
-        let reader = self
-            .backend
-            .reader()
-            .ok_or_else(|| ServiceError::MethodNotAllowed("read is not supported".into()))?;
-        match reader.read(ctx, ty, id).await {
-            Ok(_) => Ok(true),
-            Err(StorageError::NotFound | StorageError::Gone { .. }) => Ok(false),
+            Err(StorageError::NotFound | StorageError::Gone { .. }) => Ok(Within::Absent),
             Err(e) => Err(e.into()),
         }
     }
 }
 
+/// A resource's current version as a confined writer stands to it.
+enum Within {
+    /// None, or deleted.
+    Absent,
+    /// It exists, outside what the caller may write (the caller must not
+    /// learn that).
+    Hidden,
+    Inside(StoredResource),
+}
+
+/// 403 for a confined caller's write by id to a resource it may not write,
+/// whether or not it exists (absent and hidden answer alike).
+pub(crate) fn forbidden_update(ty: ResourceType, id: &LogicalId) -> ServiceError {
+    ServiceError::Forbidden(format!("The token does not allow updating {ty}/{id}"))
+}
+
 /// 403: the new content lies outside what the caller may write.
-fn outside(ty: ResourceType, what: &str) -> ServiceError {
+pub(crate) fn outside(ty: ResourceType, what: &str) -> ServiceError {
     ServiceError::Forbidden(format!(
         "The token does not allow this {what}: the {ty} would lie outside what it may write \
          (another patient's compartment, or outside its scopes)"

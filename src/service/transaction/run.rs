@@ -10,7 +10,9 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::super::search::criteria;
-use super::super::write::{check_body, gate, structure_error, WriteTarget};
+use super::super::write::{
+    check_body, forbidden_update, gate, outside, structure_error, WriteTarget,
+};
 use super::super::{admit_all, admitted, restricted, OoIssue, ReturnPref, ServiceError};
 use super::entry::{bad, Entry, Op, PatchDoc, Target};
 use super::refs::{premap, rewrite};
@@ -493,18 +495,25 @@ pub(super) fn run_entries(
     Ok(results)
 }
 
-/// 403: the caller may not write this resource (whether or not it exists:
-/// a confined caller's PUT never creates, so absent and hidden answer alike).
-fn forbidden_write(ty: ResourceType, id: &LogicalId) -> ServiceError {
-    ServiceError::Forbidden(format!("The token does not allow updating {ty}/{id}"))
-}
-
-/// 403: the new content lies outside what the caller may write.
-fn outside(ty: ResourceType, what: &str) -> ServiceError {
-    ServiceError::Forbidden(format!(
-        "The token does not allow this {what}: the {ty} would lie outside what it may write \
-         (another patient's compartment, or outside its scopes)"
-    ))
+/// Whether the current version of `ty/id` lies inside what the caller may
+/// `action` (`None`: absent or deleted), read inside the transaction.
+fn current_permits(
+    tx: &mut dyn TxOps,
+    ctx: &RequestContext,
+    ty: ResourceType,
+    id: &LogicalId,
+    action: Action,
+) -> Result<Option<bool>, ServiceError> {
+    match tx.read(ty, id) {
+        Ok(cur) => Ok(Some(
+            cur.content
+                .as_deref()
+                .and_then(|t| serde_json::from_str::<Value>(t).ok())
+                .is_some_and(|v| ctx.permits(ty, action, id.as_str(), &v)),
+        )),
+        Err(StorageError::NotFound | StorageError::Gone { .. }) => Ok(None),
+        Err(other) => Err(storage_err(other)),
+    }
 }
 
 /// Checks every write's content against what the caller may write: new
@@ -535,17 +544,10 @@ fn check_contents(
                 ..
             } => {
                 if ctx.confined(*ty, Action::Update) {
-                    let ok = match tx.read(*ty, id) {
-                        Ok(cur) => match &cur.content {
-                            Some(text) => serde_json::from_str::<Value>(text)
-                                .is_ok_and(|v| ctx.permits(*ty, Action::Update, id.as_str(), &v)),
-                            None => false,
-                        },
-                        Err(StorageError::NotFound | StorageError::Gone { .. }) => false,
-                        Err(other) => return Err(storage_err(other)),
-                    };
+                    // Absent, deleted or hidden alike: a confined PUT never creates.
+                    let ok = current_permits(tx, ctx, *ty, id, Action::Update)? == Some(true);
                     if !ok {
-                        return Err(at_entry(idx, forbidden_write(*ty, id)));
+                        return Err(at_entry(idx, forbidden_update(*ty, id)));
                     }
                 }
                 if !ctx.permits(*ty, Action::Update, id.as_str(), resource) {
@@ -558,15 +560,8 @@ fn check_contents(
                 };
                 let mut keep = Vec::with_capacity(ids.len());
                 for id in ids.drain(..) {
-                    let visible = match tx.read(*ty, &id) {
-                        Ok(cur) => match &cur.content {
-                            Some(text) => serde_json::from_str::<Value>(text)
-                                .is_ok_and(|v| ctx.permits(*ty, Action::Delete, id.as_str(), &v)),
-                            None => true,
-                        },
-                        Err(StorageError::NotFound | StorageError::Gone { .. }) => true,
-                        Err(other) => return Err(storage_err(other)),
-                    };
+                    let visible =
+                        current_permits(tx, ctx, *ty, &id, Action::Delete)? != Some(false);
                     if visible {
                         keep.push(id);
                     } else if let Op::Delete {
@@ -766,7 +761,7 @@ fn run_one(
             {
                 // A resource the caller cannot see answers as absent.
                 return Err(match admitted(ctx, current) {
-                    Some(_) => forbidden_write(*ty, id),
+                    Some(_) => forbidden_update(*ty, id),
                     None => ServiceError::NotFound("Resource not found".into()),
                 });
             }
