@@ -6,7 +6,7 @@ use fhirbridge::auth::config::{AuthMode, IssuerSettings};
 use fhirbridge::auth::jwt::SigningKey;
 use serde_json::{json, Value};
 
-use crate::helpers::TestApp;
+use crate::helpers::{entry_ids, TestApp};
 
 const AUD: &str = "https://fhir.test/fhir";
 const ISS: &str = "https://login.test";
@@ -88,25 +88,6 @@ async fn call(
     (r.status, v)
 }
 
-fn ids(bundle: &Value) -> Vec<String> {
-    let mut v: Vec<String> = bundle["entry"]
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .filter_map(|e| {
-                    Some(format!(
-                        "{}/{}",
-                        e["resource"]["resourceType"].as_str()?,
-                        e["resource"]["id"].as_str()?
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 async fn seed(app: &TestApp, system: &str) {
     for (pid, nhs) in [("pa", "9000000009"), ("pb", "9000000017")] {
         let p = json!({"resourceType": "Patient", "id": pid,
@@ -171,7 +152,7 @@ async fn compartments_hold(app: TestApp, k: &Keys) {
         None,
     )
     .await;
-    assert_eq!(ids(&bundle), ["MedicationRequest/mr-pa"]);
+    assert_eq!(entry_ids(&bundle), ["MedicationRequest/mr-pa"]);
     assert_eq!(bundle["total"], 1);
     let (_, bundle) = call(
         &app,
@@ -181,7 +162,7 @@ async fn compartments_hold(app: TestApp, k: &Keys) {
         None,
     )
     .await;
-    assert!(ids(&bundle).is_empty());
+    assert!(entry_ids(&bundle).is_empty());
     let (_, bundle) = call(
         &app,
         "GET",
@@ -190,11 +171,14 @@ async fn compartments_hold(app: TestApp, k: &Keys) {
         None,
     )
     .await;
-    assert_eq!(ids(&bundle), ["MedicationRequest/mr-pa", "Patient/pa"]);
+    assert_eq!(
+        entry_ids(&bundle),
+        ["MedicationRequest/mr-pa", "Patient/pa"]
+    );
     let (_, bundle) = call(&app, "GET", "/fhir/Patient/pb/MedicationRequest", &a, None).await;
-    assert!(ids(&bundle).is_empty());
+    assert!(entry_ids(&bundle).is_empty());
     let (_, bundle) = call(&app, "GET", "/fhir/_history", &a, None).await;
-    let seen = ids(&bundle);
+    let seen = entry_ids(&bundle);
     assert!(seen.iter().all(|i| !i.ends_with("pb")), "{seen:?}");
     assert!(seen.contains(&"Organization/org1".to_owned()), "{seen:?}");
     // Writes into another compartment: 403; into one's own: 201.
@@ -267,7 +251,7 @@ async fn compartments_hold(app: TestApp, k: &Keys) {
         json!({"scope": "patient/*.rs", "nhs_number": "9000000017", "identity_proofing_level": "P9"}),
     );
     let (_, bundle) = call(&app, "GET", "/fhir/MedicationRequest", &by_nhs, None).await;
-    assert_eq!(ids(&bundle), ["MedicationRequest/mr-pb"]);
+    assert_eq!(entry_ids(&bundle), ["MedicationRequest/mr-pb"]);
     let low = token(
         k,
         json!({"scope": "patient/*.rs", "patient": "pa", "vot": "P5.Cp.Cd"}),

@@ -606,26 +606,7 @@ impl Authed<'_> {
     }
 }
 
-/// `Type/id` of every entry's resource, sorted.
-pub fn entry_ids(bundle: &Value) -> Vec<String> {
-    let mut v: Vec<String> = bundle["entry"]
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .filter_map(|e| {
-                    let r = &e["resource"];
-                    Some(format!(
-                        "{}/{}",
-                        r["resourceType"].as_str()?,
-                        r["id"].as_str()?
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
+pub use crate::helpers::entry_ids;
 
 /// Asserts a 401 for a bad token: the `invalid_token` challenge and an
 /// OperationOutcome.

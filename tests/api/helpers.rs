@@ -402,6 +402,27 @@ pub fn uk_patient(nhs: &str) -> Value {
 }
 
 /// OperationOutcome issues as one line each, for assertion messages.
+/// `Type/id` of every entry's resource, sorted.
+pub fn entry_ids(bundle: &Value) -> Vec<String> {
+    let mut v: Vec<String> = bundle["entry"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter_map(|e| {
+                    let r = &e["resource"];
+                    Some(format!(
+                        "{}/{}",
+                        r["resourceType"].as_str()?,
+                        r["id"].as_str()?
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 pub fn messages(issues: &[Value]) -> String {
     issues
         .iter()

@@ -11,7 +11,7 @@ use fhirbridge::model::{LogicalId, ResourceType};
 use fhirbridge::policy::DenyResources;
 use serde_json::{json, Value};
 
-use crate::helpers::TestApp;
+use crate::helpers::{entry_ids, TestApp};
 
 fn policy() -> Arc<DenyResources> {
     let id = |s: &str| LogicalId::parse(s).expect("id");
@@ -31,26 +31,6 @@ fn observation(id: &str, subject: &str) -> Value {
     json!({"resourceType": "Observation", "id": id, "status": "final",
            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
            "subject": {"reference": subject}})
-}
-
-fn ids(bundle: &Value) -> Vec<String> {
-    let mut v: Vec<String> = bundle["entry"]
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .filter_map(|e| {
-                    let r = &e["resource"];
-                    Some(format!(
-                        "{}/{}",
-                        r["resourceType"].as_str()?,
-                        r["id"].as_str()?
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 fn issues(v: &Value) -> Value {
@@ -99,7 +79,7 @@ async fn hidden_resources_are_absent_everywhere(app: TestApp) {
 
     // Search matches, totals and counts.
     let s = app.get("/fhir/Patient?family=Policyfamily").await.json();
-    assert_eq!(ids(&s), vec!["Patient/shown"]);
+    assert_eq!(entry_ids(&s), vec!["Patient/shown"]);
     assert_eq!(s["total"], 1);
     assert_eq!(
         app.total("/fhir/Patient?family=Policyfamily&_summary=count")
@@ -127,7 +107,7 @@ async fn hidden_resources_are_absent_everywhere(app: TestApp) {
         .await
         .json();
     assert_eq!(
-        ids(&s),
+        entry_ids(&s),
         vec![
             "Observation/obs-of-hidden",
             "Observation/obs-shown",
@@ -138,18 +118,21 @@ async fn hidden_resources_are_absent_everywhere(app: TestApp) {
         .get("/fhir/Patient?family=Policyfamily&_revinclude=Observation:subject")
         .await
         .json();
-    assert_eq!(ids(&s), vec!["Observation/obs-shown", "Patient/shown"]);
+    assert_eq!(
+        entry_ids(&s),
+        vec!["Observation/obs-shown", "Patient/shown"]
+    );
 
     // Compartment search.
     let s = app.get("/fhir/Patient/shown/Observation").await.json();
-    assert_eq!(ids(&s), vec!["Observation/obs-shown"]);
+    assert_eq!(entry_ids(&s), vec!["Observation/obs-shown"]);
 
     // History: instance (as absent), type and system, with their totals.
     let h = app.get("/fhir/Patient/hidden/_history").await;
     assert_eq!(h.status, 404);
     let h = app.get("/fhir/Patient/_history").await.json();
     assert_eq!(h["total"], 1);
-    assert_eq!(ids(&h), vec!["Patient/shown"]);
+    assert_eq!(entry_ids(&h), vec!["Patient/shown"]);
     let h = app.get("/fhir/_history").await.json();
     assert_eq!(h["total"], 3, "{h}");
     assert!(!h.to_string().contains("\"hidden\""), "{h}");
@@ -171,14 +154,14 @@ async fn hidden_resources_are_absent_everywhere(app: TestApp) {
             let r = app.post("/fhir", &b).await.json();
             let nested = &r["entry"][0]["resource"];
             assert_eq!(nested["total"], 1);
-            assert_eq!(ids(nested), vec!["Patient/shown"]);
+            assert_eq!(entry_ids(nested), vec!["Patient/shown"]);
         } else {
             let r = r.json();
             assert!(r["entry"][0]["response"]["status"]
                 .as_str()
                 .unwrap()
                 .starts_with("404"));
-            assert_eq!(ids(&r["entry"][1]["resource"]), vec!["Patient/shown"]);
+            assert_eq!(entry_ids(&r["entry"][1]["resource"]), vec!["Patient/shown"]);
         }
     }
 
