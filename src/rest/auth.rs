@@ -21,7 +21,6 @@ use crate::auth::verify::{AuthError, PatientDirectory, NHS_NUMBER_SYSTEM};
 use crate::context::{Principal, RequestContext};
 use crate::model::{LogicalId, ResourceType};
 use crate::service::search::SearchInput;
-use crate::service::Service;
 
 /// The challenge realm.
 pub const REALM: &str = "fhirbridge";
@@ -54,11 +53,7 @@ pub async fn gate(req: &ServiceRequest, state: &AppState) -> Result<(), HttpResp
         .query_string()
         .split('&')
         .any(|p| p == "access_token" || p.starts_with("access_token="));
-    let directory = Directory {
-        service: state.service.clone(),
-        policy: state.policy.clone(),
-        base: state.settings.server.offline_base(),
-    };
+    let directory = Directory { state };
     match auth
         .authenticator
         .authenticate(&values, in_query, &directory)
@@ -148,16 +143,16 @@ pub fn undecided() -> HttpResponse {
 
 /// NHS number → Patient, as the server itself (the lookup must see every
 /// patient to know the match is unique).
-struct Directory {
-    service: Arc<Service>,
-    policy: Arc<dyn crate::policy::Policy>,
-    base: String,
+/// Built per request, so it only borrows: a cached token never looks up.
+struct Directory<'s> {
+    state: &'s AppState,
 }
 
 #[async_trait::async_trait(?Send)]
-impl PatientDirectory for Directory {
+impl PatientDirectory for Directory<'_> {
     async fn by_nhs_number(&self, nhs_number: &str) -> Result<Option<LogicalId>, String> {
-        let ctx = RequestContext::system("auth-patient-lookup", self.policy.clone());
+        let ctx = RequestContext::system("auth-patient-lookup", self.state.policy.clone());
+        let base = self.state.settings.server.offline_base();
         let pairs = vec![
             (
                 "identifier".to_owned(),
@@ -167,6 +162,7 @@ impl PatientDirectory for Directory {
             ("_elements".to_owned(), "id".to_owned()),
         ];
         let out = self
+            .state
             .service
             .search(
                 &ctx,
@@ -175,7 +171,7 @@ impl PatientDirectory for Directory {
                     pairs: &pairs,
                     within: None,
                     lenient: false,
-                    base_url: &self.base,
+                    base_url: &base,
                 },
             )
             .await
