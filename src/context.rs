@@ -147,6 +147,11 @@ impl RequestContext {
         self.policy.admit_listed(self, resource)
     }
 
+    /// Whose AuditEvents this caller may search and read.
+    pub fn audit_reach(&self) -> crate::policy::AuditReach {
+        self.policy.audit_reach(self)
+    }
+
     /// Whether the policy restricts nothing for this caller (fast paths).
     pub fn unrestricted(&self) -> bool {
         self.policy.unrestricted(self)

@@ -51,6 +51,19 @@ impl Restriction {
     }
 }
 
+/// Whose AuditEvents a caller may search and read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditReach {
+    /// Every event (the server itself, access control off, or an explicit
+    /// `system/AuditEvent.rs` / `user/AuditEvent.rs` grant).
+    All,
+    /// Only events about these patients (a `patient/AuditEvent.rs` grant:
+    /// the caller's own record and those it is a proxy for).
+    Patients(Vec<String>),
+    /// None.
+    Nothing,
+}
+
 /// Why an action was refused (403): a message safe to show the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal(pub String);
@@ -102,6 +115,10 @@ pub trait Policy: Send + Sync {
     fn unrestricted(&self, _ctx: &RequestContext) -> bool {
         false
     }
+    /// Whose AuditEvents the caller may search and read.
+    fn audit_reach(&self, _ctx: &RequestContext) -> AuditReach {
+        AuditReach::Nothing
+    }
 }
 
 /// Every caller sees everything: the server's policy until the access-control
@@ -118,6 +135,9 @@ impl Policy for AllowAll {
     }
     fn unrestricted(&self, _: &RequestContext) -> bool {
         true
+    }
+    fn audit_reach(&self, _: &RequestContext) -> AuditReach {
+        AuditReach::All
     }
 }
 
@@ -144,6 +164,9 @@ impl DenyResources {
 }
 
 impl Policy for DenyResources {
+    fn audit_reach(&self, _: &RequestContext) -> AuditReach {
+        AuditReach::All
+    }
     fn restrict(&self, ctx: &RequestContext, ty: ResourceType) -> Restriction {
         if !Self::applies(ctx) {
             return Restriction::None;

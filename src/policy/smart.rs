@@ -22,7 +22,7 @@ use crate::model::{ResourceType, StoredResource};
 use crate::search::compartment;
 use crate::search::types::Predicate;
 
-use super::{Decision, Policy, Refusal, Restriction};
+use super::{AuditReach, Decision, Policy, Refusal, Restriction};
 
 /// Types outside any patient's compartment that `patient/` grants reach
 /// (directories and booking: who, where, when).
@@ -62,6 +62,10 @@ impl SmartPolicy {
         let mut alternatives = Vec::new();
         for g in &caller.scopes.grants {
             if !g.covers(ty) || !actions.iter().any(|a| g.perms.has(*a)) {
+                continue;
+            }
+            // The audit trail is reached only by grants that name it.
+            if ty == ResourceType::AuditEvent && g.resource_type.is_none() {
                 continue;
             }
             let Some(mut parts) = self.refinement(ty, g) else {
@@ -276,6 +280,28 @@ impl Policy for SmartPolicy {
                     });
                 all == crate::auth::scope::Perms::ALL
             }
+        }
+    }
+
+    fn audit_reach(&self, ctx: &RequestContext) -> AuditReach {
+        let c = match caller(ctx) {
+            Ok(None) => return AuditReach::All,
+            Err(()) => return AuditReach::Nothing,
+            Ok(Some(c)) => c,
+        };
+        let mut patient = false;
+        for g in c.scopes.granting(ResourceType::AuditEvent, Action::Search) {
+            if g.resource_type != Some(ResourceType::AuditEvent) {
+                continue;
+            }
+            match g.context {
+                ScopeContext::Patient => patient = true,
+                _ => return AuditReach::All,
+            }
+        }
+        match (&c.patient, patient && c.proofing_ok) {
+            (Some(p), true) => AuditReach::Patients(vec![p.as_str().to_owned()]),
+            _ => AuditReach::Nothing,
         }
     }
 
