@@ -20,6 +20,7 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     pub jobs: JobsSettings,
     pub auth: crate::auth::AuthSettings,
+    pub consent: crate::consent::ConsentSettings,
 }
 
 /// The background job worker (`crate::jobs`).
@@ -659,6 +660,7 @@ impl Settings {
         }
         self.server.cors.problems(&mut out);
         out.extend(self.auth.problems(&self.server.listen));
+        out.extend(self.consent.problems());
         out
     }
 

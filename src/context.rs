@@ -147,6 +147,13 @@ impl RequestContext {
         self.policy.admit_listed(self, resource)
     }
 
+    /// 403 unless the caller may act for Patient `id` (proxy access).
+    pub fn may_act_for(&self, id: &str) -> Result<(), crate::service::ServiceError> {
+        self.policy
+            .may_act_for(self, id)
+            .map_err(|r| crate::service::ServiceError::Forbidden(r.0))
+    }
+
     /// Whose AuditEvents this caller may search and read.
     pub fn audit_reach(&self) -> crate::policy::AuditReach {
         self.policy.audit_reach(self)

@@ -8,6 +8,7 @@ pub mod base64;
 pub mod capability;
 pub mod cli;
 pub mod config;
+pub mod consent;
 pub mod context;
 pub mod import;
 pub mod jobs;
@@ -56,6 +57,8 @@ pub struct Application {
     /// `None` when `jobs.workers` is 0 or the backend has no job queue.
     jobs: Option<(Arc<jobs::Runner>, usize)>,
     shutdown_timeout: Duration,
+    /// The Consent index and the service that refreshes it.
+    consents: (Arc<service::Service>, Arc<consent::ConsentIndex>, Duration),
 }
 
 impl Application {
@@ -117,9 +120,14 @@ impl Application {
             );
             None
         };
+        let consents = Arc::new(consent::ConsentIndex::new());
         let policy: Arc<dyn policy::Policy> = match policy {
             Some(p) => p,
-            None if required => Arc::new(policy::smart::SmartPolicy::new(base.clone())),
+            None if required => Arc::new(policy::smart::SmartPolicy::with_consents(
+                base.clone(),
+                consents.clone(),
+                settings.consent.withheld(),
+            )),
             None => Arc::new(policy::AllowAll),
         };
         let metrics = Arc::new(metrics::InstanceMetrics::new()?);
@@ -139,11 +147,30 @@ impl Application {
         });
         let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_secs);
         let settings = Arc::new(settings);
-        let service = Arc::new(service::Service::new(
-            backend,
-            validation.clone(),
-            settings.clone(),
-        ));
+        let service = Arc::new(
+            service::Service::new(backend, validation.clone(), settings.clone())
+                .with_consents(consents.clone()),
+        );
+        // Every active Consent is in the index before the first request.
+        let loaded = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?
+                        .block_on(service::consent::load(&service, &consents))
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("loading the Consent index panicked"))?
+        })
+        .context("Failed to load the Consent index")?;
+        tracing::info!(
+            consents = loaded,
+            in_force = consents.len(),
+            "consent index loaded"
+        );
+        let consent_refresh = Duration::from_millis(settings.consent.refresh_ms.max(1));
+        let state_service = service.clone();
         let state = web::Data::new(rest::AppState {
             service,
             metrics,
@@ -187,6 +214,7 @@ impl Application {
             server: server.run(),
             jobs,
             shutdown_timeout,
+            consents: (state_service, consents, consent_refresh),
         })
     }
 
@@ -201,7 +229,25 @@ impl Application {
         let worker = self
             .jobs
             .map(|(runner, slots)| jobs::Worker::spawn(runner, slots));
+        // Consents written by other instances on the same database.
+        let (svc, index, every) = self.consents;
+        let refresher = tokio::spawn(async move {
+            let mut since = model::Instant::now();
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                // Overlap the window: a version committed late with an
+                // earlier lastUpdated is still seen.
+                let from = model::Instant(since.0 - 5_000);
+                match service::consent::refresh(&svc, &index, from).await {
+                    Ok(newest) => since = since.max(newest),
+                    Err(e) => tracing::warn!(error = %e, "consent index refresh failed"),
+                }
+            }
+        });
         let result = self.server.await;
+        refresher.abort();
         if let Some(worker) = worker {
             worker.shutdown(self.shutdown_timeout).await;
         }

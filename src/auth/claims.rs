@@ -75,6 +75,13 @@ pub struct Caller {
     pub proofing_ok: bool,
     /// `exp` (seconds since the epoch).
     pub expires_at: i64,
+    /// The caller's own verified NHS number (the issuer's `nhs_number_claim`):
+    /// what proxy Consents name.
+    pub nhs_number: Option<String>,
+    /// `ods_code`: the caller organisation's ODS code.
+    pub ods_code: Option<String>,
+    /// `purpose_of_use`: the v3-ActReason codes the caller declares.
+    pub purposes: Vec<String>,
 }
 
 impl std::fmt::Debug for Caller {

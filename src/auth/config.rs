@@ -98,6 +98,11 @@ pub struct ClientSettings {
     pub jwks_uri: Option<String>,
     /// Space-separated: the most this client may be granted.
     pub scopes: String,
+    /// The client organisation's ODS code, issued as the `ods_code` claim
+    /// (what data-sharing Consents can name).
+    pub ods_code: Option<String>,
+    /// v3-ActReason codes issued as the `purpose_of_use` claim.
+    pub purpose_of_use: Vec<String>,
 }
 
 /// Whether `listen` (`HOST:PORT`) is a loopback address.
@@ -246,6 +251,7 @@ mod tests {
                 jwks_file: Some("c.json".into()),
                 jwks_uri: None,
                 scopes: scopes.into(),
+                ..ClientSettings::default()
             }],
             ..AuthSettings::default()
         };

@@ -114,6 +114,8 @@ struct Client {
     jwks_uri: Option<String>,
     /// The system/ grants it may be given.
     allowed: Vec<Grant>,
+    ods_code: Option<String>,
+    purpose_of_use: Vec<String>,
 }
 
 /// `jti`s seen, by SHA-256 of client id and jti, with when they may be
@@ -249,6 +251,8 @@ impl TokenEndpoint {
                         keys,
                         jwks_uri: c.jwks_uri.clone(),
                         allowed,
+                        ods_code: c.ods_code.clone(),
+                        purpose_of_use: c.purpose_of_use.clone(),
                     },
                 )
             })
@@ -365,7 +369,7 @@ impl TokenEndpoint {
             .collect::<Vec<_>>()
             .join(" ");
         let now = now_secs();
-        let claims = json!({
+        let mut claims = json!({
             "iss": self.issuer,
             "sub": client_id,
             "client_id": client_id,
@@ -375,6 +379,12 @@ impl TokenEndpoint {
             "jti": uuid::Uuid::new_v4().to_string(),
             "scope": scope,
         });
+        if let Some(ods) = &client.ods_code {
+            claims["ods_code"] = json!(ods);
+        }
+        if !client.purpose_of_use.is_empty() {
+            claims["purpose_of_use"] = json!(client.purpose_of_use);
+        }
         let access_token = self
             .keys
             .signing_key()
@@ -634,6 +644,7 @@ mod tests {
                 jwks_file: Some(jwks.display().to_string()),
                 jwks_uri: None,
                 scopes: "system/*.rs".into(),
+                ..ClientSettings::default()
             }],
             ..AuthSettings::default()
         };

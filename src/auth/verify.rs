@@ -279,6 +279,26 @@ impl Authenticator {
             }),
             proofing_ok,
             expires_at: exp,
+            nhs_number: issuer
+                .settings
+                .nhs_number_claim
+                .as_deref()
+                .and_then(text)
+                .filter(|n| n.len() <= 32 && n.bytes().all(|b| b.is_ascii_digit()))
+                .map(str::to_owned),
+            ods_code: text("ods_code")
+                .filter(|o| !o.is_empty() && o.len() <= 16)
+                .map(str::to_owned),
+            purposes: match claims.get("purpose_of_use") {
+                None => Vec::new(),
+                Some(Value::String(s)) => vec![s.clone()],
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or(AuthError::Invalid("malformed"))?,
+                Some(_) => return Err(AuthError::Invalid("malformed")),
+            },
         };
         let remaining = (exp + self.leeway - now).max(0) as u64;
         let mut ttl = Duration::from_secs(remaining);

@@ -119,6 +119,13 @@ pub trait Policy: Send + Sync {
     fn audit_reach(&self, _ctx: &RequestContext) -> AuditReach {
         AuditReach::Nothing
     }
+    /// Whether the caller may act for Patient `id`, which its request names
+    /// (a `patient` search parameter, a compartment search): a patient-facing
+    /// caller only for itself and those it is a proxy for. Decided without
+    /// looking at whether that patient exists.
+    fn may_act_for(&self, _ctx: &RequestContext, _id: &str) -> Result<(), Refusal> {
+        Ok(())
+    }
 }
 
 /// Every caller sees everything: the server's policy until the access-control

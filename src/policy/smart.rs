@@ -15,12 +15,16 @@
 //! same predicate in memory ([`crate::search::matcher`]). Types in neither
 //! group are invisible to `patient/` grants. Anything undecidable denies.
 
+use std::sync::Arc;
+
 use crate::auth::scope::{Action, Grant, ScopeContext};
 use crate::auth::Caller;
+use crate::consent::{ConsentIndex, Subject};
 use crate::context::{Principal, RequestContext};
 use crate::model::{ResourceType, StoredResource};
 use crate::search::compartment;
 use crate::search::types::Predicate;
+use crate::search::types::{Test, TokenValue};
 
 use super::{AuditReach, Decision, Policy, Refusal, Restriction};
 
@@ -36,11 +40,23 @@ pub const SHARED_TYPES: [ResourceType; 7] = [
     ResourceType::Medication,
 ];
 
-/// SMART scopes and patient compartments.
-#[derive(Debug, Clone)]
+/// SMART scopes and patient compartments, with the patients' Consents.
+#[derive(Clone)]
 pub struct SmartPolicy {
     /// This server's base URL (absolute references under it are local).
     base_url: String,
+    /// Active data-sharing and proxy Consents.
+    consents: Arc<ConsentIndex>,
+    /// `meta.security` labels never shown to `patient/` grants.
+    withheld: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for SmartPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmartPolicy")
+            .field("consents", &self.consents.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a caller may see of one type.
@@ -52,13 +68,126 @@ enum Visible {
 }
 
 impl SmartPolicy {
+    /// No Consents in force and only the standard withheld labels.
     pub fn new(base_url: impl Into<String>) -> SmartPolicy {
+        SmartPolicy::with_consents(
+            base_url,
+            Arc::new(ConsentIndex::new()),
+            crate::consent::ConsentSettings::default().withheld(),
+        )
+    }
+
+    pub fn with_consents(
+        base_url: impl Into<String>,
+        consents: Arc<ConsentIndex>,
+        withheld: Vec<(String, String)>,
+    ) -> SmartPolicy {
         SmartPolicy {
             base_url: base_url.into(),
+            consents,
+            withheld,
         }
     }
 
+    /// The caller facts a data-sharing Consent can name.
+    fn subject(caller: &Caller) -> Subject {
+        Subject {
+            client: caller.client_id.clone(),
+            ods: caller.ods_code.clone(),
+            purposes: caller.purposes.clone(),
+            own_patient: caller.patient.as_ref().map(|p| p.as_str().to_owned()),
+        }
+    }
+
+    /// "Carries none of the withheld labels" (for `patient/` grants).
+    fn unlabelled(&self, ty: ResourceType) -> Option<Predicate> {
+        let param = crate::search::registry::lookup(ty, "_security")?;
+        Some(Predicate::Index {
+            param,
+            test: Test::Token(
+                self.withheld
+                    .iter()
+                    .map(|(s, c)| TokenValue {
+                        system: Some(s.clone()),
+                        code: Some(c.clone()),
+                    })
+                    .collect(),
+            ),
+            not: true,
+        })
+    }
+
+    /// "In none of these patients' compartments" (`None`: `ty` has no
+    /// compartment members, so nothing of it belongs to a patient).
+    fn outside(ty: ResourceType, patients: &[String]) -> Option<Predicate> {
+        if patients.is_empty() || !compartment::in_patient_compartment(ty) {
+            return None;
+        }
+        let mut all = Vec::new();
+        if ty == ResourceType::Patient {
+            all.push(Predicate::Id {
+                ids: patients.to_vec(),
+                not: true,
+            });
+        }
+        for code in crate::search::registry::registry().patient_compartment(ty) {
+            if let Some(def) = crate::search::registry::lookup(ty, code)
+                .filter(|d| d.kind == crate::search::registry::ParamKind::Reference)
+            {
+                all.push(Predicate::Index {
+                    param: def,
+                    test: Test::Reference(
+                        patients
+                            .iter()
+                            .map(|p| crate::search::types::ReferenceValue {
+                                target_type: Some(ResourceType::Patient),
+                                id: p.clone(),
+                                url: false,
+                            })
+                            .collect(),
+                    ),
+                    not: true,
+                });
+            }
+        }
+        Some(Predicate::AllOf(all))
+    }
+
+    /// The patients `caller` may act for as a proxy, for `ty` and `actions`.
+    fn proxied(&self, caller: &Caller, ty: ResourceType, actions: &[Action]) -> Vec<String> {
+        let Some(nhs) = &caller.nhs_number else {
+            return Vec::new();
+        };
+        let write = actions
+            .iter()
+            .any(|a| !matches!(a, Action::Read | Action::Search));
+        self.consents
+            .proxied(nhs)
+            .into_iter()
+            .filter(|p| p.covers(ty, write))
+            .filter(|_| actions.iter().all(|a| *a != Action::Delete))
+            .map(|p| p.patient)
+            .filter(|p| caller.patient.as_ref().is_none_or(|own| own.as_str() != p))
+            .collect()
+    }
+
     fn visible(&self, caller: &Caller, ty: ResourceType, actions: &[Action]) -> Visible {
+        let v = self.visible_by_scopes(caller, ty, actions);
+        if matches!(v, Visible::Nothing) || self.consents.is_empty() {
+            return v;
+        }
+        let denied = self.consents.denied(&Self::subject(caller));
+        let Some(outside) = Self::outside(ty, &denied) else {
+            return v;
+        };
+        match v {
+            Visible::All => Visible::Where(outside),
+            Visible::Where(p) => Visible::Where(Predicate::AllOf(vec![p, outside])),
+            Visible::Nothing => Visible::Nothing,
+        }
+    }
+
+    fn visible_by_scopes(&self, caller: &Caller, ty: ResourceType, actions: &[Action]) -> Visible {
         let mut alternatives = Vec::new();
         for g in &caller.scopes.grants {
             if !g.covers(ty) || !actions.iter().any(|a| g.perms.has(*a)) {
@@ -71,17 +200,29 @@ impl SmartPolicy {
             let Some(mut parts) = self.refinement(ty, g) else {
                 continue;
             };
-            if g.context == ScopeContext::Patient && !SHARED_TYPES.contains(&ty) {
-                if !caller.proofing_ok {
-                    continue;
+            if g.context == ScopeContext::Patient {
+                if !SHARED_TYPES.contains(&ty) {
+                    if !caller.proofing_ok {
+                        continue;
+                    }
+                    // Their own record, and those they are a proxy for.
+                    let mut members: Vec<Predicate> = caller
+                        .patient
+                        .iter()
+                        .map(|p| p.as_str().to_owned())
+                        .chain(self.proxied(caller, ty, actions))
+                        .filter_map(|p| compartment::patient(ty, &p))
+                        .collect();
+                    match members.len() {
+                        0 => continue,
+                        1 => parts.insert(0, members.remove(0)),
+                        _ => parts.insert(0, Predicate::AnyOf(members)),
+                    }
                 }
-                let Some(pid) = &caller.patient else {
-                    continue;
-                };
-                let Some(member) = compartment::patient(ty, pid.as_str()) else {
-                    continue;
-                };
-                parts.insert(0, member);
+                // Withheld from online (patient-facing) access.
+                if let Some(p) = self.unlabelled(ty) {
+                    parts.push(p);
+                }
             }
             match parts.len() {
                 0 => return Visible::All,
@@ -283,6 +424,28 @@ impl Policy for SmartPolicy {
         }
     }
 
+    fn may_act_for(&self, ctx: &RequestContext, id: &str) -> Result<(), Refusal> {
+        let Ok(Some(c)) = caller(ctx) else {
+            return Ok(());
+        };
+        if c.kind() != crate::auth::CallerKind::Patient
+            || c.patient.as_ref().is_some_and(|p| p.as_str() == id)
+        {
+            return Ok(());
+        }
+        let proxied = c
+            .nhs_number
+            .as_deref()
+            .is_some_and(|n| self.consents.proxied(n).iter().any(|p| p.patient == id));
+        if proxied {
+            Ok(())
+        } else {
+            Err(Refusal::new(
+                "This token may not act for that patient: no active proxy Consent names its holder",
+            ))
+        }
+    }
+
     fn audit_reach(&self, ctx: &RequestContext) -> AuditReach {
         let c = match caller(ctx) {
             Ok(None) => return AuditReach::All,
@@ -299,9 +462,15 @@ impl Policy for SmartPolicy {
                 _ => return AuditReach::All,
             }
         }
-        match (&c.patient, patient && c.proofing_ok) {
-            (Some(p), true) => AuditReach::Patients(vec![p.as_str().to_owned()]),
-            _ => AuditReach::Nothing,
+        if !(patient && c.proofing_ok) {
+            return AuditReach::Nothing;
+        }
+        let mut ids: Vec<String> = c.patient.iter().map(|p| p.as_str().to_owned()).collect();
+        ids.extend(self.proxied(c, ResourceType::AuditEvent, &[Action::Search]));
+        if ids.is_empty() {
+            AuditReach::Nothing
+        } else {
+            AuditReach::Patients(ids)
         }
     }
 

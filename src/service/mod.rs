@@ -17,6 +17,7 @@
 //! criteria), [`history`] (three levels), [`transaction`] (batch and
 //! transaction Bundles, conditional update/delete, PATCH), [`error`].
 
+pub mod consent;
 pub mod error;
 pub mod history;
 pub mod read;
@@ -52,6 +53,8 @@ pub struct Service {
     backend: Arc<dyn Backend>,
     validation: Arc<ValidationService>,
     settings: Arc<Settings>,
+    /// Active Consents (the policy reads the same index).
+    consents: Arc<crate::consent::ConsentIndex>,
 }
 
 impl Service {
@@ -64,7 +67,19 @@ impl Service {
             backend,
             validation,
             settings,
+            consents: Arc::new(crate::consent::ConsentIndex::new()),
         }
+    }
+
+    /// Shares `index` as the Consent index this service keeps up to date.
+    pub fn with_consents(mut self, index: Arc<crate::consent::ConsentIndex>) -> Service {
+        self.consents = index;
+        self
+    }
+
+    /// The Consent index this service keeps up to date.
+    pub fn consents(&self) -> &Arc<crate::consent::ConsentIndex> {
+        &self.consents
     }
 
     /// What the backend declares it supports (the CapabilityStatement's source).

@@ -31,6 +31,53 @@ pub struct SearchOutput {
     pub page: SearchPage,
 }
 
+/// The Patient ids a query names through a `patient` parameter (or the
+/// compartment predicate of `Patient/[id]/[type]`, or `Patient?_id=`).
+fn named_patients(preds: &[Predicate]) -> Vec<String> {
+    use crate::search::types::Test;
+    let mut out = Vec::new();
+    let refs = |test: &Test, out: &mut Vec<String>| {
+        if let Test::Reference(vs) = test {
+            for v in vs {
+                if !v.url && v.target_type.is_none_or(|t| t == ResourceType::Patient) {
+                    out.push(v.id.clone());
+                }
+            }
+        }
+    };
+    for p in preds {
+        match p {
+            Predicate::Index {
+                param,
+                test,
+                not: false,
+            } if param.code == "patient" => refs(test, &mut out),
+            Predicate::AnyOf(alts) => {
+                // The compartment predicate: every alternative names the patient.
+                if let Some(Predicate::Index {
+                    test, not: false, ..
+                }) = alts.first()
+                {
+                    if alts.iter().all(|a| {
+                        matches!(
+                            a,
+                            Predicate::Index { not: false, .. } | Predicate::Id { not: false, .. }
+                        )
+                    }) {
+                        refs(test, &mut out);
+                    }
+                } else if let Some(Predicate::Id { ids, not: false }) = alts.first() {
+                    out.extend(ids.iter().cloned());
+                }
+            }
+            _ => {}
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 pub(crate) fn search_error(e: search_parse::SearchError) -> ServiceError {
     let mut issue = super::OoIssue::error(
         if e.param.is_empty() {
@@ -117,6 +164,10 @@ impl Service {
         self.check_supported(input.ty, &parsed.query)?;
         if let Some(p) = input.within {
             parsed.query.predicates.push(p);
+        }
+        // The patients the request names must be ones the caller may act for.
+        for id in named_patients(&parsed.query.predicates) {
+            ctx.may_act_for(&id)?;
         }
         // The query as run carries the caller's restriction.
         restrict(ctx, &mut parsed.query);

@@ -112,6 +112,7 @@ impl Service {
     ) -> ServiceResult<Value> {
         let value = check_body(ty, value, target).map_err(structure_error)?;
         self.gate(ty, &value)?;
+        super::consent::check(ty, &value)?;
         Ok(value)
     }
 
@@ -141,6 +142,14 @@ impl Service {
         base_url: &str,
     ) -> ServiceResult<Written> {
         self.require(ty, crate::storage::Interaction::Create)?;
+        if ty == ResourceType::Consent {
+            let single = super::transaction::SingleWrite::Create {
+                ty,
+                body,
+                if_none_exist,
+            };
+            return self.write_in_tx(ctx, base_url, single).await;
+        }
         ctx.authorize(ty, Action::Create)?;
         if if_none_exist.is_some() {
             ctx.authorize(ty, Action::Search)?;
@@ -185,6 +194,15 @@ impl Service {
         base_url: &str,
     ) -> ServiceResult<Written> {
         self.require(ty, crate::storage::Interaction::Update)?;
+        if ty == ResourceType::Consent {
+            let single = super::transaction::SingleWrite::Update {
+                ty,
+                id,
+                body,
+                precondition,
+            };
+            return self.write_in_tx(ctx, base_url, single).await;
+        }
         ctx.authorize(ty, Action::Update)?;
         let content = self.prepare(ty, body, WriteTarget::Update(&id), base_url)?;
         if !ctx.permits(ty, Action::Update, id.as_str(), &content.resource) {
@@ -248,6 +266,10 @@ impl Service {
         if_match: Option<VersionId>,
     ) -> ServiceResult<Written> {
         self.require(ty, crate::storage::Interaction::Delete)?;
+        if ty == ResourceType::Consent {
+            let single = super::transaction::SingleWrite::Delete { ty, id, if_match };
+            return self.write_in_tx(ctx, "", single).await;
+        }
         ctx.authorize(ty, Action::Delete)?;
         let writer = self
             .backend

@@ -168,7 +168,12 @@ async fn all_supported_types_round_trip(app: TestApp) {
     let samples = [
         json!({"resourceType": "Appointment", "status": "booked", "participant": [{"status": "accepted", "actor": {"reference": "Patient/p1"}}]}),
         json!({"resourceType": "MedicationRequest", "status": "active", "intent": "order", "subject": {"reference": "Patient/p1"}, "medicationCodeableConcept": {"text": "Amoxicillin"}}),
-        json!({"resourceType": "Consent", "status": "active", "scope": {"text": "privacy"}, "category": [{"text": "data sharing"}]}),
+        json!({"resourceType": "Consent", "status": "active",
+            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "INFA"}]}],
+            "patient": {"reference": "Patient/consenting"},
+            "policyRule": {"text": "data sharing"},
+            "provision": {"type": "permit"}}),
         json!({"resourceType": "Slot", "status": "free", "schedule": {"reference": "Schedule/s1"}, "start": "2026-12-01T09:00:00Z", "end": "2026-12-01T09:15:00Z"}),
         json!({"resourceType": "Schedule", "actor": [{"reference": "Practitioner/d1"}]}),
         json!({"resourceType": "Practitioner", "name": [{"family": "Who"}]}),

@@ -108,7 +108,8 @@ fn consent(id: &str, patient: &str) -> Value {
            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
            "patient": reference(&format!("Patient/{patient}")),
            "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
-                                      "code": "OPTIN"}]}})
+                                      "code": "OPTIN"}]},
+           "provision": {"type": "permit"}})
 }
 
 /// Everything A may see, by type (patient/*.cruds for A).
@@ -501,6 +502,22 @@ async fn searches_see_only_the_compartment(app: TestApp) {
         let sys = admin.total(&format!("/fhir/{q}")).await;
         assert!(sys >= 1, "the system finds {q} ({sys})");
         let r = a.get(&format!("/fhir/{q}")).await;
+        if q.contains("patient=pat-bobby") {
+            // Naming another patient is refused outright (A holds no proxy
+            // Consent for B), the same answer whether B exists or not.
+            assert_eq!(r.status, 403, "A: {q}: {}", r.text());
+            let ghost = q.replace("pat-bobby", "pat-nobody");
+            assert_eq!(
+                a.get(&format!("/fhir/{ghost}")).await.status,
+                403,
+                "A: {ghost}"
+            );
+            let (ty, params) = q.split_once('?').unwrap();
+            let r = a.post_search(&format!("/fhir/{ty}/_search"), params).await;
+            assert_eq!(r.status, 403, "A: POST {q}: {}", r.text());
+            assert_clean(&r.text(), &markers, &format!("A: POST {q}"));
+            continue;
+        }
         assert_eq!(r.status, 200, "A: {q}: {}", r.text());
         assert_eq!(r.json()["total"], 0, "A: {q}");
         assert_clean(&unlinked(&r), &markers, &format!("A: {q}"));

@@ -144,6 +144,7 @@ fn adjust(c: &Client) -> impl FnOnce(&mut fhirbridge::config::Settings) + '_ {
             jwks_file: Some(c.jwks.display().to_string()),
             jwks_uri: None,
             scopes: ALLOWED.into(),
+            ..ClientSettings::default()
         }];
     }
 }

@@ -62,6 +62,17 @@ pub(super) enum Op {
 }
 
 impl Op {
+    /// Whether this entry writes a resource of `ty`.
+    pub(super) fn writes(&self, t: ResourceType) -> bool {
+        match self {
+            Op::Create { ty, .. }
+            | Op::Update { ty, .. }
+            | Op::Patch { ty, .. }
+            | Op::Delete { ty, .. } => *ty == t,
+            Op::Read { .. } | Op::Search { .. } => false,
+        }
+    }
+
     /// Processing order within a transaction.
     pub(super) fn rank(&self) -> u8 {
         match self {

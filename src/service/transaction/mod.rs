@@ -24,6 +24,7 @@ use crate::context::RequestContext;
 use crate::model::{Instant, ResourceType, StoredResource, VersionId};
 use entry::{bad, prepare_entry, Entry};
 use refs::pre_extract;
+pub(crate) use run::storage_err;
 use run::{run_entries, TxInput, TxState};
 
 /// The outcome of one entry, for `Bundle.entry.response`.
@@ -149,17 +150,116 @@ impl Service {
         for e in &entries {
             entry::authorize(ctx, e).map_err(|x| at_entry(e.index, x))?;
         }
+        let changes = super::consent::Changes::default();
+        let consents = entries.iter().any(|e| e.op.writes(ResourceType::Consent));
         let input = TxInput {
             ctx: ctx.clone(),
             state: self.tx_state(),
             base: base.to_owned(),
             entries,
             ret,
+            changes: changes.clone(),
         };
-        crate::storage::transact(self.backend.clone(), ctx.clone(), move |tx| {
+        let results = crate::storage::transact(self.backend.clone(), ctx.clone(), move |tx| {
             run_entries(tx, input)
         })
-        .await
+        .await?;
+        if consents {
+            // Committed: the index follows before the response is sent.
+            let written: Vec<StoredResource> = results
+                .iter()
+                .filter_map(|(_, r)| r.stored.clone())
+                .collect();
+            changes.apply(&self.consents, &written);
+        }
+        Ok(results)
+    }
+
+    /// A single create, update or delete run as a one-entry transaction, so
+    /// the workflow rules that write in the same transaction apply (Consent
+    /// supersession).
+    pub(crate) async fn write_in_tx(
+        &self,
+        ctx: &RequestContext,
+        base: &str,
+        single: SingleWrite,
+    ) -> ServiceResult<super::write::Written> {
+        use crate::storage::WriteKind;
+        let (op, kind_of): (entry::Op, fn(u16, bool) -> WriteKind) = match single {
+            SingleWrite::Create {
+                ty,
+                body,
+                if_none_exist,
+            } => (
+                entry::Op::Create {
+                    ty,
+                    resource: self.checked(ty, body, super::write::WriteTarget::Create)?,
+                    if_none_exist,
+                    id: crate::model::LogicalId::generate(),
+                },
+                |s, _| {
+                    if s == 201 {
+                        WriteKind::Created
+                    } else {
+                        WriteKind::Existing
+                    }
+                },
+            ),
+            SingleWrite::Update {
+                ty,
+                id,
+                body,
+                precondition,
+            } => {
+                let resource = self.checked(ty, body, super::write::WriteTarget::Update(&id))?;
+                (
+                    entry::Op::Update {
+                        ty,
+                        target: entry::Target::Id(id),
+                        resource,
+                        precondition,
+                    },
+                    |s, _| {
+                        if s == 201 {
+                            WriteKind::Created
+                        } else {
+                            WriteKind::Updated
+                        }
+                    },
+                )
+            }
+            SingleWrite::Delete { ty, id, if_match } => (
+                entry::Op::Delete {
+                    ty,
+                    target: entry::Target::Id(id),
+                    if_match,
+                },
+                |_, marker| {
+                    if marker {
+                        WriteKind::Deleted
+                    } else {
+                        WriteKind::NothingToDelete
+                    }
+                },
+            ),
+        };
+        let mut entries = vec![Entry {
+            index: 0,
+            full_url: None,
+            op,
+            indexes: None,
+            cond_refs: Vec::new(),
+        }];
+        pre_extract(&mut entries, base);
+        let mut results = self
+            .transact(ctx, base, entries, ReturnPref::Minimal)
+            .await
+            .map_err(strip_entry_prefix)?;
+        let r = results.remove(0).1;
+        Ok(super::write::Written {
+            kind: kind_of(r.status, r.stored.is_some()),
+            stored: r.stored,
+        })
     }
 
     /// `POST [base]` with a batch or transaction Bundle (also `fhirbridge import`).
@@ -313,6 +413,26 @@ impl Service {
             .map_err(strip_entry_prefix)?;
         Ok(results.remove(0).1)
     }
+}
+
+/// A single write routed through [`Service::write_in_tx`].
+pub(crate) enum SingleWrite {
+    Create {
+        ty: ResourceType,
+        body: Value,
+        if_none_exist: Option<crate::search::types::SearchQuery>,
+    },
+    Update {
+        ty: ResourceType,
+        id: crate::model::LogicalId,
+        body: Value,
+        precondition: crate::storage::Precondition,
+    },
+    Delete {
+        ty: ResourceType,
+        id: crate::model::LogicalId,
+        if_match: Option<VersionId>,
+    },
 }
 
 /// A single conditional or patch request.

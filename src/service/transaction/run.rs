@@ -40,7 +40,7 @@ fn find(
 }
 
 /// Maps a storage failure inside the transaction to the entry's HTTP error.
-pub(super) fn storage_err(e: StorageError) -> ServiceError {
+pub(crate) fn storage_err(e: StorageError) -> ServiceError {
     ServiceError::from(e)
 }
 
@@ -51,6 +51,8 @@ pub(super) struct TxInput {
     pub(super) base: String,
     pub(super) entries: Vec<Entry>,
     pub(super) ret: ReturnPref,
+    /// Consent versions written besides the entries (supersession).
+    pub(super) changes: crate::service::consent::Changes,
 }
 
 /// The parts of the application state used inside transactions.
@@ -157,6 +159,7 @@ pub(super) fn run_entries(
         base,
         mut entries,
         ret,
+        changes,
     } = input;
     // Serialise concurrent conditional writes on the same criteria.
     let mut keys: Vec<String> = entries
@@ -490,6 +493,14 @@ pub(super) fn run_entries(
         results.push((idx, r));
     }
     results.sort_by_key(|(i, _)| *i);
+    // Workflow rules that write in the same transaction.
+    if entries.iter().any(|e| e.op.writes(ResourceType::Consent)) {
+        let written: Vec<_> = results
+            .iter()
+            .filter_map(|(_, r)| r.stored.clone())
+            .collect();
+        crate::service::consent::supersede(tx, &written, &base, &changes)?;
+    }
     let large = entries.len() > 64;
     crate::storage::drop_off_thread(entries, large);
     Ok(results)
