@@ -12,6 +12,7 @@ mod cli;
 mod concurrency;
 mod crud;
 mod durability;
+mod enforce;
 mod errors;
 mod examples;
 mod fidelity_search;
