@@ -230,10 +230,11 @@ pub fn parse(consent: &Value) -> Result<Rule, String> {
     let ours = |c: &str| has(category, CATEGORY_SYSTEM, c);
     let kind = if has(scope, SCOPE_SYSTEM, "patient-privacy") {
         if !(has(category, ACT_CODE, "INFA")
+            || has(category, ACT_CODE, "IDSCL")
             || has(category, LOINC, "59284-0")
             || has(category, LOINC, "64292-6"))
         {
-            return Err("A patient-privacy Consent needs category v3-ActCode INFA (or LOINC 59284-0 / 64292-6)".into());
+            return Err("A patient-privacy Consent needs category v3-ActCode INFA or IDSCL (or LOINC 59284-0 / 64292-6)".into());
         }
         match proxy_of(consent)? {
             Some(nhs) => Kind::Proxy { proxy_nhs: nhs },
