@@ -171,12 +171,57 @@ impl SmartPolicy {
             .collect()
     }
 
+    /// The patients whose Consent denies `caller`, when any has records of
+    /// `ty` (`None`: nothing of `ty` is withheld by a Consent).
+    fn denied_for(&self, caller: &Caller, ty: ResourceType) -> Option<Arc<Vec<String>>> {
+        if self.consents.is_empty() || !compartment::in_patient_compartment(ty) {
+            return None;
+        }
+        let d = self.consents.denied(&Self::subject(caller));
+        (!d.is_empty()).then_some(d)
+    }
+
+    /// Whether the resource `content` (of `ty`, id `id`) belongs to one of
+    /// the `denied` patients (sorted): it is the Patient, or one of its
+    /// patient-compartment references names one.
+    fn belongs_to(
+        &self,
+        ty: ResourceType,
+        id: &str,
+        content: &serde_json::Value,
+        denied: &[String],
+    ) -> bool {
+        let hit = |p: &str| denied.binary_search_by(|d| d.as_str().cmp(p)).is_ok();
+        if ty == ResourceType::Patient && hit(id) {
+            return true;
+        }
+        let codes: Vec<&str> = crate::search::registry::registry()
+            .patient_compartment(ty)
+            .iter()
+            .map(String::as_str)
+            .collect();
+        crate::search::index::extract_params(ty, content, &self.base_url, &codes)
+            .iter()
+            .any(|r| match &r.value {
+                crate::search::rows::IndexValue::Reference {
+                    target_type,
+                    target_id,
+                    ..
+                } => target_type == "Patient" && hit(target_id),
+                _ => false,
+            })
+    }
+
+    /// The scopes' visible set, minus the records of patients whose Consent
+    /// denies the caller (the restriction of sets).
     fn visible(&self, caller: &Caller, ty: ResourceType, actions: &[Action]) -> Visible {
         let v = self.visible_by_scopes(caller, ty, actions);
-        if matches!(v, Visible::Nothing) || self.consents.is_empty() {
+        if matches!(v, Visible::Nothing) {
             return v;
         }
-        let denied = self.consents.denied(&Self::subject(caller));
+        let Some(denied) = self.denied_for(caller, ty) else {
+            return v;
+        };
         let Some(outside) = Self::outside(ty, &denied) else {
             return v;
         };
@@ -313,7 +358,7 @@ impl Policy for SmartPolicy {
             Ok(Some(c)) => c,
             Err(()) => return Err(Refusal::new("A token is required")),
         };
-        if matches!(self.visible(c, ty, &[action]), Visible::Nothing) {
+        if matches!(self.visible_by_scopes(c, ty, &[action]), Visible::Nothing) {
             let low_proofing = !c.proofing_ok
                 && compartment::in_patient_compartment(ty)
                 && c.scopes
@@ -349,7 +394,17 @@ impl Policy for SmartPolicy {
             Err(()) => return Decision::Deny,
             Ok(Some(c)) => c,
         };
-        let ok = match self.visible(c, r.resource_type, &READ) {
+        let denied = self.denied_for(c, r.resource_type);
+        let parsed: std::cell::OnceCell<Option<serde_json::Value>> = std::cell::OnceCell::new();
+        let parse = || serde_json::from_str(r.content.as_deref()?).ok();
+        // Parsed once: the scope test and the Consent test share it.
+        let content = || -> Option<serde_json::Value> {
+            if denied.is_none() {
+                return parse();
+            }
+            parsed.get_or_init(parse).clone()
+        };
+        let mut ok = match self.visible_by_scopes(c, r.resource_type, &READ) {
             Visible::All => true,
             Visible::Nothing => false,
             // Parsed only if a test needs the content (the patient's own
@@ -359,12 +414,21 @@ impl Policy for SmartPolicy {
                 crate::search::matcher::matches_lazy(
                     r.resource_type,
                     r.id.as_str(),
-                    || serde_json::from_str(r.content.as_deref()?).ok(),
+                    content,
                     &self.base_url,
                     &p,
                 ) == Some(true)
             }
         };
+        if ok {
+            if let Some(d) = denied {
+                // A deletion marker of a denied patient's record stays absent.
+                ok = match parsed.get_or_init(parse) {
+                    Some(v) => !self.belongs_to(r.resource_type, r.id.as_str(), v, &d),
+                    None => false,
+                };
+            }
+        }
         if ok {
             Decision::Permit
         } else {
@@ -379,7 +443,7 @@ impl Policy for SmartPolicy {
         match caller(ctx) {
             Ok(None) => Decision::Permit,
             Err(()) => Decision::Deny,
-            Ok(Some(c)) => match self.visible(c, r.resource_type, &READ) {
+            Ok(Some(c)) => match self.visible_by_scopes(c, r.resource_type, &READ) {
                 Visible::Nothing => Decision::Deny,
                 _ => Decision::Permit,
             },
@@ -397,7 +461,12 @@ impl Policy for SmartPolicy {
         match caller(ctx) {
             Ok(None) => true,
             Err(()) => false,
-            Ok(Some(c)) => self.holds(&self.visible(c, ty, &[action]), ty, id, content),
+            Ok(Some(c)) => {
+                self.holds(&self.visible_by_scopes(c, ty, &[action]), ty, id, content)
+                    && self
+                        .denied_for(c, ty)
+                        .is_none_or(|d| !self.belongs_to(ty, id, content, &d))
+            }
         }
     }
 
@@ -420,6 +489,8 @@ impl Policy for SmartPolicy {
                         acc.union(g.perms)
                     });
                 all == crate::auth::scope::Perms::ALL
+                    && (self.consents.is_empty()
+                        || self.consents.denied(&Self::subject(c)).is_empty())
             }
         }
     }
@@ -489,7 +560,10 @@ impl Policy for SmartPolicy {
         match caller(ctx) {
             Ok(None) => false,
             Err(()) => true,
-            Ok(Some(c)) => !matches!(self.visible(c, ty, &[action]), Visible::All),
+            Ok(Some(c)) => {
+                !matches!(self.visible_by_scopes(c, ty, &[action]), Visible::All)
+                    || self.denied_for(c, ty).is_some()
+            }
         }
     }
 }

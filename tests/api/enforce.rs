@@ -61,6 +61,31 @@ async fn a_denied_app_sees_nothing_of_the_patient(app: TestApp) {
     let y = app.bearer(&app_token("app-y"));
     assert_eq!(x.get("/fhir/Patient/den-p").await.status, 404);
     assert_eq!(x.get("/fhir/MedicationRequest/mr-den-p").await.status, 404);
+    // Every scope there is does not lift it.
+    let all = app.bearer(&FIXTURE.token("system/*.cruds", json!({"client_id": "app-x"})));
+    assert_eq!(all.get("/fhir/Patient/den-p").await.status, 404);
+    assert_eq!(
+        all.total("/fhir/MedicationRequest?subject=Patient/den-p")
+            .await,
+        0
+    );
+    // Nor can it write into that patient's record, or delete from it.
+    let r = all.put("/fhir/MedicationRequest/mr-den-p", &json!({"resourceType": "MedicationRequest",
+        "id": "mr-den-p", "status": "stopped", "intent": "order", "medicationCodeableConcept": {"text": "x"},
+        "subject": {"reference": "Patient/den-p"}})).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(
+        app.admin()
+            .get("/fhir/MedicationRequest/mr-den-p")
+            .await
+            .json()["status"],
+        "active"
+    );
+    // It still creates new records by id for other patients.
+    let r = all.put("/fhir/MedicationRequest/mr-new-q", &json!({"resourceType": "MedicationRequest",
+        "id": "mr-new-q", "status": "active", "intent": "order", "medicationCodeableConcept": {"text": "x"},
+        "subject": {"reference": "Patient/den-q"}})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(x.get("/fhir/Patient/den-q").await.status, 200);
     let r = x.get("/fhir/MedicationRequest?_total=accurate").await;
     let ids = crate::helpers::entry_ids(&r.json());
