@@ -3,6 +3,7 @@
 //! Reading order: [`config`] → [`model`] → [`storage`] (the seam) → [`search`] →
 //! [`service`] → [`rest`] (the only HTTP-aware module) → [`capability`].
 
+pub mod audit;
 pub mod auth;
 pub mod base64;
 pub mod capability;
@@ -55,6 +56,8 @@ pub struct Application {
     server: Server,
     /// `None` when `jobs.workers` is 0 or the backend has no job queue.
     jobs: Option<(Arc<jobs::Runner>, usize)>,
+    /// The audit writer, flushed at shutdown.
+    audit: Option<audit::AuditWriter>,
     shutdown_timeout: Duration,
 }
 
@@ -126,6 +129,16 @@ impl Application {
         let validation = Arc::new(validation::ValidationService::from_settings(
             &settings.validation,
         )?);
+        let audit = if settings.audit.enabled {
+            Some(audit::AuditWriter::start(
+                backend.clone(),
+                policy.clone(),
+                settings.audit.max_batch,
+                metrics.audit_writer(),
+            )?)
+        } else {
+            None
+        };
         let jobs = (settings.jobs.workers > 0 && backend.jobs().is_some()).then(|| {
             let runner = jobs::Runner::new(
                 backend.clone(),
@@ -151,6 +164,7 @@ impl Application {
             settings: settings.clone(),
             policy,
             auth,
+            audit: audit.clone(),
         });
         let limit = settings.server.body_limit_bytes;
         let bundle_limit = settings.server.bundle_body_limit_bytes.max(limit);
@@ -186,6 +200,7 @@ impl Application {
             port,
             server: server.run(),
             jobs,
+            audit,
             shutdown_timeout,
         })
     }
@@ -204,6 +219,11 @@ impl Application {
         let result = self.server.await;
         if let Some(worker) = worker {
             worker.shutdown(self.shutdown_timeout).await;
+        }
+        // Every request answered has had its events committed; this drains
+        // anything still queued.
+        if let Some(audit) = &self.audit {
+            let _ = tokio::time::timeout(self.shutdown_timeout, audit.flush()).await;
         }
         result
     }
