@@ -112,10 +112,11 @@ pub fn parse_search(
             }
             "entity" => {
                 for e in values() {
-                    filter.entities.push(
-                        reference(e, None)
-                            .ok_or_else(|| bad(k, "entity takes a reference (Type/id)"))?,
-                    );
+                    // `Type/id`, or a bare id (any type).
+                    let r = reference(e, None)
+                        .or_else(|| crate::model::LogicalId::parse(e).map(|id| id.to_string()))
+                        .ok_or_else(|| bad(k, "entity takes a reference (Type/id) or an id"))?;
+                    filter.entities.push(r);
                 }
             }
             "date" => {

@@ -58,7 +58,7 @@ pub struct AuditFilter {
     pub subtypes: Vec<String>,
     pub outcomes: Vec<String>,
     pub agents: Vec<String>,
-    /// `entity`: a reference; matches `Type/id` and its versions.
+    /// `entity`: `Type/id` (or a bare id, of any type); matches its versions.
     pub entities: Vec<String>,
 }
 

@@ -135,6 +135,8 @@ async fn accesses_are_audited(app: TestApp) {
     // Reads, searches and `entity`, `date`, `_id` filters.
     let one = events(&app, "entity=Observation/o-p1&subtype=search-type").await;
     assert_eq!(one.len(), 1);
+    let bare = events(&app, "entity=o-p1&subtype=search-type").await;
+    assert_eq!(bare, one);
     let id = one[0]["id"].as_str().unwrap();
     let r = app
         .bearer(&auditor())

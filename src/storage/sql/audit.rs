@@ -171,11 +171,13 @@ fn run_search(
             if i > 0 {
                 sql.push(" OR ");
             }
+            // `Type/id` from the start of a reference; a bare id after any type.
+            let lead = if e.contains('/') { '|' } else { '/' };
             sql.push(contains)
-                .text(&format!("|{e}|"))
+                .text(&format!("{lead}{e}|"))
                 .push(") > 0 OR ")
                 .push(contains)
-                .text(&format!("|{e}/_history/"))
+                .text(&format!("{lead}{e}/_history/"))
                 .push(") > 0");
         }
         sql.push(")");
