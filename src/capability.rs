@@ -145,6 +145,9 @@ pub fn capability_statement(
                     obj.insert("searchRevInclude".into(), Value::Array(revincludes));
                 }
             }
+            if *ty == crate::model::ResourceType::AuditEvent {
+                return audit_event_resource(interactions);
+            }
             resource
         })
         .collect();
@@ -181,4 +184,45 @@ pub fn capability_statement(
         "format": FORMATS,
         "rest": [rest],
     })
+}
+
+/// `AuditEvent`: served from the audit trail, read and search-type only,
+/// with the search parameters `service::audit` takes.
+fn audit_event_resource(interactions: &std::collections::BTreeSet<Interaction>) -> Value {
+    let ty = crate::model::ResourceType::AuditEvent;
+    let params: Vec<Value> = crate::audit::SEARCH_PARAMS
+        .iter()
+        .filter_map(|code| registry::lookup(ty, code))
+        .map(|p| {
+            json!({
+                "name": p.code,
+                "definition": p.url,
+                "type": p.kind.code(),
+                "documentation": p.description,
+            })
+        })
+        .collect();
+    let mut r = json!({
+        "type": "AuditEvent",
+        "profile": "http://hl7.org/fhir/StructureDefinition/AuditEvent",
+        "documentation": "The audit trail: one event per access, append-only (no create, \
+            update, patch or delete, for any caller). Readable with an explicit AuditEvent \
+            grant (system/AuditEvent.rs, user/AuditEvent.rs); patient/AuditEvent.rs sees \
+            the events about the patient's own record.",
+        "interaction": interactions
+            .iter()
+            .map(|i| json!({"code": i.code()}))
+            .collect::<Vec<_>>(),
+        "versioning": "no-version",
+        "readHistory": false,
+        "updateCreate": false,
+        "conditionalCreate": false,
+        "conditionalRead": "not-supported",
+        "conditionalUpdate": false,
+        "conditionalDelete": "not-supported",
+    });
+    if let (false, Some(obj)) = (params.is_empty(), r.as_object_mut()) {
+        obj.insert("searchParam".into(), Value::Array(params));
+    }
+    r
 }

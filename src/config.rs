@@ -21,6 +21,26 @@ pub struct Settings {
     pub jobs: JobsSettings,
     pub auth: crate::auth::AuthSettings,
     pub consent: crate::consent::ConsentSettings,
+    pub audit: AuditSettings,
+}
+
+/// The audit trail (`crate::audit`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// Record an AuditEvent for every access (durable before the response).
+    pub enabled: bool,
+    /// Most events the writer commits in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            enabled: true,
+            max_batch: 512,
+        }
+    }
 }
 
 /// The background job worker (`crate::jobs`).
@@ -637,6 +657,9 @@ impl Settings {
                     "validation.policy.{ty} must be off, warn or enforce"
                 ));
             }
+        }
+        if self.audit.max_batch == 0 || self.audit.max_batch > 100_000 {
+            out.push("audit.max_batch must be between 1 and 100000".into());
         }
         if self.jobs.workers > 64 {
             out.push("jobs.workers must be between 0 and 64".into());

@@ -49,6 +49,8 @@ pub struct RequestContext {
     /// Set once any authorisation decision was taken for this request (the
     /// HTTP edge refuses a response from a guarded route that has none).
     decided: Arc<AtomicBool>,
+    /// What this request touched, for its AuditEvents (HTTP requests only).
+    audit: Option<crate::audit::AuditTrail>,
 }
 
 impl std::fmt::Debug for RequestContext {
@@ -69,6 +71,7 @@ impl RequestContext {
             practice: None,
             policy,
             decided: Arc::new(AtomicBool::new(false)),
+            audit: None,
         }
     }
 
@@ -76,6 +79,25 @@ impl RequestContext {
     pub fn with_decision_flag(mut self, flag: Arc<AtomicBool>) -> Self {
         self.decided = flag;
         self
+    }
+
+    /// Shares `trail` as this request's audit trail.
+    pub fn with_audit(mut self, trail: crate::audit::AuditTrail) -> Self {
+        self.audit = Some(trail);
+        self
+    }
+
+    /// Records, for the audit, that `resource` left for this caller
+    /// (`Action::Read`) or was written (`Create`/`Update`/`Delete`).
+    pub fn audit_touch(&self, resource: &StoredResource, action: Action) {
+        if let Some(trail) = &self.audit {
+            trail.touch(resource, action);
+        }
+    }
+
+    /// This request's audit trail, if it has one.
+    pub fn audit_trail(&self) -> Option<&crate::audit::AuditTrail> {
+        self.audit.as_ref()
     }
 
     /// Whether any authorisation decision was taken.

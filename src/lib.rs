@@ -3,6 +3,7 @@
 //! Reading order: [`config`] → [`model`] → [`storage`] (the seam) → [`search`] →
 //! [`service`] → [`rest`] (the only HTTP-aware module) → [`capability`].
 
+pub mod audit;
 pub mod auth;
 pub mod base64;
 pub mod capability;
@@ -56,6 +57,8 @@ pub struct Application {
     server: Server,
     /// `None` when `jobs.workers` is 0 or the backend has no job queue.
     jobs: Option<(Arc<jobs::Runner>, usize)>,
+    /// The audit writer, flushed at shutdown.
+    audit: Option<audit::AuditWriter>,
     shutdown_timeout: Duration,
     /// The Consent index and the service that refreshes it.
     consents: (Arc<service::Service>, Arc<consent::ConsentIndex>, Duration),
@@ -134,6 +137,16 @@ impl Application {
         let validation = Arc::new(validation::ValidationService::from_settings(
             &settings.validation,
         )?);
+        let audit = if settings.audit.enabled {
+            Some(audit::AuditWriter::start(
+                backend.clone(),
+                policy.clone(),
+                settings.audit.max_batch,
+                metrics.audit_writer(),
+            )?)
+        } else {
+            None
+        };
         let jobs = (settings.jobs.workers > 0 && backend.jobs().is_some()).then(|| {
             let runner = jobs::Runner::new(
                 backend.clone(),
@@ -178,6 +191,7 @@ impl Application {
             settings: settings.clone(),
             policy,
             auth,
+            audit: audit.clone(),
         });
         let limit = settings.server.body_limit_bytes;
         let bundle_limit = settings.server.bundle_body_limit_bytes.max(limit);
@@ -213,6 +227,7 @@ impl Application {
             port,
             server: server.run(),
             jobs,
+            audit,
             shutdown_timeout,
             consents: (state_service, consents, consent_refresh),
         })
@@ -250,6 +265,11 @@ impl Application {
         refresher.abort();
         if let Some(worker) = worker {
             worker.shutdown(self.shutdown_timeout).await;
+        }
+        // Every request answered has had its events committed; this drains
+        // anything still queued.
+        if let Some(audit) = &self.audit {
+            let _ = tokio::time::timeout(self.shutdown_timeout, audit.flush()).await;
         }
         result
     }

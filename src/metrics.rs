@@ -16,6 +16,12 @@ pub struct InstanceMetrics {
     pub pool: IntGaugeVec,
     /// Refused credentials, by reason (`missing`, `expired`, `signature`, ...).
     pub auth_failures: IntCounterVec,
+    /// Events per audit commit.
+    pub audit_batch_size: prometheus::Histogram,
+    /// Seconds per audit commit.
+    pub audit_commit_seconds: prometheus::Histogram,
+    /// AuditEvents committed.
+    pub audit_events: prometheus::IntCounter,
 }
 
 impl InstanceMetrics {
@@ -49,13 +55,40 @@ impl InstanceMetrics {
         )?;
         registry.register(Box::new(pool.clone()))?;
         registry.register(Box::new(auth_failures.clone()))?;
+        let audit_batch_size = prometheus::Histogram::with_opts(
+            HistogramOpts::new("audit_batch_size", "AuditEvents per audit commit").buckets(vec![
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+            ]),
+        )?;
+        let audit_commit_seconds = prometheus::Histogram::with_opts(
+            HistogramOpts::new("audit_commit_seconds", "Seconds per audit commit").buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
+        )?;
+        let audit_events =
+            prometheus::IntCounter::new("audit_events_total", "AuditEvents committed")?;
+        registry.register(Box::new(audit_batch_size.clone()))?;
+        registry.register(Box::new(audit_commit_seconds.clone()))?;
+        registry.register(Box::new(audit_events.clone()))?;
         Ok(InstanceMetrics {
+            audit_batch_size,
+            audit_commit_seconds,
+            audit_events,
             registry,
             requests,
             latency,
             pool,
             auth_failures,
         })
+    }
+
+    /// The audit writer's metrics.
+    pub fn audit_writer(&self) -> crate::audit::writer::WriterMetrics {
+        crate::audit::writer::WriterMetrics {
+            batch_size: self.audit_batch_size.clone(),
+            commit_seconds: self.audit_commit_seconds.clone(),
+            events: self.audit_events.clone(),
+        }
     }
 
     pub fn observe(&self, interaction: &str, resource_type: &str, status: u16, seconds: f64) {

@@ -38,6 +38,9 @@ pub struct Authenticated(pub Principal);
 pub async fn gate(req: &ServiceRequest, state: &AppState) -> Result<(), HttpResponse> {
     req.extensions_mut()
         .insert(DecisionFlag(Arc::new(AtomicBool::new(false))));
+    if state.audit.is_some() {
+        req.extensions_mut().insert(crate::audit::AuditTrail::new());
+    }
     let Some(auth) = state.auth.as_ref() else {
         return Ok(());
     };

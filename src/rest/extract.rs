@@ -39,18 +39,22 @@ impl Fhir {
             .unwrap_or_default();
         // The caller `rest::auth::gate` verified (anonymous when access
         // control is off); the installed policy decides what it may do.
-        let (principal, flag) = {
+        let (principal, flag, trail) = {
             let ext = req.extensions();
             (
                 ext.get::<super::auth::Authenticated>()
                     .map(|a| a.0.clone())
                     .unwrap_or(Principal::Anonymous),
                 ext.get::<super::auth::DecisionFlag>().map(|f| f.0.clone()),
+                ext.get::<crate::audit::AuditTrail>().cloned(),
             )
         };
         let mut ctx = RequestContext::new(request_id, principal, state.policy.clone());
         if let Some(flag) = flag {
             ctx = ctx.with_decision_flag(flag);
+        }
+        if let Some(trail) = trail {
+            ctx = ctx.with_audit(trail);
         }
         Ok(Fhir {
             req: req.clone(),

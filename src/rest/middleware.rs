@@ -150,6 +150,10 @@ pub async fn fhir_middleware(
             _ => res,
         }
     };
+    let res = match state.as_ref() {
+        Some(s) if s.audit.is_some() => audited(res, s).instrument(span.clone()).await,
+        _ => res,
+    };
     Ok(finish(
         res,
         started,
@@ -288,4 +292,77 @@ async fn finish(
         )
     });
     res
+}
+
+/// Records the AuditEvents of a finished request (every guarded FHIR route,
+/// including its 401/403 refusals, and the token endpoint) and waits until
+/// they are committed; a request whose access cannot be audited answers 503
+/// instead (fail closed).
+async fn audited(res: ServiceResponse<BoxBody>, state: &AppState) -> ServiceResponse<BoxBody> {
+    use crate::audit::event::{self, Kind};
+    let Some(writer) = &state.audit else {
+        return res;
+    };
+    let req = res.request();
+    let Some(pattern) = req.match_pattern() else {
+        return res;
+    };
+    let method = req.method().as_str();
+    let login = pattern == "/auth/token";
+    if !login && (!pattern.starts_with("/fhir") || super::is_public(&pattern, method)) {
+        return res;
+    }
+    let (trail, principal, label) = {
+        let ext = req.extensions();
+        (
+            ext.get::<crate::audit::AuditTrail>()
+                .cloned()
+                .unwrap_or_default(),
+            ext.get::<super::auth::Authenticated>()
+                .map(|a| a.0.clone())
+                .unwrap_or(crate::context::Principal::Anonymous),
+            ext.get::<InteractionLabel>().map(|l| l.interaction),
+        )
+    };
+    let kind = if login {
+        Kind::Login
+    } else {
+        Kind::Rest(
+            trail
+                .subtype()
+                .unwrap_or_else(|| event::subtype(label, &pattern, method)),
+        )
+    };
+    let query = trail.query().or_else(|| {
+        let searching = matches!(kind, Kind::Rest(s) if s.starts_with("search"));
+        (searching && !req.query_string().is_empty()).then(|| req.query_string().to_owned())
+    });
+    let observer = state.settings.server.offline_base();
+    let events = event::build(event::Request {
+        kind,
+        status: res.status().as_u16(),
+        principal: &principal,
+        client: trail.client(),
+        peer: req.peer_addr().map(|a| a.ip().to_string()),
+        observer: &observer,
+        query,
+        touched: trail.touched(),
+        recorded: crate::model::Instant::now().0,
+    });
+    match writer.record(events).await {
+        Ok(()) => res,
+        Err(_) => {
+            let (http, _) = res.into_parts();
+            let response = HttpResponse::ServiceUnavailable()
+                .content_type(format::FHIR_JSON)
+                .body(
+                    operation_outcome(&[OoIssue::error(
+                        "transient",
+                        "The access could not be audited, so nothing is returned; try again",
+                    )])
+                    .to_string(),
+                );
+            ServiceResponse::new(http, response)
+        }
+    }
 }

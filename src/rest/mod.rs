@@ -33,6 +33,8 @@ pub struct AppState {
     pub policy: Arc<dyn crate::policy::Policy>,
     /// Access control; `None` when `auth.mode = "off"`.
     pub auth: Option<Arc<crate::auth::Auth>>,
+    /// The audit writer; `None` when `audit.enabled = false`.
+    pub audit: Option<crate::audit::AuditWriter>,
 }
 
 /// The request id (from `X-Request-ID` or generated), stored in request extensions.
@@ -84,7 +86,7 @@ fn entry(path: &'static str, public: bool, routes: Vec<(&'static str, actix_web:
 /// The route table, in matching order (the first pattern that matches wins).
 fn table() -> Vec<Entry> {
     use interaction::{
-        batch, capabilities, conditional, history, read, search, smart, system as h, write,
+        audit, batch, capabilities, conditional, history, read, search, smart, system as h, write,
     };
     use operation::validate;
     let (get, post, put, delete, patch) = (web::get, web::post, web::put, web::delete, web::patch);
@@ -128,6 +130,31 @@ fn table() -> Vec<Entry> {
             "/fhir/_history",
             false,
             vec![("GET", get().to(history::history_system))],
+        ),
+        // AuditEvent: read and search only, from the audit trail; every
+        // other method is a 405 (before the generic routes).
+        entry(
+            "/fhir/AuditEvent",
+            false,
+            vec![("GET", get().to(audit::search))],
+        ),
+        entry(
+            "/fhir/AuditEvent/_search",
+            false,
+            vec![
+                ("POST", post().to(audit::search_post)),
+                ("GET", get().to(audit::search)),
+            ],
+        ),
+        entry(
+            "/fhir/AuditEvent/_history",
+            false,
+            vec![("GET", get().to(h::method_not_allowed))],
+        ),
+        entry(
+            "/fhir/AuditEvent/{id}",
+            false,
+            vec![("GET", get().to(audit::read))],
         ),
         entry(
             "/fhir/{type}",

@@ -17,6 +17,7 @@
 //! criteria), [`history`] (three levels), [`transaction`] (batch and
 //! transaction Bundles, conditional update/delete, PATCH), [`error`].
 
+pub mod audit;
 pub mod consent;
 pub mod error;
 pub mod history;
@@ -323,7 +324,10 @@ pub(crate) fn restricted<'q>(
 /// policy admits it, `None` when the caller must not learn it exists.
 pub(crate) fn admitted(ctx: &RequestContext, r: StoredResource) -> Option<StoredResource> {
     match ctx.admit(&r) {
-        Decision::Permit => Some(r),
+        Decision::Permit => {
+            ctx.audit_touch(&r, crate::policy::Action::Read);
+            Some(r)
+        }
         Decision::Deny => None,
     }
 }
@@ -332,6 +336,9 @@ pub(crate) fn admitted(ctx: &RequestContext, r: StoredResource) -> Option<Stored
 /// `admit` drops what its `restrict` let through is inconsistent: logged).
 pub(crate) fn admit_all(ctx: &RequestContext, list: Vec<StoredResource>) -> Vec<StoredResource> {
     if ctx.unrestricted() {
+        for r in &list {
+            ctx.audit_touch(r, crate::policy::Action::Read);
+        }
         return list;
     }
     let before = list.len();
@@ -339,6 +346,9 @@ pub(crate) fn admit_all(ctx: &RequestContext, list: Vec<StoredResource>) -> Vec<
         .into_iter()
         .filter(|r| ctx.admit_listed(r) == Decision::Permit)
         .collect();
+    for r in &out {
+        ctx.audit_touch(r, crate::policy::Action::Read);
+    }
     if out.len() != before {
         tracing::warn!(
             dropped = before - out.len(),

@@ -6,6 +6,7 @@
 //! Storage never sees HTTP or raw query strings: it receives typed requests
 //! ([`CreateRequest`], [`SearchQuery`], …) and already-extracted index rows.
 
+pub mod audit;
 pub mod jobs;
 pub mod sql;
 
@@ -22,6 +23,9 @@ pub use crate::model::StoredResource;
 /// Index rows are the search layer's (`search::rows`); storage stores them as
 /// given. Re-exported because callers build [`NewContent`] with them.
 pub use crate::search::rows::IndexRow;
+pub use audit::{
+    Audit, AuditCursor, AuditFilter, AuditPage, AuditPageRequest, AuditRecord, StoredAudit,
+};
 pub use jobs::{Job, JobRun, JobState, Jobs, Lease, NewJob, Progress};
 
 /// A resource body ready to store: JSON without server-owned meta, plus its index rows.
@@ -501,6 +505,10 @@ pub trait Backend: Send + Sync {
     }
     /// The durable job queue (`crate::jobs` runs it).
     fn jobs(&self) -> Option<&dyn Jobs> {
+        None
+    }
+    /// The append-only audit trail (`crate::audit`).
+    fn audit(&self) -> Option<&dyn Audit> {
         None
     }
     /// Readiness probe: can the backend serve requests now?

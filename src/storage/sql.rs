@@ -40,6 +40,7 @@ use super::*;
 use crate::model::{LogicalId, ResourceType, VersionId};
 use crate::search::types::SearchQuery;
 
+mod audit;
 mod builder;
 mod conn;
 mod history;
@@ -257,9 +258,16 @@ impl SqlBackend {
                 Dialect::Sqlite => "sqlite",
                 Dialect::Postgres => "postgres",
             },
+            // AuditEvents are the audit trail's (`Audit`): read and search only.
             types: ResourceType::ALL
                 .iter()
-                .map(|t| (*t, all.clone()))
+                .map(|t| {
+                    if *t == ResourceType::AuditEvent {
+                        (*t, [Interaction::Read, Interaction::SearchType].into())
+                    } else {
+                        (*t, all.clone())
+                    }
+                })
                 .collect(),
             system_history: true,
             conditional_create: true,
@@ -551,7 +559,35 @@ impl Transactions for SqlBackend {
 }
 
 #[async_trait]
+impl Audit for SqlBackend {
+    async fn append(&self, _ctx: &RequestContext, batch: Vec<AuditRecord>) -> StorageResult<()> {
+        audit::append(self, batch).await
+    }
+
+    async fn read_audit(
+        &self,
+        _ctx: &RequestContext,
+        id: &str,
+        reach: Option<&[String]>,
+    ) -> StorageResult<Option<StoredAudit>> {
+        audit::read(self, id.to_owned(), reach.map(<[String]>::to_vec)).await
+    }
+
+    async fn search_audit(
+        &self,
+        _ctx: &RequestContext,
+        filter: &AuditFilter,
+        page: &AuditPageRequest,
+    ) -> StorageResult<AuditPage> {
+        audit::search(self, filter.clone(), page.clone()).await
+    }
+}
+
+#[async_trait]
 impl Backend for SqlBackend {
+    fn audit(&self) -> Option<&dyn Audit> {
+        Some(self)
+    }
     fn transactions(&self) -> Option<&dyn Transactions> {
         Some(self)
     }

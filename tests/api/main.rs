@@ -6,6 +6,7 @@ mod auth_support;
 mod helpers;
 
 mod access;
+mod audit;
 mod auth;
 mod bundles;
 mod cli;

@@ -22,10 +22,46 @@ pub async fn system_post(fhir: Fhir, body: web::Bytes) -> ApiResult {
     let prefer = fhir.prefer()?;
     let base = fhir.base();
     let value = format::decode_body(req, &body)?;
+    // For the audit: the bundle's kind and each entry's method.
+    let methods: Vec<String> = value
+        .get("entry")
+        .and_then(Value::as_array)
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|e| {
+                    e.pointer("/request/method")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(trail) = fhir.ctx.audit_trail() {
+        if value.get("type").and_then(Value::as_str) == Some("batch") {
+            trail.set_subtype("batch");
+        }
+    }
     let outcome = fhir
         .service
         .bundle(&fhir.ctx, &base, value, prefer.return_pref)
         .await?;
+    match &outcome {
+        BundleOutcome::Transaction(rs) => {
+            for (r, m) in rs.iter().zip(&methods) {
+                touch_entry(&fhir, r, m);
+            }
+        }
+        // Batch results keep their entry's position (errors included).
+        BundleOutcome::Batch(rs) => {
+            for (r, m) in rs.iter().zip(&methods) {
+                if let Ok(r) = r {
+                    touch_entry(&fhir, r, m);
+                }
+            }
+        }
+    }
     let response = response_bundle(&base, &outcome)?;
     let (body, ct) = format::encode(&response, out)?;
     Ok(HttpResponse::Ok().content_type(ct).body(body))
@@ -121,4 +157,18 @@ fn error_entry(e: &ApiError) -> Value {
             "outcome": operation_outcome(&e.issues()),
         }
     })
+}
+
+/// Records a written entry's resource for the audit (read entries passed
+/// the policy's admit, which recorded them).
+fn touch_entry(fhir: &Fhir, r: &EntryResult, method: &str) {
+    if r.page.is_some() || method == "GET" || method == "HEAD" {
+        return;
+    }
+    if let Some(stored) = &r.stored {
+        fhir.ctx.audit_touch(
+            stored,
+            super::conditional::written_action(method, r.status, stored),
+        );
+    }
 }

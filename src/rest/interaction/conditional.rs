@@ -59,6 +59,12 @@ fn conditional_checks(
 
 fn respond(fhir: &Fhir, r: EntryResult, base: &str) -> ApiResult {
     let out = fhir.out()?;
+    if let Some(stored) = &r.stored {
+        fhir.ctx.audit_touch(
+            stored,
+            written_action(fhir.req.method().as_str(), r.status, stored),
+        );
+    }
     let mut b = HttpResponse::build(StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK));
     if let Some(v) = r.etag {
         b.insert_header((actix_web::http::header::ETAG, format::etag(v)));
@@ -152,4 +158,21 @@ pub async fn patch(fhir: Fhir, body: web::Bytes, ty: TypeParam) -> ApiResult {
     let input = input(&fhir, ty, &id, &base)?;
     let r = fhir.service.patch(&fhir.ctx, input, doc).await?;
     respond(&fhir, r, &base)
+}
+
+/// What a conditional write or PATCH did to `stored`, for the audit.
+pub(super) fn written_action(
+    method: &str,
+    status: u16,
+    stored: &crate::model::StoredResource,
+) -> crate::policy::Action {
+    use crate::policy::Action;
+    match (method, status) {
+        ("GET", _) => Action::Read,
+        ("POST", 200) => Action::Read,
+        ("DELETE", _) => Action::Delete,
+        _ if stored.is_deleted() => Action::Delete,
+        (_, 201) => Action::Create,
+        _ => Action::Update,
+    }
 }

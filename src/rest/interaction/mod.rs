@@ -2,6 +2,7 @@
 //! request (the [`Fhir`](super::extract::Fhir) extractor has built the
 //! context), calls one service operation, and encodes the result.
 
+pub mod audit;
 pub mod batch;
 pub mod capabilities;
 pub mod conditional;

@@ -35,7 +35,7 @@ pub async fn search(fhir: Fhir, ty: TypeParam) -> ApiResult {
 }
 
 /// The stored parameters behind `?_page=TOKEN` (only `_format`/`_pretty` may go with it).
-async fn page_token_pairs(
+pub(super) async fn page_token_pairs(
     fhir: &Fhir,
     ty: ResourceType,
     pairs: &[(String, String)],
@@ -175,6 +175,9 @@ async fn run_search(
         )
         .await?;
 
+    if let Some(trail) = fhir.ctx.audit_trail() {
+        trail.set_query(serde_urlencoded::to_string(&applied).unwrap_or_default());
+    }
     let mut paged: Vec<(String, String)> = applied
         .iter()
         .filter(|(k, _)| k != "_count")

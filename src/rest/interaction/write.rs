@@ -9,6 +9,7 @@ use super::super::extract::{segment, Fhir, TypeParam};
 use super::super::format::{self, ReturnPref};
 use super::super::strict;
 use super::{label, parse_id, resource_response, ApiResult};
+use crate::policy::Action;
 use crate::storage::{Interaction, Precondition, WriteKind};
 
 pub async fn create(fhir: Fhir, body: web::Bytes, ty: TypeParam) -> ApiResult {
@@ -41,8 +42,10 @@ pub async fn create(fhir: Fhir, body: web::Bytes, ty: TypeParam) -> ApiResult {
         .stored
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("create returned no resource")))?;
     let status = if written.kind == WriteKind::Existing {
+        fhir.ctx.audit_touch(&stored, Action::Read);
         StatusCode::OK
     } else {
+        fhir.ctx.audit_touch(&stored, Action::Create);
         StatusCode::CREATED
     };
     resource_response(status, &stored, out, prefer.return_pref, Some(&base))
@@ -87,8 +90,10 @@ pub async fn update(fhir: Fhir, body: web::Bytes, ty: TypeParam) -> ApiResult {
         .stored
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("update returned no resource")))?;
     let status = if written.kind == WriteKind::Created {
+        fhir.ctx.audit_touch(&stored, Action::Create);
         StatusCode::CREATED
     } else {
+        fhir.ctx.audit_touch(&stored, Action::Update);
         StatusCode::OK
     };
     resource_response(status, &stored, out, prefer.return_pref, Some(&base))
@@ -116,6 +121,9 @@ pub async fn delete(fhir: Fhir, ty: TypeParam) -> ApiResult {
     });
     if let Some(stored) = &written.stored {
         builder.insert_header((header::ETAG, format::etag(stored.version)));
+        if written.kind == WriteKind::Deleted {
+            fhir.ctx.audit_touch(stored, Action::Delete);
+        }
     }
     if oo_wanted {
         let msg = match written.kind {

@@ -1,0 +1,26 @@
+-- The audit trail: one row per R4 AuditEvent, append-only (the server never
+-- updates or deletes a row; triggers refuse it). `seq` orders rows as they
+-- were committed; `recorded` is Unix milliseconds; `patient_id` names the one
+-- patient the event is about (NULL: none); `entity_refs` holds the entity
+-- references as `|Type/id|Type/id/_history/v|` for the `entity` search.
+CREATE TABLE audit_events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT NOT NULL UNIQUE,
+    recorded    BIGINT NOT NULL,
+    patient_id  TEXT,
+    type        TEXT NOT NULL,
+    subtype     TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    agent       TEXT,
+    entity_refs TEXT NOT NULL,
+    content     TEXT NOT NULL
+);
+-- "Who looked at my record", newest first.
+CREATE INDEX audit_events_patient ON audit_events (patient_id, recorded DESC, seq DESC)
+    WHERE patient_id IS NOT NULL;
+CREATE INDEX audit_events_recorded ON audit_events (recorded, seq);
+CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events
+BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;
+CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events
+BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;
