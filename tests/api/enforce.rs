@@ -35,10 +35,12 @@ async fn seed(app: &TestApp, id: &str, nhs: &str) {
             "identifier": [{"system": NHS_SYSTEM, "value": nhs}], "name": [{"family": id}]}))
         .await;
     admin
-        .upsert(&json!({"resourceType": "MedicationRequest", "id": format!("mr-{id}"),
+        .upsert(
+            &json!({"resourceType": "MedicationRequest", "id": format!("mr-{id}"),
             "status": "active", "intent": "order",
             "medicationCodeableConcept": {"text": "x"},
-            "subject": {"reference": format!("Patient/{id}")}}))
+            "subject": {"reference": format!("Patient/{id}")}}),
+        )
         .await;
 }
 
@@ -50,7 +52,9 @@ async fn a_denied_app_sees_nothing_of_the_patient(app: TestApp) {
     seed(&app, "den-p", &nhs_number(301)).await;
     seed(&app, "den-q", &nhs_number(302)).await;
     let me = app.bearer(&FIXTURE.patient_token("den-p", "patient/*.cruds"));
-    let r = me.post("/fhir/Consent", &deny_client("den-p", "app-x")).await;
+    let r = me
+        .post("/fhir/Consent", &deny_client("den-p", "app-x"))
+        .await;
     assert_eq!(r.status, 201, "{}", r.text());
     let consent = r.json();
     let x = app.bearer(&app_token("app-x"));
@@ -60,15 +64,26 @@ async fn a_denied_app_sees_nothing_of_the_patient(app: TestApp) {
     assert_eq!(x.get("/fhir/Patient/den-q").await.status, 200);
     let r = x.get("/fhir/MedicationRequest?_total=accurate").await;
     let ids = crate::helpers::entry_ids(&r.json());
-    assert!(ids.contains(&"MedicationRequest/mr-den-q".to_string()), "{ids:?}");
-    assert!(!ids.contains(&"MedicationRequest/mr-den-p".to_string()), "{ids:?}");
+    assert!(
+        ids.contains(&"MedicationRequest/mr-den-q".to_string()),
+        "{ids:?}"
+    );
+    assert!(
+        !ids.contains(&"MedicationRequest/mr-den-p".to_string()),
+        "{ids:?}"
+    );
     assert_eq!(y.get("/fhir/Patient/den-p").await.status, 200);
     // The patient's own app still sees their record.
     assert_eq!(me.get("/fhir/Patient/den-p").await.status, 200);
     // Withdrawn: the next request sees the data again.
     let mut w = consent.clone();
     w["status"] = json!("inactive");
-    let r = me.put(&format!("/fhir/Consent/{}", consent["id"].as_str().unwrap()), &w).await;
+    let r = me
+        .put(
+            &format!("/fhir/Consent/{}", consent["id"].as_str().unwrap()),
+            &w,
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(x.get("/fhir/Patient/den-p").await.status, 200);
 }
@@ -112,7 +127,10 @@ async fn withheld_labels_hide_from_the_patient(app: TestApp) {
     let r = me.get("/fhir/MedicationRequest?patient=lab-p").await;
     assert_eq!(r.json()["total"], 1, "{}", r.text());
     let sys = app.admin();
-    assert_eq!(sys.get("/fhir/MedicationRequest/mr-lab-r").await.status, 200);
+    assert_eq!(
+        sys.get("/fhir/MedicationRequest/mr-lab-r").await.status,
+        200
+    );
 }
 
 async fn a_proxy_acts_for_the_child(app: TestApp) {
@@ -121,7 +139,13 @@ async fn a_proxy_acts_for_the_child(app: TestApp) {
     seed(&app, "prx-child", &nhs_number(306)).await;
     seed(&app, "prx-other", &nhs_number(307)).await;
     let parent = app.bearer(&FIXTURE.nhs_token(&parent_nhs, "P9.Cp.Cd", "patient/*.rs"));
-    assert_eq!(parent.get("/fhir/MedicationRequest?patient=prx-child").await.status, 403);
+    assert_eq!(
+        parent
+            .get("/fhir/MedicationRequest?patient=prx-child")
+            .await
+            .status,
+        403
+    );
     let grant = privacy(
         "prx-child",
         json!({"type": "permit", "actor": [{"role": {"text": "parent"}, "reference": {"type": "RelatedPerson",
@@ -130,11 +154,25 @@ async fn a_proxy_acts_for_the_child(app: TestApp) {
     let r = app.admin().post("/fhir/Consent", &grant).await;
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(parent.get("/fhir/Patient/prx-child").await.status, 200);
-    let r = parent.get("/fhir/MedicationRequest?patient=prx-child").await;
+    let r = parent
+        .get("/fhir/MedicationRequest?patient=prx-child")
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["total"], 1);
-    assert_eq!(parent.get("/fhir/MedicationRequest?patient=prx-other").await.status, 403);
-    assert_eq!(parent.get("/fhir/MedicationRequest?patient=nobody").await.status, 403);
+    assert_eq!(
+        parent
+            .get("/fhir/MedicationRequest?patient=prx-other")
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        parent
+            .get("/fhir/MedicationRequest?patient=nobody")
+            .await
+            .status,
+        403
+    );
     assert_eq!(parent.get("/fhir/Patient/prx-other").await.status, 404);
 }
 
