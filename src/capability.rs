@@ -54,7 +54,11 @@ fn security(s: Security<'_>) -> Value {
                 configured issuer, or from this server's token endpoint: SMART Backend \
                 Services, client_credentials with a private_key_jwt client assertion). \
                 SMART v1 and v2 scopes; patient/ tokens see only their patient's \
-                compartment. Discovery: [base]/.well-known/smart-configuration.",
+                compartment (and those an active proxy Consent lets them act for), never \
+                resources labelled v3-Confidentiality R or V. Patients' data-sharing \
+                Consents (scope patient-privacy) are enforced for every caller, by \
+                client_id, ods_code and purpose_of_use. \
+                Discovery: [base]/.well-known/smart-configuration.",
         }),
     };
     if let Some(o) = out.as_object_mut() {

@@ -230,10 +230,11 @@ pub fn parse(consent: &Value) -> Result<Rule, String> {
     let ours = |c: &str| has(category, CATEGORY_SYSTEM, c);
     let kind = if has(scope, SCOPE_SYSTEM, "patient-privacy") {
         if !(has(category, ACT_CODE, "INFA")
+            || has(category, ACT_CODE, "IDSCL")
             || has(category, LOINC, "59284-0")
             || has(category, LOINC, "64292-6"))
         {
-            return Err("A patient-privacy Consent needs category v3-ActCode INFA (or LOINC 59284-0 / 64292-6)".into());
+            return Err("A patient-privacy Consent needs category v3-ActCode INFA or IDSCL (or LOINC 59284-0 / 64292-6)".into());
         }
         match proxy_of(consent)? {
             Some(nhs) => Kind::Proxy { proxy_nhs: nhs },
@@ -517,17 +518,37 @@ impl Node {
         self.decide(s, patient, now_ms) == Some(false)
     }
 
-    /// Every actor and purpose named anywhere, and whether some provision
-    /// applies to every caller (no actor, no purpose): the index keys.
+    /// The index keys under which this tree can deny anyone: for every
+    /// deny provision, the actors (else the purposes) some provision on its
+    /// path names (a provision applies only where its ancestors do), or
+    /// `open` when nothing on the path narrows it. A tree with no deny
+    /// provision has no keys: it never denies.
     pub fn keys(&self, actors: &mut Vec<Actor>, purposes: &mut Vec<String>, open: &mut bool) {
-        if self.actors.is_empty() && self.purposes.is_empty() {
-            *open = true;
+        fn walk<'n>(
+            n: &'n Node,
+            path_actors: Option<&'n [Actor]>,
+            path_purposes: Option<&'n [String]>,
+            out: (&mut Vec<Actor>, &mut Vec<String>, &mut bool),
+        ) {
+            let pa = path_actors.or((!n.actors.is_empty()).then_some(&n.actors[..]));
+            let pp = path_purposes.or((!n.purposes.is_empty()).then_some(&n.purposes[..]));
+            let (actors, purposes, open) = out;
+            if !n.permit {
+                match (pa, pp) {
+                    (Some(a), _) => actors.extend(a.iter().cloned()),
+                    (None, Some(p)) => purposes.extend(p.iter().cloned()),
+                    (None, None) => *open = true,
+                }
+            }
+            for c in &n.children {
+                walk(c, pa, pp, (&mut *actors, &mut *purposes, &mut *open));
+            }
         }
-        actors.extend(self.actors.iter().cloned());
-        purposes.extend(self.purposes.iter().cloned());
-        for c in &self.children {
-            c.keys(actors, purposes, open);
-        }
+        walk(self, None, None, (actors, purposes, open));
+        actors.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        actors.dedup();
+        purposes.sort();
+        purposes.dedup();
     }
 
     /// The period boundaries after `now_ms` (when a cached decision expires).

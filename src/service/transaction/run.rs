@@ -785,6 +785,7 @@ fn run_one(
                     },
                 )?;
             gate(&state.validation, *ty, &value)?;
+            crate::service::consent::check(*ty, &value)?;
             if !ctx.permits(*ty, Action::Update, id.as_str(), &value) {
                 return Err(outside(*ty, "update"));
             }
