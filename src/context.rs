@@ -113,6 +113,11 @@ impl RequestContext {
         self.policy.permits(self, ty, action, id, content)
     }
 
+    /// Whether a confined caller's PUT to an absent id may create it.
+    pub fn may_create_by_id(&self, ty: ResourceType) -> bool {
+        self.policy.may_create_by_id(self, ty)
+    }
+
     /// Whether the caller may `action` only part of `ty`.
     pub fn confined(&self, ty: ResourceType, action: Action) -> bool {
         self.policy.confined(self, ty, action)

@@ -111,6 +111,13 @@ pub trait Policy: Send + Sync {
     fn confined(&self, _ctx: &RequestContext, _ty: ResourceType, _action: Action) -> bool {
         false
     }
+    /// Whether a confined caller's PUT to an id that does not exist may
+    /// create it: true when its confinement comes only from patients'
+    /// Consents (its scopes reach every `ty`), so a GP system one patient
+    /// has opted out of still pushes new records by id.
+    fn may_create_by_id(&self, _ctx: &RequestContext, _ty: ResourceType) -> bool {
+        false
+    }
     /// True when this policy restricts nothing for `ctx` (lets callers skip work).
     fn unrestricted(&self, _ctx: &RequestContext) -> bool {
         false

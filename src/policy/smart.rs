@@ -474,6 +474,17 @@ impl Policy for SmartPolicy {
         }
     }
 
+    fn may_create_by_id(&self, ctx: &RequestContext, ty: ResourceType) -> bool {
+        match caller(ctx) {
+            Ok(None) => true,
+            Err(()) => false,
+            Ok(Some(c)) => matches!(
+                self.visible_by_scopes(c, ty, &[Action::Update]),
+                Visible::All
+            ),
+        }
+    }
+
     fn confined(&self, ctx: &RequestContext, ty: ResourceType, action: Action) -> bool {
         match caller(ctx) {
             Ok(None) => false,

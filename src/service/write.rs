@@ -218,14 +218,19 @@ impl Service {
         // someone else wrote in between).
         for _ in 0..3 {
             let precondition = if confined {
-                let Within::Inside(current) =
-                    self.current_within(ctx, ty, &id, Action::Update).await?
-                else {
-                    return Err(forbidden_update(ty, &id));
-                };
-                match precondition {
-                    Precondition::None => (Precondition::VersionIs(current.version), true),
-                    p => (p, false),
+                match self.current_within(ctx, ty, &id, Action::Update).await? {
+                    Within::Inside(current) => match precondition {
+                        Precondition::None => (Precondition::VersionIs(current.version), true),
+                        p => (p, false),
+                    },
+                    // Created only if it still does not exist when written.
+                    Within::Absent
+                        if ctx.may_create_by_id(ty)
+                            && matches!(precondition, Precondition::None) =>
+                    {
+                        (Precondition::MustNotExist, true)
+                    }
+                    _ => return Err(forbidden_update(ty, &id)),
                 }
             } else {
                 (precondition, false)
@@ -243,6 +248,12 @@ impl Service {
                 .await;
             match out {
                 Err(StorageError::VersionConflict { .. }) if precondition.1 => continue,
+                // Created by someone else since the check: decide again.
+                Err(StorageError::PreconditionFailed(_))
+                    if precondition.1 && matches!(precondition.0, Precondition::MustNotExist) =>
+                {
+                    continue
+                }
                 out => {
                     let out = out?;
                     return Ok(Written {

@@ -97,7 +97,9 @@ async fn one_active_per_kind(app: TestApp) {
         let token = me.token.clone();
         let base = app.base.clone();
         handles.push(actix_rt::spawn(async move {
-            awc::Client::default()
+            awc::Client::builder()
+                .timeout(std::time::Duration::from_secs(120))
+                .finish()
                 .post(format!("{base}/fhir/Consent"))
                 .insert_header(("Authorization", format!("Bearer {token}")))
                 .insert_header(("Content-Type", "application/fhir+json"))

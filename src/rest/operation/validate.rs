@@ -118,8 +118,17 @@ fn validate_value(
         .at("resourceType")]);
     }
     let extra: Vec<&str> = profile.into_iter().collect();
+    // What a write would also refuse: a Consent the server cannot enforce.
+    let enforceable = crate::service::consent::check(ty, resource)
+        .err()
+        .map(|e| e.issues())
+        .unwrap_or_default();
     match service.validation().validate(ty, resource, &extra) {
-        Some(report) => Ok(to_oo(&report.issues)),
+        Some(report) => {
+            let mut issues = to_oo(&report.issues);
+            issues.extend(enforceable);
+            Ok(issues)
+        }
         None => {
             let mut issues = to_oo(&fhir_structure::check::check_resource(resource));
             issues.push(OoIssue {

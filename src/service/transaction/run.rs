@@ -555,8 +555,12 @@ fn check_contents(
                 ..
             } => {
                 if ctx.confined(*ty, Action::Update) {
-                    // Absent, deleted or hidden alike: a confined PUT never creates.
-                    let ok = current_permits(tx, ctx, *ty, id, Action::Update)? == Some(true);
+                    // Absent, deleted or hidden alike: a confined PUT never
+                    // creates, unless only Consents confine the caller.
+                    let ok = match current_permits(tx, ctx, *ty, id, Action::Update)? {
+                        Some(ok) => ok,
+                        None => ctx.may_create_by_id(*ty),
+                    };
                     if !ok {
                         return Err(at_entry(idx, forbidden_update(*ty, id)));
                     }
