@@ -170,12 +170,24 @@ pub fn build(r: Request<'_>) -> Vec<AuditRecord> {
         client_agent["network"] = json!({"address": peer, "type": "2"});
     }
     agents.push(client_agent);
-    if let Some(who) = &who {
+    let nhs = match r.principal {
+        Principal::Caller(c) => c.nhs_number.clone(),
+        _ => None,
+    };
+    if who.is_some() || nhs.is_some() {
+        let mut w = json!({});
+        if let Some(who) = &who {
+            w["reference"] = json!(who);
+        }
+        if let Some(n) = &nhs {
+            // The person acting (a proxy acts under their own NHS number).
+            w["identifier"] = json!({"system": "https://fhir.nhs.uk/Id/nhs-number", "value": n});
+        }
         agents.push(json!({
             "type": {"coding": [{
                 "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
                 "code": "IRCP", "display": "information recipient"}]},
-            "who": {"reference": who},
+            "who": w,
             "requestor": true,
         }));
     }
