@@ -233,6 +233,18 @@ impl SmartPolicy {
     }
 
     fn visible_by_scopes(&self, caller: &Caller, ty: ResourceType, actions: &[Action]) -> Visible {
+        self.visible_scoped(caller, ty, actions, true)
+    }
+
+    /// [`Self::visible_by_scopes`]; `labels: false` leaves out the withheld
+    /// labels test (for a resource known to carry none of them).
+    fn visible_scoped(
+        &self,
+        caller: &Caller,
+        ty: ResourceType,
+        actions: &[Action],
+        labels: bool,
+    ) -> Visible {
         let mut alternatives = Vec::new();
         for g in &caller.scopes.grants {
             if !g.covers(ty) || !actions.iter().any(|a| g.perms.has(*a)) {
@@ -265,7 +277,7 @@ impl SmartPolicy {
                     }
                 }
                 // Withheld from online (patient-facing) access.
-                if let Some(p) = self.unlabelled(ty) {
+                if let Some(p) = self.unlabelled(ty).filter(|_| labels) {
                     parts.push(p);
                 }
             }
@@ -404,7 +416,14 @@ impl Policy for SmartPolicy {
             }
             parsed.get_or_init(parse).clone()
         };
-        let mut ok = match self.visible_by_scopes(c, r.resource_type, &READ) {
+        // A resource whose text names none of the withheld labels' systems
+        // carries none of them: the labels test needs no parse.
+        let labels = r.content.as_deref().is_some_and(|t| {
+            self.withheld
+                .iter()
+                .any(|(sys, _)| t.contains(sys.as_str()))
+        });
+        let mut ok = match self.visible_scoped(c, r.resource_type, &READ, labels) {
             Visible::All => true,
             Visible::Nothing => false,
             // Parsed only if a test needs the content (the patient's own

@@ -199,8 +199,30 @@ pub(crate) fn restrict(ctx: &RequestContext, query: &mut crate::search::types::S
         Restriction::Everything => query.predicates.push(nothing()),
         // A query that already asks for no more than the restriction allows
         // (`MedicationRequest?patient=X` by X's own token) runs unchanged.
-        Restriction::Where(p) if implied(&query.predicates, &p) => {}
-        Restriction::Where(p) => query.predicates.push(p),
+        Restriction::Where(p) => {
+            // Each ANDed part on its own: the parts the query already
+            // satisfies are skipped (a patient's compartment), the rest
+            // (withheld labels, Consent denials) are tested per candidate.
+            let mut parts = Vec::new();
+            flatten_all(p, &mut parts);
+            for p in parts {
+                if !implied(&query.predicates, &p) {
+                    query.predicates.push(p);
+                }
+            }
+        }
+    }
+}
+
+/// The conjuncts of `p` (nested `AllOf`s opened).
+fn flatten_all(p: crate::search::types::Predicate, out: &mut Vec<crate::search::types::Predicate>) {
+    match p {
+        crate::search::types::Predicate::AllOf(parts) => {
+            for q in parts {
+                flatten_all(q, out);
+            }
+        }
+        p => out.push(p),
     }
 }
 
