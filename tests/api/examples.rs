@@ -116,7 +116,11 @@ async fn hl7_examples_round_trip(app: TestApp) {
         }
         if UNENFORCEABLE.contains(&name.as_str()) {
             assert_eq!(put.status, 422, "{name}: {}", put.text());
-            assert!(put.text().contains("cannot be enforced"), "{name}: {}", put.text());
+            assert!(
+                put.text().contains("cannot be enforced"),
+                "{name}: {}",
+                put.text()
+            );
             refused.push(name.clone());
             continue;
         }
