@@ -50,20 +50,7 @@ pub async fn search_post(fhir: Fhir, body: web::Bytes) -> ApiResult {
     let req = &fhir.req;
     label(req, "search-type", Some(TY));
     super::super::strict::preconditions(req, "search", &[])?;
-    let ct = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !body.is_empty() && !ct.starts_with("application/x-www-form-urlencoded") {
-        return Err(ApiError::UnsupportedMediaType(
-            "POST _search takes an application/x-www-form-urlencoded body".into(),
-        ));
-    }
-    let mut pairs = query_pairs(req.query_string())?;
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::bad_request("invalid", "The form body is not UTF-8"))?;
-    pairs.extend(query_pairs(text)?);
+    let pairs = super::search::form_pairs(req, &body)?;
     run(&fhir, pairs, true).await
 }
 
@@ -72,48 +59,18 @@ async fn run(fhir: &Fhir, pairs: Vec<(String, String)>, opaque: bool) -> ApiResu
     let paging = fhir.settings().search.clone();
     let search = parse_search(&pairs, paging.default_count, paging.max_count)?;
     let base = fhir.base();
-    let mut paged: Vec<(String, String)> = search
-        .applied
-        .iter()
-        .filter(|(k, _)| k != "_count")
-        .cloned()
-        .collect();
-    paged.push(("_count".into(), search.page.count.to_string()));
+    let paged = super::search::paged_pairs(&search.applied, search.page.count);
     if let Some(t) = fhir.ctx.audit_trail() {
         t.set_query(serde_urlencoded::to_string(&search.applied).unwrap_or_default());
     }
     let page = fhir.service.audit_search(&fhir.ctx, search.clone()).await?;
     let mut relations = vec![("self", search.applied.clone())];
     if let Some(next) = page.next {
-        let mut p = paged.clone();
+        let mut p = paged;
         p.push(("_cursor".into(), format!("{}.{}", next.recorded, next.seq)));
         relations.push(("next", p));
     }
-    let links: Vec<Value> = if opaque {
-        let params = relations
-            .iter()
-            .map(|(_, p)| serde_urlencoded::to_string(p).unwrap_or_default())
-            .collect();
-        let tokens = fhir.service.put_pages(&fhir.ctx, TY, params).await?;
-        relations
-            .iter()
-            .zip(tokens)
-            .map(|((rel, _), token)| json!({"relation": rel, "url": format!("{base}/{TY}?_page={token}")}))
-            .collect()
-    } else {
-        relations
-            .iter()
-            .map(|(rel, p)| {
-                let q = serde_urlencoded::to_string(p).unwrap_or_default();
-                let url = if q.is_empty() {
-                    format!("{base}/{TY}")
-                } else {
-                    format!("{base}/{TY}?{q}")
-                };
-                json!({"relation": rel, "url": url})
-            })
-            .collect()
-    };
+    let links = super::search::page_links(fhir, TY, TY.as_str(), &relations, opaque).await?;
     let mut entries = Vec::with_capacity(page.events.len());
     for e in &page.events {
         let resource: Value =

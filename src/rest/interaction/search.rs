@@ -85,6 +85,17 @@ pub async fn search_post(fhir: Fhir, body: web::Bytes, ty: TypeParam) -> ApiResu
     let req = &fhir.req;
     label(req, "search-type", Some(ty));
     strict::preconditions(req, "search", &[])?;
+    let pairs = form_pairs(req, &body)?;
+    // The body's parameters stay out of URLs: page links are opaque tokens.
+    run_search(&fhir, ty, pairs, None, true).await
+}
+
+/// The parameters of a `POST …/_search`: the URL's, then the
+/// `application/x-www-form-urlencoded` body's.
+pub(super) fn form_pairs(
+    req: &actix_web::HttpRequest,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, ApiError> {
     let ct = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -96,11 +107,51 @@ pub async fn search_post(fhir: Fhir, body: web::Bytes, ty: TypeParam) -> ApiResu
         ));
     }
     let mut pairs = query_pairs(req.query_string())?;
-    let text = std::str::from_utf8(&body)
+    let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::bad_request("invalid", "The form body is not UTF-8"))?;
     pairs.extend(query_pairs(text)?);
-    // The body's parameters stay out of URLs: page links are opaque tokens.
-    run_search(&fhir, ty, pairs, None, true).await
+    Ok(pairs)
+}
+
+/// `applied` with `_count` set to `count`: the parameters of paging links.
+pub(super) fn paged_pairs(applied: &[(String, String)], count: usize) -> Vec<(String, String)> {
+    let mut paged: Vec<(String, String)> = applied
+        .iter()
+        .filter(|(k, _)| k != "_count")
+        .cloned()
+        .collect();
+    paged.push(("_count".into(), count.to_string()));
+    paged
+}
+
+/// `Bundle.link` for `relations`: URLs under `path` with their parameters,
+/// or (`opaque`) `[type]?_page=TOKEN` with the parameters kept server-side.
+pub(super) async fn page_links(
+    fhir: &Fhir,
+    ty: ResourceType,
+    path: &str,
+    relations: &[(&str, Vec<(String, String)>)],
+    opaque: bool,
+) -> Result<Vec<Value>, ApiError> {
+    let base = fhir.base();
+    if !opaque {
+        return Ok(relations
+            .iter()
+            .map(|(rel, p)| json!({"relation": rel, "url": link(&base, path, p)}))
+            .collect());
+    }
+    let params = relations
+        .iter()
+        .map(|(_, p)| serde_urlencoded::to_string(p).unwrap_or_default())
+        .collect();
+    let tokens = fhir.service.put_pages(&fhir.ctx, ty, params).await?;
+    Ok(relations
+        .iter()
+        .zip(tokens)
+        .map(|((rel, _), token)| {
+            json!({"relation": rel, "url": format!("{base}/{ty}?{PAGE_PARAM}={token}")})
+        })
+        .collect())
 }
 
 /// `GET [base]/Patient/[id]/[type]`: a search of `type` restricted to the
@@ -178,12 +229,7 @@ async fn run_search(
     if let Some(trail) = fhir.ctx.audit_trail() {
         trail.set_query(serde_urlencoded::to_string(&applied).unwrap_or_default());
     }
-    let mut paged: Vec<(String, String)> = applied
-        .iter()
-        .filter(|(k, _)| k != "_count")
-        .cloned()
-        .collect();
-    paged.push(("_count".into(), query.count.to_string()));
+    let paged = paged_pairs(&applied, query.count);
     let with_cursor = |c: &crate::search::types::Cursor| {
         let mut p = paged.clone();
         p.push(("_cursor".into(), search_parse::encode_cursor(c)));
@@ -203,25 +249,7 @@ async fn run_search(
     if let Some(next) = &page.next {
         relations.push(("next", with_cursor(next)));
     }
-    let links: Vec<Value> = if opaque_links {
-        let params = relations
-            .iter()
-            .map(|(_, p)| serde_urlencoded::to_string(p).unwrap_or_default())
-            .collect();
-        let tokens = fhir.service.put_pages(&fhir.ctx, ty, params).await?;
-        relations
-            .iter()
-            .zip(tokens)
-            .map(|((rel, _), token)| {
-                json!({"relation": rel, "url": format!("{base}/{ty}?{PAGE_PARAM}={token}")})
-            })
-            .collect()
-    } else {
-        relations
-            .iter()
-            .map(|(rel, p)| json!({"relation": rel, "url": link(&base, &path, p)}))
-            .collect()
-    };
+    let links = page_links(fhir, ty, &path, &relations, opaque_links).await?;
 
     let shape = Shape { summary, elements };
     // Plain JSON with every element: the stored text of each resource goes
