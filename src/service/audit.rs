@@ -120,24 +120,25 @@ pub fn parse_search(
                 }
             }
             "date" => {
-                let (cmp, rest) = match v.get(..2) {
-                    Some("ge") => (Some(Cmp::Ge), &v[2..]),
-                    Some("gt") => (Some(Cmp::Gt), &v[2..]),
-                    Some("le") => (Some(Cmp::Le), &v[2..]),
-                    Some("lt") => (Some(Cmp::Lt), &v[2..]),
-                    Some("eq") => (None, &v[2..]),
-                    _ => (None, v.as_str()),
-                };
-                let (lo, hi) = fhir_structure::primitive::parse_date_range(rest)
-                    .ok_or_else(|| bad(k, format!("'{rest}' is not a FHIR date")))?;
-                match cmp {
-                    Some(Cmp::Ge) => filter.dates.push((Cmp::Ge, lo)),
-                    Some(Cmp::Gt) => filter.dates.push((Cmp::Ge, hi)),
-                    Some(Cmp::Le) => filter.dates.push((Cmp::Lt, hi)),
-                    Some(Cmp::Lt) => filter.dates.push((Cmp::Lt, lo)),
-                    None => {
+                use crate::search::types::Prefix;
+                // The prefixes and date forms of every other date search.
+                let d = crate::search::parse::parse_date_value(k, v)
+                    .map_err(super::search::search_error)?;
+                let (lo, hi) = (d.range.lo, d.range.hi);
+                match d.prefix {
+                    Prefix::Ge => filter.dates.push((Cmp::Ge, lo)),
+                    Prefix::Gt => filter.dates.push((Cmp::Ge, hi)),
+                    Prefix::Le => filter.dates.push((Cmp::Lt, hi)),
+                    Prefix::Lt => filter.dates.push((Cmp::Lt, lo)),
+                    Prefix::Eq => {
                         filter.dates.push((Cmp::Ge, lo));
                         filter.dates.push((Cmp::Lt, hi));
+                    }
+                    _ => {
+                        return Err(bad(
+                            k,
+                            "AuditEvent date takes the prefixes eq, ge, gt, le and lt",
+                        ))
                     }
                 }
             }
