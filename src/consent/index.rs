@@ -145,6 +145,15 @@ impl ConsentIndex {
         self.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
+    /// Applies a stored Consent version (a deletion marker removes it).
+    pub fn apply_stored(&self, s: &crate::model::StoredResource) {
+        let content = s
+            .content
+            .as_deref()
+            .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok());
+        self.apply(s.id.as_str(), s.version, content.as_ref());
+    }
+
     /// How many rules are in force (metrics, tests).
     pub fn len(&self) -> usize {
         self.inner.read().map(|i| i.rules.len()).unwrap_or(0)

@@ -28,6 +28,10 @@ pub(crate) fn check(ty: ResourceType, value: &Value) -> ServiceResult<()> {
     })
 }
 
+fn content_of(s: &StoredResource) -> Option<Value> {
+    serde_json::from_str(s.content.as_deref()?).ok()
+}
+
 /// The Consent versions a transaction changed, applied to the index after
 /// it commits.
 #[derive(Default, Clone)]
@@ -46,11 +50,7 @@ impl Changes {
             .filter(|s| s.resource_type == ResourceType::Consent)
             .chain(extra.iter())
         {
-            let content = s
-                .content
-                .as_deref()
-                .and_then(|c| serde_json::from_str::<Value>(c).ok());
-            index.apply(s.id.as_str(), s.version, content.as_ref());
+            index.apply_stored(s);
         }
     }
 }
@@ -70,11 +70,7 @@ pub(crate) fn supersede(
         if s.resource_type != ResourceType::Consent {
             continue;
         }
-        let Some(v) = s
-            .content
-            .as_deref()
-            .and_then(|c| serde_json::from_str::<Value>(c).ok())
-        else {
+        let Some(v) = content_of(s) else {
             continue;
         };
         let Ok(r) = rule::parse(&v) else { continue };
@@ -119,11 +115,7 @@ pub(crate) fn supersede(
             if old.id.as_str() == keep {
                 continue;
             }
-            let Some(mut v) = old
-                .content
-                .as_deref()
-                .and_then(|c| serde_json::from_str::<Value>(c).ok())
-            else {
+            let Some(mut v) = content_of(&old) else {
                 continue;
             };
             let same = rule::parse(&v).is_ok_and(|r| r.active && r.kind.key() == *key);
@@ -173,11 +165,7 @@ pub async fn load(service: &super::Service, index: &ConsentIndex) -> anyhow::Res
     loop {
         let page = searcher.search(&ctx, &q).await?;
         for s in &page.resources {
-            let v = s
-                .content
-                .as_deref()
-                .and_then(|c| serde_json::from_str::<Value>(c).ok());
-            index.apply(s.id.as_str(), s.version, v.as_ref());
+            index.apply_stored(s);
             n += 1;
         }
         match page.next {
@@ -232,12 +220,8 @@ pub async fn refresh(
             None => break,
         }
     }
-    for (id, s) in latest {
-        let v = s
-            .content
-            .as_deref()
-            .and_then(|c| serde_json::from_str::<Value>(c).ok());
-        index.apply(&id, s.version, v.as_ref());
+    for s in latest.values() {
+        index.apply_stored(s);
     }
     Ok(newest)
 }
