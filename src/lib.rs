@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod consent;
 pub mod context;
+pub mod demo;
 pub mod import;
 pub mod jobs;
 pub mod metrics;

@@ -154,6 +154,12 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// A demo practice to try the booking, repeat-prescription and triage
+    /// journeys with curl (see README, "Try the journeys").
+    Demo {
+        #[command(subcommand)]
+        command: DemoCommand,
+    },
     /// Manage the FHIR package cache.
     Packages {
         #[command(subcommand)]
@@ -167,6 +173,39 @@ enum PackagesCommand {
     Install {
         #[command(flatten)]
         common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+enum DemoCommand {
+    /// Seed the demo practice "Demo Surgery" (ODS A81001) into the database:
+    /// three clinicians, two weeks of free slots, two patients with repeat
+    /// authorisations, the triage questionnaire. Re-running adds only what is
+    /// missing (a later day's slots). With access control on, prints demo
+    /// bearer tokens (demo credentials, valid 12 h).
+    Seed {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print one demo bearer token (demo credentials) signed with the
+    /// server's own key, for the issuer and audience the server expects.
+    #[command(group(clap::ArgGroup::new("who").required(true)))]
+    Token {
+        #[command(flatten)]
+        common: Common,
+        /// A patient/*.* token for this Patient (its NHS number included).
+        #[arg(long, value_name = "ID", group = "who")]
+        patient: Option<String>,
+        /// A user/*.* token whose fhirUser is Practitioner/ID.
+        #[arg(long, value_name = "ID", group = "who")]
+        clinician: Option<String>,
+        /// A system/*.* token.
+        #[arg(long, group = "who")]
+        system: bool,
+        /// Lifetime in hours (1 to 24).
+        #[arg(long, default_value_t = fhirbridge::demo::DEFAULT_TOKEN_HOURS,
+              value_parser = clap::value_parser!(u32).range(1..=fhirbridge::demo::MAX_TOKEN_HOURS as i64))]
+        hours: u32,
     },
 }
 
@@ -407,6 +446,77 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ),
                 None => println!("there was no key before"),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            command: DemoCommand::Seed { common },
+        } => {
+            let settings = load(&common, None)?;
+            fhirbridge::telemetry::init("warn", &settings.telemetry.log_format);
+            let summary = actix_web::rt::System::new()
+                .block_on(fhirbridge::demo::seed(&settings, chrono::Utc::now()))?;
+            print!("{}", fhirbridge::demo::render_summary(&settings, &summary));
+            let mode = settings.auth.effective_mode(&settings.server.listen);
+            if mode == fhirbridge::auth::AuthMode::Required {
+                let keys = fhirbridge::demo::server_keys(&settings)?;
+                print!("{}", fhirbridge::demo::render_tokens(&settings, &keys)?);
+            } else {
+                println!(
+                    "Access control is off for a server with these settings (auth.mode \"off\", \
+                     the default on a loopback address): no tokens are needed, and every \
+                     request acts as staff. Set auth.mode = \"required\" to get demo tokens \
+                     and the patient-facing rules."
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            command:
+                DemoCommand::Token {
+                    common,
+                    patient,
+                    clinician,
+                    system,
+                    hours,
+                },
+        } => {
+            let settings = load(&common, None)?;
+            fhirbridge::telemetry::init("warn", &settings.telemetry.log_format);
+            use fhirbridge::demo::Subject;
+            let who = match (patient, clinician, system) {
+                (Some(id), _, _) => {
+                    let nhs_number = actix_web::rt::System::new()
+                        .block_on(fhirbridge::demo::patient_nhs_number(&settings, &id))?;
+                    Subject::Patient { id, nhs_number }
+                }
+                (None, Some(id), _) => {
+                    let found = actix_web::rt::System::new()
+                        .block_on(fhirbridge::demo::practitioner_exists(&settings, &id))?;
+                    if !found {
+                        eprintln!(
+                            "fhirbridge demo token: there is no Practitioner/{id} here \
+                             (run `fhirbridge demo seed`?)"
+                        );
+                        return Ok(ExitCode::from(2));
+                    }
+                    Subject::Clinician(id)
+                }
+                (None, None, true) => Subject::System,
+                (None, None, false) => unreachable!("clap requires one of them"),
+            };
+            let keys = fhirbridge::demo::server_keys(&settings)?;
+            if settings.auth.effective_mode(&settings.server.listen)
+                == fhirbridge::auth::AuthMode::Off
+            {
+                eprintln!(
+                    "note: access control is off for a server with these settings; it \
+                     ignores tokens (set auth.mode = \"required\")"
+                );
+            }
+            println!(
+                "{}",
+                fhirbridge::demo::sign_token(&settings, &keys, &who, hours)?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Packages {
