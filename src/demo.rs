@@ -314,6 +314,18 @@ fn date(d: NaiveDate) -> String {
     d.format("%Y-%m-%d").to_string()
 }
 
+/// `text`: generated narrative (`dom-6` wants one on every resource).
+fn narrative(text: &str) -> Value {
+    let escaped = text
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    json!({
+        "status": "generated",
+        "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{escaped}</div>"),
+    })
+}
+
 fn channel_extension(code: &str) -> Value {
     json!({
         "url": DELIVERY_CHANNEL_URL,
@@ -336,6 +348,7 @@ fn organization() -> Value {
     json!({
         "resourceType": "Organization",
         "id": PRACTICE_ID,
+        "text": narrative("Demo Surgery (ODS A81001), a demo GP practice, with its online booking rules"),
         "extension": [{
             "url": BOOKING_RULES_URL,
             "extension": [
@@ -368,6 +381,7 @@ fn location() -> Value {
     json!({
         "resourceType": "Location",
         "id": LOCATION_ID,
+        "text": narrative("Demo Surgery, Main Site"),
         "status": "active",
         "name": "Demo Surgery, Main Site",
         "mode": "instance",
@@ -381,6 +395,7 @@ fn practitioner(c: &Clinician) -> Value {
     json!({
         "resourceType": "Practitioner",
         "id": c.id,
+        "text": narrative(&format!("{} {} {}", c.prefix, c.given, c.family)),
         "identifier": [{"system": SDS_USER_ID_SYSTEM, "value": c.sds_user_id}],
         "active": true,
         "name": [{"use": "official", "family": c.family, "given": [c.given], "prefix": [c.prefix]}],
@@ -396,6 +411,7 @@ fn schedule(c: &Clinician) -> Value {
     json!({
         "resourceType": "Schedule",
         "id": c.schedule,
+        "text": narrative(&format!("Appointments with {} {} {} at Demo Surgery", c.prefix, c.given, c.family)),
         "active": true,
         "serviceType": services,
         "actor": [
@@ -410,6 +426,7 @@ fn slot(c: &Clinician, start: DateTime<Utc>) -> Value {
     json!({
         "resourceType": "Slot",
         "id": slot_id(c.schedule, start),
+        "text": narrative(&format!("{}, {} {}, {} {}", service_at(c, start).display(), c.prefix, c.family, start.format("%Y-%m-%d %H:%M UTC"), delivery_channel(start))),
         "extension": [channel_extension(delivery_channel(start))],
         "serviceType": [service_at(c, start).concept()],
         "schedule": {"reference": format!("Schedule/{}", c.schedule)},
@@ -423,6 +440,7 @@ fn patient(p: &DemoPatient) -> Value {
     json!({
         "resourceType": "Patient",
         "id": p.id,
+        "text": narrative(&format!("{} {}, {}, born {}, NHS number {} (demo patient)", p.given, p.family, p.gender, p.birth_date, p.nhs_number)),
         "meta": {"profile": ["https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient"]},
         "identifier": [{"system": NHS_NUMBER_SYSTEM, "value": p.nhs_number}],
         "name": [{"use": "official", "family": p.family, "given": [p.given]}],
@@ -458,6 +476,7 @@ fn plan(p: &DemoPatient, plan: &Plan, now: DateTime<Utc>) -> Value {
     json!({
         "resourceType": "MedicationRequest",
         "id": plan.id,
+        "text": narrative(&format!("Repeat authorisation: {}. {}. {} of {} issues used", plan.medication, plan.dosage, plan.issued, plan.allowed)),
         "meta": {"profile": ["https://fhir.hl7.org.uk/StructureDefinition/UKCore-MedicationRequest"]},
         "extension": [
             {"url": REPEAT_INFORMATION_URL, "extension": [
@@ -484,6 +503,7 @@ fn order(p: &DemoPatient, plan: &Plan, id: &str, now: DateTime<Utc>) -> Value {
     json!({
         "resourceType": "MedicationRequest",
         "id": id,
+        "text": narrative(&format!("Issued prescription: {}. {}", plan.medication, plan.dosage)),
         "meta": {"profile": ["https://fhir.hl7.org.uk/StructureDefinition/UKCore-MedicationRequest"]},
         "status": "completed",
         "intent": "order",
@@ -503,6 +523,10 @@ fn questionnaire() -> anyhow::Result<Value> {
     let mut q: Value = serde_json::from_str(TRIAGE_QUESTIONNAIRE)
         .context("fixtures/triage/questionnaire-triage.json is not JSON")?;
     q["id"] = json!(TRIAGE_QUESTIONNAIRE_ID);
+    if q.get("text").is_none() {
+        let title = q["title"].as_str().unwrap_or("GP triage").to_owned();
+        q["text"] = narrative(&format!("Triage questionnaire: {title}"));
+    }
     Ok(q)
 }
 

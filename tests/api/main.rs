@@ -13,6 +13,7 @@ mod cli;
 mod concurrency;
 mod consent;
 mod crud;
+mod demo;
 mod durability;
 mod enforce;
 mod errors;
