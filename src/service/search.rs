@@ -151,9 +151,20 @@ impl Service {
     ) -> ServiceResult<SearchOutput> {
         self.require(input.ty, Interaction::SearchType)?;
         ctx.authorize(input.ty, crate::policy::Action::Search)?;
+        // A patient's free-slot search is bounded (GP Connect's window) and
+        // never shows past slots.
+        let mut bounded;
+        let mut pairs = input.pairs;
+        if input.ty == ResourceType::Slot
+            && super::workflows::Actor::of(ctx) == super::workflows::Actor::Patient
+        {
+            bounded = input.pairs.to_vec();
+            super::booking::free_slot_search(&mut bounded)?;
+            pairs = &bounded;
+        }
         let mut parsed = search_parse::parse(
             input.ty,
-            input.pairs,
+            pairs,
             Options {
                 lenient: input.lenient,
                 paging: self.paging(),

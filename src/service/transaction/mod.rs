@@ -75,6 +75,7 @@ pub(super) fn at_entry(index: usize, e: ServiceError) -> ServiceError {
         ServiceError::Gone(m) => ServiceError::Gone(format!("{prefix}: {m}")),
         ServiceError::Forbidden(m) => ServiceError::Forbidden(format!("{prefix}: {m}")),
         ServiceError::Conflict(m) => ServiceError::Conflict(format!("{prefix}: {m}")),
+        ServiceError::Duplicate(m) => ServiceError::Duplicate(format!("{prefix}: {m}")),
         ServiceError::PreconditionFailed(m) => {
             ServiceError::PreconditionFailed(format!("{prefix}: {m}"))
         }
@@ -112,6 +113,7 @@ fn combine_entry_errors(mut errors: Vec<ServiceError>) -> ServiceError {
             code: "too-costly",
             diagnostics: format!("{rest} further issues are not listed"),
             expression: None,
+            details: None,
         });
     }
     let failing = errors.len() + 1;
@@ -120,6 +122,7 @@ fn combine_entry_errors(mut errors: Vec<ServiceError>) -> ServiceError {
         code: "informational",
         diagnostics: format!("{failing} entries of the transaction failed; nothing was written"),
         expression: None,
+        details: None,
     });
     match first {
         ServiceError::Unprocessable(_) => ServiceError::Unprocessable(issues),
@@ -500,6 +503,7 @@ fn strip_entry_prefix(e: ServiceError) -> ServiceError {
         ServiceError::NotFound(m) => ServiceError::NotFound(strip(m)),
         ServiceError::PreconditionFailed(m) => ServiceError::PreconditionFailed(strip(m)),
         ServiceError::Conflict(m) => ServiceError::Conflict(strip(m)),
+        ServiceError::Duplicate(m) => ServiceError::Duplicate(strip(m)),
         ServiceError::Gone(m) => ServiceError::Gone(strip(m)),
         other => other,
     }
