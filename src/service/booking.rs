@@ -22,6 +22,7 @@ use super::workflows::{
 };
 use super::{ServiceError, ServiceResult};
 use crate::model::ResourceType;
+use crate::search::types::SearchQuery;
 use crate::storage::{StoredResource, TxOps};
 use crate::workflow::fhir::{self, extensions, instant_at, ref_id, ref_ids};
 use crate::workflow::practice::{self, Rules};
@@ -420,35 +421,55 @@ pub(crate) fn slot(tx: &mut dyn TxOps, change: Change<'_>) -> ServiceResult<()> 
     Ok(())
 }
 
-/// A patient's free-slot search: `start` bounded on both sides at most
-/// [`MAX_SEARCH_DAYS`] apart, and never a slot in the past (the pairs gain
-/// `start=ge{now}`).
-pub(crate) fn free_slot_search(pairs: &mut Vec<(String, String)>) -> ServiceResult<()> {
-    let free = pairs
-        .iter()
-        .any(|(k, v)| k == "status" && v.split(',').any(|s| s == "free"));
+/// A patient's free-slot search (`status=free`): `start` bounded on both
+/// sides at most [`MAX_SEARCH_DAYS`] apart (422 otherwise), and never a slot
+/// in the past (the query gains `start ≥ now`). Applies to the parsed
+/// query, so a search, a `_search` form and a bundle's GET entry alike.
+pub(crate) fn free_slot_query(q: &mut SearchQuery) -> ServiceResult<()> {
+    use crate::search::types::{DateRange, DateValue, Predicate, Prefix, Test};
+    if q.resource_type != ResourceType::Slot {
+        return Ok(());
+    }
+    let free = q.predicates.iter().any(|p| match p {
+        Predicate::Index {
+            param,
+            test: Test::Token(vs),
+            not: false,
+        } if param.code == "status" => vs.iter().any(|v| v.code.as_deref() == Some("free")),
+        _ => false,
+    });
     if !free {
         return Ok(());
     }
-    let mut lo = None;
-    let mut hi = None;
-    for (_, v) in pairs.iter().filter(|(k, _)| k == "start") {
-        let (prefix, date) = v.split_at(v.len().min(2));
-        let t = fhir::instant(date);
-        match prefix {
-            "ge" | "gt" | "sa" => lo = t.or(lo),
-            "le" | "lt" | "eb" => {
-                hi = t
-                    .map(|t| {
-                        if date.len() == 10 {
-                            t + Duration::days(1)
-                        } else {
-                            t
-                        }
-                    })
-                    .or(hi)
+    let start_param = crate::search::registry::lookup(ResourceType::Slot, "start")
+        .ok_or_else(|| ServiceError::Internal(anyhow::anyhow!("Slot.start is not registered")))?;
+    let (mut lo, mut hi) = (None::<i64>, None::<i64>);
+    for p in &q.predicates {
+        if let Predicate::Index {
+            param,
+            test: Test::Date(vs),
+            not: false,
+        } = p
+        {
+            if param.code != "start" {
+                continue;
             }
-            _ => {}
+            for v in vs {
+                match v.prefix {
+                    Prefix::Ge | Prefix::Gt | Prefix::Sa => {
+                        lo = Some(lo.map_or(v.range.lo, |x| x.max(v.range.lo)))
+                    }
+                    // GP Connect counts from the first date to the last.
+                    Prefix::Le | Prefix::Lt | Prefix::Eb => {
+                        hi = Some(hi.map_or(v.range.lo, |x| x.min(v.range.lo)))
+                    }
+                    Prefix::Eq => {
+                        lo = Some(lo.map_or(v.range.lo, |x| x.max(v.range.lo)));
+                        hi = Some(hi.map_or(v.range.hi, |x| x.min(v.range.hi)));
+                    }
+                    _ => {}
+                }
+            }
         }
     }
     let window = |msg: String| {
@@ -459,14 +480,19 @@ pub(crate) fn free_slot_search(pairs: &mut Vec<(String, String)>) -> ServiceResu
             "A free-slot search needs start=ge… and start=le…, at most {MAX_SEARCH_DAYS} days apart"
         )));
     };
-    if hi - lo > Duration::days(MAX_SEARCH_DAYS) {
+    if hi - lo > Duration::days(MAX_SEARCH_DAYS).num_milliseconds() {
         return Err(window(format!(
             "A free-slot search covers at most {MAX_SEARCH_DAYS} days (start=ge… to start=le…)"
         )));
     }
-    pairs.push((
-        "start".into(),
-        format!("ge{}", fhir_instant(now()).as_str().unwrap_or("")),
-    ));
+    let t = now().timestamp_millis();
+    q.predicates.push(Predicate::Index {
+        param: start_param,
+        test: Test::Date(vec![DateValue {
+            prefix: Prefix::Ge,
+            range: DateRange { lo: t, hi: t + 1 },
+        }]),
+        not: false,
+    });
     Ok(())
 }

@@ -151,20 +151,9 @@ impl Service {
     ) -> ServiceResult<SearchOutput> {
         self.require(input.ty, Interaction::SearchType)?;
         ctx.authorize(input.ty, crate::policy::Action::Search)?;
-        // A patient's free-slot search is bounded (GP Connect's window) and
-        // never shows past slots.
-        let mut bounded;
-        let mut pairs = input.pairs;
-        if input.ty == ResourceType::Slot
-            && super::workflows::Actor::of(ctx) == super::workflows::Actor::Patient
-        {
-            bounded = input.pairs.to_vec();
-            super::booking::free_slot_search(&mut bounded)?;
-            pairs = &bounded;
-        }
         let mut parsed = search_parse::parse(
             input.ty,
-            pairs,
+            input.pairs,
             Options {
                 lenient: input.lenient,
                 paging: self.paging(),
@@ -173,6 +162,11 @@ impl Service {
         )
         .map_err(search_error)?;
         self.check_supported(input.ty, &parsed.query)?;
+        // A patient's free-slot search is bounded (GP Connect's window) and
+        // never shows past slots.
+        if super::workflows::Actor::of(ctx) == super::workflows::Actor::Patient {
+            super::booking::free_slot_query(&mut parsed.query)?;
+        }
         if let Some(p) = input.within {
             parsed.query.predicates.push(p);
         }

@@ -150,8 +150,14 @@ impl Service {
     ) -> ServiceResult<Vec<(usize, EntryResult)>> {
         // Each entry is authorised as if it were sent alone; in a
         // transaction one refusal refuses the whole Bundle (403).
-        for e in &entries {
+        let mut entries = entries;
+        for e in entries.iter_mut() {
             entry::authorize(ctx, e).map_err(|x| at_entry(e.index, x))?;
+            if let entry::Op::Search { query } = &mut e.op {
+                if super::workflows::Actor::of(ctx) == super::workflows::Actor::Patient {
+                    super::booking::free_slot_query(query).map_err(|x| at_entry(e.index, x))?;
+                }
+            }
         }
         let changes = super::consent::Changes::default();
         let consents = entries.iter().any(|e| e.op.writes(ResourceType::Consent));
