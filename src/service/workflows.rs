@@ -222,3 +222,38 @@ pub(crate) fn check_content(ty: ResourceType, value: &Value) -> ServiceResult<()
     }
     Ok(())
 }
+
+/// What the CapabilityStatement says of a type's workflow rules.
+pub fn documentation(ty: ResourceType) -> Option<&'static str> {
+    Some(match ty {
+        ResourceType::Appointment => {
+            "Booking from free slots: every referenced Slot must exist and be free (409 \
+             DUPLICATE_REJECTED otherwise), several slots adjacent on one Schedule with one \
+             service type and delivery channel, start/end equal to the slots'; the slots turn \
+             busy (and free again on cancellation) in the same transaction. Patients book \
+             status=booked with the booking-organisation extension, inside the practice's window \
+             and rules (practice-booking-rules extension on the practice Organization), may cancel \
+             (with cancelationReason) or amend comment/description of their future appointments \
+             only, never delete."
+        }
+        ResourceType::Slot => {
+            "A slot held by an appointment stays busy (409 on setting it free or deleting it). \
+             Patients read slots, never write them; their free-slot searches need start=ge and \
+             start=le at most 14 days apart and never return past slots."
+        }
+        ResourceType::Task => {
+            "Repeat prescription requests: a Task with code SNOMED 103742009, focus the repeat \
+             authorisation (MedicationRequest intent=plan) and for the patient. Accepted only for \
+             an active, unexpired repeat of that patient with issues left and no other open \
+             request (409). Completing it issues one MedicationRequest intent=order basedOn the \
+             plan and increments the plan's issued count in one transaction; rejecting needs a \
+             statusReason; an actioned request cannot change (409)."
+        }
+        ResourceType::QuestionnaireResponse => {
+            "Validated against its Questionnaire when the server holds it (required items, answer \
+             types and options, enableWhen, repeats); triaged services need a completed, recent \
+             response of the patient referenced from the Appointment."
+        }
+        _ => return None,
+    })
+}
