@@ -425,7 +425,9 @@ pub(crate) fn slot(tx: &mut dyn TxOps, change: Change<'_>) -> ServiceResult<()> 
 /// sides at most [`MAX_SEARCH_DAYS`] apart (422 otherwise), and never a slot
 /// in the past (the query gains `start ≥ now`). Applies to the parsed
 /// query, so a search, a `_search` form and a bundle's GET entry alike.
-pub(crate) fn free_slot_query(q: &mut SearchQuery) -> ServiceResult<()> {
+/// With the practice's `rules` (a search naming one practice), the results
+/// are also its bookable window.
+pub(crate) fn free_slot_query(q: &mut SearchQuery, rules: Option<&Rules>) -> ServiceResult<()> {
     use crate::search::types::{DateRange, DateValue, Predicate, Prefix, Test};
     if q.resource_type != ResourceType::Slot {
         return Ok(());
@@ -485,14 +487,72 @@ pub(crate) fn free_slot_query(q: &mut SearchQuery) -> ServiceResult<()> {
             "A free-slot search covers at most {MAX_SEARCH_DAYS} days (start=ge… to start=le…)"
         )));
     }
-    let t = now().timestamp_millis();
-    q.predicates.push(Predicate::Index {
-        param: start_param,
-        test: Test::Date(vec![DateValue {
-            prefix: Prefix::Ge,
-            range: DateRange { lo: t, hi: t + 1 },
-        }]),
-        not: false,
-    });
+    let t = now();
+    let (from, until) = match rules {
+        Some(r) => (
+            t + Duration::minutes(i64::from(r.lead_minutes)),
+            Some(t + Duration::days(i64::from(r.horizon_days))),
+        ),
+        None => (t, None),
+    };
+    let bound = |prefix, at: chrono::DateTime<chrono::Utc>| {
+        let ms = at.timestamp_millis();
+        Predicate::Index {
+            param: start_param,
+            test: Test::Date(vec![DateValue {
+                prefix,
+                range: DateRange { lo: ms, hi: ms + 1 },
+            }]),
+            not: false,
+        }
+    };
+    q.predicates.push(bound(Prefix::Ge, from));
+    if let Some(u) = until {
+        q.predicates.push(bound(Prefix::Le, u));
+    }
     Ok(())
+}
+
+/// The parameter naming a practice in a free-slot search.
+pub const PRACTICE_PARAM: &str = "schedule.actor:Location.organization.identifier";
+
+impl super::Service {
+    /// The booking rules of the one practice a free-slot search names by ODS
+    /// code (`None`: it names none, several, or an unknown one).
+    pub(crate) async fn practice_rules(
+        &self,
+        pairs: &[(String, String)],
+    ) -> ServiceResult<Option<Rules>> {
+        let named: Vec<&String> = pairs
+            .iter()
+            .filter(|(k, _)| k == PRACTICE_PARAM)
+            .map(|(_, v)| v)
+            .collect();
+        let [ods] = named.as_slice() else {
+            return Ok(None);
+        };
+        if ods.contains(',') {
+            return Ok(None);
+        }
+        let Some(searcher) = self.backend.search() else {
+            return Ok(None);
+        };
+        let q = super::workflows::query(
+            ResourceType::Organization,
+            &[("identifier", (*ods).clone())],
+            "",
+        )?;
+        let ctx = crate::context::RequestContext::system(
+            "booking-window",
+            std::sync::Arc::new(crate::policy::AllowAll),
+        );
+        let page = searcher.search(&ctx, &q).await?;
+        match page.resources.as_slice() {
+            [org] => {
+                let v = super::workflows::content(org)?;
+                Ok(practice::parse(&v).ok())
+            }
+            _ => Ok(None),
+        }
+    }
 }

@@ -155,7 +155,8 @@ impl Service {
             entry::authorize(ctx, e).map_err(|x| at_entry(e.index, x))?;
             if let entry::Op::Search { query } = &mut e.op {
                 if super::workflows::Actor::of(ctx) == super::workflows::Actor::Patient {
-                    super::booking::free_slot_query(query).map_err(|x| at_entry(e.index, x))?;
+                    super::booking::free_slot_query(query, None)
+                        .map_err(|x| at_entry(e.index, x))?;
                 }
             }
         }
