@@ -215,10 +215,17 @@ fn request(tx: &mut dyn TxOps, base: &str, actor: Actor, task: &Value) -> Servic
         // A record of a past request (a GP system's push, an import).
         return Ok(());
     }
-    let (_, plan, plan_id) = plan_of(tx, task)?;
+    // Absent and another patient's answer alike (no oracle over ids).
+    let not_theirs = || {
+        refuse(
+            "focus",
+            "the focus is not a repeat authorisation of this patient",
+        )
+    };
+    let (_, plan, plan_id) = plan_of(tx, task).map_err(|_| not_theirs())?;
     let patient = task.get("for").and_then(|f| ref_id(f, "Patient"));
     if patient.is_none() || plan.get("subject").and_then(|s| ref_id(s, "Patient")) != patient {
-        return Err(refuse("for", "the authorisation is not this patient's"));
+        return Err(not_theirs());
     }
     if let Some((rule, why)) = not_issuable(&plan) {
         return Err(refuse(rule, why));
