@@ -86,10 +86,21 @@ pub(crate) fn require_completed(
         rule.questionnaire
     );
     for id in ids {
+        // Absent and another patient's answer alike (no oracle over ids).
+        let not_theirs =
+            format!("QuestionnaireResponse/{id} is not a triage response of the booking patient");
         let Some((_, r)) = read_ref(tx, ResourceType::QuestionnaireResponse, &id)? else {
-            why = format!("QuestionnaireResponse/{id} does not exist");
+            why = not_theirs;
             continue;
         };
+        if r.get("subject")
+            .and_then(|s| ref_id(s, "Patient"))
+            .as_deref()
+            != Some(patient)
+        {
+            why = not_theirs;
+            continue;
+        }
         let canonical = r.get("questionnaire").and_then(Value::as_str).unwrap_or("");
         let url = canonical.split('|').next().unwrap_or("");
         if url != rule.questionnaire {
@@ -97,14 +108,6 @@ pub(crate) fn require_completed(
                 "QuestionnaireResponse/{id} does not answer {}",
                 rule.questionnaire
             );
-            continue;
-        }
-        if r.get("subject")
-            .and_then(|s| ref_id(s, "Patient"))
-            .as_deref()
-            != Some(patient)
-        {
-            why = format!("QuestionnaireResponse/{id} is not the booking patient's");
             continue;
         }
         if status(&r) != "completed" && status(&r) != "amended" {
