@@ -222,7 +222,10 @@ fn request(tx: &mut dyn TxOps, base: &str, actor: Actor, task: &Value) -> Servic
             "the focus is not a repeat authorisation of this patient",
         )
     };
-    let (_, plan, plan_id) = plan_of(tx, task).map_err(|_| not_theirs())?;
+    let (_, plan, plan_id) = plan_of(tx, task).map_err(|e| match e {
+        ServiceError::Unprocessable(_) => not_theirs(),
+        other => other,
+    })?;
     let patient = task.get("for").and_then(|f| ref_id(f, "Patient"));
     if patient.is_none() || plan.get("subject").and_then(|s| ref_id(s, "Patient")) != patient {
         return Err(not_theirs());
