@@ -117,6 +117,9 @@ pub fn capability_statement(
                 if let Some(p) = validation.profile_for(*ty) {
                     obj.insert("supportedProfile".into(), json!([p]));
                 }
+                if let Some(d) = crate::service::workflows::documentation(*ty) {
+                    obj.insert("documentation".into(), json!(d));
+                }
             }
             if interactions.contains(&Interaction::SearchType) {
                 if let Some(obj) = resource.as_object_mut() {

@@ -25,6 +25,7 @@ pub mod startup;
 pub mod storage;
 pub mod telemetry;
 pub mod validation;
+pub mod workflow;
 
 use std::net::TcpListener;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! A caller's *visible set* of a type for some actions is the union, over
 //! its grants allowing one of the actions, of:
 //! - everything (a `user/` or `system/` grant, or a `patient/` grant on a
-//!   shared type such as Practitioner or Slot), or
+//!   shared type such as Practitioner or Slot — read and search only), or
 //! - the members of its patient's compartment (a `patient/` grant on a
 //!   compartment type; none when the token has no patient context or is
 //!   proofed below the issuer's minimum),
@@ -258,6 +258,14 @@ impl SmartPolicy {
                 continue;
             };
             if g.context == ScopeContext::Patient {
+                // Directories and the diary are the practice's: a patient
+                // reads them and books through Appointment, never writes them.
+                let reads = actions
+                    .iter()
+                    .any(|a| matches!(a, Action::Read | Action::Search) && g.perms.has(*a));
+                if SHARED_TYPES.contains(&ty) && !reads {
+                    continue;
+                }
                 if !SHARED_TYPES.contains(&ty) {
                     if !caller.proofing_ok {
                         continue;

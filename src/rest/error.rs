@@ -37,6 +37,15 @@ pub fn issue_json(i: &OoIssue) -> Value {
     if let (Some(expr), Some(obj)) = (&i.expression, issue.as_object_mut()) {
         obj.insert("expression".into(), json!([expr]));
     }
+    if let (Some(code), Some(obj)) = (i.details, issue.as_object_mut()) {
+        obj.insert(
+            "details".into(),
+            json!({"coding": [{
+                "system": "https://fhir.nhs.uk/CodeSystem/Spine-ErrorOrWarningCode",
+                "code": code,
+            }]}),
+        );
+    }
     issue
 }
 

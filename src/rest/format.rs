@@ -146,6 +146,7 @@ pub fn decode_body(req: &HttpRequest, body: &[u8]) -> Result<Value, ApiError> {
                 code: "structure",
                 diagnostics: issue.message,
                 expression: (!issue.expression.is_empty()).then_some(issue.expression),
+                details: None,
             }])
         }),
         Format::Xml => {

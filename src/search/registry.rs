@@ -159,6 +159,13 @@ pub struct Registry {
 }
 
 const SOURCE: &str = include_str!("../../profiles/r4-search-parameters.json");
+/// Our own parameters (over UK Core extensions), merged into the core table.
+const OURS: &str = include_str!("../../profiles/fhirbridge-search-parameters.json");
+
+#[derive(Deserialize)]
+struct OurFile {
+    params: BTreeMap<String, Vec<RawParam>>,
+}
 const EXCLUDED: [&str; 1] = ["phonetic"];
 
 /// See `ParamDef::single_valued`. Choice elements (`Observation.effective`)
@@ -413,10 +420,17 @@ fn dedup_codes(list: &mut Vec<ParamDef>) {
 
 impl Registry {
     fn load() -> Registry {
-        let raw: RawFile = match serde_json::from_str(SOURCE) {
+        let mut raw: RawFile = match serde_json::from_str(SOURCE) {
             Ok(r) => r,
             Err(e) => panic!("embedded search parameter table is invalid: {e}"),
         };
+        let ours: OurFile = match serde_json::from_str(OURS) {
+            Ok(r) => r,
+            Err(e) => panic!("embedded fhirbridge search parameter table is invalid: {e}"),
+        };
+        for (ty, list) in ours.params {
+            raw.params.entry(ty).or_default().extend(list);
+        }
         let by_url: ByUrl = raw
             .params
             .values()

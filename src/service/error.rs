@@ -13,6 +13,10 @@ pub struct OoIssue {
     pub code: &'static str,
     pub diagnostics: String,
     pub expression: Option<String>,
+    /// `issue.details.coding`: an NHS Spine error code
+    /// (`https://fhir.nhs.uk/CodeSystem/Spine-ErrorOrWarningCode`), for
+    /// outcomes GP Connect clients match on (`DUPLICATE_REJECTED`).
+    pub details: Option<&'static str>,
 }
 
 impl OoIssue {
@@ -22,6 +26,7 @@ impl OoIssue {
             code,
             diagnostics: diagnostics.into(),
             expression: None,
+            details: None,
         }
     }
 
@@ -32,6 +37,7 @@ impl OoIssue {
             code: i.code,
             diagnostics: i.message.clone(),
             expression: (!i.expression.is_empty()).then(|| i.expression.clone()),
+            details: None,
         }
     }
 
@@ -61,6 +67,10 @@ pub enum ServiceError {
     NotAcceptable(String),
     #[error("conflict")]
     Conflict(String),
+    /// 409 `DUPLICATE_REJECTED`: the request would double-book (a slot no
+    /// longer free) or duplicate an open request.
+    #[error("duplicate rejected")]
+    Duplicate(String),
     #[error("precondition failed")]
     PreconditionFailed(String),
     #[error("request timeout")]
@@ -94,7 +104,7 @@ impl ServiceError {
             ServiceError::MethodNotAllowed(_) | ServiceError::MethodNotAllowedOnly(..) => 405,
             ServiceError::Forbidden(_) => 403,
             ServiceError::NotAcceptable(_) => 406,
-            ServiceError::Conflict(_) => 409,
+            ServiceError::Conflict(_) | ServiceError::Duplicate(_) => 409,
             ServiceError::PreconditionFailed(_) => 412,
             ServiceError::PayloadTooLarge(_) => 413,
             ServiceError::RequestTimeout(_) => 408,
@@ -122,6 +132,10 @@ impl ServiceError {
             ServiceError::Conflict(m) | ServiceError::PreconditionFailed(m) => {
                 vec![OoIssue::error("conflict", m.clone())]
             }
+            ServiceError::Duplicate(m) => vec![OoIssue {
+                details: Some("DUPLICATE_REJECTED"),
+                ..OoIssue::error("duplicate", m.clone())
+            }],
             ServiceError::PayloadTooLarge(m) => vec![OoIssue::error("too-costly", m.clone())],
             ServiceError::RequestTimeout(m) => vec![OoIssue::error("timeout", m.clone())],
             ServiceError::Unavailable(m) => vec![OoIssue::error("transient", m.clone())],

@@ -18,12 +18,16 @@
 //! transaction Bundles, conditional update/delete, PATCH), [`error`].
 
 pub mod audit;
+pub mod booking;
 pub mod consent;
 pub mod error;
 pub mod history;
 pub mod read;
+pub mod repeats;
 pub mod search;
 pub mod transaction;
+pub mod triage;
+pub mod workflows;
 pub mod write;
 
 use std::sync::Arc;

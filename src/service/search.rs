@@ -162,6 +162,14 @@ impl Service {
         )
         .map_err(search_error)?;
         self.check_supported(input.ty, &parsed.query)?;
+        // A patient's free-slot search is bounded (GP Connect's window) and
+        // never shows past slots.
+        if input.ty == ResourceType::Slot
+            && super::workflows::Actor::of(ctx) == super::workflows::Actor::Patient
+        {
+            let rules = self.practice_rules(input.pairs).await?;
+            super::booking::free_slot_query(&mut parsed.query, rules.as_ref())?;
+        }
         if let Some(p) = input.within {
             parsed.query.predicates.push(p);
         }

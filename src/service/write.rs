@@ -113,6 +113,7 @@ impl Service {
         let value = check_body(ty, value, target).map_err(structure_error)?;
         self.gate(ty, &value)?;
         super::consent::check(ty, &value)?;
+        super::workflows::check_content(ty, &value)?;
         Ok(value)
     }
 
@@ -142,7 +143,7 @@ impl Service {
         base_url: &str,
     ) -> ServiceResult<Written> {
         self.require(ty, crate::storage::Interaction::Create)?;
-        if ty == ResourceType::Consent {
+        if super::workflows::in_tx(ty) {
             let single = super::transaction::SingleWrite::Create {
                 ty,
                 body,
@@ -194,7 +195,7 @@ impl Service {
         base_url: &str,
     ) -> ServiceResult<Written> {
         self.require(ty, crate::storage::Interaction::Update)?;
-        if ty == ResourceType::Consent {
+        if super::workflows::in_tx(ty) {
             let single = super::transaction::SingleWrite::Update {
                 ty,
                 id,
@@ -277,7 +278,7 @@ impl Service {
         if_match: Option<VersionId>,
     ) -> ServiceResult<Written> {
         self.require(ty, crate::storage::Interaction::Delete)?;
-        if ty == ResourceType::Consent {
+        if super::workflows::in_tx(ty) {
             let single = super::transaction::SingleWrite::Delete { ty, id, if_match };
             return self.write_in_tx(ctx, "", single).await;
         }

@@ -92,13 +92,23 @@ fn observation(id: &str, subject: &str, code: &str, performers: &[&str]) -> Valu
     .pipe(drop_empty)
 }
 
+/// A's appointment holds the shared slot; B's, cancelled, still names it
+/// (a slot is never held twice), so includes through the slot are a probe.
 fn appointment(id: &str, patient: &str) -> Value {
-    json!({"resourceType": "Appointment", "id": id, "status": "booked",
+    let status = if patient == A { "booked" } else { "cancelled" };
+    json!({"resourceType": "Appointment", "id": id, "status": status,
+           "cancelationReason": if patient == A { Value::Null } else { json!({"text": "patient request"}) },
            "start": "2030-01-02T09:00:00Z", "end": "2030-01-02T09:10:00Z",
            "slot": [reference("Slot/slot-1")],
            "participant": [
                {"actor": reference(&format!("Patient/{patient}")), "status": "accepted"},
                {"actor": reference("Practitioner/prac-shared"), "status": "accepted"}]})
+    .pipe(|mut v| {
+        if let Some(o) = v.as_object_mut() {
+            o.retain(|_, x| !x.is_null());
+        }
+        v
+    })
 }
 
 fn consent(id: &str, patient: &str) -> Value {
@@ -158,7 +168,7 @@ async fn seed(app: &TestApp) {
         json!({"resourceType": "Practitioner", "id": "prac-solo", "name": [{"family": "Solo"}]}),
         json!({"resourceType": "Schedule", "id": "sched-1", "actor": [reference("Location/loc-1")]}),
         json!({"resourceType": "Slot", "id": "slot-1", "schedule": reference("Schedule/sched-1"),
-               "status": "busy", "start": "2030-01-02T09:00:00Z", "end": "2030-01-02T09:10:00Z"}),
+               "status": "free", "start": "2030-01-02T09:00:00Z", "end": "2030-01-02T09:10:00Z"}),
         json!({"resourceType": "Medication", "id": "med-1",
                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "322236009"}]}}),
         patient(A, &nhs_a(), "Aardvark"),

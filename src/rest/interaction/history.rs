@@ -121,6 +121,7 @@ async fn history(fhir: &Fhir, scope: HistoryScope) -> ApiResult {
                 code: "not-supported",
                 diagnostics: format!("Ignored: {w}"),
                 expression: None,
+                details: None,
             })
             .collect();
         entries.push(json!({"resource": operation_outcome(&issues)}));

@@ -78,6 +78,7 @@ fn resource_response(
                     stored.resource_type, stored.id, stored.version
                 ),
                 expression: None,
+                details: None,
             }]);
             let (body, ct) = format::encode(&oo, out)?;
             Ok(builder.content_type(ct).body(body))

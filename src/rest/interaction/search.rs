@@ -283,6 +283,7 @@ async fn run_search(
             code: "not-supported",
             diagnostics: format!("Ignored: {}", w.message),
             expression: (!w.param.is_empty()).then_some(w.param),
+            details: None,
         })
         .collect();
     if page.include_truncated {
@@ -294,6 +295,7 @@ async fn run_search(
                 page.included.len()
             ),
             expression: None,
+            details: None,
         });
     }
     if !notes.is_empty() {

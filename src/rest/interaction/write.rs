@@ -135,6 +135,7 @@ pub async fn delete(fhir: Fhir, ty: TypeParam) -> ApiResult {
             code: "informational",
             diagnostics: msg,
             expression: None,
+            details: None,
         }]);
         let (body, ct) = format::encode(&oo, out)?;
         return Ok(builder.content_type(ct).body(body));

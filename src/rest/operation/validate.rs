@@ -96,6 +96,7 @@ fn outcome(req: &HttpRequest, issues: Vec<OoIssue>) -> ApiResult {
             code: "informational",
             diagnostics: "Validation successful: no issues detected".into(),
             expression: None,
+            details: None,
         }]
     } else {
         issues
@@ -143,6 +144,7 @@ fn validate_value(
                         .unwrap_or("not configured")
                 ),
                 expression: None,
+                details: None,
             });
             Ok(issues)
         }

@@ -75,6 +75,7 @@ pub(super) fn at_entry(index: usize, e: ServiceError) -> ServiceError {
         ServiceError::Gone(m) => ServiceError::Gone(format!("{prefix}: {m}")),
         ServiceError::Forbidden(m) => ServiceError::Forbidden(format!("{prefix}: {m}")),
         ServiceError::Conflict(m) => ServiceError::Conflict(format!("{prefix}: {m}")),
+        ServiceError::Duplicate(m) => ServiceError::Duplicate(format!("{prefix}: {m}")),
         ServiceError::PreconditionFailed(m) => {
             ServiceError::PreconditionFailed(format!("{prefix}: {m}"))
         }
@@ -112,6 +113,7 @@ fn combine_entry_errors(mut errors: Vec<ServiceError>) -> ServiceError {
             code: "too-costly",
             diagnostics: format!("{rest} further issues are not listed"),
             expression: None,
+            details: None,
         });
     }
     let failing = errors.len() + 1;
@@ -120,6 +122,7 @@ fn combine_entry_errors(mut errors: Vec<ServiceError>) -> ServiceError {
         code: "informational",
         diagnostics: format!("{failing} entries of the transaction failed; nothing was written"),
         expression: None,
+        details: None,
     });
     match first {
         ServiceError::Unprocessable(_) => ServiceError::Unprocessable(issues),
@@ -147,8 +150,15 @@ impl Service {
     ) -> ServiceResult<Vec<(usize, EntryResult)>> {
         // Each entry is authorised as if it were sent alone; in a
         // transaction one refusal refuses the whole Bundle (403).
-        for e in &entries {
+        let mut entries = entries;
+        for e in entries.iter_mut() {
             entry::authorize(ctx, e).map_err(|x| at_entry(e.index, x))?;
+            if let entry::Op::Search { query } = &mut e.op {
+                if super::workflows::Actor::of(ctx) == super::workflows::Actor::Patient {
+                    super::booking::free_slot_query(query, None)
+                        .map_err(|x| at_entry(e.index, x))?;
+                }
+            }
         }
         let changes = super::consent::Changes::default();
         let consents = entries.iter().any(|e| e.op.writes(ResourceType::Consent));
@@ -500,6 +510,7 @@ fn strip_entry_prefix(e: ServiceError) -> ServiceError {
         ServiceError::NotFound(m) => ServiceError::NotFound(strip(m)),
         ServiceError::PreconditionFailed(m) => ServiceError::PreconditionFailed(strip(m)),
         ServiceError::Conflict(m) => ServiceError::Conflict(strip(m)),
+        ServiceError::Duplicate(m) => ServiceError::Duplicate(strip(m)),
         ServiceError::Gone(m) => ServiceError::Gone(strip(m)),
         other => other,
     }

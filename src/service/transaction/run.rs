@@ -92,6 +92,7 @@ pub(super) fn write_result(
                 code: "informational",
                 diagnostics: format!("{}/{} version {}", s.resource_type, s.id, s.version),
                 expression: None,
+                details: None,
             }])
         }
         _ => {}
@@ -424,6 +425,33 @@ pub(super) fn run_entries(
     // transaction, so what is checked is what is written).
     check_contents(tx, &ctx, &entries, &mut deletes)?;
 
+    // 5b. Patches become the updates of their results (read, checked and
+    // pinned to the version patched), so every later step, and the
+    // workflow rules, see the content about to be stored.
+    for e in entries.iter_mut() {
+        if let Op::Patch {
+            ty,
+            target: Target::Id(id),
+            patch,
+            if_match,
+        } = &e.op
+        {
+            let (value, version) = patched(tx, &ctx, &state, *ty, id, patch, *if_match)
+                .map_err(|x| at_entry(e.index, x))?;
+            e.op = Op::Update {
+                ty: *ty,
+                target: Target::Id(id.clone()),
+                resource: value,
+                precondition: Precondition::VersionIs(version),
+            };
+            e.indexes = None;
+        }
+    }
+
+    // 5c. The journeys' rules (booking, repeats, triage), in this
+    // transaction, before anything is stored.
+    workflow_rules(tx, &base, &mut entries, &existing, &deletes)?;
+
     // 6. Execute in the spec's order.
     let mut order: Vec<usize> = (0..entries.len()).collect();
     order.sort_by_key(|&i| (entries[i].op.rank(), entries[i].index));
@@ -488,8 +516,8 @@ pub(super) fn run_entries(
             }
         }
         let e = &entries[i];
-        let r = run_one(tx, &ctx, &state, &base, e, ret, &existing, &deletes)
-            .map_err(|x| at_entry(idx, x))?;
+        let r =
+            run_one(tx, &ctx, &base, e, ret, &existing, &deletes).map_err(|x| at_entry(idx, x))?;
         results.push((idx, r));
     }
     results.sort_by_key(|(i, _)| *i);
@@ -504,6 +532,123 @@ pub(super) fn run_entries(
     let large = entries.len() > 64;
     crate::storage::drop_off_thread(entries, large);
     Ok(results)
+}
+
+/// Runs `service::workflows::before_write` for every entry writing a type
+/// with rules (each target locked, then its current version read).
+fn workflow_rules(
+    tx: &mut dyn TxOps,
+    base: &str,
+    entries: &mut [Entry],
+    existing: &HashMap<usize, StoredResource>,
+    deletes: &HashMap<usize, Vec<LogicalId>>,
+) -> Result<(), ServiceError> {
+    use crate::service::workflows::{before_write, content, has_rules, lock_and_read, Change};
+    for e in entries.iter_mut() {
+        let idx = e.index;
+        let (ty, id, resource) = match &mut e.op {
+            Op::Create {
+                ty, id, resource, ..
+            } if has_rules(*ty) => {
+                if existing.contains_key(&idx) {
+                    continue;
+                }
+                (*ty, id.clone(), Some(resource))
+            }
+            Op::Update {
+                ty,
+                target: Target::Id(id),
+                resource,
+                ..
+            } if has_rules(*ty) => (*ty, id.clone(), Some(resource)),
+            Op::Delete { ty, .. } if has_rules(*ty) => {
+                let ty = *ty;
+                for id in deletes.get(&idx).into_iter().flatten() {
+                    let Some(old) = lock_and_read(tx, ty, id).map_err(|x| at_entry(idx, x))? else {
+                        continue;
+                    };
+                    let old = content(&old).map_err(|x| at_entry(idx, x))?;
+                    before_write(
+                        tx,
+                        base,
+                        Change {
+                            ty,
+                            id,
+                            old: Some(old),
+                            new: None,
+                        },
+                    )
+                    .map_err(|x| at_entry(idx, x))?;
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        let old = match lock_and_read(tx, ty, &id).map_err(|x| at_entry(idx, x))? {
+            Some(s) => Some(content(&s).map_err(|x| at_entry(idx, x))?),
+            None => None,
+        };
+        let Some(resource) = resource else { continue };
+        let sent = resource.clone();
+        before_write(
+            tx,
+            base,
+            Change {
+                ty,
+                id: &id,
+                old,
+                new: Some(resource),
+            },
+        )
+        .map_err(|x| at_entry(idx, x))?;
+        if *resource != sent {
+            e.indexes = None;
+        }
+    }
+    Ok(())
+}
+
+/// The result of a PATCH of `ty/id`, read and checked inside the
+/// transaction, with the version it applies to.
+fn patched(
+    tx: &mut dyn TxOps,
+    ctx: &RequestContext,
+    state: &TxState,
+    ty: ResourceType,
+    id: &LogicalId,
+    patch: &PatchDoc,
+    if_match: Option<crate::model::VersionId>,
+) -> Result<(Value, crate::model::VersionId), ServiceError> {
+    let current = tx.read(ty, id).map_err(storage_err)?;
+    if let Some(v) = if_match {
+        if v != current.version {
+            return Err(ServiceError::PreconditionFailed(format!(
+                "If-Match W/\"{v}\" but the current version is {}",
+                current.version
+            )));
+        }
+    }
+    let mut value = stored_json(&current)?;
+    if ctx.confined(ty, Action::Update) && !ctx.permits(ty, Action::Update, id.as_str(), &value) {
+        // A resource the caller cannot see answers as absent.
+        return Err(match admitted(ctx, current) {
+            Some(_) => forbidden_update(ty, id),
+            None => ServiceError::NotFound("Resource not found".into()),
+        });
+    }
+    apply_patch(&mut value, patch, state.max_patch_result_bytes)?;
+    let value =
+        check_body(ty, value, WriteTarget::Update(id)).map_err(|i| match structure_error(i) {
+            ServiceError::BadRequest(issues) => ServiceError::Unprocessable(issues),
+            other => other,
+        })?;
+    gate(&state.validation, ty, &value)?;
+    crate::service::consent::check(ty, &value)?;
+    crate::service::workflows::check_content(ty, &value)?;
+    if !ctx.permits(ty, Action::Update, id.as_str(), &value) {
+        return Err(outside(ty, "update"));
+    }
+    Ok((value, current.version))
 }
 
 /// Whether the current version of `ty/id` lies inside what the caller may
@@ -689,7 +834,6 @@ fn bulk_create(
 fn run_one(
     tx: &mut dyn TxOps,
     ctx: &RequestContext,
-    state: &TxState,
     base: &str,
     e: &Entry,
     ret: ReturnPref,
@@ -750,62 +894,9 @@ fn run_one(
                 ret,
             )
         }
-        Op::Patch {
-            ty,
-            target,
-            patch,
-            if_match,
-        } => {
-            let Target::Id(id) = target else {
-                return Err(ServiceError::Internal(anyhow::anyhow!(
-                    "unresolved patch target"
-                )));
-            };
-            let current = tx.read(*ty, id).map_err(storage_err)?;
-            if let Some(v) = if_match {
-                if *v != current.version {
-                    return Err(ServiceError::PreconditionFailed(format!(
-                        "If-Match W/\"{v}\" but the current version is {}",
-                        current.version
-                    )));
-                }
-            }
-            let mut value = stored_json(&current)?;
-            if ctx.confined(*ty, Action::Update)
-                && !ctx.permits(*ty, Action::Update, id.as_str(), &value)
-            {
-                // A resource the caller cannot see answers as absent.
-                return Err(match admitted(ctx, current) {
-                    Some(_) => forbidden_update(*ty, id),
-                    None => ServiceError::NotFound("Resource not found".into()),
-                });
-            }
-            apply_patch(&mut value, patch, state.max_patch_result_bytes)?;
-            let value =
-                check_body(*ty, value, WriteTarget::Update(id)).map_err(
-                    |i| match structure_error(i) {
-                        ServiceError::BadRequest(issues) => ServiceError::Unprocessable(issues),
-                        other => other,
-                    },
-                )?;
-            gate(&state.validation, *ty, &value)?;
-            crate::service::consent::check(*ty, &value)?;
-            if !ctx.permits(*ty, Action::Update, id.as_str(), &value) {
-                return Err(outside(*ty, "update"));
-            }
-            let out = tx
-                .update(UpdateRequest {
-                    resource_type: *ty,
-                    id: id.clone(),
-                    content: content(*ty, value, base, None),
-                    precondition: Precondition::VersionIs(current.version),
-                })
-                .map_err(storage_err)?;
-            let s = out
-                .stored
-                .ok_or_else(|| ServiceError::Internal(anyhow::anyhow!("no stored resource")))?;
-            write_result(200, s, ret)
-        }
+        Op::Patch { .. } => Err(ServiceError::Internal(anyhow::anyhow!(
+            "a patch runs as the update of its result"
+        ))),
         Op::Delete { ty, if_match, .. } => {
             let ids = deletes.get(&e.index).cloned().unwrap_or_default();
             let mut last = None;
@@ -834,6 +925,7 @@ fn run_one(
                         code: "informational",
                         diagnostics: format!("{} {ty} resource(s) deleted", ids.len()),
                         expression: None,
+                        details: None,
                     }]
                 }),
                 ..Default::default()
