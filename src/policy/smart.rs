@@ -284,8 +284,12 @@ impl SmartPolicy {
                         _ => parts.insert(0, Predicate::AnyOf(members)),
                     }
                 }
-                // Withheld from online (patient-facing) access.
-                if let Some(p) = self.unlabelled(ty).filter(|_| labels) {
+                // Withheld from online (patient-facing) access (patient data:
+                // the shared directories and diary carry none).
+                if let Some(p) = self
+                    .unlabelled(ty)
+                    .filter(|_| labels && !SHARED_TYPES.contains(&ty))
+                {
                     parts.push(p);
                 }
             }

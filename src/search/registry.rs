@@ -163,8 +163,12 @@ const SOURCE: &str = include_str!("../../profiles/r4-search-parameters.json");
 const OURS: &str = include_str!("../../profiles/fhirbridge-search-parameters.json");
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct OurFile {
     params: BTreeMap<String, Vec<RawParam>>,
+    /// Types added to the R4 patient compartment, with their parameters.
+    #[serde(default)]
+    patient_compartment: BTreeMap<String, Vec<String>>,
 }
 const EXCLUDED: [&str; 1] = ["phonetic"];
 
@@ -430,6 +434,9 @@ impl Registry {
         };
         for (ty, list) in ours.params {
             raw.params.entry(ty).or_default().extend(list);
+        }
+        for (ty, list) in ours.patient_compartment {
+            raw.patient_compartment.entry(ty).or_default().extend(list);
         }
         let by_url: ByUrl = raw
             .params

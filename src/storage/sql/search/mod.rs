@@ -59,8 +59,17 @@ pub(super) fn run(
     query: &SearchQuery,
     ctx: &crate::context::RequestContext,
 ) -> StorageResult<SearchPage> {
-    let intersected = intersect_lookups(conn, query)?;
-    let query = intersected.as_ref().unwrap_or(query);
+    let mut intersected = intersect_lookups(conn, query)?;
+    let exact = intersected.as_ref().and_then(|i| i.exact);
+    if let Some(i) = intersected.as_mut().filter(|i| i.exact.is_some()) {
+        // The first page in id order needs only its own ids (and one more).
+        if i.query.cursor.is_none() && i.query.sort.is_empty() && i.query.count > 0 {
+            if let Some(Predicate::Id { ids, .. }) = i.query.predicates.last_mut() {
+                ids.truncate(i.query.count + 1);
+            }
+        }
+    }
+    let query = intersected.as_ref().map_or(query, |i| &i.query);
     let mut out = SearchPage {
         resources: Vec::new(),
         included: Vec::new(),
@@ -69,8 +78,17 @@ pub(super) fn run(
         next: None,
         previous: None,
     };
+    let known = |mode: TotalMode| match mode {
+        TotalMode::None => None,
+        TotalMode::Accurate => exact.map(|n| n as i64),
+        // Known for free: exact beyond the estimate's cap too.
+        TotalMode::Estimate => exact.map(|n| n as i64),
+    };
     if query.count == 0 {
-        out.total = total(conn, query)?;
+        out.total = match exact {
+            Some(_) => known(query.total),
+            None => total(conn, query)?,
+        };
         return Ok(out);
     }
     let sort = &query.sort;
@@ -79,6 +97,7 @@ pub(super) fn run(
     out.total = match query.total {
         TotalMode::None => None,
         _ if query.cursor.is_none() && !more => Some(found.len() as i64),
+        mode if exact.is_some() => known(mode),
         _ => total(conn, query)?,
     };
     let backwards = query.cursor.as_ref().is_some_and(|c| c.backwards);

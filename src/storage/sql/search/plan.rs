@@ -268,7 +268,7 @@ fn unit_predicates<'q>(query: &'q SearchQuery, unit: &Unit<'_>) -> Vec<&'q Predi
 pub(super) fn intersect_lookups(
     conn: &mut Conn,
     query: &SearchQuery,
-) -> StorageResult<Option<SearchQuery>> {
+) -> StorageResult<Option<Intersected>> {
     if conn.dialect() != Dialect::Sqlite {
         return Ok(None);
     }
@@ -276,17 +276,27 @@ pub(super) fn intersect_lookups(
     if units.len() < 2 || units[0].0 <= 1 {
         return Ok(None);
     }
-    let candidates: Vec<&Unit<'_>> = units
+    let candidates: Vec<(u8, &Unit<'_>)> = units
         .iter()
-        .filter(|(rank, u)| *rank < COARSE_RANK && lookup(u))
-        .map(|(_, u)| u)
+        .filter(|(_, u)| lookup(u))
+        .map(|(r, u)| (*r, u))
         .collect();
-    if candidates.len() < 2 {
+    if candidates.iter().filter(|(r, _)| *r < COARSE_RANK).count() < 2 {
         return Ok(None);
     }
     let mut ids: Option<std::collections::HashSet<String>> = None;
     let mut resolved: Vec<&Predicate> = Vec::new();
-    for unit in candidates {
+    for (rank, unit) in candidates {
+        // A coarse condition (`status=free`) is worth reading only when the
+        // selective ones still leave many candidates (each would be probed),
+        // and only while it matches at most a few times as many.
+        let cap = match (&ids, rank >= COARSE_RANK) {
+            (_, false) => INTERSECT_CAP,
+            (Some(have), true) if have.len() >= COARSE_INTERSECT_MIN => {
+                INTERSECT_CAP.min(have.len() * 4)
+            }
+            _ => continue,
+        };
         let preds = unit_predicates(query, unit);
         let mut sub = SearchQuery::new(query.resource_type);
         sub.predicates = preds.iter().map(|p| (*p).clone()).collect();
@@ -298,12 +308,12 @@ pub(super) fn intersect_lookups(
         sql.push("SELECT group_concat(x.res_id, ',') AS ids, COUNT(*) AS n FROM (SELECT r.res_id");
         push_selection(&mut sql, &mut a, &sub, Source::Index);
         sql.push(" LIMIT ")
-            .int(i64::try_from(INTERSECT_CAP + 1).unwrap_or(i64::MAX))
+            .int(i64::try_from(cap + 1).unwrap_or(i64::MAX))
             .push(") x");
         let Some(found) = conn.load::<rows::IdList>(&sql)?.pop() else {
             continue;
         };
-        if usize::try_from(found.n).map_or(true, |n| n > INTERSECT_CAP) {
+        if usize::try_from(found.n).map_or(true, |n| n > cap) {
             continue;
         }
         resolved.extend(preds);
@@ -335,6 +345,20 @@ pub(super) fn intersect_lookups(
         .filter(|p| !resolved.iter().any(|r| std::ptr::eq(*r, *p)))
         .cloned()
         .collect();
+    // Every condition resolved: the ids (from live index rows) are the
+    // matches themselves.
+    let exact = out.predicates.is_empty().then_some(ids.len());
     out.predicates.push(Predicate::Id { ids, not: false });
-    Ok(Some(out))
+    Ok(Some(Intersected { query: out, exact }))
+}
+
+/// Below this many candidates left, probing each beats reading a coarse
+/// condition's ids.
+const COARSE_INTERSECT_MIN: usize = 256;
+
+/// A search rewritten as `_id` in the intersection AND what is left.
+pub(super) struct Intersected {
+    pub query: SearchQuery,
+    /// `Some(n)`: nothing is left, so exactly these `n` ids match.
+    pub exact: Option<usize>,
 }
