@@ -120,6 +120,10 @@ impl Authenticator {
         self.issuers.push(Issuer {
             settings: IssuerSettings {
                 issuer,
+                // What our own tokens carry (`fhirbridge demo token`): the
+                // SMART launch's `patient` and the NHS number.
+                patient_claim: Some("patient".into()),
+                nhs_number_claim: Some("nhs_number".into()),
                 ..IssuerSettings::default()
             },
             keys,

@@ -272,6 +272,8 @@ pub(super) fn intersect_lookups(
     if conn.dialect() != Dialect::Sqlite {
         return Ok(None);
     }
+    let chains_resolved = resolve_chains(conn, query)?;
+    let query = chains_resolved.as_ref().unwrap_or(query);
     let units = units(query);
     if units.len() < 2 || units[0].0 <= 1 {
         return Ok(None);
@@ -350,6 +352,76 @@ pub(super) fn intersect_lookups(
     let exact = out.predicates.is_empty().then_some(ids.len());
     out.predicates.push(Predicate::Id { ids, not: false });
     Ok(Some(Intersected { query: out, exact }))
+}
+
+/// Most targets a chain is resolved to before the search (see [`resolve_chains`]).
+const CHAIN_TARGETS_CAP: usize = 200;
+
+/// A chain (`schedule.actor:Location.organization.identifier=…`) whose inner
+/// search finds few targets becomes a plain reference test on them: the
+/// nested `IN` subqueries cost SQLite about four times the lookup of the
+/// resolved ids. `None`: no chain to resolve.
+fn resolve_chains(conn: &mut Conn, query: &SearchQuery) -> StorageResult<Option<SearchQuery>> {
+    if !query
+        .predicates
+        .iter()
+        .any(|p| matches!(p, Predicate::Chain { .. }))
+    {
+        return Ok(None);
+    }
+    let mut out = query.clone();
+    let mut changed = false;
+    for p in out.predicates.iter_mut() {
+        let Predicate::Chain { param, targets } = p else {
+            continue;
+        };
+        let mut values = Vec::new();
+        let mut small = true;
+        for (ty, inner) in targets.iter() {
+            let mut sub = SearchQuery::new(*ty);
+            sub.predicates = vec![(**inner).clone()];
+            let mut sql = Sql::new();
+            let mut a = Aliases::for_conn(conn);
+            sql.push(
+                "SELECT group_concat(x.res_id, ',') AS ids, COUNT(*) AS n FROM (SELECT r.res_id",
+            );
+            push_selection(&mut sql, &mut a, &sub, Source::Resources);
+            sql.push(" LIMIT ")
+                .int(i64::try_from(CHAIN_TARGETS_CAP + 1).unwrap_or(i64::MAX))
+                .push(") x");
+            let Some(found) = conn.load::<rows::IdList>(&sql)?.pop() else {
+                small = false;
+                break;
+            };
+            if usize::try_from(found.n).map_or(true, |n| n > CHAIN_TARGETS_CAP) {
+                small = false;
+                break;
+            }
+            for id in found
+                .ids
+                .unwrap_or_default()
+                .split(',')
+                .filter(|s| !s.is_empty())
+            {
+                values.push(ReferenceValue {
+                    target_type: Some(*ty),
+                    id: id.to_owned(),
+                    url: false,
+                });
+            }
+        }
+        // (No target at all: the chain stays, and finds nothing quickly.)
+        if !small || values.is_empty() {
+            continue;
+        }
+        changed = true;
+        *p = Predicate::Index {
+            param,
+            test: Test::Reference(values),
+            not: false,
+        };
+    }
+    Ok(changed.then_some(out))
 }
 
 /// Below this many candidates left, probing each beats reading a coarse
