@@ -379,7 +379,9 @@ fn patient_slot_rules(
         if found.len() >= max as usize {
             return Err(refuse(
                 "maxFutureAppointments",
-                format!("a patient may hold at most {max} future appointments at this practice"),
+                format!(
+                    "this practice lets a patient hold at most {max} future booked appointments"
+                ),
             ));
         }
     }

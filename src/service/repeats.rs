@@ -298,6 +298,18 @@ fn approve(
         d.remove("numberOfRepeatsAllowed");
         order["dispenseRequest"] = Value::Object(d);
     }
+    // The pharmacy the patient nominated on the request dispenses this issue.
+    let pharmacy = task
+        .get("input")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|i| i.pointer("/type/text").and_then(Value::as_str) == Some("pharmacy"))
+        .and_then(|i| i.get("valueReference"))
+        .cloned();
+    if let Some(p) = pharmacy {
+        order["dispenseRequest"]["performer"] = p;
+    }
     // The approving clinician signs the issue when the token names one.
     if let crate::context::Principal::Caller(c) = &tx.ctx().principal {
         if let Some((ty @ (ResourceType::Practitioner | ResourceType::PractitionerRole), id)) =

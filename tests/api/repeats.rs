@@ -165,6 +165,10 @@ async fn order_approve_and_reject(app: TestApp) {
         orders[0]["medicationCodeableConcept"]["coding"][0]["code"],
         "39732311000001104"
     );
+    assert_eq!(
+        orders[0]["dispenseRequest"]["performer"]["identifier"]["value"], "FA123",
+        "the nominated pharmacy dispenses the issue"
+    );
     let p = sys.get("/fhir/MedicationRequest/rp-ok").await.json();
     assert_eq!(issued(&p), 2);
     assert_eq!(p["meta"]["versionId"], "2");
