@@ -22,6 +22,8 @@ pub struct Settings {
     pub auth: crate::auth::AuthSettings,
     pub consent: crate::consent::ConsentSettings,
     pub audit: AuditSettings,
+    /// The GP systems this server bridges to (`[[suppliers]]`).
+    pub suppliers: Vec<crate::bridge::SupplierConfig>,
 }
 
 /// The audit trail (`crate::audit`).
@@ -684,6 +686,7 @@ impl Settings {
         self.server.cors.problems(&mut out);
         out.extend(self.auth.problems(&self.server.listen));
         out.extend(self.consent.problems());
+        out.extend(crate::bridge::config::problems(&self.suppliers));
         out
     }
 

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod auth;
 pub mod base64;
+pub mod bridge;
 pub mod capability;
 pub mod cli;
 pub mod config;
@@ -149,10 +150,31 @@ impl Application {
         } else {
             None
         };
+        let bridge = Arc::new(bridge::Bridge::start(&settings.suppliers, &base)?);
+        bridge.metrics.register(metrics.registry())?;
+        for s in bridge.suppliers() {
+            tracing::info!(
+                supplier = %s.name(),
+                kind = s.kind().as_str(),
+                practices = s.cfg.ods_codes.len(),
+                "GP supplier bridged"
+            );
+        }
+        let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_secs);
+        let settings = Arc::new(settings);
+        let service = Arc::new(
+            service::Service::new(backend.clone(), validation.clone(), settings.clone())
+                .with_consents(consents.clone())
+                .with_bridge(bridge.clone()),
+        );
         let jobs = (settings.jobs.workers > 0 && backend.jobs().is_some()).then(|| {
+            let mut registry = jobs::registry(&settings);
+            if !bridge.is_empty() {
+                registry.register(Arc::new(bridge::outbox::OutboxKind::new(service.clone())));
+            }
             let runner = jobs::Runner::new(
                 backend.clone(),
-                jobs::registry(&settings),
+                registry,
                 policy.clone(),
                 jobs::instance_id(),
                 settings.jobs.lease(),
@@ -160,12 +182,6 @@ impl Application {
             );
             (Arc::new(runner), settings.jobs.workers)
         });
-        let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_secs);
-        let settings = Arc::new(settings);
-        let service = Arc::new(
-            service::Service::new(backend, validation.clone(), settings.clone())
-                .with_consents(consents.clone()),
-        );
         // Every active Consent is in the index before the first request.
         let loaded = std::thread::scope(|scope| {
             scope

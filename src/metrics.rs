@@ -25,6 +25,11 @@ pub struct InstanceMetrics {
 }
 
 impl InstanceMetrics {
+    /// The registry (other components register their metrics here).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub fn new() -> anyhow::Result<InstanceMetrics> {
         let registry = Registry::new_custom(Some("fhirbridge".into()), None)?;
         let requests = IntCounterVec::new(

@@ -143,6 +143,11 @@ pub trait JobKind: Send + Sync {
     fn max_attempts(&self) -> u32 {
         5
     }
+    /// The wait before attempt `attempts + 1` after a failed one (default:
+    /// 1 s doubling, at most 5 minutes).
+    fn retry_delay(&self, attempts: u32) -> std::time::Duration {
+        runner::backoff(attempts)
+    }
     async fn run(&self, job: &JobContext) -> Result<(), JobError>;
 }
 

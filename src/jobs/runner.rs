@@ -45,7 +45,7 @@ pub struct Runner {
 }
 
 /// The wait before attempt `attempts + 1`: 1 s doubling, at most 5 minutes.
-fn backoff(attempts: u32) -> Duration {
+pub fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(1u64 << attempts.saturating_sub(1).min(8)).min(Duration::from_secs(300))
 }
 
@@ -208,7 +208,12 @@ impl Runner {
             }),
             Err(JobError::LeaseLost) => Ok(Outcome::LeaseLost),
             Err(JobError::Failed { message, retry }) => {
-                let wait = retry.then(|| backoff(job.attempts));
+                let wait = retry.then(|| {
+                    self.registry
+                        .get(&job.kind)
+                        .map(|k| k.retry_delay(job.attempts))
+                        .unwrap_or_else(|| backoff(job.attempts))
+                });
                 jobs.fail(ctx, lease, &message, wait)
                     .await
                     .map(|state| match state {

@@ -18,7 +18,9 @@
 //! | 413 | body over the configured limit | `too-costly` |
 //! | 415 | unsupported request media type | `not-supported` |
 //! | 501 | interaction not implemented | `not-supported` |
-//! | 503 | database busy or unreachable (with `Retry-After`) | `transient` |
+//! | 502 | a GP supplier's answer was malformed or hostile | `exception` |
+//! | 503 | database busy or unreachable, or a practice's GP system down (with `Retry-After`) | `transient` |
+//! | 4xx | a GP supplier refused: its status and Spine code (`details`) | as the status |
 //! | 500 | anything else | `exception` |
 
 use actix_web::http::StatusCode;
@@ -74,6 +76,9 @@ impl ResponseError for ApiError {
         builder.content_type(super::format::FHIR_JSON);
         if let ApiError::Unavailable(_) = self {
             builder.insert_header(("Retry-After", "1"));
+        }
+        if let ApiError::SupplierUnavailable { retry_after, .. } = self {
+            builder.insert_header(("Retry-After", retry_after.to_string()));
         }
         if let ApiError::Forbidden(_) = self {
             // RFC 6750 §3.1: the token is valid but does not allow this.

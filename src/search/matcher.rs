@@ -1,8 +1,9 @@
 //! Search predicates evaluated on one resource in memory, with the same
 //! meaning storage gives them: the access policy decides single resources
 //! (a read, a write's old and new content) with the very predicates it
-//! restricts sets with. Only what access rules use is supported (ids,
-//! token, reference, string, uri and `:missing` tests, AND/OR); anything
+//! restricts sets with (and the bridge filters a supplier's answers). Only
+//! ids, token, reference, string, uri, date and `:missing` tests and AND/OR
+//! are supported; anything
 //! else evaluates to `None`, which callers treat as "no" (failing closed).
 
 use std::cell::OnceCell;
@@ -133,6 +134,15 @@ fn test_rows(param: &ParamDef, test: &Test, rows: &[IndexRow]) -> Option<bool> {
             }),
             _ => false,
         }),
+        Test::Date(values) => {
+            if values.iter().any(|v| v.prefix == super::types::Prefix::Ap) {
+                return None;
+            }
+            mine().any(|r| match &r.value {
+                IndexValue::Date { lo, hi } => values.iter().any(|v| date(v, *lo, *hi)),
+                _ => false,
+            })
+        }
         Test::Uri(mode, values) => mine().any(|r| match &r.value {
             IndexValue::Uri { value } => values.iter().any(|v| match mode {
                 UriMode::Equals => value == v,
@@ -143,6 +153,25 @@ fn test_rows(param: &ParamDef, test: &Test, rows: &[IndexRow]) -> Option<bool> {
         }),
         _ => return None,
     })
+}
+
+/// A date test on one stored range `[vlo, vhi]`, as storage's SQL has it
+/// (`ap` is not decided in memory).
+fn date(v: &super::types::DateValue, vlo: i64, vhi: i64) -> bool {
+    use super::types::Prefix;
+    let (lo, hi) = (v.range.lo, v.range.hi);
+    let contains = vlo >= lo && vhi <= hi;
+    match v.prefix {
+        Prefix::Eq => contains,
+        Prefix::Ne => !contains,
+        Prefix::Gt => vhi > hi,
+        Prefix::Lt => vlo < lo,
+        Prefix::Ge => vhi > hi || contains,
+        Prefix::Le => vlo < lo || contains,
+        Prefix::Sa => vlo >= hi,
+        Prefix::Eb => vhi <= lo,
+        Prefix::Ap => false,
+    }
 }
 
 fn token(v: &TokenValue, system: &Option<String>, code: &str) -> bool {

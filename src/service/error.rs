@@ -85,6 +85,21 @@ pub enum ServiceError {
     NotImplemented(String),
     #[error("service unavailable")]
     Unavailable(String),
+    /// 503 with `Retry-After: retry_after`: a practice's GP system is down,
+    /// timed out or behind an open circuit breaker.
+    #[error("supplier unavailable")]
+    SupplierUnavailable { message: String, retry_after: u64 },
+    /// 502: a GP system's answer was malformed or hostile (nothing of it used).
+    #[error("bad gateway")]
+    BadGateway(String),
+    /// A GP system refused the request: its status and Spine error code,
+    /// as an R4 OperationOutcome with the same meaning.
+    #[error("refused by the supplier")]
+    SupplierRefused {
+        status: u16,
+        code: Option<&'static str>,
+        message: String,
+    },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -111,7 +126,9 @@ impl ServiceError {
             ServiceError::UnsupportedMediaType(_) => 415,
             ServiceError::Unprocessable(_) => 422,
             ServiceError::NotImplemented(_) => 501,
-            ServiceError::Unavailable(_) => 503,
+            ServiceError::Unavailable(_) | ServiceError::SupplierUnavailable { .. } => 503,
+            ServiceError::BadGateway(_) => 502,
+            ServiceError::SupplierRefused { status, .. } => *status,
             ServiceError::Internal(_) => 500,
         }
     }
@@ -139,6 +156,28 @@ impl ServiceError {
             ServiceError::PayloadTooLarge(m) => vec![OoIssue::error("too-costly", m.clone())],
             ServiceError::RequestTimeout(m) => vec![OoIssue::error("timeout", m.clone())],
             ServiceError::Unavailable(m) => vec![OoIssue::error("transient", m.clone())],
+            ServiceError::SupplierUnavailable { message, .. } => {
+                vec![OoIssue::error("transient", message.clone())]
+            }
+            ServiceError::BadGateway(m) => vec![OoIssue::error("exception", m.clone())],
+            ServiceError::SupplierRefused {
+                status,
+                code,
+                message,
+            } => vec![OoIssue {
+                details: *code,
+                ..OoIssue::error(
+                    match status {
+                        403 => "forbidden",
+                        404 => "not-found",
+                        409 => "conflict",
+                        412 => "conflict",
+                        422 => "processing",
+                        _ => "invalid",
+                    },
+                    message.clone(),
+                )
+            }],
             ServiceError::Internal(_) => vec![OoIssue::error(
                 "exception",
                 "An internal error occurred; it has been logged with the request id",

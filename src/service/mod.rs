@@ -19,6 +19,7 @@
 
 pub mod audit;
 pub mod booking;
+pub mod bridged;
 pub mod consent;
 pub mod error;
 pub mod history;
@@ -60,6 +61,8 @@ pub struct Service {
     settings: Arc<Settings>,
     /// Active Consents (the policy reads the same index).
     consents: Arc<crate::consent::ConsentIndex>,
+    /// The GP suppliers whose practices' records are held remotely.
+    bridge: Arc<crate::bridge::Bridge>,
 }
 
 impl Service {
@@ -73,7 +76,14 @@ impl Service {
             validation,
             settings,
             consents: Arc::new(crate::consent::ConsentIndex::new()),
+            bridge: Arc::new(crate::bridge::Bridge::none()),
         }
+    }
+
+    /// Routes the practices of `bridge`'s suppliers to them.
+    pub fn with_bridge(mut self, bridge: Arc<crate::bridge::Bridge>) -> Service {
+        self.bridge = bridge;
+        self
     }
 
     /// Shares `index` as the Consent index this service keeps up to date.

@@ -46,6 +46,10 @@ impl Service {
     ) -> ServiceResult<Found> {
         self.require(ty, Interaction::Read)?;
         ctx.authorize(ty, crate::policy::Action::Read)?;
+        if let Some((s, rid)) = self.bridge.remote_id(id.as_str()) {
+            let s = s.clone();
+            return self.bridged_read(ctx, ty, &s, rid).await;
+        }
         let reader = self
             .backend
             .reader()

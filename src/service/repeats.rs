@@ -145,7 +145,13 @@ fn plan_of(
 
 /// The rules of every write of a Task (renewal Tasks only).
 pub(crate) fn task(tx: &mut dyn TxOps, base: &str, change: Change<'_>) -> ServiceResult<()> {
-    let Change { id, old, new, .. } = change;
+    let Change {
+        id,
+        old,
+        new,
+        bridge,
+        ..
+    } = change;
     let renewal = old.as_ref().is_some_and(is_renewal) || new.as_deref().is_some_and(is_renewal);
     if !renewal {
         return Ok(());
@@ -161,7 +167,16 @@ pub(crate) fn task(tx: &mut dyn TxOps, base: &str, change: Change<'_>) -> Servic
         return Ok(());
     };
     match old {
-        None => request(tx, base, actor, new),
+        None => {
+            let remote = new
+                .get("focus")
+                .and_then(|f| ref_id(f, "MedicationRequest"))
+                .and_then(|p| bridge.remote_id(&p).map(|(s, _)| s.clone()));
+            match remote {
+                Some(s) => request_bridged(tx, base, actor, &s, id, new),
+                None => request(tx, base, actor, new),
+            }
+        }
         Some(old) => {
             let (from, to) = (status(&old).to_owned(), status(new).to_owned());
             if !OPEN.contains(&from.as_str()) {
@@ -252,6 +267,120 @@ fn request(tx: &mut dyn TxOps, base: &str, actor: Actor, task: &Value) -> Servic
             open.id
         )));
     }
+    Ok(())
+}
+
+/// The practice (ODS code) of local Patient `id`, read inside the transaction.
+fn practice_in_tx(tx: &mut dyn TxOps, id: &str) -> ServiceResult<Option<String>> {
+    use super::bridged::ODS_SYSTEM;
+    let Some((_, p)) = read_ref(tx, ResourceType::Patient, id)? else {
+        return Ok(None);
+    };
+    let ods_of = |v: &Value| {
+        v.get("identifier")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .chain(v.get("identifier").filter(|i| i.is_object()))
+            .find(|i| i.get("system").and_then(Value::as_str) == Some(ODS_SYSTEM))
+            .and_then(|i| i.get("value").and_then(Value::as_str))
+            .map(str::to_owned)
+    };
+    for gp in p
+        .get("generalPractitioner")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(ods) = ods_of(gp) {
+            return Ok(Some(ods));
+        }
+        if let Some(org) = ref_id(gp, "Organization") {
+            if let Some((_, o)) = read_ref(tx, ResourceType::Organization, &org)? {
+                if let Some(ods) = ods_of(&o) {
+                    return Ok(Some(ods));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// A request for a plan held by a practice's GP system: checked as far as
+/// the local record allows (the patient's practice is that supplier's, no
+/// other open request for the plan), queued in the outbox in this
+/// transaction, and delivered by the job runner; the GP system checks the
+/// plan itself, and a refusal comes back as the Task's `rejected` status.
+fn request_bridged(
+    tx: &mut dyn TxOps,
+    base: &str,
+    actor: Actor,
+    supplier: &crate::bridge::Supplier,
+    id: &LogicalId,
+    task: &mut Value,
+) -> ServiceResult<()> {
+    use crate::bridge::outbox;
+    if status(task) != "requested" {
+        return Err(refuse(
+            "request",
+            "a repeat request for a plan held by the practice's GP system starts as status requested",
+        ));
+    }
+    let _ = actor;
+    let plan = task
+        .get("focus")
+        .and_then(|f| ref_id(f, "MedicationRequest"))
+        .unwrap_or_default();
+    tx.lock(&format!("repeat|plan|{plan}"))
+        .map_err(super::transaction::storage_err)?;
+    let not_theirs = || {
+        refuse(
+            "focus",
+            "the focus is not a repeat authorisation of this patient",
+        )
+    };
+    let patient = task
+        .get("for")
+        .and_then(|f| ref_id(f, "Patient"))
+        .ok_or_else(not_theirs)?;
+    let served =
+        practice_in_tx(tx, &patient)?.is_some_and(|ods| supplier.cfg.ods_codes.contains(&ods));
+    if !served || !supplier.holds(ResourceType::Task) {
+        return Err(not_theirs());
+    }
+    let q = query(
+        ResourceType::Task,
+        &[
+            ("focus", format!("MedicationRequest/{plan}")),
+            ("status", OPEN_LIST.into()),
+            ("code", format!("{SNOMED}|{RENEWAL_CODE}")),
+        ],
+        base,
+    )?;
+    if let Some(open) = tx
+        .find(&q, 1)
+        .map_err(super::transaction::storage_err)?
+        .first()
+    {
+        return Err(ServiceError::Duplicate(format!(
+            "this medication already has an open repeat request (Task/{}); wait for the practice or cancel it",
+            open.id
+        )));
+    }
+    let key = uuid::Uuid::new_v4().to_string();
+    let ident = json!({"system": outbox::IDEMPOTENCY_SYSTEM, "value": key});
+    match task.get_mut("identifier").and_then(Value::as_array_mut) {
+        Some(list) => {
+            list.retain(|i| {
+                i.get("system").and_then(Value::as_str) != Some(outbox::IDEMPOTENCY_SYSTEM)
+            });
+            list.push(ident);
+        }
+        None => task["identifier"] = json!([ident]),
+    }
+    task["businessStatus"] = outbox::business_status("queued");
+    tx.enqueue(outbox::new_job(supplier.name(), id.as_str()))
+        .map_err(super::transaction::storage_err)?;
     Ok(())
 }
 

@@ -170,7 +170,7 @@ impl Service {
             let rules = self.practice_rules(input.pairs).await?;
             super::booking::free_slot_query(&mut parsed.query, rules.as_ref())?;
         }
-        if let Some(p) = input.within {
+        if let Some(p) = input.within.clone() {
             parsed.query.predicates.push(p);
         }
         // The patients the request names must be ones the caller may act for.
@@ -179,6 +179,16 @@ impl Service {
         }
         // The query as run carries the caller's restriction.
         restrict(ctx, &mut parsed.query);
+        // A practice on a GP system answers from there, under the same restriction.
+        if !self.bridge.is_empty() {
+            let patients = named_patients(&parsed.query.predicates);
+            if let Some(page) = self
+                .bridged_search(ctx, &input, &mut parsed, &patients)
+                .await?
+            {
+                return Ok(SearchOutput { parsed, page });
+            }
+        }
         let searcher = self
             .backend
             .search()

@@ -63,6 +63,8 @@ impl Actor {
 /// delete). Rules may change `new` (the stored Task names the prescription
 /// it issued).
 pub(crate) struct Change<'a> {
+    /// The GP-supplier bridge (which ids and practices are remote).
+    pub bridge: &'a crate::bridge::Bridge,
     pub ty: ResourceType,
     pub id: &'a LogicalId,
     pub old: Option<Value>,
@@ -75,6 +77,12 @@ pub(crate) fn before_write(
     base: &str,
     change: Change<'_>,
 ) -> ServiceResult<()> {
+    if change.bridge.remote_id(change.id.as_str()).is_some() {
+        return Err(ServiceError::NotImplemented(format!(
+            "{}/{} is held by a practice's GP system: it is changed by a single PUT, not in a Bundle or by PATCH",
+            change.ty, change.id
+        )));
+    }
     match change.ty {
         ResourceType::Appointment => super::booking::appointment(tx, base, change),
         ResourceType::Slot => super::booking::slot(tx, change),

@@ -143,6 +143,9 @@ impl Service {
         base_url: &str,
     ) -> ServiceResult<Written> {
         self.require(ty, crate::storage::Interaction::Create)?;
+        if let Some(w) = self.bridged_create(ctx, ty, &body, base_url).await? {
+            return Ok(w);
+        }
         if super::workflows::in_tx(ty) {
             let single = super::transaction::SingleWrite::Create {
                 ty,
@@ -195,6 +198,19 @@ impl Service {
         base_url: &str,
     ) -> ServiceResult<Written> {
         self.require(ty, crate::storage::Interaction::Update)?;
+        if let Some((s, rid)) = self.bridge.remote_id(id.as_str()) {
+            let s = s.clone();
+            let if_match = match precondition {
+                Precondition::None => None,
+                Precondition::VersionIs(v) => Some(v),
+                _ => {
+                    return Err(ServiceError::PreconditionFailed(
+                        "A resource held by a GP system is updated with If-Match or none".into(),
+                    ))
+                }
+            };
+            return self.bridged_update(ctx, ty, &s, rid, body, if_match).await;
+        }
         if super::workflows::in_tx(ty) {
             let single = super::transaction::SingleWrite::Update {
                 ty,
@@ -278,6 +294,13 @@ impl Service {
         if_match: Option<VersionId>,
     ) -> ServiceResult<Written> {
         self.require(ty, crate::storage::Interaction::Delete)?;
+        if let Some((s, _)) = self.bridge.remote_id(id.as_str()) {
+            ctx.authorize(ty, Action::Delete)?;
+            return Err(ServiceError::MethodNotAllowed(format!(
+                "{ty} resources held by a GP system ({}) are not deleted; an Appointment is cancelled (status cancelled)",
+                s.name()
+            )));
+        }
         if super::workflows::in_tx(ty) {
             let single = super::transaction::SingleWrite::Delete { ty, id, if_match };
             return self.write_in_tx(ctx, "", single).await;

@@ -180,6 +180,11 @@ pub trait Jobs: Send + Sync {
     /// Forgets a live job's progress (cursor and counters), unless another
     /// owner holds a lease on it that has not run out; `false` then.
     async fn reset(&self, ctx: &RequestContext, id: &str) -> StorageResult<bool>;
+    /// A failed (dead-lettered) or queued job queued again now, its attempts
+    /// back to 0 (`false`: running, finished or absent).
+    async fn requeue(&self, ctx: &RequestContext, id: &str) -> StorageResult<bool>;
+    /// Removes a job that is not running (`false`: running or absent).
+    async fn discard(&self, ctx: &RequestContext, id: &str) -> StorageResult<bool>;
     async fn get(&self, ctx: &RequestContext, id: &str) -> StorageResult<Option<Job>>;
     /// Jobs of `kind` (every kind when `None`), newest first.
     async fn list(

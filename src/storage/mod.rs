@@ -371,6 +371,15 @@ pub trait TxOps {
     /// Serialises transactions that use the same key until commit (conditional
     /// writes on the same criteria). A no-op where writes are already serial.
     fn lock(&mut self, key: &str) -> StorageResult<()>;
+    /// Enqueues a job in this transaction (the outbox: a deferred write is
+    /// queued with the local record it belongs to, or not at all). Returns
+    /// the job's id, or `None` when a live job has the same dedupe key.
+    fn enqueue(&mut self, job: jobs::NewJob) -> StorageResult<Option<String>> {
+        let _ = job;
+        Err(StorageError::Unsupported(
+            "this storage backend has no job queue".into(),
+        ))
+    }
 }
 
 /// Work to run in one transaction: `Ok` commits, an error rolls back.

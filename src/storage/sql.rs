@@ -547,6 +547,11 @@ impl TxOps for SqlTx<'_> {
     fn lock(&mut self, key: &str) -> StorageResult<()> {
         write::advisory_lock(self.conn, key)
     }
+    fn enqueue(&mut self, job: crate::storage::jobs::NewJob) -> StorageResult<Option<String>> {
+        let id = LogicalId::generate().to_string();
+        let now = crate::model::Instant::now().0;
+        Ok(jobs::insert_job(self.conn, &id, &job, now)?.then_some(id))
+    }
 }
 
 #[async_trait]

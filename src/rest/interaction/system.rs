@@ -65,21 +65,40 @@ pub async fn health_live() -> HttpResponse {
         .body(r#"{"status":"pass"}"#)
 }
 
+/// Ready when the database answers. Each GP supplier is reported (`up`,
+/// `degraded`, `down`) without failing readiness: one bad supplier must not
+/// take the server (and every other practice) out of the load balancer.
 pub async fn health_ready(state: web::Data<AppState>) -> HttpResponse {
-    match state.service.ping().await {
-        Ok(()) => HttpResponse::Ok()
-            .content_type("application/json")
-            .body(r#"{"status":"pass","checks":{"database":"pass"}}"#),
+    let (db, suppliers) =
+        futures_util::future::join(state.service.ping(), state.service.supplier_health()).await;
+    let ok = match db {
+        Ok(()) => true,
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            HttpResponse::ServiceUnavailable()
-                .content_type("application/json")
-                .body(r#"{"status":"fail","checks":{"database":"fail"}}"#)
+            false
         }
+    };
+    let mut body = serde_json::json!({
+        "status": if ok { "pass" } else { "fail" },
+        "checks": {"database": if ok { "pass" } else { "fail" }},
+    });
+    if !suppliers.is_empty() {
+        body["checks"]["suppliers"] = suppliers
+            .into_iter()
+            .map(|(name, s)| (name, serde_json::Value::String(s.into())))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
     }
+    let mut resp = if ok {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::ServiceUnavailable()
+    };
+    resp.content_type("application/json").body(body.to_string())
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    state.service.refresh_outbox_metrics().await;
     let (in_use, idle) = state.service.pool_state();
     state
         .metrics

@@ -137,6 +137,7 @@ impl Service {
             max_conditional_delete: self.settings.server.max_conditional_delete,
             paging: self.paging(),
             max_patch_result_bytes: self.settings.server.body_limit_bytes,
+            bridge: self.bridge.clone(),
         })
     }
 

@@ -62,6 +62,7 @@ pub struct TxState {
     pub paging: search_parse::Paging,
     /// Largest patch result (`server.body_limit_bytes`).
     pub max_patch_result_bytes: usize,
+    pub bridge: Arc<crate::bridge::Bridge>,
 }
 
 pub(super) fn stored_json(s: &StoredResource) -> Result<Value, ServiceError> {
@@ -450,7 +451,7 @@ pub(super) fn run_entries(
 
     // 5c. The journeys' rules (booking, repeats, triage), in this
     // transaction, before anything is stored.
-    workflow_rules(tx, &base, &mut entries, &existing, &deletes)?;
+    workflow_rules(tx, &base, &state.bridge, &mut entries, &existing, &deletes)?;
 
     // 6. Execute in the spec's order.
     let mut order: Vec<usize> = (0..entries.len()).collect();
@@ -539,6 +540,7 @@ pub(super) fn run_entries(
 fn workflow_rules(
     tx: &mut dyn TxOps,
     base: &str,
+    bridge: &crate::bridge::Bridge,
     entries: &mut [Entry],
     existing: &HashMap<usize, StoredResource>,
     deletes: &HashMap<usize, Vec<LogicalId>>,
@@ -572,6 +574,7 @@ fn workflow_rules(
                         tx,
                         base,
                         Change {
+                            bridge,
                             ty,
                             id,
                             old: Some(old),
@@ -594,6 +597,7 @@ fn workflow_rules(
             tx,
             base,
             Change {
+                bridge,
                 ty,
                 id: &id,
                 old,

@@ -124,6 +124,35 @@ fn claimable(sql: &mut Sql, now: i64, due: bool) {
         .push("))");
 }
 
+/// Inserts `job` as `id` on `conn` (inside the caller's transaction):
+/// `false` when a live job has the same dedupe key.
+pub(super) fn insert_job(conn: &mut Conn, id: &str, job: &NewJob, now: i64) -> StorageResult<bool> {
+    // ON CONFLICT DO NOTHING: the partial unique index on live
+    // dedupe keys turns a second live job into no row.
+    let mut sql = Sql::new();
+    sql.push(
+        "INSERT INTO jobs (id, kind, dedupe_key, params, state, attempts, max_attempts, \
+         done_units, created_at, updated_at, run_after) VALUES (",
+    )
+    .text(id)
+    .push(", ")
+    .text(&job.kind)
+    .push(", ")
+    .bind(Bind::OptText(job.dedupe_key.clone()))
+    .push(", ")
+    .text(&job.params)
+    .push(", 'queued', 0, ")
+    .int(i64::from(job.max_attempts.max(1)))
+    .push(", 0, ")
+    .int(now)
+    .push(", ")
+    .int(now)
+    .push(", ")
+    .int(job.run_after.unwrap_or(now))
+    .push(") ON CONFLICT DO NOTHING");
+    Ok(conn.exec(&sql)? == 1)
+}
+
 fn load_job(conn: &mut Conn, id: &str) -> StorageResult<Option<Job>> {
     let mut sql = Sql::new();
     sql.push("SELECT ")
@@ -285,30 +314,7 @@ impl Jobs for SqlBackend {
                     .push("DELETE FROM jobs WHERE state IN ('done', 'failed') AND updated_at < ")
                     .int(now - KEEP_FINISHED_MS);
                 conn.exec(&sweep)?;
-                // ON CONFLICT DO NOTHING: the partial unique index on live
-                // dedupe keys turns a second live job into no row.
-                let mut sql = Sql::new();
-                sql.push(
-                    "INSERT INTO jobs (id, kind, dedupe_key, params, state, attempts, max_attempts, \
-                     done_units, created_at, updated_at, run_after) VALUES (",
-                )
-                .text(&id)
-                .push(", ")
-                .text(&job.kind)
-                .push(", ")
-                .bind(Bind::OptText(job.dedupe_key.clone()))
-                .push(", ")
-                .text(&job.params)
-                .push(", 'queued', 0, ")
-                .int(i64::from(job.max_attempts.max(1)))
-                .push(", 0, ")
-                .int(now)
-                .push(", ")
-                .int(now)
-                .push(", ")
-                .int(job.run_after.unwrap_or(now))
-                .push(") ON CONFLICT DO NOTHING");
-                let created = conn.exec(&sql)? == 1;
+                let created = insert_job(conn, &id, &job, now)?;
                 if created {
                     return load_job(conn, &id)?.map(|j| (j, true)).ok_or_else(|| {
                         StorageError::Internal(anyhow::anyhow!("enqueued job not found"))
@@ -512,6 +518,50 @@ impl Jobs for SqlBackend {
                 .text(&id);
                 claimable(&mut sql, now, false);
                 Ok(conn.exec(&sql)? == 1)
+            })
+        })
+        .await
+    }
+
+    async fn requeue(&self, _ctx: &RequestContext, id: &str) -> StorageResult<bool> {
+        let id = id.to_owned();
+        self.blocking(move |mut conn| {
+            conn.write_tx(|conn| {
+                let now = Instant::now().0;
+                let mut sql = Sql::new();
+                sql.push(
+                    "UPDATE jobs SET state = 'queued', attempts = 0, error = NULL, run_after = ",
+                )
+                .int(now)
+                .push(", updated_at = ")
+                .int(now)
+                .push(" WHERE id = ")
+                .text(&id)
+                .push(" AND state IN ('failed', 'queued')");
+                Ok(conn.exec(&sql)? == 1)
+            })
+        })
+        .await
+    }
+
+    async fn discard(&self, _ctx: &RequestContext, id: &str) -> StorageResult<bool> {
+        let id = id.to_owned();
+        self.blocking(move |mut conn| {
+            conn.write_tx(|conn| {
+                let now = Instant::now().0;
+                let mut sql = Sql::new();
+                sql.push("DELETE FROM jobs WHERE id = ")
+                    .text(&id)
+                    .push(" AND (state IN ('failed', 'queued', 'done') OR lease_until < ")
+                    .int(now)
+                    .push(")");
+                let gone = conn.exec(&sql)? == 1;
+                if gone {
+                    let mut runs = Sql::new();
+                    runs.push("DELETE FROM job_runs WHERE job_id = ").text(&id);
+                    conn.exec(&runs)?;
+                }
+                Ok(gone)
             })
         })
         .await
