@@ -20,6 +20,7 @@ pub mod model;
 pub mod policy;
 pub mod reindex;
 pub mod rest;
+pub mod sandbox;
 pub mod search;
 pub mod service;
 pub mod startup;

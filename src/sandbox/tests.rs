@@ -1,0 +1,1 @@
+//! End-to-end and rule tests for the sandbox.
