@@ -165,6 +165,52 @@ enum Command {
         #[command(subcommand)]
         command: PackagesCommand,
     },
+    /// Run a simulated GP system speaking GP Connect (STU3), seeded with demo
+    /// practices, patients, slots and medication, with fault injection at
+    /// run time (PUT /admin/faults). The bridge's demo and test supplier.
+    SandboxSupplier {
+        /// Address to listen on, HOST:PORT; the FHIR base is http://ADDR/fhir.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+        listen: String,
+        /// The practices it holds (ODS codes, comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "A81002,A81003")]
+        ods: Vec<String>,
+        /// Its ASID (requests must name it in Ssp-To).
+        #[arg(long, default_value = "918999198993")]
+        asid: String,
+        /// Repeat authorisations per seeded patient.
+        #[arg(long, default_value_t = 3)]
+        repeat_plans: usize,
+        /// Days of free slots from today.
+        #[arg(long, default_value_t = 21)]
+        days: u32,
+    },
+    /// The outbox of writes waiting for a practice's GP system.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Items not yet delivered (queued, running, dead), oldest first.
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Queue a dead item again (its attempts start from 0).
+    Retry {
+        #[command(flatten)]
+        common: Common,
+        id: String,
+    },
+    /// Remove an item that is not being delivered (its Task stays as it is).
+    Drop {
+        #[command(flatten)]
+        common: Common,
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -447,6 +493,55 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => println!("there was no key before"),
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::SandboxSupplier {
+            listen,
+            ods,
+            asid,
+            repeat_plans,
+            days,
+        } => {
+            fhirbridge::telemetry::init("info", "pretty");
+            let listener = std::net::TcpListener::bind(&listen)
+                .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+            let addr = listener.local_addr()?;
+            println!("sandbox GP Connect supplier at http://{addr}/fhir (admin: http://{addr}/admin/faults)");
+            let opts = fhirbridge::sandbox::SandboxOptions {
+                ods_codes: ods,
+                asid,
+                repeat_plans,
+                days,
+            };
+            actix_web::rt::System::new().block_on(fhirbridge::sandbox::serve(listener, opts))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Outbox { command } => {
+            let (common, act) = match command {
+                OutboxCommand::List { common } => (common, None),
+                OutboxCommand::Retry { common, id } => (common, Some((id, true))),
+                OutboxCommand::Drop { common, id } => (common, Some((id, false))),
+            };
+            let settings = load(&common, None)?;
+            fhirbridge::telemetry::init("warn", &settings.telemetry.log_format);
+            match act {
+                None => {
+                    let out = actix_web::rt::System::new()
+                        .block_on(fhirbridge::bridge::outbox::list(&settings))?;
+                    print!("{out}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some((id, retry)) => {
+                    let done = actix_web::rt::System::new()
+                        .block_on(fhirbridge::bridge::outbox::act(&settings, &id, retry))?;
+                    if done {
+                        println!("{} outbox item {id}", if retry { "queued again:" } else { "dropped:" });
+                        Ok(ExitCode::SUCCESS)
+                    } else {
+                        eprintln!("fhirbridge outbox: no such item that is not being delivered: {id}");
+                        Ok(ExitCode::from(1))
+                    }
+                }
+            }
         }
         Command::Demo {
             command: DemoCommand::Seed { common },

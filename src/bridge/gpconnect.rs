@@ -45,7 +45,7 @@ impl GpConnect {
     /// GP Connect's audit and provenance token: unsigned (`alg: none`),
     /// `exp` = `iat` + 5 minutes, the requesting device, organisation and
     /// practitioner (this server, acting for the practice's patient).
-    fn jwt(&self, write: bool) -> String {
+    fn jwt(&self, scope: &str) -> String {
         use crate::base64::{encode, Alphabet::UrlSafe};
         let iat = chrono::Utc::now().timestamp();
         let header = json!({"alg": "none", "typ": "JWT"});
@@ -56,7 +56,7 @@ impl GpConnect {
             "exp": iat + 300,
             "iat": iat,
             "reason_for_request": "directcare",
-            "requested_scope": if write { "patient/*.write" } else { "patient/*.read" },
+            "requested_scope": scope,
             "requesting_device": {
                 "resourceType": "Device",
                 "identifier": [{"system": "https://fhirbridge.dev/Id/device", "value": "fhirbridge"}],
@@ -75,7 +75,7 @@ impl GpConnect {
                     {"system": "https://fhir.nhs.uk/Id/sds-user-id", "value": "UNK"},
                     {"system": "https://fhir.nhs.uk/Id/sds-role-profile-id", "value": "UNK"}
                 ],
-                "name": [{"family": "fhirbridge"}]
+                "name": [{"family": "Bridge", "given": ["Fhir"]}]
             }
         });
         format!(
@@ -93,7 +93,20 @@ impl GpConnect {
         body: Option<Value>,
         if_match: Option<&str>,
     ) -> Upstream<(Response, Value)> {
-        let write = method != "GET";
+        // The scope GP Connect ties to each interaction.
+        let scope = if [":create:", ":update:", ":cancel:"]
+            .iter()
+            .any(|k| interaction.contains(k))
+        {
+            "patient/*.write"
+        } else if ["slot-1", "organization-1", "practitioner-1", "location-1", "metadata-1"]
+            .iter()
+            .any(|k| interaction.ends_with(k))
+        {
+            "organization/*.read"
+        } else {
+            "patient/*.read"
+        };
         let mut headers = vec![
             ("Ssp-TraceID".to_owned(), uuid::Uuid::new_v4().to_string()),
             (
@@ -107,7 +120,7 @@ impl GpConnect {
             ("Ssp-InteractionID".to_owned(), interaction.to_owned()),
             (
                 "Authorization".to_owned(),
-                format!("Bearer {}", self.jwt(write)),
+                format!("Bearer {}", self.jwt(scope)),
             ),
             ("Accept".to_owned(), FHIR_JSON.to_owned()),
         ];
@@ -360,6 +373,10 @@ impl Adapter for GpConnect {
         one(v, "Appointment")
     }
 
+    /// GP Connect's amend and cancel change only what they may (description
+    /// and comment; status and the cancellation reason): the supplier's
+    /// current STU3 Appointment with those elements taken from ours, at the
+    /// version the caller saw.
     async fn update_appointment(
         &self,
         id: &str,
@@ -367,13 +384,46 @@ impl Adapter for GpConnect {
         appointment: Value,
         cancel: bool,
     ) -> Upstream<Value> {
+        let (_, mut body) = self
+            .call(
+                "GET",
+                &format!("Appointment/{}", enc(id)),
+                &format!("{ID}rest:read:appointment-1"),
+                None,
+                None,
+            )
+            .await?;
+        expect(&body, "Appointment")?;
+        let o = body
+            .as_object_mut()
+            .ok_or_else(|| UpstreamError::Bad("not an object".into()))?;
         let interaction = if cancel {
+            o.insert("status".into(), json!("cancelled"));
+            let reason = appointment
+                .pointer("/cancelationReason/text")
+                .or_else(|| appointment.pointer("/cancelationReason/coding/0/display"))
+                .and_then(Value::as_str)
+                .unwrap_or("Cancelled through fhirbridge")
+                .to_owned();
+            let ext = o.entry("extension").or_insert_with(|| json!([]));
+            if let Some(list) = ext.as_array_mut() {
+                list.retain(|e| e.get("url").and_then(Value::as_str) != Some(stu3::CANCEL_REASON_STU3));
+                list.push(json!({"url": stu3::CANCEL_REASON_STU3, "valueString": reason}));
+            }
             "rest:cancel:appointment-1"
         } else {
+            for k in ["description", "comment"] {
+                match appointment.get(k) {
+                    Some(v) => {
+                        o.insert(k.into(), v.clone());
+                    }
+                    None => {
+                        o.remove(k);
+                    }
+                }
+            }
             "rest:update:appointment-1"
         };
-        let mut body = stu3::appointment_to_stu3(appointment);
-        body["id"] = json!(id);
         let (_, v) = self
             .call(
                 "PUT",

@@ -38,7 +38,7 @@ const UK_COURSE_SYSTEM: &str =
     "https://fhir.hl7.org.uk/CodeSystem/UKCore-MedicationRequestCourseOfTherapy";
 
 /// The resource types this mapping reads from a GP Connect provider.
-pub const MAPPED: [&str; 11] = [
+pub const MAPPED: [&str; 12] = [
     "Appointment",
     "Slot",
     "Schedule",
@@ -50,6 +50,7 @@ pub const MAPPED: [&str; 11] = [
     "Practitioner",
     "Location",
     "Organization",
+    "PractitionerRole",
 ];
 
 fn obj(v: &mut Value) -> Option<&mut Map<String, Value>> {
@@ -152,7 +153,7 @@ pub fn to_r4(mut v: Value) -> Result<Value, String> {
         "Patient" => {
             o.remove("animal");
         }
-        "Practitioner" | "Location" | "Organization" | "OperationOutcome" => {}
+        "Practitioner" | "PractitionerRole" | "Location" | "Organization" | "OperationOutcome" => {}
         other => return Err(format!("a {other} is not a resource this bridge maps")),
     }
     Ok(v)

@@ -115,7 +115,8 @@ fn system_ctx() -> RequestContext {
 
 fn ms_to_fhir(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
-        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        // GP Connect takes an explicit offset, not `Z`.
+        .map(|d| d.format("%Y-%m-%dT%H:%M:%S+00:00").to_string())
         .unwrap_or_default()
 }
 
@@ -439,13 +440,16 @@ impl Service {
         };
         let (pool, _) = match ty {
             ResourceType::Appointment => {
-                let w = window_of(&parsed.query, "date").unwrap_or_else(|| {
+                // GP Connect retrieves appointments by whole dates.
+                let mut w = window_of(&parsed.query, "date").unwrap_or_else(|| {
                     let now = chrono::Utc::now().timestamp_millis();
                     Window {
-                        from: ms_to_fhir(now - 86_400_000),
+                        from: ms_to_fhir(now),
                         to: ms_to_fhir(now + 180 * 86_400_000),
                     }
                 });
+                w.from.truncate(10);
+                w.to.truncate(10);
                 let (list, stale) = self
                     .cached(
                         &s,
@@ -669,6 +673,24 @@ impl Service {
         }
         let cancel = value.get("status").and_then(Value::as_str) == Some("cancelled")
             && old.get("status").and_then(Value::as_str) != Some("cancelled");
+        // GP Connect: a cancellation changes the status and its reason, an
+        // amendment the description and comment; nothing else.
+        let allowed: &[&str] = if cancel {
+            &["status", "cancelationReason"]
+        } else {
+            &["description", "comment"]
+        };
+        if let Some(bad) = crate::workflow::fhir::changed(&old, &value)
+            .into_iter()
+            .find(|k| !allowed.contains(&k.as_str()))
+        {
+            return Err(super::workflows::refuse(
+                if cancel { "cancel" } else { "amend" },
+                format!(
+                    "{bad} cannot be changed on an appointment at the practice's GP system (a cancellation changes status and cancelationReason, an amendment description and comment)"
+                ),
+            ));
+        }
         let mut remote = value;
         ids::to_remote(&mut remote, s.name(), link.as_ref())
             .map_err(|e| super::workflows::refuse("Appointment", e))?;
@@ -855,14 +877,12 @@ fn in_memory(
             }
         }
     }
-    // Slots in time order; everything else newest first.
-    if ty == ResourceType::Slot {
-        matched.sort_by(|a, b| {
-            a.get("start")
-                .and_then(Value::as_str)
-                .cmp(&b.get("start").and_then(Value::as_str))
-        });
-    }
+    // Slots (and appointments) in time order, then by id: a stable order to page through.
+    let id_of = |v: &Value| v.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
+    matched.sort_by(|a, b| {
+        (a.get("start").and_then(Value::as_str), id_of(a))
+            .cmp(&(b.get("start").and_then(Value::as_str), id_of(b)))
+    });
     // Admitted before counting, so the total holds only what the caller may see.
     let keep: std::collections::HashSet<String> =
         admit_all(ctx, matched.iter().filter_map(ids::stored).collect())
@@ -875,7 +895,28 @@ fn in_memory(
             .is_some_and(|i| keep.contains(i))
     });
     let total = matched.len() as i64;
-    matched.truncate(query.count);
+    // Pages over the ordered matches: a cursor names the id a page ends
+    // (or, backwards, starts) at.
+    let at = |id: &str| matched.iter().position(|v| id_of(v) == id);
+    let (from, to) = match &query.cursor {
+        Some(c) if !c.backwards => {
+            let from = at(&c.id).map_or(matched.len(), |i| i + 1);
+            (from, (from + query.count).min(matched.len()))
+        }
+        Some(c) => {
+            let to = at(&c.id).unwrap_or(0);
+            (to.saturating_sub(query.count), to)
+        }
+        None => (0, query.count.min(matched.len())),
+    };
+    let cursor = |backwards: bool, v: &Value| crate::search::types::Cursor {
+        backwards,
+        keys: Vec::new(),
+        id: id_of(v),
+    };
+    let next = (to < matched.len() && to > from).then(|| cursor(false, &matched[to - 1]));
+    let previous = (from > 0 && from < matched.len()).then(|| cursor(true, &matched[from]));
+    let matched: Vec<Value> = matched.drain(from..to).collect();
     let mut included = Vec::new();
     if !query.include.is_empty() {
         let mut wanted: Vec<String> = Vec::new();
@@ -939,8 +980,8 @@ fn in_memory(
         included,
         include_truncated: false,
         total: Some(total),
-        next: None,
-        previous: None,
+        next,
+        previous,
     })
 }
 
