@@ -269,14 +269,18 @@ pub fn searchset(base: &str, matches: Vec<Value>, includes: Vec<Value>) -> Value
         .map(entry("match"))
         .chain(includes.into_iter().map(entry("include")))
         .collect();
-    json!({
+    let mut bundle = json!({
         "resourceType": "Bundle",
         "id": uuid::Uuid::new_v4().to_string(),
         "meta": {"profile": ["https://fhir.nhs.uk/STU3/StructureDefinition/GPConnect-Searchset-Bundle-1"]},
         "type": "searchset",
         "total": total,
-        "entry": entries,
-    })
+    });
+    // FHIR JSON has no empty arrays: an empty searchset has no `entry`.
+    if !entries.is_empty() {
+        bundle["entry"] = Value::Array(entries);
+    }
+    bundle
 }
 
 /// The FHIR endpoints, by URL and verb.
@@ -541,7 +545,7 @@ fn handle(
         Route::LocationRead(id) => foundations::read(&st, "Location", &id),
         Route::SlotSearch => slots::search(&st, &query, &base),
         Route::AppointmentCreate => appointments::book(&mut st, &body, now, &base),
-        Route::AppointmentRead(id) => appointments::read(&st, &id),
+        Route::AppointmentRead(id) => appointments::read(&st, &id, now),
         Route::AppointmentPut(id) => {
             let if_match = req.headers().get("If-Match").and_then(|v| v.to_str().ok());
             appointments::update(&mut st, &id, &body, interaction, if_match, now)

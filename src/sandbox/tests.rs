@@ -992,3 +992,46 @@ async fn e2e_task_and_structured_record() {
     .await;
     assert_eq!(resp.status(), StatusCode::NOT_IMPLEMENTED);
 }
+
+#[actix_web::test]
+async fn serve_on_a_real_socket() {
+    use futures_util::StreamExt as _;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    actix_web::rt::spawn(super::serve(listener, SandboxOptions::default()));
+    let client = awc::Client::new();
+    let url = format!("http://127.0.0.1:{port}/fhir/metadata");
+    let get = || {
+        let token = test_token(ssp::SCOPE_ORGANIZATION_READ, Utc::now().timestamp() - 5);
+        client
+            .get(&url)
+            .insert_header(("Ssp-TraceID", uuid::Uuid::new_v4().to_string()))
+            .insert_header(("Ssp-From", "200000000359"))
+            .insert_header(("Ssp-To", "918999198993"))
+            .insert_header(("Ssp-InteractionID", ssp::METADATA))
+            .insert_header(("Authorization", format!("Bearer {token}")))
+    };
+    let mut resp = get().send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let cs: Value = resp.json().limit(1 << 20).await.unwrap();
+    assert_eq!(cs["fhirVersion"], "3.0.1");
+
+    // drip: the headers and the first byte come at once, the rest slowly.
+    let faults = format!("http://127.0.0.1:{port}/admin/faults");
+    let resp = client
+        .put(&faults)
+        .send_json(&json!({"hostile": "drip"}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut resp = get().send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let first = tokio::time::timeout(std::time::Duration::from_secs(3), resp.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    let second = tokio::time::timeout(std::time::Duration::from_millis(300), resp.next()).await;
+    assert!(second.is_err(), "the second byte waits a second");
+}
