@@ -65,7 +65,8 @@
 //!
 //! For each ODS code `{ods}` in [`SandboxOptions::ods_codes`]: Organization
 //! `org-{ods}`, Location `loc-{ods}`, Practitioners `prac-{ods}-gp` and
-//! `prac-{ods}-nurse`, PractitionerRole `role-{ods}-gp`, Schedules
+//! `prac-{ods}-nurse` (SDS user ids `5550000000{n}1` and `5550000000{n}2`
+//! for the n-th practice), PractitionerRole `role-{ods}-gp`, Schedules
 //! `sched-{ods}-gp` ("General Practitioner Appointment", "Morning surgery")
 //! and `sched-{ods}-nurse` ("Nurse clinic", "Practice nurse clinic"), and on
 //! weekdays from today for [`SandboxOptions::days`] days 15-minute free
@@ -92,7 +93,19 @@
 //! * The contained booking Organization's `type` is not compared with the
 //!   slot search's `searchFilter`.
 //! * Structured record: only allergies and medication are modelled; see
-//!   [`structured`] for how other parameters are answered.
+//!   [`structured`] for how other parameters are answered. As the
+//!   structured-record pages require, its Lists have no `id` and its
+//!   MedicationStatements, MedicationRequests, Medications,
+//!   AllergyIntolerances and Lists carry no `meta.versionId` or
+//!   `meta.lastUpdated` in the Bundle (they are versioned in the store),
+//!   entries have no `fullUrl` and the Bundle id is the `Ssp-TraceID`.
+//! * Reading an appointment that has started is 422 `INVALID_RESOURCE` (the
+//!   spec asks for an error without naming the code).
+//! * Times are UK local (`+00:00`/`+01:00`) as the spec asks; the slots are
+//!   09:00–12:00 **UTC** (10:00–13:00 local in summer).
+//! * The nurse's SDS job role is text only ("Practice Nurse").
+//! * Only `application/fhir+json` bodies are read (no XML); the request body
+//!   limit is 1 MiB.
 
 mod admin;
 mod appointments;
