@@ -41,7 +41,7 @@
 //!
 //! GP Connect STU3 has **no prescription ordering**; real GP systems take
 //! repeat requests through IM1 or the GP Connect Patient Facing APIs. So the
-//! sandbox adds STU3 `Task`s ([`tasks`]): `status=requested`,
+//! sandbox adds STU3 `Task`s (`tasks.rs`): `status=requested`,
 //! `intent=order`, `code` SNOMED CT 103742009, `for` → the Patient, `focus`
 //! → an active repeat authorisation (`MedicationRequest` `intent=plan`) of
 //! that patient (else 422 `INVALID_RESOURCE`), and an `identifier` that is
@@ -93,7 +93,7 @@
 //! * The contained booking Organization's `type` is not compared with the
 //!   slot search's `searchFilter`.
 //! * Structured record: only allergies and medication are modelled; see
-//!   [`structured`] for how other parameters are answered. As the
+//!   `structured.rs` for how other parameters are answered. As the
 //!   structured-record pages require, its Lists have no `id` and its
 //!   MedicationStatements, MedicationRequests, Medications,
 //!   AllergyIntolerances and Lists carry no `meta.versionId` or
