@@ -100,7 +100,7 @@ pub fn hostile(kind: Hostile, expects_bundle: bool) -> HttpResponse {
             let body = if expects_bundle {
                 GpcError::internal("hostile sandbox: an OperationOutcome with 200").to_resource()
             } else {
-                json!({"resourceType": "Bundle", "id": uuid::Uuid::new_v4().to_string(), "type": "searchset", "entry": []})
+                json!({"resourceType": "Bundle", "id": uuid::Uuid::new_v4().to_string(), "type": "searchset", "total": 0})
             };
             HttpResponse::Ok().content_type(FHIR_JSON).body(body.to_string())
         }

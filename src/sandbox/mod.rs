@@ -41,7 +41,7 @@
 //!
 //! GP Connect STU3 has **no prescription ordering**; real GP systems take
 //! repeat requests through IM1 or the GP Connect Patient Facing APIs. So the
-//! sandbox adds STU3 `Task`s ([`tasks`]): `status=requested`,
+//! sandbox adds STU3 `Task`s (`tasks.rs`): `status=requested`,
 //! `intent=order`, `code` SNOMED CT 103742009, `for` → the Patient, `focus`
 //! → an active repeat authorisation (`MedicationRequest` `intent=plan`) of
 //! that patient (else 422 `INVALID_RESOURCE`), and an `identifier` that is
@@ -65,7 +65,8 @@
 //!
 //! For each ODS code `{ods}` in [`SandboxOptions::ods_codes`]: Organization
 //! `org-{ods}`, Location `loc-{ods}`, Practitioners `prac-{ods}-gp` and
-//! `prac-{ods}-nurse`, PractitionerRole `role-{ods}-gp`, Schedules
+//! `prac-{ods}-nurse` (SDS user ids `5550000000{n}1` and `5550000000{n}2`
+//! for the n-th practice), PractitionerRole `role-{ods}-gp`, Schedules
 //! `sched-{ods}-gp` ("General Practitioner Appointment", "Morning surgery")
 //! and `sched-{ods}-nurse` ("Nurse clinic", "Practice nurse clinic"), and on
 //! weekdays from today for [`SandboxOptions::days`] days 15-minute free
@@ -92,7 +93,19 @@
 //! * The contained booking Organization's `type` is not compared with the
 //!   slot search's `searchFilter`.
 //! * Structured record: only allergies and medication are modelled; see
-//!   [`structured`] for how other parameters are answered.
+//!   `structured.rs` for how other parameters are answered. As the
+//!   structured-record pages require, its Lists have no `id` and its
+//!   MedicationStatements, MedicationRequests, Medications,
+//!   AllergyIntolerances and Lists carry no `meta.versionId` or
+//!   `meta.lastUpdated` in the Bundle (they are versioned in the store),
+//!   entries have no `fullUrl` and the Bundle id is the `Ssp-TraceID`.
+//! * Reading an appointment that has started is 422 `INVALID_RESOURCE` (the
+//!   spec asks for an error without naming the code).
+//! * Times are UK local (`+00:00`/`+01:00`) as the spec asks; the slots are
+//!   09:00–12:00 **UTC** (10:00–13:00 local in summer).
+//! * The nurse's SDS job role is text only ("Practice Nurse").
+//! * Only `application/fhir+json` bodies are read (no XML); the request body
+//!   limit is 1 MiB.
 
 mod admin;
 mod appointments;
@@ -269,14 +282,18 @@ pub fn searchset(base: &str, matches: Vec<Value>, includes: Vec<Value>) -> Value
         .map(entry("match"))
         .chain(includes.into_iter().map(entry("include")))
         .collect();
-    json!({
+    let mut bundle = json!({
         "resourceType": "Bundle",
         "id": uuid::Uuid::new_v4().to_string(),
         "meta": {"profile": ["https://fhir.nhs.uk/STU3/StructureDefinition/GPConnect-Searchset-Bundle-1"]},
         "type": "searchset",
         "total": total,
-        "entry": entries,
-    })
+    });
+    // FHIR JSON has no empty arrays: an empty searchset has no `entry`.
+    if !entries.is_empty() {
+        bundle["entry"] = Value::Array(entries);
+    }
+    bundle
 }
 
 /// The FHIR endpoints, by URL and verb.
@@ -541,7 +558,7 @@ fn handle(
         Route::LocationRead(id) => foundations::read(&st, "Location", &id),
         Route::SlotSearch => slots::search(&st, &query, &base),
         Route::AppointmentCreate => appointments::book(&mut st, &body, now, &base),
-        Route::AppointmentRead(id) => appointments::read(&st, &id),
+        Route::AppointmentRead(id) => appointments::read(&st, &id, now),
         Route::AppointmentPut(id) => {
             let if_match = req.headers().get("If-Match").and_then(|v| v.to_str().ok());
             appointments::update(&mut st, &id, &body, interaction, if_match, now)

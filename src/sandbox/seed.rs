@@ -136,8 +136,14 @@ pub fn stable_uuid(seed: &str) -> String {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         })
     }
-    let hi = fnv(seed, 0xcbf2_9ce4_8422_2325);
-    let lo = fnv(seed, hi ^ 0x9e37_79b9_7f4a_7c15);
+    // splitmix64's finaliser spreads FNV's near-identical hashes of similar ids.
+    fn mix(mut z: u64) -> u64 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let hi = mix(fnv(seed, 0xcbf2_9ce4_8422_2325));
+    let lo = mix(fnv(seed, hi ^ 0x9e37_79b9_7f4a_7c15));
     let mut bytes = [0u8; 16];
     bytes[..8].copy_from_slice(&hi.to_be_bytes());
     bytes[8..].copy_from_slice(&lo.to_be_bytes());
@@ -231,7 +237,7 @@ fn seed_practice(store: &mut Store, index: usize, ods: &str, now: DateTime<Utc>)
             "resourceType": "Practitioner",
             "id": id,
             "meta": meta("Practitioner", 1, now),
-            "identifier": [{"system": SDS_USER_SYSTEM, "value": format!("G{:02}{:04}{}", index + 1, k + 1, 0)}],
+            "identifier": [{"system": SDS_USER_SYSTEM, "value": format!("{}", 555_000_000_000u64 + 10 * (index as u64 + 1) + k as u64 + 1)}],
             "name": [{"use": "usual", "family": format!("{family}{suffix}"), "given": [given], "prefix": [prefix]}],
             "gender": gender,
         }));
