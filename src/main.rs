@@ -534,10 +534,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let done = actix_web::rt::System::new()
                         .block_on(fhirbridge::bridge::outbox::act(&settings, &id, retry))?;
                     if done {
-                        println!("{} outbox item {id}", if retry { "queued again:" } else { "dropped:" });
+                        println!(
+                            "{} outbox item {id}",
+                            if retry { "queued again:" } else { "dropped:" }
+                        );
                         Ok(ExitCode::SUCCESS)
                     } else {
-                        eprintln!("fhirbridge outbox: no such item that is not being delivered: {id}");
+                        eprintln!(
+                            "fhirbridge outbox: no such item that is not being delivered: {id}"
+                        );
                         Ok(ExitCode::from(1))
                     }
                 }

@@ -99,9 +99,15 @@ impl GpConnect {
             .any(|k| interaction.contains(k))
         {
             "patient/*.write"
-        } else if ["slot-1", "organization-1", "practitioner-1", "location-1", "metadata-1"]
-            .iter()
-            .any(|k| interaction.ends_with(k))
+        } else if [
+            "slot-1",
+            "organization-1",
+            "practitioner-1",
+            "location-1",
+            "metadata-1",
+        ]
+        .iter()
+        .any(|k| interaction.ends_with(k))
         {
             "organization/*.read"
         } else {
@@ -407,7 +413,9 @@ impl Adapter for GpConnect {
                 .to_owned();
             let ext = o.entry("extension").or_insert_with(|| json!([]));
             if let Some(list) = ext.as_array_mut() {
-                list.retain(|e| e.get("url").and_then(Value::as_str) != Some(stu3::CANCEL_REASON_STU3));
+                list.retain(|e| {
+                    e.get("url").and_then(Value::as_str) != Some(stu3::CANCEL_REASON_STU3)
+                });
                 list.push(json!({"url": stu3::CANCEL_REASON_STU3, "valueString": reason}));
             }
             "rest:cancel:appointment-1"

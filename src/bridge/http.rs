@@ -91,14 +91,25 @@ impl Client {
                     while let Some(job) = rx.recv().await {
                         let client = client.clone();
                         actix_rt::spawn(async move {
+                            // Headers in time but a body that drips: a bad answer, not
+                            // an unavailable supplier.
+                            let headed = std::cell::Cell::new(false);
+                            let work = exchange(&client, job.req, max_body, &headed);
                             let out =
-                                tokio::time::timeout(timeout, exchange(&client, job.req, max_body))
+                                tokio::time::timeout(timeout, work)
                                     .await
                                     .unwrap_or_else(|_| {
-                                        Err(Failure::Unavailable(format!(
-                                            "no complete answer within {} ms",
-                                            timeout.as_millis()
-                                        )))
+                                        Err(if headed.get() {
+                                            Failure::Bad(format!(
+                                                "the answer's body did not arrive within {} ms",
+                                                timeout.as_millis()
+                                            ))
+                                        } else {
+                                            Failure::Unavailable(format!(
+                                                "no answer within {} ms",
+                                                timeout.as_millis()
+                                            ))
+                                        })
                                     });
                             let _ = job.reply.send(out);
                         });
@@ -148,6 +159,7 @@ async fn exchange(
     client: &awc::Client,
     req: Request,
     max_body: usize,
+    headed: &std::cell::Cell<bool>,
 ) -> Result<Response, Failure> {
     let method = awc::http::Method::from_bytes(req.method.as_bytes())
         .map_err(|_| Failure::Bad("bad method".into()))?;
@@ -170,6 +182,7 @@ async fn exchange(
             _ => Failure::Bad("the request could not be sent".into()),
         }
     })?;
+    headed.set(true);
     let status = resp.status().as_u16();
     let headers = resp
         .headers()
