@@ -107,6 +107,9 @@ pub struct SupplierConfig {
     /// Seconds the breaker stays open before one trial request.
     #[serde(default = "default_breaker_open")]
     pub breaker_open_secs: u64,
+    /// Delivery attempts of an outbox item before it is dead-lettered.
+    #[serde(default = "default_outbox_attempts")]
+    pub outbox_max_attempts: u32,
 }
 
 fn default_timeout() -> u64 {
@@ -123,6 +126,9 @@ fn default_breaker_failures() -> u32 {
 }
 fn default_breaker_open() -> u64 {
     10
+}
+fn default_outbox_attempts() -> u32 {
+    super::outbox::MAX_ATTEMPTS
 }
 
 /// The built-in cache TTL of a type (seconds): free slots change fast,
@@ -229,6 +235,11 @@ pub fn problems(list: &[SupplierConfig]) -> Vec<String> {
         if s.max_body_bytes < 1024 || s.max_body_bytes > 256 * 1024 * 1024 {
             out.push(format!(
                 "{at}.max_body_bytes must be between 1024 and 268435456"
+            ));
+        }
+        if s.outbox_max_attempts == 0 || s.outbox_max_attempts > 1000 {
+            out.push(format!(
+                "{at}.outbox_max_attempts must be between 1 and 1000"
             ));
         }
         if s.breaker_failures == 0 {

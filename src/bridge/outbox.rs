@@ -39,7 +39,7 @@ pub struct Params {
 }
 
 /// The outbox item of local Task `task` for `supplier`.
-pub fn new_job(supplier: &str, task: &str) -> NewJob {
+pub fn new_job(supplier: &str, task: &str, max_attempts: u32) -> NewJob {
     NewJob {
         kind: KIND.into(),
         dedupe_key: Some(format!("outbox|Task|{task}")),
@@ -48,7 +48,7 @@ pub fn new_job(supplier: &str, task: &str) -> NewJob {
             task: task.into(),
         })
         .unwrap_or_default(),
-        max_attempts: MAX_ATTEMPTS,
+        max_attempts,
         run_after: None,
     }
 }
@@ -187,8 +187,9 @@ impl JobKind for OutboxKind {
         };
         let task: Value = serde_json::from_str(stored.content.as_deref().unwrap_or("null"))
             .map_err(|_| JobError::permanent("the local Task is not readable"))?;
+        // Queued, or dead-lettered and queued again by an operator.
         if task.get("status").and_then(Value::as_str) != Some("requested")
-            || delivery(&task) != Some("queued")
+            || !matches!(delivery(&task), Some("queued" | "undeliverable"))
         {
             // Delivered already, or withdrawn by the patient before delivery.
             return Ok(());

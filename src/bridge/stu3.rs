@@ -258,9 +258,11 @@ fn medication_request(o: &mut Map<String, Value>) {
         {
             parts.push(json!({"url": "authorisationExpiryDate", "valueDateTime": d}));
         }
-        if let Some(n) = part("numberOfRepeatPrescriptionsAllowed")
-            .and_then(|p| p.get("valueUnsignedInt").cloned())
-        {
+        if let Some(n) = part("numberOfRepeatPrescriptionsAllowed").and_then(|p| {
+            p.get("valuePositiveInt")
+                .or(p.get("valueUnsignedInt"))
+                .cloned()
+        }) {
             let dr = o.entry("dispenseRequest").or_insert_with(|| json!({}));
             if let Some(d) = dr.as_object_mut() {
                 d.insert("numberOfRepeatsAllowed".into(), n);

@@ -379,8 +379,12 @@ fn request_bridged(
         None => task["identifier"] = json!([ident]),
     }
     task["businessStatus"] = outbox::business_status("queued");
-    tx.enqueue(outbox::new_job(supplier.name(), id.as_str()))
-        .map_err(super::transaction::storage_err)?;
+    tx.enqueue(outbox::new_job(
+        supplier.name(),
+        id.as_str(),
+        supplier.cfg.outbox_max_attempts,
+    ))
+    .map_err(super::transaction::storage_err)?;
     Ok(())
 }
 

@@ -99,7 +99,7 @@ impl Resp {
     }
 }
 
-fn settings_with(url: &str) -> Settings {
+pub fn settings_with(url: &str) -> Settings {
     let mut s = Settings::for_testing();
     s.storage.database_url = url.to_owned();
     s.storage.pool_size = 4;

@@ -9,6 +9,7 @@ mod access;
 mod audit;
 mod auth;
 mod booking;
+mod bridge;
 mod bundles;
 mod cli;
 mod concurrency;

@@ -396,6 +396,15 @@ impl Service {
         input: ConditionalInput<'_>,
         doc: Value,
     ) -> ServiceResult<EntryResult> {
+        if let Some((s, _)) = self.bridge.remote_id(input.criteria) {
+            ctx.authorize(input.ty, crate::policy::Action::Update)?;
+            return Err(ServiceError::NotImplemented(format!(
+                "{}/{} is held by a practice's GP system ({}): change it with PUT, not PATCH",
+                input.ty,
+                input.criteria,
+                s.name()
+            )));
+        }
         self.one_entry(ctx, input, "PATCH", Some(doc)).await
     }
 
