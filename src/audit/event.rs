@@ -208,12 +208,17 @@ pub fn build(r: Request<'_>) -> Vec<AuditRecord> {
             }
             for t in touched {
                 let what = t.reference();
-                entities.push(json!({
+                let mut entity = json!({
                     "what": {"reference": what},
                     "role": {"system": ROLE_SYSTEM, "code": "4", "display": "Domain Resource"},
                     "lifecycle": {"system": "http://terminology.hl7.org/CodeSystem/dicom-audit-lifecycle",
                         "code": lifecycle(t.action)},
-                }));
+                });
+                // A resource held by a GP system names the supplier it came from.
+                if let Some(src) = &t.source {
+                    entity["detail"] = json!([{"type": "supplier", "valueString": src}]);
+                }
+                entities.push(entity);
                 refs.push(what);
             }
             if let Some(q) = r.query.as_deref().filter(|_| single || patient.is_none()) {

@@ -44,6 +44,8 @@ pub struct Touch {
     pub action: Action,
     /// The patients it is about (empty: none).
     pub patients: Vec<String>,
+    /// Where a resource held by a GP supplier came from (`meta.source`).
+    pub source: Option<String>,
 }
 
 impl Touch {
@@ -94,12 +96,23 @@ impl AuditTrail {
             }
             return;
         }
+        // Supplier resources have `{supplier}.{id}` ids: only those are read for a source.
+        let source = if id.contains('.') {
+            resource
+                .content
+                .as_deref()
+                .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+                .and_then(|v| v.pointer("/meta/source")?.as_str().map(str::to_owned))
+        } else {
+            None
+        };
         inner.touched.push(Touch {
             resource_type: resource.resource_type,
             id: id.to_owned(),
             version: resource.version,
             action,
             patients,
+            source,
         });
     }
 

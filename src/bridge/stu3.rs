@@ -248,9 +248,12 @@ fn medication_request(o: &mut Map<String, Value>) {
                 .cloned()
         };
         let mut parts = Vec::new();
-        if let Some(n) = part("numberOfRepeatPrescriptionsIssued")
-            .and_then(|p| p.get("valueUnsignedInt").cloned())
-        {
+        // The spec's examples use positiveInt and unsignedInt alike.
+        if let Some(n) = part("numberOfRepeatPrescriptionsIssued").and_then(|p| {
+            p.get("valueUnsignedInt")
+                .or(p.get("valuePositiveInt"))
+                .cloned()
+        }) {
             parts.push(json!({"url": "numberOfPrescriptionsIssued", "valueUnsignedInt": n}));
         }
         if let Some(d) =

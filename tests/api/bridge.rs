@@ -322,7 +322,29 @@ async fn bridged_record_beside_a_local_practice(pg: bool) {
         .delete(&format!("/fhir/MedicationRequest/{plan_id}"))
         .await;
     assert_eq!(r.status, 405, "{}", r.text());
-    // Every routed request left an AuditEvent like a local one.
+    // Routed reads are audited like local ones, one event per patient,
+    // each entity naming the supplier it came from.
+    let auditor = FIXTURE.token("system/AuditEvent.rs", json!({"client_id": "audit-app"}));
+    let r = app
+        .bearer(&auditor)
+        .get(&format!("/fhir/AuditEvent?patient={ANN}&_count=100"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let events = r.json();
+    let from_supplier = events["entry"].as_array().unwrap().iter().any(|e| {
+        e["resource"]["entity"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|x| {
+                x["what"]["reference"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("MedicationRequest/sandbox.")
+                    && x["detail"][0]["valueString"] == format!("http://127.0.0.1:{}/fhir", sb.port)
+            })
+    });
+    assert!(from_supplier, "{events}");
     let stats = sb.stats().await;
     assert!(
         stats["by_interaction"]

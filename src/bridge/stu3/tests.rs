@@ -75,3 +75,94 @@ fn allergy_statuses_become_codeable_concepts_and_unknown_types_are_refused() {
     assert!(r4["reaction"][0].get("certainty").is_none());
     assert!(to_r4(json!({"resourceType": "Binary", "id": "x"})).is_err());
 }
+
+fn fixture(name: &str) -> Value {
+    let path = format!(
+        "{}/fixtures/gpconnect/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("json")
+}
+
+/// Structure errors of `v` as R4 (the server's own R4 type model).
+fn r4_errors(v: &Value) -> Vec<String> {
+    fhir_structure::check::check_resource(v)
+        .into_iter()
+        .filter(|i| i.severity == fhir_structure::check::Severity::Error)
+        .map(|i| format!("{} {}", i.expression, i.message))
+        .collect()
+}
+
+/// Every example resource of the GP Connect specification maps to
+/// structurally valid R4 (no STU3-only element survives).
+#[test]
+fn the_specifications_examples_map_to_valid_r4() {
+    for name in [
+        "appointment-booked",
+        "appointment-cancelled",
+        "slot",
+        "schedule",
+        "patient",
+        "medicationrequest-plan",
+        "medicationrequest-order",
+        "medicationstatement",
+        "medication",
+        "allergyintolerance",
+    ] {
+        let r4 = to_r4(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let errors = r4_errors(&r4);
+        assert!(errors.is_empty(), "{name}: {errors:?}");
+    }
+    let bundle = fixture("structured-record-bundle");
+    let mut mapped = 0;
+    for e in bundle["entry"].as_array().unwrap() {
+        let r = &e["resource"];
+        if !MAPPED.contains(&r["resourceType"].as_str().unwrap_or("")) {
+            continue;
+        }
+        let r4 = to_r4(r.clone()).unwrap();
+        assert!(
+            r4_errors(&r4).is_empty(),
+            "{}: {:?}",
+            r["resourceType"],
+            r4_errors(&r4)
+        );
+        mapped += 1;
+    }
+    assert!(mapped >= 5, "{mapped}");
+}
+
+#[test]
+fn the_specifications_appointment_and_medication_examples_keep_their_meaning() {
+    let booked = to_r4(fixture("appointment-booked")).unwrap();
+    let exts = booked["extension"].as_array().unwrap();
+    assert!(exts.iter().any(|e| e["url"] == BOOKING_ORG_R4));
+    assert!(exts.iter().any(|e| e["url"] == CHANNEL_R4));
+    assert!(booked["serviceCategory"].is_array());
+    assert!(booked["meta"].get("profile").is_none());
+    let cancelled = to_r4(fixture("appointment-cancelled")).unwrap();
+    assert_eq!(cancelled["status"], "cancelled");
+    assert!(
+        cancelled["cancelationReason"]["text"].is_string(),
+        "{cancelled}"
+    );
+    let plan = to_r4(fixture("medicationrequest-plan")).unwrap();
+    assert_eq!(plan["intent"], "plan");
+    assert!(
+        plan["courseOfTherapyType"]["coding"][0]["code"].is_string(),
+        "{plan}"
+    );
+    assert!(plan["extension"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["url"] == REPEAT_INFO_R4));
+    let order = to_r4(fixture("medicationrequest-order")).unwrap();
+    assert_eq!(order["intent"], "order");
+    assert!(order["basedOn"][0]["reference"].is_string());
+    let allergy = to_r4(fixture("allergyintolerance")).unwrap();
+    assert!(allergy["clinicalStatus"]["coding"][0]["code"].is_string());
+    assert!(allergy.get("assertedDate").is_none());
+    let oo = fixture("operationoutcome");
+    assert_eq!(spine_code(&oo).as_deref(), Some("REFERENCE_NOT_FOUND"));
+}
