@@ -317,11 +317,26 @@ async fn bridged_record_beside_a_local_practice(pg: bool) {
     // A search naming no patient stays local: nothing of the supplier's.
     let all = admin.get("/fhir/MedicationRequest").await.json();
     assert_eq!(ids(&all), vec!["br-local-mr".to_owned()]);
-    // Supplier resources are not written through the local store.
+    // Supplier resources are not written through the local store: not by
+    // DELETE, PUT, nor a transaction entry.
     let r = admin
         .delete(&format!("/fhir/MedicationRequest/{plan_id}"))
         .await;
     assert_eq!(r.status, 405, "{}", r.text());
+    let mut changed = plan.clone();
+    changed["status"] = json!("stopped");
+    let r = admin
+        .put(&format!("/fhir/MedicationRequest/{plan_id}"), &changed)
+        .await;
+    assert_eq!(r.status, 405, "{}", r.text());
+    let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [{
+        "resource": changed, "request": {"method": "PUT", "url": format!("MedicationRequest/{plan_id}")}}]});
+    let r = admin.post("/fhir", &tx).await;
+    assert_eq!(r.status, 501, "{}", r.text());
+    assert_eq!(
+        ids(&admin.get("/fhir/MedicationRequest").await.json()),
+        vec!["br-local-mr".to_owned()]
+    );
     // Routed reads are audited like local ones, one event per patient,
     // each entity naming the supplier it came from.
     let auditor = FIXTURE.token("system/AuditEvent.rs", json!({"client_id": "audit-app"}));

@@ -449,6 +449,37 @@ pub(super) fn run_entries(
         }
     }
 
+    // 5a'. Resources held by a practice's GP system are never written here
+    // (a single PUT routes them; in a bundle they are refused).
+    for e in entries.iter() {
+        let target = match &e.op {
+            Op::Create { id, .. } => Some(id),
+            Op::Update {
+                target: Target::Id(id),
+                ..
+            }
+            | Op::Patch {
+                target: Target::Id(id),
+                ..
+            }
+            | Op::Delete {
+                target: Target::Id(id),
+                ..
+            } => Some(id),
+            _ => None,
+        };
+        if let Some((s, _)) = target.and_then(|id| state.bridge.remote_id(id.as_str())) {
+            return Err(at_entry(
+                e.index,
+                ServiceError::NotImplemented(format!(
+                    "{} is held by a practice's GP system ({}): it is changed by a single PUT, not in a Bundle",
+                    target.map(|i| i.as_str()).unwrap_or(""),
+                    s.name()
+                )),
+            ));
+        }
+    }
+
     // 5c. The journeys' rules (booking, repeats, triage), in this
     // transaction, before anything is stored.
     workflow_rules(tx, &base, &state.bridge, &mut entries, &existing, &deletes)?;
