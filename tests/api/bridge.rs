@@ -337,6 +337,31 @@ async fn bridged_record_beside_a_local_practice(pg: bool) {
         ids(&admin.get("/fhir/MedicationRequest").await.json()),
         vec!["br-local-mr".to_owned()]
     );
+    // Ann's Consent denying an app binds her bridged records too: that
+    // app's searches find nothing of hers and her plan reads as absent.
+    let me = app.bearer(&FIXTURE.token(
+        "patient/*.rs patient/Consent.cu",
+        json!({"patient": ANN, "client_id": "nhs-app"}),
+    ));
+    crate::consent::record(&me, &crate::consent::deny_app(ANN, "app-x")).await;
+    let denied = app.bearer(&FIXTURE.token("system/*.rs", json!({"client_id": "app-x"})));
+    let r = denied
+        .get(&format!("/fhir/MedicationRequest?patient={ANN}"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["total"], 0, "{}", r.text());
+    let r = denied
+        .get(&format!("/fhir/MedicationRequest/{plan_id}"))
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    let other = app.bearer(&FIXTURE.token("system/*.rs", json!({"client_id": "app-y"})));
+    assert_eq!(
+        other
+            .get(&format!("/fhir/MedicationRequest?patient={ANN}"))
+            .await
+            .json()["total"],
+        6
+    );
     // Routed reads are audited like local ones, one event per patient,
     // each entity naming the supplier it came from.
     let auditor = FIXTURE.token("system/AuditEvent.rs", json!({"client_id": "audit-app"}));
