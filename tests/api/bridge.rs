@@ -337,6 +337,14 @@ async fn bridged_record_beside_a_local_practice(pg: bool) {
         ids(&admin.get("/fhir/MedicationRequest").await.json()),
         vec!["br-local-mr".to_owned()]
     );
+    // The CapabilityStatement says what the bridged practices serve.
+    let cs = admin.get("/fhir/metadata").await.json();
+    let doc = cs["rest"][0]["documentation"].as_str().unwrap_or("");
+    assert!(
+        doc.contains("Practices on GP systems: sandbox (sandbox; practices A81002, A81003;"),
+        "{doc}"
+    );
+    assert!(doc.contains("not vread, history, PATCH or DELETE"), "{doc}");
     // Ann's Consent denying an app binds her bridged records too: that
     // app's searches find nothing of hers and her plan reads as absent.
     let me = app.bearer(&FIXTURE.token(

@@ -48,6 +48,7 @@ pub async fn metadata(fhir: Fhir) -> ApiResult {
         fhir.service.validation(),
         access,
     );
+    let cs = with_suppliers(cs, fhir.service.bridge());
     let cs = if shape.is_identity() {
         cs
     } else {
@@ -55,4 +56,49 @@ pub async fn metadata(fhir: Fhir) -> ApiResult {
     };
     let (body, ct) = format::encode(&cs, out)?;
     Ok(HttpResponse::Ok().content_type(ct).body(body))
+}
+
+/// With `[[suppliers]]`, `rest.documentation` says what the practices on GP
+/// systems serve: their resources (ids `{supplier}.{id}`) are read and
+/// searched (each parameter evaluated on the supplier's answer), booked,
+/// amended and cancelled (Appointment PUT), never vread, history, PATCH or
+/// DELETE; repeat requests reach them through the outbox.
+fn with_suppliers(mut cs: serde_json::Value, bridge: &crate::bridge::Bridge) -> serde_json::Value {
+    if bridge.is_empty() {
+        return cs;
+    }
+    let list: Vec<String> = bridge
+        .suppliers()
+        .iter()
+        .map(|s| {
+            format!(
+                "{} ({}; practices {}; {})",
+                s.name(),
+                s.kind().as_str(),
+                s.cfg.ods_codes.join(", "),
+                s.held()
+                    .iter()
+                    .map(|t| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+        .collect();
+    let text = format!(
+        " Practices on GP systems: {}. For their patients these types are served from the GP system: \
+         resources with ids '{{supplier}}.{{id}}' support read and search (a parameter the bridge cannot \
+         evaluate on the supplier's answer is a 400), Appointment create (booking) and update (amend, \
+         cancel); not vread, history, PATCH or DELETE (405/501). Repeat requests (Task) for their plans \
+         are delivered through a durable outbox.",
+        list.join("; ")
+    );
+    if let Some(rest) = cs.pointer_mut("/rest/0") {
+        let old = rest
+            .get("documentation")
+            .and_then(|d| d.as_str())
+            .unwrap_or("")
+            .to_owned();
+        rest["documentation"] = serde_json::Value::String(format!("{old}{text}"));
+    }
+    cs
 }
