@@ -906,3 +906,105 @@ bridge_tests!(
     misbehaving_suppliers,
     dead_letter_and_operator_retry,
 );
+
+/// Another fhirbridge as an R4 upstream (`kind = "fhir"`, bearer token from
+/// an environment variable): the patient's record from there, and a repeat
+/// request delivered as a conditional create on its idempotency key, so
+/// delivering it again makes no second Task upstream.
+async fn an_r4_upstream(pg: bool) {
+    if pg {
+        return;
+    }
+    let upstream = TestApp::sqlite().await;
+    let pat = json!({"resourceType": "Patient", "id": "up-ann", "identifier": [{"system": NHS, "value": "9000000009"}],
+        "name": [{"family": "Upstream"}], "gender": "female", "birthDate": "1980-01-01"});
+    assert_eq!(upstream.put("/fhir/Patient/up-ann", &pat).await.status, 201);
+    let plan = json!({"resourceType": "MedicationRequest", "id": "up-plan", "status": "active", "intent": "plan",
+        "subject": {"reference": "Patient/up-ann"},
+        "medicationCodeableConcept": {"text": "Amlodipine 5mg tablets"},
+        "courseOfTherapyType": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/medicationrequest-course-of-therapy", "code": "continuous"}]},
+        "dispenseRequest": {"numberOfRepeatsAllowed": 6}});
+    assert_eq!(
+        upstream
+            .put("/fhir/MedicationRequest/up-plan", &plan)
+            .await
+            .status,
+        201
+    );
+    std::env::set_var("FHIRBRIDGE_TEST_UPSTREAM_TOKEN", "not-a-real-secret");
+    let cfg: fhirbridge::bridge::SupplierConfig = serde_json::from_value(json!({
+        "name": "up", "kind": "fhir", "base_url": format!("{}/fhir", upstream.base),
+        "ods_codes": ["A81002"], "types": ["MedicationRequest", "Task"], "timeout_ms": 3000,
+        "auth": {"bearer_token_env": "FHIRBRIDGE_TEST_UPSTREAM_TOKEN"}}))
+    .unwrap();
+    let app = TestApp::sqlite_with(|s| {
+        required(s);
+        s.jobs.workers = 2;
+        s.jobs.poll_ms = 100;
+        s.suppliers = vec![cfg];
+    })
+    .await;
+    seed(&app).await;
+    let ann = app.bearer(&patient(&app, ANN));
+    let r = ann
+        .get(&format!("/fhir/MedicationRequest?patient={ANN}"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(ids(&r.json()), vec!["up.up-plan".to_owned()]);
+    assert_eq!(
+        r.json()["entry"][0]["resource"]["subject"]["reference"],
+        format!("Patient/{ANN}")
+    );
+    let r = ann.post("/fhir/Task", &renewal(ANN, "up.up-plan")).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let task = r.json();
+    let key = task["identifier"][0]["value"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let delivered = loop {
+        let t = app
+            .admin()
+            .get(&format!("/fhir/Task/{}", task["id"].as_str().unwrap()))
+            .await
+            .json();
+        if t["businessStatus"]["coding"][0]["code"] == "delivered" {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "{t}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let remote = delivered["output"][0]["valueReference"]["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(remote.starts_with("Task/up."), "{remote}");
+    let query = format!("/fhir/Task?identifier=https://fhirbridge.dev/Id/outbox|{key}");
+    let found = upstream.get(&query).await.json();
+    assert_eq!(found["total"], 1, "{found}");
+    assert_eq!(
+        found["entry"][0]["resource"]["focus"]["reference"],
+        "MedicationRequest/up-plan"
+    );
+    assert_eq!(
+        found["entry"][0]["resource"]["for"]["reference"],
+        "Patient/up-ann"
+    );
+    // The same delivery again (a retry after a lost answer) finds the first.
+    let again = upstream
+        .request(
+            "POST",
+            "/fhir/Task",
+            &[
+                ("Content-Type", "application/fhir+json"),
+                (
+                    "If-None-Exist",
+                    &format!("identifier=https://fhirbridge.dev/Id/outbox|{key}"),
+                ),
+            ],
+            Some(found["entry"][0]["resource"].to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(upstream.get(&query).await.json()["total"], 1);
+}
+
+bridge_tests!(an_r4_upstream);
