@@ -22,8 +22,14 @@ SERVER=
 SANDBOX=
 trap 'kill $SERVER $SANDBOX 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-RUST_LOG=warn "$BIN" sandbox-supplier --listen "127.0.0.1:$SB_PORT" --repeat-plans 100 > "$WORK/sandbox.log" 2>&1 &
-SANDBOX=$!
+sandbox() { # $1: repeat plans per patient
+  [ -n "$SANDBOX" ] && { kill "$SANDBOX"; wait "$SANDBOX" 2>/dev/null || true; }
+  RUST_LOG=warn "$BIN" sandbox-supplier --listen "127.0.0.1:$SB_PORT" --repeat-plans "$1" > "$WORK/sandbox.log" 2>&1 &
+  SANDBOX=$!
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$SB_PORT/admin/stats" >/dev/null && return; sleep 0.1; done
+}
+# Latency: 3 repeat plans per patient (a record of 3 plans, 3 issues, 3 statements, 3 medications, 1 allergy).
+sandbox 3
 
 serve() { # $1: extra supplier TOML lines
   [ -n "$SERVER" ] && { kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; }
@@ -87,7 +93,7 @@ cases = {
                ("free slots", sb, "GET", slots_direct, None, "rest:search:slot-1", "organization/*.read")],
     "bridge": [("record", port, "GET", "/fhir/MedicationRequest?patient=p1", None, None, None),
                ("free slots", port, "GET", slots_bridge, None, None, None)],
-}[label.split()[0]]
+}[label.split(",")[0].split()[0]]
 for name, p, method, path, body, interaction, scope in cases:
     c = http.client.HTTPConnection("127.0.0.1", p)
     times = []
@@ -107,6 +113,8 @@ python3 "$WORK/latency.py" "$PORT" "$SB_PORT" "$N" "bridge, uncached"
 serve ''
 python3 "$WORK/latency.py" "$PORT" "$SB_PORT" "$N" "bridge, cached"
 
+# The outage: 100 plans per patient, so 200 requests have a plan each.
+sandbox 100
 python3 - "$PORT" "$SB_PORT" "$OUTAGE" <<'PY'
 import json, sys, time, http.client
 port, sb, outage = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])

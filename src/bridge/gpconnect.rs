@@ -223,16 +223,17 @@ pub fn expect(v: &Value, want: &str) -> Upstream<()> {
 
 /// The resources of a Bundle (searchset or collection), each mapped to R4;
 /// OperationOutcome entries dropped.
-fn entries(bundle: &Value) -> Upstream<Vec<Value>> {
-    expect(bundle, "Bundle")?;
+fn entries(mut bundle: Value) -> Upstream<Vec<Value>> {
+    expect(&bundle, "Bundle")?;
     let mut out = Vec::new();
-    for e in bundle
-        .get("entry")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let Some(r) = e.get("resource") else { continue };
+    let list = match bundle.get_mut("entry").map(Value::take) {
+        Some(Value::Array(list)) => list,
+        _ => Vec::new(),
+    };
+    for mut e in list {
+        let Some(r) = e.get_mut("resource").map(Value::take) else {
+            continue;
+        };
         let ty = r.get("resourceType").and_then(Value::as_str).unwrap_or("");
         if ty == "OperationOutcome" || ty == "List" {
             continue;
@@ -242,7 +243,7 @@ fn entries(bundle: &Value) -> Upstream<Vec<Value>> {
                 "the supplier's Bundle holds a resource of an unexpected type".into(),
             ));
         }
-        out.push(stu3::to_r4(r.clone()).map_err(UpstreamError::Bad)?);
+        out.push(stu3::to_r4(r).map_err(UpstreamError::Bad)?);
     }
     Ok(out)
 }
@@ -272,7 +273,7 @@ impl Adapter for GpConnect {
                 None,
             )
             .await?;
-        let found = entries(&b)?;
+        let found = entries(b)?;
         Ok(found
             .iter()
             .find(|p| p.get("resourceType").and_then(Value::as_str) == Some("Patient"))
@@ -295,7 +296,7 @@ impl Adapter for GpConnect {
                 None,
             )
             .await?;
-        entries(&b)
+        entries(b)
     }
 
     async fn appointments(&self, remote_patient: &str, w: &Window) -> Upstream<Vec<Value>> {
@@ -313,7 +314,7 @@ impl Adapter for GpConnect {
                 None,
             )
             .await?;
-        entries(&b)
+        entries(b)
     }
 
     async fn read(&self, ty: &str, id: &str) -> Upstream<Option<Value>> {
@@ -358,7 +359,7 @@ impl Adapter for GpConnect {
         let (_, b) = self
             .call("GET", &q, &format!("{ID}rest:search:slot-1"), None, None)
             .await?;
-        entries(&b)
+        entries(b)
     }
 
     async fn book(&self, appointment: Value) -> Upstream<Value> {

@@ -27,6 +27,23 @@ pub fn matches(
     matches_lazy(ty, id, || Some(content.clone()), base_url, predicate)
 }
 
+/// [`matches`] on borrowed content (no copy; the bridge filters many
+/// resources at once).
+pub fn matches_ref(
+    ty: ResourceType,
+    id: &str,
+    content: &Value,
+    base_url: &str,
+    predicate: &Predicate,
+) -> Option<bool> {
+    let rows: OnceCell<Vec<IndexRow>> = OnceCell::new();
+    let codes = codes_of(predicate);
+    let rows_of = || -> Option<&Vec<IndexRow>> {
+        Some(rows.get_or_init(|| super::index::extract_params(ty, content, base_url, &codes)))
+    };
+    eval(predicate, id, &rows_of)
+}
+
 /// [`matches`] with the content produced only when a test needs it (an id
 /// test alone never parses the resource). `content` returning `None` (it
 /// cannot be parsed) makes any test that needs it undecidable.

@@ -474,7 +474,7 @@ impl Service {
             ResourceType::Task => return Ok(None),
             _ => self.record(&route, &link).await?,
         };
-        in_memory(ctx, &s, ty, &parsed.query, pool, input.base_url).map(Some)
+        in_memory(ctx, &s, ty, &parsed.query, &pool, input.base_url).map(Some)
     }
 
     async fn bridged_slots(
@@ -512,27 +512,30 @@ impl Service {
         query
             .predicates
             .retain(|p| !matches!(p, Predicate::Chain { param, .. } if param.code == "schedule"));
-        let (list, stale) = self
+        // The cache holds the practice's slots already mapped onto our ids.
+        let sole = s.cfg.ods_codes.len() == 1;
+        let fetch = async {
+            let mut list = s.adapter().free_slots(&w).await?;
+            for v in list.iter_mut() {
+                ids::to_local(v, s.name(), &s.cfg.base_url, None).map_err(UpstreamError::Bad)?;
+            }
+            Ok(only_practice(list, ods, sole))
+        };
+        let (pool, stale) = self
             .cached(
                 s,
                 ResourceType::Slot,
-                format!("slots|{}|{}", w.from, w.to),
+                format!("slots|{ods}|{}|{}", w.from, w.to),
                 "free_slots",
-                s.adapter().free_slots(&w),
+                fetch,
             )
             .await?;
-        let mut pool = Vec::with_capacity(list.len());
-        for v in list.iter() {
-            let mut v = v.clone();
-            ids::to_local(&mut v, s.name(), &s.cfg.base_url, None)
-                .map_err(|e| upstream_error(s, UpstreamError::Bad(e)))?;
-            if stale {
-                tag_stale(&mut v);
-            }
-            pool.push(v);
+        if stale {
+            let mut tagged = pool.as_ref().clone();
+            tagged.iter_mut().for_each(tag_stale);
+            return in_memory(ctx, s, ResourceType::Slot, query, &tagged, "");
         }
-        let pool = only_practice(pool, ods, s.cfg.ods_codes.len() == 1);
-        in_memory(ctx, s, ResourceType::Slot, query, pool, "")
+        in_memory(ctx, s, ResourceType::Slot, query, &pool, "")
     }
 
     /// `POST Appointment` for a patient of a bridged practice: booked at the
@@ -851,20 +854,20 @@ fn in_memory(
     s: &Supplier,
     ty: ResourceType,
     query: &SearchQuery,
-    pool: Vec<Value>,
+    pool: &[Value],
     base: &str,
 ) -> ServiceResult<SearchPage> {
     let all = Predicate::AllOf(query.predicates.clone());
     let mut matched = Vec::new();
     let mut rest = Vec::new();
     for v in pool {
-        if crate::bridge::type_of(&v) != Some(ty) {
+        if crate::bridge::type_of(v) != Some(ty) {
             rest.push(v);
             continue;
         }
-        let id = v.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
-        match crate::search::matcher::matches(ty, &id, &v, base, &all) {
-            Some(true) => matched.push(v),
+        let id = v.get("id").and_then(Value::as_str).unwrap_or("");
+        match crate::search::matcher::matches_ref(ty, id, v, base, &all) {
+            Some(true) => matched.push(v.clone()),
             Some(false) => {}
             None => {
                 return Err(ServiceError::BadRequest(vec![super::OoIssue::error(
@@ -953,7 +956,7 @@ fn in_memory(
                     }
                 }
             }
-            for v in &rest {
+            for v in rest.iter().copied() {
                 let k = format!(
                     "{}/{}",
                     v.get("resourceType").and_then(Value::as_str).unwrap_or(""),

@@ -470,7 +470,9 @@ async fn book_through_the_bridge(pg: bool) {
     );
 
     // A patient books only for themselves.
-    let r = ben.post("/fhir/Appointment", &booking(ANN, &slots[2], &location)).await;
+    let r = ben
+        .post("/fhir/Appointment", &booking(ANN, &slots[2], &location))
+        .await;
     assert_eq!(r.status, 403, "{}", r.text());
     // 32 concurrent bookings of one slot, by two patients and a system.
     let tokens = [
