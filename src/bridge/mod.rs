@@ -94,7 +94,16 @@ impl Supplier {
             Ok(_) => "ok",
             Err(UpstreamError::Unavailable(_)) => "unavailable",
             Err(UpstreamError::Bad(_)) => "bad_response",
-            Err(UpstreamError::Refused { .. }) => "refused",
+            // Refusals by status (bounded: the statuses GP Connect uses).
+            Err(UpstreamError::Refused { status, .. }) => match status {
+                400 => "refused_400",
+                403 => "refused_403",
+                404 => "refused_404",
+                409 => "refused_409",
+                412 => "refused_412",
+                422 => "refused_422",
+                _ => "refused_other",
+            },
             Err(UpstreamError::NotSupported(_)) => "not_supported",
         };
         self.metrics.observe(&self.cfg.name, op, outcome, secs);

@@ -831,8 +831,9 @@ fn only_practice(pool: Vec<Value>, ods: &str, sole: bool) -> Vec<Value> {
         }
         decided
     };
-    pool.iter()
-        .filter(|v| {
+    let keep: Vec<bool> = pool
+        .iter()
+        .map(|v| {
             if v.get("resourceType").and_then(Value::as_str) != Some("Slot") {
                 return true;
             }
@@ -841,7 +842,11 @@ fn only_practice(pool: Vec<Value>, ods: &str, sole: bool) -> Vec<Value> {
                 _ => sole,
             }
         })
-        .cloned()
+        .collect();
+    drop(by);
+    pool.into_iter()
+        .zip(keep)
+        .filter_map(|(v, k)| k.then_some(v))
         .collect()
 }
 

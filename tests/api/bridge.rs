@@ -497,6 +497,8 @@ async fn book_through_the_bridge(pg: bool) {
         results.iter().map(|r| r.status).collect::<Vec<_>>()
     );
     assert!(refused.iter().all(|r| spine(r) == "DUPLICATE_REJECTED"));
+    let metrics = app.get("/metrics").await.text();
+    assert!(metrics.contains("fhirbridge_supplier_requests_total{operation=\"book\",outcome=\"refused_409\",supplier=\"sandbox\"} 31"), "{metrics}");
     assert_eq!(sb.stats().await["appointments_booked"], 2);
 
     // Retrieve, and another patient's appointment is out of reach.
