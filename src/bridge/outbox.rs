@@ -72,6 +72,22 @@ fn delivery(task: &Value) -> Option<&str> {
         .and_then(Value::as_str)
 }
 
+/// The code of a Task that carries a cancellation to a GP system.
+pub const OPERATION_SYSTEM: &str = "https://fhirbridge.dev/CodeSystem/bridge-operation";
+pub const CANCEL_APPOINTMENT: &str = "cancel-appointment";
+
+/// Whether `task` is a queued appointment cancellation.
+pub fn is_cancellation(task: Option<&Value>) -> bool {
+    task.and_then(|t| t.pointer("/code/coding"))
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.get("system").and_then(Value::as_str) == Some(OPERATION_SYSTEM)
+                    && c.get("code").and_then(Value::as_str) == Some(CANCEL_APPOINTMENT)
+            })
+        })
+}
+
 /// The idempotency key a Task carries.
 pub fn key_of(task: &Value) -> Option<String> {
     task.get("identifier")?
@@ -205,6 +221,22 @@ impl JobKind for OutboxKind {
             message: what,
             retry: true,
         };
+        if is_cancellation(Some(&task)) {
+            // The patient as the GP system knows them, to confirm the
+            // appointment is theirs before cancelling it.
+            let remote_patient = match svc.practice_of(&patient).await {
+                Ok(Some((_, nhs))) => s.remote_patient(&nhs).await,
+                Ok(None) => Ok(None),
+                Err(e) => return Err(retry(format!("routing failed ({})", e.http_status()))),
+            };
+            let outcome = match remote_patient {
+                Ok(p) => cancel_at(&s, &task, p.as_deref()).await,
+                Err(e) => Err(e),
+            };
+            return self
+                .finish(job, &id, stored.version, task, &s, outcome, last)
+                .await;
+        }
         let route = svc
             .patient_route(&patient, ResourceType::Task)
             .await
@@ -232,7 +264,28 @@ impl JobKind for OutboxKind {
                 ))),
             },
         };
-        let version = stored.version;
+        self.finish(job, &id, stored.version, task, &s, outcome, last)
+            .await
+    }
+}
+
+impl OutboxKind {
+    /// Records a delivery's outcome on the local Task.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        job: &JobContext,
+        id: &LogicalId,
+        version: i64,
+        task: Value,
+        s: &super::Supplier,
+        outcome: super::Upstream<Value>,
+        last: bool,
+    ) -> Result<(), JobError> {
+        let retry = |what: String| JobError::Failed {
+            message: what,
+            retry: true,
+        };
         match outcome {
             Ok(remote) => {
                 let rid = remote
@@ -241,11 +294,16 @@ impl JobKind for OutboxKind {
                     .unwrap_or("")
                     .to_owned();
                 let name = s.name().to_owned();
-                self.set(job, &id, version, task, |t| {
+                let ty = remote
+                    .get("resourceType")
+                    .and_then(Value::as_str)
+                    .unwrap_or("Task")
+                    .to_owned();
+                self.set(job, id, version, task, |t| {
                     t["businessStatus"] = business_status("delivered");
                     if !rid.is_empty() {
-                        let out = json!({"type": {"text": "The request at the practice's GP system"},
-                            "valueReference": {"reference": format!("Task/{name}.{rid}")}});
+                        let out = json!({"type": {"text": "The record at the practice's GP system"},
+                            "valueReference": {"reference": format!("{ty}/{name}.{rid}")}});
                         match t.get_mut("output").and_then(Value::as_array_mut) {
                             Some(list) => list.push(out),
                             None => t["output"] = json!([out]),
@@ -284,6 +342,71 @@ impl JobKind for OutboxKind {
             }
         }
     }
+}
+
+/// Delivers a queued cancellation: the appointment at the GP system is
+/// cancelled at its current version (already cancelled: nothing to do, so
+/// a repeated delivery changes nothing).
+async fn cancel_at(
+    s: &super::Supplier,
+    task: &Value,
+    remote_patient: Option<&str>,
+) -> super::Upstream<Value> {
+    let focus = task
+        .get("focus")
+        .and_then(|f| crate::workflow::fhir::ref_id(f, "Appointment"))
+        .unwrap_or_default();
+    let prefix = format!("{}.", s.name());
+    let Some(rid) = focus.strip_prefix(&prefix) else {
+        return Err(UpstreamError::NotSupported(
+            "the Task's focus is not this supplier's appointment".into(),
+        ));
+    };
+    let current = s
+        .guarded("read", s.adapter().read("Appointment", rid))
+        .await?;
+    // Absent and another patient's alike: refused with one message.
+    let theirs = current.as_ref().is_some_and(|c| {
+        c.get("participant")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.get("actor"))
+            .filter_map(|a| crate::workflow::fhir::ref_id(a, "Patient"))
+            .any(|p| Some(p.as_str()) == remote_patient)
+    });
+    let Some(current) = current.filter(|_| theirs) else {
+        return Err(UpstreamError::Refused {
+            status: 404,
+            code: Some("NO_RECORD_FOUND".into()),
+            message: "no such appointment of this patient at the practice's GP system".into(),
+        });
+    };
+    if current.get("status").and_then(Value::as_str) == Some("cancelled") {
+        return Ok(current);
+    }
+    let reason = task
+        .get("input")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find_map(|i| i.get("valueString").and_then(Value::as_str))
+        .unwrap_or("Cancelled by the patient");
+    let version = ids::remote_version(&current).unwrap_or_else(|| "1".into());
+    let out = s
+        .guarded(
+            "cancel",
+            s.adapter().update_appointment(
+                rid,
+                &version,
+                json!({"resourceType": "Appointment", "status": "cancelled", "cancelationReason": {"text": reason}}),
+                true,
+            ),
+        )
+        .await;
+    s.cache.invalidate("slots|");
+    s.cache.invalidate("appts|");
+    out
 }
 
 /// `fhirbridge outbox list`: the items not yet delivered (queued, running,

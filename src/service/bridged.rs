@@ -646,11 +646,18 @@ impl Service {
                     .ok_or_else(|| ServiceError::NotFound("Resource not found".into()))?,
             ),
         )?;
-        let current = s
+        let wants_cancel = value.get("status").and_then(Value::as_str) == Some("cancelled");
+        let current = match s
             .guarded("read", s.adapter().read("Appointment", rid))
             .await
-            .map_err(|e| upstream_error(s, e))?
-            .ok_or_else(|| ServiceError::NotFound("Resource not found".into()))?;
+        {
+            Err(UpstreamError::Unavailable(why)) if wants_cancel => {
+                return self.queue_cancel(ctx, s, rid, &value, why).await;
+            }
+            other => other
+                .map_err(|e| upstream_error(s, e))?
+                .ok_or_else(|| ServiceError::NotFound("Resource not found".into()))?,
+        };
         let remote_version = ids::remote_version(&current).unwrap_or_else(|| "1".into());
         let link = self.link_for(s, &current).await?;
         let mut old = current.clone();
@@ -694,17 +701,23 @@ impl Service {
                 ),
             ));
         }
+        let sent = value.clone();
         let mut remote = value;
         ids::to_remote(&mut remote, s.name(), link.as_ref())
             .map_err(|e| super::workflows::refuse("Appointment", e))?;
-        let out = s
+        let out = match s
             .guarded(
                 if cancel { "cancel" } else { "amend" },
                 s.adapter()
                     .update_appointment(rid, &remote_version, remote, cancel),
             )
             .await
-            .map_err(|e| upstream_error(s, e))?;
+        {
+            Err(UpstreamError::Unavailable(why)) if cancel => {
+                return self.queue_cancel(ctx, s, rid, &sent, why).await;
+            }
+            other => other.map_err(|e| upstream_error(s, e))?,
+        };
         s.cache.invalidate("slots|");
         s.cache.invalidate("appts|");
         Ok(self
@@ -1061,4 +1074,116 @@ impl Service {
             m.outbox_oldest.with_label_values(&[s.name()]).set(oldest);
         }
     }
+}
+
+impl Service {
+    /// A cancellation the GP system cannot take now: recorded as a local
+    /// Task (queued, with its outbox item in the same transaction) and
+    /// answered 202 with that Task. Only the caller's own content is
+    /// checked here (the patient named must be one it may act for, at a
+    /// practice of this supplier); the delivery cancels only if the GP
+    /// system confirms the appointment is that patient's.
+    async fn queue_cancel(
+        &self,
+        ctx: &RequestContext,
+        s: &Arc<Supplier>,
+        rid: &str,
+        value: &Value,
+        why: String,
+    ) -> ServiceResult<Written> {
+        use crate::bridge::outbox;
+        let unavailable = || upstream_error(s, UpstreamError::Unavailable(why.clone()));
+        let patient = value
+            .get("participant")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.get("actor"))
+            .find_map(|a| crate::workflow::fhir::ref_id(a, "Patient"));
+        let Some(patient) = patient else {
+            return Err(unavailable());
+        };
+        ctx.may_act_for(&patient)?;
+        let id = format!("{}.{rid}", s.name());
+        if !ctx.permits(ResourceType::Appointment, Action::Update, &id, value) {
+            return Err(ServiceError::Forbidden(
+                "The Appointment is outside what this token may update".into(),
+            ));
+        }
+        match self.practice_of(&patient).await? {
+            Some((ods, _)) if s.cfg.ods_codes.contains(&ods) => {}
+            _ => return Err(unavailable()),
+        }
+        let reason = value
+            .pointer("/cancelationReason/text")
+            .and_then(Value::as_str)
+            .unwrap_or("Cancelled by the patient");
+        let task = json!({
+            "resourceType": "Task", "status": "requested", "intent": "order",
+            "code": {"coding": [{"system": outbox::OPERATION_SYSTEM, "code": outbox::CANCEL_APPOINTMENT,
+                                 "display": "Cancel the appointment at the practice's GP system"}]},
+            "for": {"reference": format!("Patient/{patient}")},
+            "focus": {"reference": format!("Appointment/{id}")},
+            "authoredOn": crate::model::Instant::now().to_fhir(),
+            "input": [{"type": {"text": "cancelationReason"}, "valueString": reason}]
+        });
+        let base = self.settings.server.offline_base();
+        let written = self
+            .create(&system_ctx(), ResourceType::Task, task, None, &base)
+            .await?;
+        Ok(Written {
+            kind: WriteKind::Queued,
+            stored: written.stored,
+        })
+    }
+}
+
+/// Inside the transaction of a queued cancellation's Task: only the server
+/// creates one (after the caller's checks, `Service::queue_cancel`); it gets
+/// its idempotency key, its delivery status and its outbox item here.
+pub(crate) fn queue_cancellation(
+    tx: &mut dyn crate::storage::TxOps,
+    change: super::workflows::Change<'_>,
+) -> ServiceResult<()> {
+    use crate::bridge::outbox;
+    let super::workflows::Change {
+        bridge,
+        id,
+        old,
+        new,
+        ..
+    } = change;
+    let Some(task) = new else { return Ok(()) };
+    if old.is_some() {
+        return Ok(());
+    }
+    if !matches!(tx.ctx().principal, crate::context::Principal::System { .. }) {
+        return Err(super::workflows::refuse(
+            "code",
+            "queued cancellations are created by the server when a practice's GP system is unavailable",
+        ));
+    }
+    let focus = task
+        .get("focus")
+        .and_then(|f| crate::workflow::fhir::ref_id(f, "Appointment"))
+        .unwrap_or_default();
+    let Some((s, _)) = bridge.remote_id(&focus) else {
+        return Err(super::workflows::refuse(
+            "focus",
+            "the focus is not an appointment at a GP system",
+        ));
+    };
+    tx.lock(&format!("bridge|cancel|{focus}"))
+        .map_err(super::transaction::storage_err)?;
+    let ident =
+        json!({"system": outbox::IDEMPOTENCY_SYSTEM, "value": uuid::Uuid::new_v4().to_string()});
+    task["identifier"] = json!([ident]);
+    task["businessStatus"] = outbox::business_status("queued");
+    tx.enqueue(outbox::new_job(
+        s.name(),
+        id.as_str(),
+        s.cfg.outbox_max_attempts,
+    ))
+    .map_err(super::transaction::storage_err)?;
+    Ok(())
 }

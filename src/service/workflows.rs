@@ -86,6 +86,9 @@ pub(crate) fn before_write(
     match change.ty {
         ResourceType::Appointment => super::booking::appointment(tx, base, change),
         ResourceType::Slot => super::booking::slot(tx, change),
+        ResourceType::Task if crate::bridge::outbox::is_cancellation(change.new.as_deref()) => {
+            super::bridged::queue_cancellation(tx, change)
+        }
         ResourceType::Task => super::repeats::task(tx, base, change),
         ResourceType::QuestionnaireResponse => super::triage::response(tx, change),
         _ => Ok(()),

@@ -80,6 +80,9 @@ pub enum WriteKind {
     Deleted,
     /// Delete of something already deleted or never created: nothing was written.
     NothingToDelete,
+    /// Accepted for later delivery: the write was queued in the outbox, and
+    /// `stored` is the local Task that tracks it (202).
+    Queued,
 }
 
 #[derive(Debug, Clone)]

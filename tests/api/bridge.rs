@@ -1015,3 +1015,119 @@ async fn an_r4_upstream(pg: bool) {
 }
 
 bridge_tests!(an_r4_upstream);
+
+/// A cancellation while the GP system is down is not lost: 202 with a
+/// local Task (queued, delivered when the supplier returns). A patient
+/// queuing a cancellation of another patient's appointment under their own
+/// name gets the same 202, and the delivery refuses it: the appointment
+/// stays booked.
+async fn cancellation_queued_while_down(pg: bool) {
+    let sb = Sandbox::start(1);
+    let Some(app) = app(pg, &sb, json!({})).await else {
+        return;
+    };
+    let ann = app.bearer(&patient(&app, ANN));
+    let ben = app.bearer(&patient(&app, BEN));
+    let b = ann.get(&slot_search(6)).await.json();
+    let slot = b["entry"][0]["resource"].clone();
+    let schedule = b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["resource"]["resourceType"] == "Schedule")
+        .unwrap()["resource"]
+        .clone();
+    let location = schedule["actor"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["reference"].as_str().unwrap().to_owned())
+        .find(|r| r.starts_with("Location/"))
+        .unwrap();
+    let r = ann
+        .post("/fhir/Appointment", &booking(ANN, &slot, &location))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let appt = r.json();
+    let appt_id = appt["id"].as_str().unwrap().to_owned();
+    sb.faults(json!({"down": true})).await;
+    let mut cancel = appt.clone();
+    cancel["status"] = json!("cancelled");
+    cancel["cancelationReason"] = json!({"text": "Feeling better"});
+    // Ben names Ann: 403 before anything is queued.
+    assert_eq!(
+        put_if(
+            &ben,
+            &format!("/fhir/Appointment/{appt_id}"),
+            &cancel,
+            "W/\"1\""
+        )
+        .await
+        .status,
+        403
+    );
+    // Ben names himself on Ann's appointment: queued, and refused on delivery.
+    let mut lie = cancel.clone();
+    lie["participant"][0]["actor"]["reference"] = json!(format!("Patient/{BEN}"));
+    let r = put_if(
+        &ben,
+        &format!("/fhir/Appointment/{appt_id}"),
+        &lie,
+        "W/\"1\"",
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let ben_task = r.json()["id"].as_str().unwrap().to_owned();
+    let r = put_if(
+        &ann,
+        &format!("/fhir/Appointment/{appt_id}"),
+        &cancel,
+        "W/\"1\"",
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let task = r.json();
+    assert_eq!(task["resourceType"], "Task");
+    assert_eq!(task["businessStatus"]["coding"][0]["code"], "queued");
+    assert_eq!(task["focus"]["reference"], format!("Appointment/{appt_id}"));
+    assert!(r
+        .header("content-location")
+        .unwrap()
+        .ends_with(&format!("/Task/{}", task["id"].as_str().unwrap())));
+    // A queued cancellation cannot be made by hand.
+    let mut forged = task.clone();
+    forged.as_object_mut().unwrap().remove("id");
+    forged.as_object_mut().unwrap().remove("meta");
+    assert_eq!(ann.post("/fhir/Task", &forged).await.status, 422);
+    sb.faults(json!({"down": false})).await;
+    let admin = app.admin();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let wait = |id: String, want: &'static str| {
+        let admin = &admin;
+        async move {
+            loop {
+                let t = admin.get(&format!("/fhir/Task/{id}")).await.json();
+                if t["businessStatus"]["coding"][0]["code"] == want {
+                    return t;
+                }
+                assert!(Instant::now() < deadline, "{t}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let refused = wait(ben_task, "refused").await;
+    assert_eq!(refused["status"], "rejected");
+    let done = wait(task["id"].as_str().unwrap().to_owned(), "delivered").await;
+    assert_eq!(
+        done["output"][0]["valueReference"]["reference"],
+        format!("Appointment/{appt_id}")
+    );
+    let now = ann
+        .get(&format!("/fhir/Appointment/{appt_id}"))
+        .await
+        .json();
+    assert_eq!(now["status"], "cancelled", "{now}");
+    assert_eq!(now["cancelationReason"]["text"], "Feeling better");
+}
+
+bridge_tests!(cancellation_queued_while_down);

@@ -89,6 +89,24 @@ pub async fn update(fhir: Fhir, body: web::Bytes, ty: TypeParam) -> ApiResult {
     let stored = written
         .stored
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("update returned no resource")))?;
+    if written.kind == WriteKind::Queued {
+        // Accepted for later delivery: the body is the Task tracking it.
+        fhir.ctx.audit_touch(&stored, Action::Create);
+        let mut resp = resource_response(
+            StatusCode::ACCEPTED,
+            &stored,
+            out,
+            crate::service::ReturnPref::Representation,
+            Some(&base),
+        )?;
+        if let Ok(v) =
+            actix_web::http::header::HeaderValue::from_str(&format!("{base}/Task/{}", stored.id))
+        {
+            resp.headers_mut()
+                .insert(actix_web::http::header::CONTENT_LOCATION, v);
+        }
+        return Ok(resp);
+    }
     let status = if written.kind == WriteKind::Created {
         fhir.ctx.audit_touch(&stored, Action::Create);
         StatusCode::CREATED
