@@ -313,7 +313,7 @@ impl OutboxKind {
                 .await
             }
             Err(UpstreamError::Refused { message, .. }) => {
-                self.set(job, &id, version, task, |t| {
+                self.set(job, id, version, task, |t| {
                     t["status"] = json!("rejected");
                     t["businessStatus"] = business_status("refused");
                     t["statusReason"] = json!({"text": message});
@@ -321,7 +321,7 @@ impl OutboxKind {
                 .await
             }
             Err(UpstreamError::NotSupported(why)) => {
-                self.set(job, &id, version, task, |t| {
+                self.set(job, id, version, task, |t| {
                     t["businessStatus"] = business_status("undeliverable");
                 })
                 .await?;
@@ -333,7 +333,7 @@ impl OutboxKind {
                     _ => String::new(),
                 };
                 if last {
-                    self.set(job, &id, version, task, |t| {
+                    self.set(job, id, version, task, |t| {
                         t["businessStatus"] = business_status("undeliverable");
                     })
                     .await?;
