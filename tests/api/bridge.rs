@@ -882,6 +882,34 @@ async fn dead_letter_and_operator_retry(pg: bool) {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // A second dead item, dropped by the operator: gone from the outbox.
+    sb.faults(json!({"down": true})).await;
+    let r = app
+        .bearer(&patient(&app, BEN))
+        .post(
+            "/fhir/Task",
+            &renewal(BEN, "sandbox.medreq-9000000017-1-plan"),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let second = r.json()["id"].as_str().unwrap().to_owned();
+    let mut item = String::new();
+    for _ in 0..100 {
+        let (_, listed) = cli(&["outbox", "list"]);
+        if let Some(l) = listed
+            .lines()
+            .find(|l| l.contains(&second) && l.contains(" dead "))
+        {
+            item = l.split_whitespace().next().unwrap().to_owned();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!item.is_empty(), "the second item is dead");
+    assert_eq!(cli(&["outbox", "drop", &item]).0, Some(0));
+    let (_, listed) = cli(&["outbox", "list"]);
+    assert!(!listed.contains(&item), "{listed}");
+    assert_eq!(cli(&["outbox", "drop", &item]).0, Some(1));
 }
 
 macro_rules! bridge_tests {
