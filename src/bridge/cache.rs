@@ -60,6 +60,22 @@ impl Cache {
         g.insert(key, (Instant::now(), value));
     }
 
+    /// The newest copy of a resource matching `pred` among the entries under
+    /// `prefix`, and whether it is still fresh (within `ttl`).
+    pub fn find(
+        &self,
+        prefix: &str,
+        ttl: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<(Value, bool)> {
+        let g = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        g.iter()
+            .filter(|(k, (at, _))| k.starts_with(prefix) && at.elapsed() <= STALE_LIMIT)
+            .filter_map(|(_, (at, list))| list.iter().find(|v| pred(v)).map(|v| (*at, v)))
+            .max_by_key(|(at, _)| *at)
+            .map(|(at, v)| (v.clone(), at.elapsed() <= ttl))
+    }
+
     /// Drops every entry whose key starts with `prefix`.
     pub fn invalidate(&self, prefix: &str) {
         let mut g = self.map.lock().unwrap_or_else(|p| p.into_inner());

@@ -324,6 +324,23 @@ impl Service {
                     .map_err(|e| upstream_error(s, UpstreamError::Bad(e)))?;
                 v
             }
+            // GP Connect has no read of slots and schedules: the copies its
+            // free-slot searches brought (tagged stale past the TTL).
+            ResourceType::Slot | ResourceType::Schedule => {
+                let want = format!("{}.{rid}", s.name());
+                let ttl = Duration::from_secs(s.cfg.ttl(ResourceType::Slot));
+                let (mut v, fresh) = s
+                    .cache
+                    .find("slots|", ttl, |v| {
+                        crate::bridge::type_of(v) == Some(ty)
+                            && v.get("id").and_then(Value::as_str) == Some(want.as_str())
+                    })
+                    .ok_or_else(not_found)?;
+                if !fresh {
+                    tag_stale(&mut v);
+                }
+                v
+            }
             _ => {
                 let Some((nhs, local)) = s.owner(ty, rid) else {
                     return Err(not_found());

@@ -446,6 +446,20 @@ async fn book_through_the_bridge(pg: bool) {
         .map(|a| a["reference"].as_str().unwrap().to_owned())
         .find(|r| r.starts_with("Location/"))
         .expect("location");
+    // Slots and schedules read by id from what the search brought.
+    let r = ann
+        .get(&format!("/fhir/Slot/{}", slots[0]["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["start"], slots[0]["start"]);
+    let r = ann
+        .get(&format!(
+            "/fhir/Schedule/{}",
+            schedule["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(ann.get("/fhir/Slot/sandbox.slot-nope").await.status, 404);
     // A patient's search needs the window (GP Connect: at most 14 days).
     let r = ann
         .get(&format!(
