@@ -37,6 +37,20 @@ impl UpstreamError {
 
 pub type Upstream<T> = Result<T, UpstreamError>;
 
+impl From<super::http::Failure> for UpstreamError {
+    fn from(f: super::http::Failure) -> UpstreamError {
+        match f {
+            super::http::Failure::Unavailable(m) => UpstreamError::Unavailable(m),
+            super::http::Failure::Bad(m) => UpstreamError::Bad(m),
+        }
+    }
+}
+
+/// A query-string value, percent-encoded.
+pub fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
 /// A free-slot window (GP Connect: at most 14 days).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Window {

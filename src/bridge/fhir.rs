@@ -12,10 +12,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::adapter::{Adapter, Upstream, UpstreamError, Window};
+use super::adapter::{enc, Adapter, Upstream, UpstreamError, Window};
 use super::config::{SupplierConfig, SupplierKind};
 use super::gpconnect::{answer, expect, NHS_NUMBER};
-use super::http::{Client, Failure, Request, Response};
+use super::http::{Client, Request, Response};
 
 const FHIR_JSON: &str = "application/fhir+json";
 const PAGE: usize = 500;
@@ -54,11 +54,7 @@ impl FhirUpstream {
             headers,
             body: body.map(|b| b.to_string().into_bytes()),
         };
-        let resp = self.client.send(req).await.map_err(|f| match f {
-            Failure::Unavailable(m) => UpstreamError::Unavailable(m),
-            Failure::Bad(m) => UpstreamError::Bad(m),
-        })?;
-        answer(resp)
+        answer(self.client.send(req).await?)
     }
 
     async fn search(&self, query: &str) -> Upstream<Vec<Value>> {
@@ -90,10 +86,6 @@ impl FhirUpstream {
         }
         Ok(out)
     }
-}
-
-fn enc(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 #[async_trait]

@@ -12,14 +12,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::adapter::{Adapter, Upstream, UpstreamError, Window};
+use super::adapter::{enc, Adapter, Upstream, UpstreamError, Window};
 use super::config::{SupplierConfig, SupplierKind};
-use super::http::{Client, Failure, Request, Response};
+use super::http::{Client, Request, Response};
 use super::stu3;
 
 const ID: &str = "urn:nhs:names:services:gpconnect:fhir:";
-pub const NHS_NUMBER: &str = "https://fhir.nhs.uk/Id/nhs-number";
-pub const ODS: &str = "https://fhir.nhs.uk/Id/ods-organization-code";
+pub use crate::workflow::fhir::{NHS_NUMBER, ODS_CODE as ODS};
 const FHIR_JSON: &str = "application/fhir+json";
 
 pub struct GpConnect {
@@ -145,11 +144,7 @@ impl GpConnect {
             headers,
             body: body.map(|b| b.to_string().into_bytes()),
         };
-        let resp = self.client.send(req).await.map_err(|f| match f {
-            Failure::Unavailable(m) => UpstreamError::Unavailable(m),
-            Failure::Bad(m) => UpstreamError::Bad(m),
-        })?;
-        answer(resp)
+        answer(self.client.send(req).await?)
     }
 }
 
@@ -251,10 +246,6 @@ fn entries(mut bundle: Value) -> Upstream<Vec<Value>> {
 fn one(v: Value, want: &str) -> Upstream<Value> {
     expect(&v, want)?;
     stu3::to_r4(v).map_err(UpstreamError::Bad)
-}
-
-fn enc(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 #[async_trait]

@@ -367,12 +367,8 @@ async fn cancel_at(
         .await?;
     // Absent and another patient's alike: refused with one message.
     let theirs = current.as_ref().is_some_and(|c| {
-        c.get("participant")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.get("actor"))
-            .filter_map(|a| crate::workflow::fhir::ref_id(a, "Patient"))
+        crate::workflow::fhir::participant_patients(c)
+            .iter()
             .any(|p| Some(p.as_str()) == remote_patient)
     });
     let Some(current) = current.filter(|_| theirs) else {

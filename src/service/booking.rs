@@ -49,16 +49,6 @@ fn held(v: Option<&Value>) -> BTreeSet<String> {
     }
 }
 
-/// The patient participants' ids.
-fn patients(v: &Value) -> Vec<String> {
-    v.get("participant")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|p| ref_id(p.get("actor")?, "Patient"))
-        .collect()
-}
-
 fn channel(v: &Value) -> Option<Value> {
     extensions(v, DELIVERY_CHANNEL)
         .next()
@@ -243,7 +233,7 @@ fn patient_books(n: &Value) -> ServiceResult<()> {
             "a booking names the free slot(s) it takes (Appointment.slot)",
         ));
     }
-    if patients(n).len() != 1 {
+    if crate::workflow::fhir::participant_patients(n).len() != 1 {
         return Err(refuse(
             "book",
             "a booking names exactly one Patient participant",
@@ -357,7 +347,9 @@ fn patient_slot_rules(
             "this service type cannot be booked online at this practice",
         ));
     }
-    let patient = patients(n).pop().unwrap_or_default();
+    let patient = crate::workflow::fhir::participant_patients(n)
+        .pop()
+        .unwrap_or_default();
     if let Some(max) = rules.max_future {
         tx.lock(&format!("booking|patient|{patient}"))
             .map_err(super::transaction::storage_err)?;
@@ -518,6 +510,19 @@ pub(crate) fn free_slot_query(q: &mut SearchQuery, rules: Option<&Rules>) -> Ser
 /// The parameter naming a practice in a free-slot search.
 pub const PRACTICE_PARAM: &str = "schedule.actor:Location.organization.identifier";
 
+/// The value of the one practice a free-slot search names (`system|code`
+/// or a bare code; `None`: none, several, or an OR list).
+pub(crate) fn practice_param(pairs: &[(String, String)]) -> Option<&String> {
+    let mut named = pairs
+        .iter()
+        .filter(|(k, _)| k == PRACTICE_PARAM)
+        .map(|(_, v)| v);
+    match (named.next(), named.next()) {
+        (Some(v), None) if !v.contains(',') => Some(v),
+        _ => None,
+    }
+}
+
 impl super::Service {
     /// The booking rules of the one practice a free-slot search names by ODS
     /// code (`None`: it names none, several, or an unknown one).
@@ -525,23 +530,15 @@ impl super::Service {
         &self,
         pairs: &[(String, String)],
     ) -> ServiceResult<Option<Rules>> {
-        let named: Vec<&String> = pairs
-            .iter()
-            .filter(|(k, _)| k == PRACTICE_PARAM)
-            .map(|(_, v)| v)
-            .collect();
-        let [ods] = named.as_slice() else {
+        let Some(ods) = practice_param(pairs) else {
             return Ok(None);
         };
-        if ods.contains(',') {
-            return Ok(None);
-        }
         let Some(searcher) = self.backend.search() else {
             return Ok(None);
         };
         let q = super::workflows::query(
             ResourceType::Organization,
-            &[("identifier", (*ods).clone())],
+            &[("identifier", ods.clone())],
             "",
         )?;
         let ctx = crate::context::RequestContext::system(

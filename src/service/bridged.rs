@@ -30,8 +30,10 @@ use crate::policy::Action;
 use crate::search::types::{DateValue, Predicate, Prefix, SearchQuery, Test};
 use crate::storage::{SearchPage, WriteKind};
 
-pub const ODS_SYSTEM: &str = "https://fhir.nhs.uk/Id/ods-organization-code";
-pub const NHS_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
+use crate::workflow::fhir::{
+    identifier, identifiers, participant_patients, registered, Registered,
+};
+pub use crate::workflow::fhir::{NHS_NUMBER as NHS_SYSTEM, ODS_CODE as ODS_SYSTEM};
 /// `meta.tag` of a copy served from the bridge's cache while the supplier
 /// could not answer.
 pub const STALE_TAG_SYSTEM: &str = "https://fhirbridge.dev/CodeSystem/bridge";
@@ -151,41 +153,20 @@ impl Service {
             return Ok(None);
         };
         let p = super::workflows::content(&p)?;
-        let nhs = p
-            .get("identifier")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .find(|i| i.get("system").and_then(Value::as_str) == Some(NHS_SYSTEM))
-            .and_then(|i| i.get("value").and_then(Value::as_str))
-            .map(str::to_owned);
-        let Some(nhs) = nhs else { return Ok(None) };
-        for gp in p
-            .get("generalPractitioner")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if gp.pointer("/identifier/system").and_then(Value::as_str) == Some(ODS_SYSTEM) {
-                if let Some(ods) = gp.pointer("/identifier/value").and_then(Value::as_str) {
+        let Some(nhs) = identifier(&p, NHS_SYSTEM).map(str::to_owned) else {
+            return Ok(None);
+        };
+        for gp in registered(&p) {
+            let org = match gp {
+                Registered::Ods(ods) => return Ok(Some((ods, nhs))),
+                Registered::Organization(org) => org,
+            };
+            let Some(org) = LogicalId::parse(&org) else {
+                continue;
+            };
+            if let Ok(o) = reader.read(&ctx, ResourceType::Organization, &org).await {
+                if let Some(ods) = identifier(&super::workflows::content(&o)?, ODS_SYSTEM) {
                     return Ok(Some((ods.to_owned(), nhs)));
-                }
-            }
-            if let Some(org) =
-                crate::workflow::fhir::ref_id(gp, "Organization").and_then(|o| LogicalId::parse(&o))
-            {
-                if let Ok(o) = reader.read(&ctx, ResourceType::Organization, &org).await {
-                    let o = super::workflows::content(&o)?;
-                    let ods = o
-                        .get("identifier")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .find(|i| i.get("system").and_then(Value::as_str) == Some(ODS_SYSTEM))
-                        .and_then(|i| i.get("value").and_then(Value::as_str));
-                    if let Some(ods) = ods {
-                        return Ok(Some((ods.to_owned(), nhs)));
-                    }
                 }
             }
         }
@@ -376,13 +357,7 @@ impl Service {
     /// its NHS number. `None`: the patient is not one of ours, and the
     /// reference stays the supplier's (which no patient token reaches).
     async fn link_for(&self, s: &Arc<Supplier>, v: &Value) -> ServiceResult<Option<PatientLink>> {
-        let remote = v
-            .get("participant")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.get("actor"))
-            .find_map(|a| crate::workflow::fhir::ref_id(a, "Patient"));
+        let remote = participant_patients(v).into_iter().next();
         let Some(remote) = remote else {
             return Ok(None);
         };
@@ -390,15 +365,10 @@ impl Service {
             .guarded("read", s.adapter().read("Patient", &remote))
             .await
             .map_err(|e| upstream_error(s, e))?;
-        let nhs = p.as_ref().and_then(|p| {
-            p.get("identifier")?
-                .as_array()?
-                .iter()
-                .find(|i| i.get("system").and_then(Value::as_str) == Some(NHS_SYSTEM))?
-                .get("value")?
-                .as_str()
-                .map(str::to_owned)
-        });
+        let nhs = p
+            .as_ref()
+            .and_then(|p| identifier(p, NHS_SYSTEM))
+            .map(str::to_owned);
         let Some(nhs) = nhs else { return Ok(None) };
         let q = super::workflows::query(
             ResourceType::Patient,
@@ -567,13 +537,7 @@ impl Service {
         if ty != ResourceType::Appointment || !self.bridge.any_holds(ty) {
             return Ok(None);
         }
-        let patient = body
-            .get("participant")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.get("actor"))
-            .find_map(|a| crate::workflow::fhir::ref_id(a, "Patient"));
+        let patient = participant_patients(body).into_iter().next();
         let remote_slot = crate::workflow::fhir::ref_ids(body, "slot", "Slot")
             .iter()
             .find_map(|id| self.bridge.remote_id(id).map(|(s, _)| s.clone()));
@@ -760,18 +724,13 @@ fn empty_page() -> SearchPage {
 
 /// The one practice (ODS code) a free-slot search names.
 fn practice_named(pairs: &[(String, String)]) -> Option<String> {
-    let named: Vec<&String> = pairs
-        .iter()
-        .filter(|(k, _)| k == super::booking::PRACTICE_PARAM)
-        .map(|(_, v)| v)
-        .collect();
-    let [v] = named.as_slice() else { return None };
+    let v = super::booking::practice_param(pairs)?;
     let code = match v.split_once('|') {
         Some((sys, code)) if sys == ODS_SYSTEM || sys.is_empty() => code,
         Some(_) => return None,
         None => v.as_str(),
     };
-    (!code.contains(',') && !code.is_empty()).then(|| code.to_owned())
+    (!code.is_empty()).then(|| code.to_owned())
 }
 
 /// The window of `param`'s `ge`/`gt` and `le`/`lt` bounds (≤ 14 days for
@@ -829,16 +788,7 @@ fn only_practice(pool: Vec<Value>, ods: &str, sole: bool) -> Vec<Value> {
             .and_then(Value::as_str)
             .and_then(|k| by.get(k).copied())
     };
-    let org_ods = |o: &Value| {
-        o.get("identifier")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .any(|i| {
-                i.get("system").and_then(Value::as_str) == Some(ODS_SYSTEM)
-                    && i.get("value").and_then(Value::as_str) == Some(ods)
-            })
-    };
+    let org_ods = |o: &Value| identifiers(o, ODS_SYSTEM).any(|v| v == ods);
     let schedule_ok = |sch: &Value| -> Option<bool> {
         let mut decided = None;
         for a in sch
@@ -1110,13 +1060,7 @@ impl Service {
     ) -> ServiceResult<Written> {
         use crate::bridge::outbox;
         let unavailable = || upstream_error(s, UpstreamError::Unavailable(why.clone()));
-        let patient = value
-            .get("participant")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.get("actor"))
-            .find_map(|a| crate::workflow::fhir::ref_id(a, "Patient"));
+        let patient = participant_patients(value).into_iter().next();
         let Some(patient) = patient else {
             return Err(unavailable());
         };

@@ -248,6 +248,12 @@ fn request(tx: &mut dyn TxOps, base: &str, actor: Actor, task: &Value) -> Servic
     if let Some((rule, why)) = not_issuable(&plan) {
         return Err(refuse(rule, why));
     }
+    no_open_request(tx, base, &plan_id)
+}
+
+/// 409 when plan `plan_id` already has an open renewal Task (the caller
+/// holds the plan's lock).
+fn no_open_request(tx: &mut dyn TxOps, base: &str, plan_id: &str) -> ServiceResult<()> {
     let q = query(
         ResourceType::Task,
         &[
@@ -272,33 +278,18 @@ fn request(tx: &mut dyn TxOps, base: &str, actor: Actor, task: &Value) -> Servic
 
 /// The practice (ODS code) of local Patient `id`, read inside the transaction.
 fn practice_in_tx(tx: &mut dyn TxOps, id: &str) -> ServiceResult<Option<String>> {
-    use super::bridged::ODS_SYSTEM;
+    use crate::workflow::fhir::{identifier, registered, Registered, ODS_CODE};
     let Some((_, p)) = read_ref(tx, ResourceType::Patient, id)? else {
         return Ok(None);
     };
-    let ods_of = |v: &Value| {
-        v.get("identifier")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .chain(v.get("identifier").filter(|i| i.is_object()))
-            .find(|i| i.get("system").and_then(Value::as_str) == Some(ODS_SYSTEM))
-            .and_then(|i| i.get("value").and_then(Value::as_str))
-            .map(str::to_owned)
-    };
-    for gp in p
-        .get("generalPractitioner")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(ods) = ods_of(gp) {
-            return Ok(Some(ods));
-        }
-        if let Some(org) = ref_id(gp, "Organization") {
-            if let Some((_, o)) = read_ref(tx, ResourceType::Organization, &org)? {
-                if let Some(ods) = ods_of(&o) {
-                    return Ok(Some(ods));
+    for gp in registered(&p) {
+        match gp {
+            Registered::Ods(ods) => return Ok(Some(ods)),
+            Registered::Organization(org) => {
+                if let Some((_, o)) = read_ref(tx, ResourceType::Organization, &org)? {
+                    if let Some(ods) = identifier(&o, ODS_CODE) {
+                        return Ok(Some(ods.to_owned()));
+                    }
                 }
             }
         }
@@ -348,25 +339,7 @@ fn request_bridged(
     if !served || !supplier.holds(ResourceType::Task) {
         return Err(not_theirs());
     }
-    let q = query(
-        ResourceType::Task,
-        &[
-            ("focus", format!("MedicationRequest/{plan}")),
-            ("status", OPEN_LIST.into()),
-            ("code", format!("{SNOMED}|{RENEWAL_CODE}")),
-        ],
-        base,
-    )?;
-    if let Some(open) = tx
-        .find(&q, 1)
-        .map_err(super::transaction::storage_err)?
-        .first()
-    {
-        return Err(ServiceError::Duplicate(format!(
-            "this medication already has an open repeat request (Task/{}); wait for the practice or cancel it",
-            open.id
-        )));
-    }
+    no_open_request(tx, base, &plan)?;
     let key = uuid::Uuid::new_v4().to_string();
     let ident = json!({"system": outbox::IDEMPOTENCY_SYSTEM, "value": key});
     match task.get_mut("identifier").and_then(Value::as_array_mut) {

@@ -15,6 +15,61 @@ pub fn ref_id(reference: &Value, ty: &str) -> Option<String> {
     (t == ty && !id.is_empty()).then(|| id.to_owned())
 }
 
+/// The NHS number and ODS code identifier systems.
+pub const NHS_NUMBER: &str = "https://fhir.nhs.uk/Id/nhs-number";
+pub const ODS_CODE: &str = "https://fhir.nhs.uk/Id/ods-organization-code";
+
+/// The values of `v.identifier` (a list, or one Identifier as in a
+/// Reference) in `system`.
+pub fn identifiers<'a>(v: &'a Value, system: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    let list: &'a [Value] = match v.get("identifier") {
+        Some(Value::Array(list)) => list,
+        Some(one) => std::slice::from_ref(one),
+        None => &[],
+    };
+    list.iter()
+        .filter(move |i| i.get("system").and_then(Value::as_str) == Some(system))
+        .filter_map(|i| i.get("value").and_then(Value::as_str))
+}
+
+/// The first value of `v.identifier` in `system`.
+pub fn identifier<'a>(v: &'a Value, system: &'a str) -> Option<&'a str> {
+    identifiers(v, system).next()
+}
+
+/// The ids of an Appointment's Patient participants.
+pub fn participant_patients(v: &Value) -> Vec<String> {
+    v.get("participant")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| ref_id(p.get("actor")?, "Patient"))
+        .collect()
+}
+
+/// How a Patient's `generalPractitioner` names a practice, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registered {
+    /// An identifier-only reference carrying the ODS code.
+    Ods(String),
+    /// A local Organization (which carries the ODS code).
+    Organization(String),
+}
+
+/// The practices `patient.generalPractitioner` names, in order.
+pub fn registered(patient: &Value) -> Vec<Registered> {
+    patient
+        .get("generalPractitioner")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|gp| match identifier(gp, ODS_CODE) {
+            Some(ods) => Some(Registered::Ods(ods.to_owned())),
+            None => ref_id(gp, "Organization").map(Registered::Organization),
+        })
+        .collect()
+}
+
 /// The ids of every `{ty}` reference in the array `field` of `v`.
 pub fn ref_ids(v: &Value, field: &str, ty: &str) -> Vec<String> {
     v.get(field)
