@@ -248,34 +248,60 @@ impl Service {
 
     /// The patient's record (medication, allergies) from the GP system,
     /// mapped onto our ids.
-    async fn record(&self, r: &Route, link: &PatientLink) -> ServiceResult<(Vec<Value>, bool)> {
+    async fn record(&self, r: &Route, link: &PatientLink) -> ServiceResult<Arc<Vec<Value>>> {
         let s = &r.supplier;
-        let (list, stale) = self
-            .cached(
+        let list = self
+            .cached_mapped(
                 s,
                 ResourceType::MedicationRequest,
                 format!("record|{}", r.nhs),
                 "record",
+                Some(link),
                 s.adapter().record(&r.nhs, &link.remote),
             )
             .await?;
-        let mut out = Vec::with_capacity(list.len());
+        let prefix = format!("{}.", s.name());
         for v in list.iter() {
-            let mut v = v.clone();
-            if let (Some(ty), Some(rid)) = (
-                crate::bridge::type_of(&v),
-                v.get("id").and_then(Value::as_str),
-            ) {
+            let rid = v
+                .get("id")
+                .and_then(Value::as_str)
+                .and_then(|i| i.strip_prefix(&prefix));
+            if let (Some(ty), Some(rid)) = (crate::bridge::type_of(v), rid) {
                 s.remember_owner(ty, rid, &r.nhs, &r.local);
             }
-            ids::to_local(&mut v, s.name(), &s.cfg.base_url, Some(link))
-                .map_err(|e| upstream_error(s, UpstreamError::Bad(e)))?;
-            if stale {
-                tag_stale(&mut v);
-            }
-            out.push(v);
         }
-        Ok((out, stale))
+        Ok(list)
+    }
+
+    /// A cached supplier read mapped onto our ids ([`ids::to_local`], with
+    /// the patient link when the answer is about one patient): mapped once
+    /// when fetched, not on every request; a stale copy comes tagged.
+    async fn cached_mapped<F>(
+        &self,
+        s: &Supplier,
+        ty: ResourceType,
+        key: String,
+        op: &'static str,
+        link: Option<&PatientLink>,
+        fetch: F,
+    ) -> ServiceResult<Arc<Vec<Value>>>
+    where
+        F: std::future::Future<Output = crate::bridge::Upstream<Vec<Value>>>,
+    {
+        let mapped = async {
+            let mut list = fetch.await?;
+            for v in list.iter_mut() {
+                ids::to_local(v, s.name(), &s.cfg.base_url, link).map_err(UpstreamError::Bad)?;
+            }
+            Ok(list)
+        };
+        let (list, stale) = self.cached(s, ty, key, op, mapped).await?;
+        if !stale {
+            return Ok(list);
+        }
+        let mut tagged = list.as_ref().clone();
+        tagged.iter_mut().for_each(tag_stale);
+        Ok(Arc::new(tagged))
     }
 
     /// `GET [type]/{supplier}.{id}`.
@@ -334,13 +360,14 @@ impl Service {
                 let Some(link) = self.link(&route).await? else {
                     return Err(not_found());
                 };
-                let (list, _) = self.record(&route, &link).await?;
+                let list = self.record(&route, &link).await?;
                 let want = format!("{}.{rid}", s.name());
-                list.into_iter()
+                list.iter()
                     .find(|v| {
                         crate::bridge::type_of(v) == Some(ty)
                             && v.get("id").and_then(Value::as_str) == Some(want.as_str())
                     })
+                    .cloned()
                     .ok_or_else(not_found)?
             }
         };
@@ -425,7 +452,7 @@ impl Service {
         let Some(link) = self.link(&route).await? else {
             return Ok(Some(empty_page()));
         };
-        let (pool, _) = match ty {
+        let pool = match ty {
             ResourceType::Appointment => {
                 // GP Connect retrieves appointments by whole dates.
                 let mut w = window_of(&parsed.query, "date").unwrap_or_else(|| {
@@ -437,26 +464,15 @@ impl Service {
                 });
                 w.from.truncate(10);
                 w.to.truncate(10);
-                let (list, stale) = self
-                    .cached(
-                        &s,
-                        ty,
-                        format!("appts|{}|{}|{}", route.nhs, w.from, w.to),
-                        "appointments",
-                        s.adapter().appointments(&link.remote, &w),
-                    )
-                    .await?;
-                let mut out = Vec::new();
-                for v in list.iter() {
-                    let mut v = v.clone();
-                    ids::to_local(&mut v, s.name(), &s.cfg.base_url, Some(&link))
-                        .map_err(|e| upstream_error(&s, UpstreamError::Bad(e)))?;
-                    if stale {
-                        tag_stale(&mut v);
-                    }
-                    out.push(v);
-                }
-                (out, stale)
+                self.cached_mapped(
+                    &s,
+                    ty,
+                    format!("appts|{}|{}|{}", route.nhs, w.from, w.to),
+                    "appointments",
+                    Some(&link),
+                    s.adapter().appointments(&link.remote, &w),
+                )
+                .await?
             }
             ResourceType::Task => return Ok(None),
             _ => self.record(&route, &link).await?,
@@ -499,29 +515,19 @@ impl Service {
         query
             .predicates
             .retain(|p| !matches!(p, Predicate::Chain { param, .. } if param.code == "schedule"));
-        // The cache holds the practice's slots already mapped onto our ids.
+        // The cache holds the practice's slots (and what they include).
         let sole = s.cfg.ods_codes.len() == 1;
-        let fetch = async {
-            let mut list = s.adapter().free_slots(&w).await?;
-            for v in list.iter_mut() {
-                ids::to_local(v, s.name(), &s.cfg.base_url, None).map_err(UpstreamError::Bad)?;
-            }
-            Ok(only_practice(list, ods, sole))
-        };
-        let (pool, stale) = self
-            .cached(
+        let fetch = async { Ok(only_practice(s.adapter().free_slots(&w).await?, ods, sole)) };
+        let pool = self
+            .cached_mapped(
                 s,
                 ResourceType::Slot,
                 format!("slots|{ods}|{}|{}", w.from, w.to),
                 "free_slots",
+                None,
                 fetch,
             )
             .await?;
-        if stale {
-            let mut tagged = pool.as_ref().clone();
-            tagged.iter_mut().for_each(tag_stale);
-            return in_memory(ctx, s, ResourceType::Slot, query, &tagged, "");
-        }
         in_memory(ctx, s, ResourceType::Slot, query, &pool, "")
     }
 
@@ -871,21 +877,21 @@ fn in_memory(
         (a.get("start").and_then(Value::as_str), id_of(a))
             .cmp(&(b.get("start").and_then(Value::as_str), id_of(b)))
     });
-    // Admitted before counting, so the total holds only what the caller may see.
-    let keep: std::collections::HashSet<String> =
-        admit_all(ctx, matched.iter().filter_map(ids::stored).collect())
-            .into_iter()
-            .map(|r| r.id.to_string())
-            .collect();
-    matched.retain(|v| {
-        v.get("id")
-            .and_then(Value::as_str)
-            .is_some_and(|i| keep.contains(i))
-    });
+    // Admitted before counting, so the total holds only what the caller
+    // may see; each match becomes a stored resource once.
+    let mut matched: Vec<(Value, StoredResource)> = matched
+        .into_iter()
+        .filter_map(|v| {
+            let r = ids::stored(&v)?;
+            let admitted =
+                ctx.unrestricted() || ctx.admit_listed(&r) == crate::policy::Decision::Permit;
+            admitted.then_some((v, r))
+        })
+        .collect();
     let total = matched.len() as i64;
     // Pages over the ordered matches: a cursor names the id a page ends
     // (or, backwards, starts) at.
-    let at = |id: &str| matched.iter().position(|v| id_of(v) == id);
+    let at = |id: &str| matched.iter().position(|(v, _)| id_of(v) == id);
     let (from, to) = match &query.cursor {
         Some(c) if !c.backwards => {
             let from = at(&c.id).map_or(matched.len(), |i| i + 1);
@@ -902,9 +908,13 @@ fn in_memory(
         keys: Vec::new(),
         id: id_of(v),
     };
-    let next = (to < matched.len() && to > from).then(|| cursor(false, &matched[to - 1]));
-    let previous = (from > 0 && from < matched.len()).then(|| cursor(true, &matched[from]));
-    let matched: Vec<Value> = matched.drain(from..to).collect();
+    let next = (to < matched.len() && to > from).then(|| cursor(false, &matched[to - 1].0));
+    let previous = (from > 0 && from < matched.len()).then(|| cursor(true, &matched[from].0));
+    let (matched, resources): (Vec<Value>, Vec<StoredResource>) = matched.drain(from..to).unzip();
+    // Only what is returned is audited as read.
+    for r in &resources {
+        ctx.audit_touch(r, crate::policy::Action::Read);
+    }
     let mut included = Vec::new();
     if !query.include.is_empty() {
         let mut wanted: Vec<String> = Vec::new();
@@ -959,10 +969,7 @@ fn in_memory(
             wanted.clear();
         }
     }
-    let to_stored =
-        |list: Vec<Value>| -> Vec<StoredResource> { list.iter().filter_map(ids::stored).collect() };
-    let resources = to_stored(matched);
-    let included = admit_all(ctx, to_stored(included));
+    let included = admit_all(ctx, included.iter().filter_map(ids::stored).collect());
     Ok(SearchPage {
         resources,
         included,
