@@ -61,6 +61,18 @@ impl Sandbox {
         panic!("the sandbox does not answer");
     }
 
+    /// Waits until the sandbox has created `n` Tasks, before `deadline`.
+    pub async fn wait_tasks(&self, n: u64, deadline: Instant, poll_ms: u64) {
+        loop {
+            let s = self.stats().await;
+            if s["tasks_created"] == n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not all delivered: {s}");
+            tokio::time::sleep(Duration::from_millis(poll_ms)).await;
+        }
+    }
+
     pub async fn stats(&self) -> Value {
         let mut r = self
             .client
@@ -224,6 +236,20 @@ async fn put_if(who: &Authed<'_>, path: &str, body: &Value, etag: &str) -> Resp 
         Some(body.to_string().into_bytes()),
     )
     .await
+}
+
+/// Waits until local Task `id`'s delivery status (`businessStatus`) is
+/// `want`, before `deadline`; returns the Task.
+async fn delivery(app: &TestApp, id: &str, want: &str, deadline: Instant) -> Value {
+    let admin = app.admin();
+    loop {
+        let t = admin.get(&format!("/fhir/Task/{id}")).await.json();
+        if t["businessStatus"]["coding"][0]["code"] == want {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "{t}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn spine(r: &Resp) -> String {
@@ -655,34 +681,16 @@ async fn outbox_survives_an_outage(pg: bool) {
     }
     assert_eq!(sb.stats().await["tasks_created"], 0);
     sb.faults(json!({"down": false})).await;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let s = sb.stats().await;
-        if s["tasks_created"] == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not all delivered: {s}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    sb.wait_tasks(200, Instant::now() + Duration::from_secs(120), 500)
+        .await;
     // Every local Task says delivered and names the supplier's record.
-    let admin = app.admin();
     let deadline = Instant::now() + Duration::from_secs(30);
     for t in &tasks {
-        loop {
-            let now = admin
-                .get(&format!("/fhir/Task/{}", t["id"].as_str().unwrap()))
-                .await
-                .json();
-            if now["businessStatus"]["coding"][0]["code"] == "delivered" {
-                assert!(now["output"][0]["valueReference"]["reference"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with("Task/sandbox."));
-                break;
-            }
-            assert!(Instant::now() < deadline, "{now}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let now = delivery(&app, t["id"].as_str().unwrap(), "delivered", deadline).await;
+        assert!(now["output"][0]["valueReference"]["reference"]
+            .as_str()
+            .unwrap()
+            .starts_with("Task/sandbox."));
     }
     let s = sb.stats().await;
     assert_eq!(s["tasks_created"], 200, "0 lost, 0 duplicated: {s}");
@@ -717,15 +725,8 @@ async fn two_instances_deliver_once(pg: bool) {
         assert_eq!(r.status, 201, "{}", r.text());
     }
     sb.faults(json!({"down": false})).await;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let s = sb.stats().await;
-        if s["tasks_created"] == 40 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{s}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    sb.wait_tasks(40, Instant::now() + Duration::from_secs(90), 300)
+        .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let s = sb.stats().await;
     assert_eq!(
@@ -839,16 +840,13 @@ async fn dead_letter_and_operator_retry(pg: bool) {
         .await;
     assert_eq!(r.status, 201, "{}", r.text());
     let id = r.json()["id"].as_str().unwrap().to_owned();
-    let admin = app.admin();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let t = admin.get(&format!("/fhir/Task/{id}")).await.json();
-        if t["businessStatus"]["coding"][0]["code"] == "undeliverable" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{t}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    delivery(
+        &app,
+        &id,
+        "undeliverable",
+        Instant::now() + Duration::from_secs(30),
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("ops.toml");
     std::fs::write(
@@ -891,11 +889,8 @@ async fn dead_letter_and_operator_retry(pg: bool) {
     let (code, out) = cli(&["outbox", "retry", &job]);
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(cli(&["outbox", "retry", "no-such-item"]).0, Some(1));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while sb.stats().await["tasks_created"] != 1 {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    sb.wait_tasks(1, Instant::now() + Duration::from_secs(30), 200)
+        .await;
     // A second dead item, dropped by the operator: gone from the outbox.
     sb.faults(json!({"down": true})).await;
     let r = app
@@ -1008,19 +1003,13 @@ async fn an_r4_upstream(pg: bool) {
     assert_eq!(r.status, 201, "{}", r.text());
     let task = r.json();
     let key = task["identifier"][0]["value"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let delivered = loop {
-        let t = app
-            .admin()
-            .get(&format!("/fhir/Task/{}", task["id"].as_str().unwrap()))
-            .await
-            .json();
-        if t["businessStatus"]["coding"][0]["code"] == "delivered" {
-            break t;
-        }
-        assert!(Instant::now() < deadline, "{t}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let delivered = delivery(
+        &app,
+        task["id"].as_str().unwrap(),
+        "delivered",
+        Instant::now() + Duration::from_secs(30),
+    )
+    .await;
     let remote = delivered["output"][0]["valueReference"]["reference"]
         .as_str()
         .unwrap()
@@ -1142,24 +1131,10 @@ async fn cancellation_queued_while_down(pg: bool) {
     forged.as_object_mut().unwrap().remove("meta");
     assert_eq!(ann.post("/fhir/Task", &forged).await.status, 422);
     sb.faults(json!({"down": false})).await;
-    let admin = app.admin();
     let deadline = Instant::now() + Duration::from_secs(60);
-    let wait = |id: String, want: &'static str| {
-        let admin = &admin;
-        async move {
-            loop {
-                let t = admin.get(&format!("/fhir/Task/{id}")).await.json();
-                if t["businessStatus"]["coding"][0]["code"] == want {
-                    return t;
-                }
-                assert!(Instant::now() < deadline, "{t}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
-    let refused = wait(ben_task, "refused").await;
+    let refused = delivery(&app, &ben_task, "refused", deadline).await;
     assert_eq!(refused["status"], "rejected");
-    let done = wait(task["id"].as_str().unwrap().to_owned(), "delivered").await;
+    let done = delivery(&app, task["id"].as_str().unwrap(), "delivered", deadline).await;
     assert_eq!(
         done["output"][0]["valueReference"]["reference"],
         format!("Appointment/{appt_id}")
